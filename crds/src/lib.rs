@@ -1,0 +1,22 @@
+//! Tollgate's API: the four custom resources, the compiled routing table and the pure compiler.
+//!
+//! Nothing in this crate does I/O: it turns a snapshot of resources into a [`table::RoutingTable`]
+//! plus per-object diagnostics, so the operator and standalone mode share one compiler.
+
+pub mod crd_yaml;
+pub mod plan;
+pub mod policy;
+pub mod product;
+pub mod status;
+pub mod subscription;
+pub mod table;
+
+pub use plan::{Plan, PlanSpec};
+pub use policy::{ApiPolicy, ApiPolicySpec};
+pub use product::{Product, ProductSpec};
+pub use subscription::{Subscription, SubscriptionSpec};
+
+/// API group of every Tollgate kind.
+pub const GROUP: &str = "tollgate.dev";
+/// API version served.
+pub const VERSION: &str = "v1alpha1";

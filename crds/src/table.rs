@@ -1,0 +1,246 @@
+//! The compiled `RoutingTable`: the plain data a proxy enforces.
+//!
+//! It is the wire format between the operator and proxies and the on-disk last-known-good
+//! format, so every field is serialisable and every collection has a deterministic order.
+//! It never holds a plaintext key: subscriptions carry SHA-256 digests only.
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::plan::QuotaPeriod;
+use crate::product::{Method, PathMatch};
+use crate::subscription::SubscriptionState;
+
+/// Identifier of an object inside the table: `namespace/name`.
+pub type ObjectId = String;
+
+/// Everything a proxy needs to route, authenticate, authorise and limit requests.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingTable {
+    /// Products that compiled, sorted by id.
+    pub products: Vec<ProductEntry>,
+    /// Plans that compiled, sorted by id.
+    pub plans: Vec<PlanEntry>,
+    /// Subscriptions that compiled, sorted by id.
+    pub subscriptions: Vec<SubscriptionEntry>,
+    /// Policies that compiled, sorted by id.
+    pub policies: Vec<PolicyEntry>,
+}
+
+impl RoutingTable {
+    /// A short content digest (hex SHA-256 of the canonical JSON): equal tables have equal digests.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&json))
+    }
+}
+
+/// A compiled Product.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductEntry {
+    /// `namespace/name`.
+    pub id: ObjectId,
+    /// Display name (falls back to the object name).
+    pub display_name: String,
+    /// Lowercased hostnames; empty means any host. `*.example.com` matches one or more labels.
+    pub hostnames: Vec<String>,
+    /// Whether every call must be tied to an active subscription.
+    pub subscription_required: bool,
+    /// Where the key is read from.
+    pub key_location: KeyLookup,
+    /// Where requests go.
+    pub backend: BackendTarget,
+    /// Backend timeouts in milliseconds.
+    pub timeouts: TimeoutsMs,
+    /// Ids of the policies applied, in order.
+    pub policies: Vec<ObjectId>,
+    /// Routes with `basePath` already joined in front of each path.
+    pub routes: Vec<RouteEntry>,
+}
+
+/// Where a product reads subscription keys from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyLookup {
+    /// Header name, lowercased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Query parameter name (exact case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+}
+
+/// Where a product's requests are forwarded.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum BackendTarget {
+    /// An absolute URL; its path is prepended to the forwarded path.
+    Url {
+        /// `scheme://authority[/path]`, no trailing slash.
+        url: String,
+    },
+    /// A Service in the cluster; `endpoints` are ready pod addresses when the operator knows them.
+    Service {
+        /// Namespace of the Service.
+        namespace: String,
+        /// Name of the Service.
+        name: String,
+        /// Port.
+        port: u16,
+        /// Ready `ip:port` endpoints, sorted; empty means use the Service's DNS name.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        endpoints: Vec<String>,
+    },
+}
+
+/// Backend timeouts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutsMs {
+    /// Connection establishment.
+    pub connect_ms: u64,
+    /// Until the backend's response headers arrive.
+    pub request_ms: u64,
+}
+
+impl Default for TimeoutsMs {
+    fn default() -> Self {
+        Self {
+            connect_ms: 5_000,
+            request_ms: 30_000,
+        }
+    }
+}
+
+/// A compiled route.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteEntry {
+    /// Route name, unique within the product.
+    pub name: String,
+    /// Full path including the product's basePath, no trailing slash (except `/` itself).
+    pub path: String,
+    /// Prefix or exact.
+    pub path_match: PathMatch,
+    /// Allowed methods; empty means any.
+    pub methods: Vec<Method>,
+    /// Replacement for the matched path when forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<String>,
+}
+
+/// A compiled Plan.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanEntry {
+    /// `namespace/name`.
+    pub id: ObjectId,
+    /// Id of the product it sells.
+    pub product: ObjectId,
+    /// Display name (falls back to the object name).
+    pub display_name: String,
+    /// Route names included, sorted (every route of the product when the Plan omits `routes`).
+    pub routes: Vec<String>,
+    /// GCRA parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitEntry>,
+    /// Calendar quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaEntry>,
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+}
+
+/// A rate: `requests` per `period_ms`, with `burst` back to back.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitEntry {
+    /// Requests per period (≥ 1).
+    pub requests: u32,
+    /// Period length in milliseconds (≥ 1000).
+    pub period_ms: u64,
+    /// Burst size (≥ 1).
+    pub burst: u32,
+}
+
+/// A quota: `requests` per calendar `period` in UTC.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaEntry {
+    /// Requests per period (≥ 1).
+    pub requests: u64,
+    /// Day, Week or Month.
+    pub period: QuotaPeriod,
+}
+
+/// A compiled Subscription.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionEntry {
+    /// `namespace/name`.
+    pub id: ObjectId,
+    /// Id of its plan.
+    pub plan: ObjectId,
+    /// Id of the plan's product.
+    pub product: ObjectId,
+    /// Active, Suspended or Cancelled.
+    pub state: SubscriptionState,
+    /// Hex SHA-256 digests of the primary and secondary keys, sorted.
+    pub key_digests: Vec<String>,
+    /// Calls after this instant are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Client-certificate fingerprints: lowercase hex SHA-256, no separators, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_certificates: Vec<String>,
+    /// JWT subjects mapped to this subscription, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jwt_subjects: Vec<String>,
+    /// Source ranges the subscriber may call from; empty means anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_source_ranges: Vec<IpNet>,
+}
+
+/// A compiled ApiPolicy (the features this version enforces).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyEntry {
+    /// `namespace/name`.
+    pub id: ObjectId,
+    /// Header operations on the forwarded request.
+    pub request_headers: HeaderOpsEntry,
+    /// Header operations on the returned response.
+    pub response_headers: HeaderOpsEntry,
+    /// Client address filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_filter: Option<IpFilterEntry>,
+}
+
+/// Removes (lowercased names) run before sets.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderOpsEntry {
+    /// `(lowercased name, value)`, sorted by name.
+    pub set: Vec<(String, String)>,
+    /// Lowercased names, sorted.
+    pub remove: Vec<String>,
+}
+
+/// Parsed CIDRs; deny wins over allow; an empty allow list allows all.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IpFilterEntry {
+    /// Allowed networks.
+    pub allow: Vec<IpNet>,
+    /// Denied networks.
+    pub deny: Vec<IpNet>,
+}
+
+/// Hex SHA-256 of a subscription key: the only form in which keys leave the compiler.
+pub fn key_digest(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
