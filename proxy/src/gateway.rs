@@ -1,0 +1,165 @@
+//! Starting and stopping the whole gateway: first load, proxy and admin listeners, the
+//! directory watcher, graceful shutdown. `main` and the integration tests use this.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::metrics::Metrics;
+use crate::pipeline::Shared;
+use crate::reload::{DirSource, POLL_INTERVAL};
+use crate::{admin, server};
+
+/// How to run the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Directory of manifests.
+    pub from_dir: PathBuf,
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// How often the directory is checked.
+    pub poll_interval: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+impl GatewayConfig {
+    /// Defaults for `dir`: proxy on 127.0.0.1:8080, admin on 127.0.0.1:9901.
+    pub fn new(from_dir: PathBuf) -> GatewayConfig {
+        GatewayConfig {
+            from_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            poll_interval: POLL_INTERVAL,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Metrics could not be registered (a bug).
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}; is another process using it?")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The watcher thread could not start.
+    #[error("cannot start the directory watcher: {0}")]
+    Watcher(#[source] std::io::Error),
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    proxy_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    stop_watcher: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Load the directory once, bind both listeners and start serving and watching.
+    ///
+    /// The first load runs before the listeners accept, so a valid directory is served from the
+    /// first request. A refused first load is logged; the gateway then answers 503 until a
+    /// later poll succeeds.
+    pub async fn start(config: GatewayConfig) -> Result<Gateway, StartError> {
+        let shared = Arc::new(Shared::new(Metrics::new()?));
+        let mut source = DirSource::new(config.from_dir.clone(), shared.clone());
+        source.tick();
+
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let proxy = bind(config.listen).await?;
+        let admin = bind(config.admin_listen).await?;
+        let proxy_addr = proxy.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+            addr: config.admin_listen,
+            source,
+        })?;
+
+        let stop_watcher = Arc::new(AtomicBool::new(false));
+        source
+            .spawn(config.poll_interval, stop_watcher.clone())
+            .map_err(StartError::Watcher)?;
+
+        let (shutdown, rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(server::serve(
+                proxy,
+                shared.clone(),
+                rx.clone(),
+                config.drain_timeout,
+            )),
+            tokio::spawn(admin::serve(admin, shared.clone(), rx)),
+        ];
+        tracing::info!(proxy = %proxy_addr, admin = %admin_addr, dir = %config.from_dir.display(), "tollgate-proxy listening");
+        Ok(Gateway {
+            proxy_addr,
+            admin_addr,
+            shared,
+            shutdown,
+            stop_watcher,
+            tasks,
+        })
+    }
+
+    /// Where the proxy listens.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    /// Where the admin endpoints listen.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The shared state (table, metrics).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stop accepting, drain in-flight requests (bounded), stop watching.
+    pub async fn shutdown(mut self) {
+        self.signal_stop();
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+
+    fn signal_stop(&self) {
+        self.stop_watcher.store(true, Ordering::Release);
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for Gateway {
+    /// A gateway dropped without [`Gateway::shutdown`] still stops its listeners and watcher.
+    fn drop(&mut self) {
+        self.signal_stop();
+    }
+}

@@ -1,0 +1,186 @@
+//! Prometheus metrics, in a private registry rendered by the admin listener.
+//!
+//! Label values come only from the table (object ids, route names) or fixed words (`none`,
+//! status classes): never from request input, and never key material.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Label value for "no product/route/plan" (unmatched or anonymous requests).
+pub const NONE: &str = "none";
+
+/// The proxy's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    table_version: IntGauge,
+    reloads: IntCounter,
+    reloads_failed: IntCounter,
+    rate_limited: IntCounterVec,
+    quota_exceeded: IntCounterVec,
+}
+
+/// `2xx`, `4xx`… for a status.
+pub fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "tollgate_requests_total",
+                "Requests answered, by product, route, plan and status class.",
+            ),
+            &["product", "route", "plan", "status_class"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tollgate_request_duration_seconds",
+                "Time from request received to response headers sent.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["product", "status_class"],
+        )?;
+        let table_version = IntGauge::new(
+            "tollgate_table_version",
+            "Version of the routing table being served (0 before the first load).",
+        )?;
+        let reloads = IntCounter::new("tollgate_reloads_total", "Routing tables swapped in.")?;
+        let reloads_failed = IntCounter::new(
+            "tollgate_reloads_failed_total",
+            "Reloads refused (the last good table kept serving).",
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "tollgate_rate_limited_total",
+                "Requests refused by a plan's rate limit.",
+            ),
+            &["product", "plan"],
+        )?;
+        let quota_exceeded = IntCounterVec::new(
+            Opts::new(
+                "tollgate_quota_exceeded_total",
+                "Requests refused by a plan's quota.",
+            ),
+            &["product", "plan"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(table_version.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(reloads_failed.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(quota_exceeded.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            table_version,
+            reloads,
+            reloads_failed,
+            rate_limited,
+            quota_exceeded,
+        })
+    }
+
+    /// Count one answered request.
+    pub fn observe_request(
+        &self,
+        product: &str,
+        route: &str,
+        plan: &str,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        let class = status_class(status);
+        self.requests
+            .with_label_values(&[product, route, plan, class])
+            .inc();
+        self.duration
+            .with_label_values(&[product, class])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Count a rate-limited request.
+    pub fn rate_limited(&self, product: &str, plan: &str) {
+        self.rate_limited.with_label_values(&[product, plan]).inc();
+    }
+
+    /// Count an over-quota request.
+    pub fn quota_exceeded(&self, product: &str, plan: &str) {
+        self.quota_exceeded
+            .with_label_values(&[product, plan])
+            .inc();
+    }
+
+    /// A table was swapped in.
+    pub fn reload_succeeded(&self, version: u64) {
+        self.reloads.inc();
+        self.table_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+    }
+
+    /// A reload was refused.
+    pub fn reload_failed(&self) {
+        self.reloads_failed.inc();
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding our own registry into a Vec cannot fail except on a broken metric family.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .is_err()
+        {
+            out.clear();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new().expect("metrics");
+        m.observe_request("ns/p", "r", NONE, StatusCode::OK, Duration::from_millis(2));
+        m.rate_limited("ns/p", "ns/free");
+        m.quota_exceeded("ns/p", "ns/free");
+        m.reload_succeeded(3);
+        m.reload_failed();
+        let text = m.render();
+        for needle in [
+            r#"tollgate_requests_total{plan="none",product="ns/p",route="r",status_class="2xx"} 1"#,
+            "tollgate_request_duration_seconds_bucket",
+            "tollgate_table_version 3",
+            "tollgate_reloads_total 1",
+            "tollgate_reloads_failed_total 1",
+            r#"tollgate_rate_limited_total{plan="ns/free",product="ns/p"} 1"#,
+            r#"tollgate_quota_exceeded_total{plan="ns/free",product="ns/p"} 1"#,
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! The one table of every rejection the proxy sends: status, problem type, title, detail, headers.
+//!
+//! Bodies are `application/problem+json` (RFC 9457). A detail is a fixed sentence per kind: it
+//! never echoes a key, the query string, a header value or a backend address, so nothing a caller
+//! sent (or the proxy knows about the inside) can leak through an error.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::limit::RateInfo;
+use crate::request_id::X_REQUEST_ID;
+
+/// Prefix of every problem type URI.
+pub const PROBLEM_BASE: &str = "https://tollgate.dev/problems/";
+
+/// Media type of error bodies.
+pub const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
+
+/// Why a request was not forwarded, or why forwarding failed.
+///
+/// Every variant's message is the problem `detail`; keep them free of request data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// 400: `..` segment, encoded `/` or `\`, or a path that is not origin-form.
+    #[error("the request path contains a '.' or '..' segment, an encoded '/' or '\\', or does not start with '/'; send a normalised path")]
+    BadPath,
+    /// 400: a header the proxy reads is not visible ASCII.
+    #[error("a header the gateway reads ({0}) is not valid visible ASCII")]
+    InvalidHeader(&'static str),
+    /// 400: the subscription key contains bytes other than visible ASCII.
+    #[error("the subscription key must be visible ASCII characters only; check how the key is copied into the request")]
+    InvalidKey,
+    /// 400: the key was sent more than once (header and query, or a repeated header/parameter).
+    #[error("the subscription key was sent more than once (in both the header and the query string, or repeated); send it once")]
+    AmbiguousKey,
+    /// 400: both `Content-Length` and `Transfer-Encoding`: a request-smuggling shape.
+    #[error("the request carries both Content-Length and Transfer-Encoding; send exactly one")]
+    ConflictingFraming,
+    /// 401: the product requires a key and none was sent.
+    #[error("this API requires a subscription key; send it in the header named by the API's documentation")]
+    MissingKey,
+    /// 401: the key matches no subscription.
+    #[error("the subscription key is not valid; check it, or rotate to the current key")]
+    UnknownKey,
+    /// 403: the subscription is suspended.
+    #[error("the subscription is suspended; contact the API provider")]
+    SubscriptionSuspended,
+    /// 403: the subscription is cancelled.
+    #[error("the subscription is cancelled; subscribe again to use this API")]
+    SubscriptionCancelled,
+    /// 403: the subscription's `expiresAt` has passed.
+    #[error("the subscription has expired; renew it to use this API")]
+    SubscriptionExpired,
+    /// 403: the plan does not include the route.
+    #[error("your plan does not include this operation; upgrade the plan to call it")]
+    RouteNotInPlan,
+    /// 403: the key belongs to a subscription of another product.
+    #[error("the subscription key belongs to another API; use a key subscribed to this API")]
+    WrongProduct,
+    /// 403: the subscription's `allowedSourceRanges` exclude the caller.
+    #[error("the subscription may not be used from this client address")]
+    SourceNotAllowed,
+    /// 403: an ApiPolicy `ipFilter` refuses the caller.
+    #[error("this client address is not allowed to call this API")]
+    IpDenied,
+    /// 404: no route matches host and path.
+    #[error("no API operation matches this host and path")]
+    NoRoute,
+    /// 405: a route matches the path but not the method.
+    #[error("this operation does not accept this method; see the Allow header")]
+    MethodNotAllowed {
+        /// Value of the `Allow` header.
+        allow: HeaderValue,
+    },
+    /// 414: the request target is longer than the bound.
+    #[error("the request URL is longer than {limit} bytes")]
+    UriTooLong {
+        /// The bound in bytes.
+        limit: usize,
+    },
+    /// 431: more header fields than the bound.
+    #[error("the request has more than {limit} header fields")]
+    TooManyHeaders {
+        /// The bound.
+        limit: usize,
+    },
+    /// 431: header section larger than the bound.
+    #[error("the request's header fields are larger than {limit} bytes in total")]
+    HeadersTooLarge {
+        /// The bound in bytes.
+        limit: usize,
+    },
+    /// 429: the plan's rate limit is exhausted.
+    #[error("rate limit exceeded for this subscription; retry after the number of seconds in Retry-After")]
+    RateLimited {
+        /// Limit state for the `RateLimit-*` headers.
+        info: RateInfo,
+        /// Whole seconds until a request can pass (≥ 1).
+        retry_after_secs: u64,
+    },
+    /// 429: the plan's calendar quota is used up.
+    #[error("the quota of this subscription for the current period is used up; it resets at the start of the next period (see Retry-After)")]
+    QuotaExceeded {
+        /// Whole seconds until the period ends (≥ 1).
+        retry_after_secs: u64,
+    },
+    /// 503: no routing table has been loaded yet.
+    #[error("the gateway has not loaded its configuration yet; retry shortly")]
+    NotReady,
+    /// 502: the backend refused or could not be reached.
+    #[error("the backend could not be reached")]
+    BackendUnreachable,
+    /// 502: the backend's answer was not valid HTTP, or the connection broke.
+    #[error("the backend sent an invalid response or closed the connection")]
+    BackendProtocol,
+    /// 502: the backend's scheme is not supported by this proxy version.
+    #[error("the backend uses a scheme this gateway version cannot forward to")]
+    BackendUnsupported,
+    /// 504: the backend did not connect or answer within the product's timeout.
+    #[error("the backend did not answer in time")]
+    BackendTimeout,
+}
+
+/// Status, problem type slug and title of one rejection kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemSpec {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Last segment of the type URI (`https://tollgate.dev/problems/<slug>`).
+    pub slug: &'static str,
+    /// Short, stable title.
+    pub title: &'static str,
+}
+
+const fn spec(status: StatusCode, slug: &'static str, title: &'static str) -> ProblemSpec {
+    ProblemSpec {
+        status,
+        slug,
+        title,
+    }
+}
+
+impl Rejection {
+    /// The one table: every status the proxy can send is here.
+    pub fn spec(&self) -> ProblemSpec {
+        use StatusCode as S;
+        match self {
+            Rejection::BadPath => spec(S::BAD_REQUEST, "bad-path", "Bad request path"),
+            Rejection::InvalidHeader(_) => {
+                spec(S::BAD_REQUEST, "invalid-header", "Invalid header value")
+            }
+            Rejection::InvalidKey => {
+                spec(S::BAD_REQUEST, "invalid-key", "Malformed subscription key")
+            }
+            Rejection::AmbiguousKey => spec(
+                S::BAD_REQUEST,
+                "ambiguous-key",
+                "Subscription key sent more than once",
+            ),
+            Rejection::ConflictingFraming => spec(
+                S::BAD_REQUEST,
+                "conflicting-framing",
+                "Both Content-Length and Transfer-Encoding",
+            ),
+            Rejection::MissingKey => {
+                spec(S::UNAUTHORIZED, "missing-key", "Subscription key required")
+            }
+            Rejection::UnknownKey => spec(
+                S::UNAUTHORIZED,
+                "invalid-subscription-key",
+                "Invalid subscription key",
+            ),
+            Rejection::SubscriptionSuspended => spec(
+                S::FORBIDDEN,
+                "subscription-suspended",
+                "Subscription suspended",
+            ),
+            Rejection::SubscriptionCancelled => spec(
+                S::FORBIDDEN,
+                "subscription-cancelled",
+                "Subscription cancelled",
+            ),
+            Rejection::SubscriptionExpired => {
+                spec(S::FORBIDDEN, "subscription-expired", "Subscription expired")
+            }
+            Rejection::RouteNotInPlan => spec(
+                S::FORBIDDEN,
+                "route-not-in-plan",
+                "Operation not included in plan",
+            ),
+            Rejection::WrongProduct => {
+                spec(S::FORBIDDEN, "wrong-product", "Key is for another API")
+            }
+            Rejection::SourceNotAllowed => spec(
+                S::FORBIDDEN,
+                "source-not-allowed",
+                "Client address not allowed",
+            ),
+            Rejection::IpDenied => spec(S::FORBIDDEN, "ip-denied", "Client address denied"),
+            Rejection::NoRoute => spec(S::NOT_FOUND, "no-route", "No matching route"),
+            Rejection::MethodNotAllowed { .. } => spec(
+                S::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            Rejection::UriTooLong { .. } => spec(S::URI_TOO_LONG, "uri-too-long", "URL too long"),
+            Rejection::TooManyHeaders { .. } => spec(
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too-many-headers",
+                "Too many header fields",
+            ),
+            Rejection::HeadersTooLarge { .. } => spec(
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "Header fields too large",
+            ),
+            Rejection::RateLimited { .. } => {
+                spec(S::TOO_MANY_REQUESTS, "rate-limited", "Rate limit exceeded")
+            }
+            Rejection::QuotaExceeded { .. } => {
+                spec(S::TOO_MANY_REQUESTS, "quota-exceeded", "Quota exceeded")
+            }
+            Rejection::NotReady => spec(S::SERVICE_UNAVAILABLE, "not-ready", "Gateway not ready"),
+            Rejection::BackendUnreachable => {
+                spec(S::BAD_GATEWAY, "backend-unreachable", "Backend unreachable")
+            }
+            Rejection::BackendProtocol => {
+                spec(S::BAD_GATEWAY, "backend-error", "Invalid backend response")
+            }
+            Rejection::BackendUnsupported => spec(
+                S::BAD_GATEWAY,
+                "backend-unsupported",
+                "Backend not supported",
+            ),
+            Rejection::BackendTimeout => {
+                spec(S::GATEWAY_TIMEOUT, "backend-timeout", "Backend timeout")
+            }
+        }
+    }
+
+    /// The HTTP status of this rejection.
+    pub fn status(&self) -> StatusCode {
+        self.spec().status
+    }
+
+    /// Build the `application/problem+json` response, with `X-Request-Id` and the extra
+    /// headers this kind needs (`Allow`, `Retry-After`, `RateLimit-*`).
+    pub fn to_response(&self, request_id: &HeaderValue) -> Response<Full<Bytes>> {
+        let spec = self.spec();
+        let body = serde_json::json!({
+            "type": format!("{PROBLEM_BASE}{}", spec.slug),
+            "title": spec.title,
+            "status": spec.status.as_u16(),
+            "detail": self.to_string(),
+            "requestId": request_id.to_str().unwrap_or_default(),
+        });
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        *response.status_mut() = spec.status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, PROBLEM_JSON);
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(X_REQUEST_ID, request_id.clone());
+        match self {
+            Rejection::MethodNotAllowed { allow } => {
+                headers.insert(ALLOW, allow.clone());
+            }
+            Rejection::RateLimited {
+                info,
+                retry_after_secs,
+            } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                info.write_headers(headers);
+            }
+            Rejection::QuotaExceeded { retry_after_secs } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Build a problem response for a status hyper or the admin listener decides (no [`Rejection`]).
+pub fn plain(status: StatusCode, slug: &'static str, title: &'static str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "type": format!("{PROBLEM_BASE}{slug}"),
+        "title": title,
+        "status": status.as_u16(),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, PROBLEM_JSON);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn all() -> Vec<Rejection> {
+        vec![
+            Rejection::BadPath,
+            Rejection::InvalidHeader("host"),
+            Rejection::InvalidKey,
+            Rejection::AmbiguousKey,
+            Rejection::ConflictingFraming,
+            Rejection::MissingKey,
+            Rejection::UnknownKey,
+            Rejection::SubscriptionSuspended,
+            Rejection::SubscriptionCancelled,
+            Rejection::SubscriptionExpired,
+            Rejection::RouteNotInPlan,
+            Rejection::WrongProduct,
+            Rejection::SourceNotAllowed,
+            Rejection::IpDenied,
+            Rejection::NoRoute,
+            Rejection::MethodNotAllowed {
+                allow: HeaderValue::from_static("GET"),
+            },
+            Rejection::UriTooLong { limit: 8192 },
+            Rejection::TooManyHeaders { limit: 100 },
+            Rejection::HeadersTooLarge { limit: 32768 },
+            Rejection::RateLimited {
+                info: RateInfo {
+                    limit: 1,
+                    remaining: 0,
+                    reset_secs: 1,
+                },
+                retry_after_secs: 1,
+            },
+            Rejection::QuotaExceeded {
+                retry_after_secs: 10,
+            },
+            Rejection::NotReady,
+            Rejection::BackendUnreachable,
+            Rejection::BackendProtocol,
+            Rejection::BackendUnsupported,
+            Rejection::BackendTimeout,
+        ]
+    }
+
+    #[test]
+    fn no_rejection_is_a_server_error_of_our_own() {
+        for r in all() {
+            let s = r.status();
+            assert!(
+                s.is_client_error() || matches!(s.as_u16(), 502..=504),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn slugs_are_unique() {
+        let mut slugs: Vec<_> = all().iter().map(|r| r.spec().slug).collect();
+        let n = slugs.len();
+        slugs.sort_unstable();
+        slugs.dedup();
+        assert_eq!(slugs.len(), n);
+    }
+
+    #[tokio::test]
+    async fn body_is_problem_json_with_extra_headers() {
+        let id = HeaderValue::from_static("req-1");
+        let r = Rejection::RateLimited {
+            info: RateInfo {
+                limit: 5,
+                remaining: 0,
+                reset_secs: 3,
+            },
+            retry_after_secs: 2,
+        };
+        let resp = r.to_response(&id);
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/problem+json");
+        assert_eq!(resp.headers()[RETRY_AFTER], "2");
+        assert_eq!(resp.headers()["ratelimit-limit"], "5");
+        assert_eq!(resp.headers()["ratelimit-remaining"], "0");
+        assert_eq!(resp.headers()["ratelimit-reset"], "3");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["type"], "https://tollgate.dev/problems/rate-limited");
+        assert_eq!(v["status"], 429);
+        assert_eq!(v["requestId"], "req-1");
+    }
+}

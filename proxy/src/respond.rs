@@ -1,0 +1,108 @@
+//! Response phase: what the client gets back from a backend response.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, SERVER};
+use http::{Response, Version};
+
+use crate::forward::apply_ops;
+use crate::hop_by_hop;
+use crate::limit::RateInfo;
+use crate::request_id::X_REQUEST_ID;
+use crate::runtime::HeaderOps;
+
+/// Headers that fingerprint the backend; dropped even without a policy (DESIGN.md).
+pub const FINGERPRINTS: [HeaderName; 3] = [
+    SERVER,
+    HeaderName::from_static("x-powered-by"),
+    HeaderName::from_static("x-aspnet-version"),
+];
+
+/// Strip hop-by-hop and fingerprinting headers, apply the response policy, then add
+/// `RateLimit-*` and `X-Request-Id`.
+pub fn finish<B>(
+    mut resp: Response<B>,
+    ops: &HeaderOps,
+    rate: Option<&RateInfo>,
+    request_id: &HeaderValue,
+) -> Response<B> {
+    rewrite_headers(resp.headers_mut(), ops, rate, request_id);
+    // The backend's HTTP version is not the client's: hyper downgrades to 1.0 for 1.0 clients
+    // and ignores the field on HTTP/2, so 1.1 is right for everyone.
+    *resp.version_mut() = Version::HTTP_11;
+    resp
+}
+
+/// The header part of [`finish`].
+pub fn rewrite_headers(
+    headers: &mut HeaderMap,
+    ops: &HeaderOps,
+    rate: Option<&RateInfo>,
+    request_id: &HeaderValue,
+) {
+    hop_by_hop::strip(headers);
+    for name in FINGERPRINTS {
+        headers.remove(name);
+    }
+    apply_ops(headers, ops);
+    if let Some(info) = rate {
+        info.write_headers(headers);
+    }
+    headers.insert(X_REQUEST_ID, request_id.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_http_1_0_is_not_passed_on() {
+        let mut resp = Response::new(());
+        *resp.version_mut() = Version::HTTP_10;
+        let resp = finish(
+            resp,
+            &HeaderOps::default(),
+            None,
+            &HeaderValue::from_static("id"),
+        );
+        assert_eq!(resp.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn drops_fingerprints_and_applies_policy() {
+        let mut h = HeaderMap::new();
+        h.insert(SERVER, HeaderValue::from_static("Kestrel"));
+        h.insert("x-powered-by", HeaderValue::from_static("ASP.NET"));
+        h.insert("x-aspnet-version", HeaderValue::from_static("4.0"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-internal", HeaderValue::from_static("1"));
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        let ops = HeaderOps {
+            remove: vec![HeaderName::from_static("x-internal")],
+            set: vec![(
+                HeaderName::from_static("strict-transport-security"),
+                HeaderValue::from_static("max-age=31536000"),
+            )],
+        };
+        let info = RateInfo {
+            limit: 10,
+            remaining: 9,
+            reset_secs: 6,
+        };
+        rewrite_headers(&mut h, &ops, Some(&info), &HeaderValue::from_static("id"));
+        let names: Vec<&str> = {
+            let mut n: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            n.sort_unstable();
+            n
+        };
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "ratelimit-limit",
+                "ratelimit-remaining",
+                "ratelimit-reset",
+                "strict-transport-security",
+                "x-request-id"
+            ]
+        );
+    }
+}

@@ -1,0 +1,531 @@
+//! The immutable, indexed form of a [`RoutingTable`] that the hot path reads, plus the limiter
+//! cells and quota counters it carries across reloads.
+//!
+//! # Guarantees
+//! - Lookups on the request path go by index or by 32-byte key digest, never by object name.
+//! - [`Runtime::build`] hands every subscription that still exists (same id) the rate-limit cell
+//!   and quota counter it had in `previous`: a reload never refills a drained bucket or resets a
+//!   quota. A plan whose rate changed gets a fresh cell with the new rate; quota usage is kept
+//!   even when the plan changes.
+//! - A request holds one `Arc<Runtime>` for its whole life, so a reload never changes the rules
+//!   under an in-flight request.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use http::header::{HeaderName, HeaderValue};
+use ipnet::IpNet;
+use tollgate_crds::product::{Method, PathMatch};
+use tollgate_crds::subscription::SubscriptionState;
+use tollgate_crds::table::{
+    BackendTarget, IpFilterEntry, QuotaEntry, RateLimitEntry, RoutingTable,
+};
+
+use crate::forward::{Backend, ClientPool, Upstream};
+use crate::limit::RateCell;
+use crate::quota::QuotaCounter;
+
+/// A SHA-256 key digest.
+pub type KeyDigest = [u8; 32];
+
+/// Index of a route: its product and its position in the product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteRef {
+    /// Index into [`Runtime::products`].
+    pub product: u32,
+    /// Index into that product's routes.
+    pub route: u32,
+}
+
+/// A product, resolved.
+#[derive(Debug)]
+pub struct ProductRt {
+    /// `namespace/name` (also the `product` metric label).
+    pub id: String,
+    /// Whether a subscription is required.
+    pub subscription_required: bool,
+    /// Header carrying the key.
+    pub key_header: Option<HeaderName>,
+    /// Query parameter carrying the key (only when configured).
+    pub key_query: Option<String>,
+    /// Where and how to forward.
+    pub upstream: Upstream,
+    /// Routes, in table order.
+    pub routes: Vec<RouteRt>,
+    /// Request header operations of all attached policies, in order.
+    pub request_ops: HeaderOps,
+    /// Response header operations of all attached policies, in order.
+    pub response_ops: HeaderOps,
+    /// IP filters of all attached policies; each must allow the caller.
+    pub ip_filters: Vec<IpFilterEntry>,
+}
+
+/// Header operations with names and values parsed once at build time.
+#[derive(Debug, Default, Clone)]
+pub struct HeaderOps {
+    /// Removed first.
+    pub remove: Vec<HeaderName>,
+    /// Then set (replacing).
+    pub set: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A route, resolved.
+#[derive(Debug)]
+pub struct RouteRt {
+    /// Route name (the `route` metric label).
+    pub name: String,
+    /// Full path (basePath joined).
+    pub path: String,
+    /// Prefix or exact.
+    pub path_match: PathMatch,
+    /// Bit set of allowed methods ([`method_bit`]); 0 means any.
+    pub methods: u8,
+    /// Replacement for the matched path.
+    pub rewrite: Option<String>,
+}
+
+/// A plan, resolved.
+#[derive(Debug)]
+pub struct PlanRt {
+    /// `namespace/name` (the `plan` metric label).
+    pub id: String,
+    /// Index of its product, when the product compiled.
+    pub product: Option<u32>,
+    /// Per product route index: whether the plan includes it.
+    pub routes: Vec<bool>,
+    /// GCRA parameters.
+    pub rate: Option<RateLimitEntry>,
+    /// Calendar quota.
+    pub quota: Option<QuotaEntry>,
+}
+
+/// A subscription, resolved. Never holds a key: only digests (in the runtime's index).
+#[derive(Debug)]
+pub struct SubscriptionRt {
+    /// `namespace/name`; what logs show instead of a key.
+    pub id: String,
+    /// Index of its plan.
+    pub plan: u32,
+    /// Active, Suspended or Cancelled.
+    pub state: SubscriptionState,
+    /// Calls after this instant are refused.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Client ranges; empty means anywhere.
+    pub allowed_source_ranges: Vec<IpNet>,
+    /// Rate-limit cell (carried over across reloads).
+    pub limiter: Option<Arc<RateCell>>,
+    /// Quota counter (carried over across reloads).
+    pub quota: Arc<QuotaCounter>,
+    digests: Vec<KeyDigest>,
+}
+
+impl SubscriptionRt {
+    /// The digests of this subscription's keys.
+    pub fn digests(&self) -> &[KeyDigest] {
+        &self.digests
+    }
+}
+
+#[cfg(test)]
+impl SubscriptionRt {
+    /// An active-or-not subscription on plan 0 with no keys, limits or ranges.
+    pub(crate) fn for_tests(state: SubscriptionState) -> Self {
+        SubscriptionRt {
+            id: "ns/test".into(),
+            plan: 0,
+            state,
+            expires_at: None,
+            allowed_source_ranges: Vec::new(),
+            limiter: None,
+            quota: Arc::default(),
+            digests: Vec::new(),
+        }
+    }
+}
+
+/// Which routes answer on which hosts, most specific first.
+#[derive(Debug, Default)]
+pub struct HostIndex {
+    /// Exact hostnames.
+    pub exact: HashMap<String, Vec<RouteRef>>,
+    /// `(".suffix", routes)` for `*.suffix`, longest suffix first.
+    pub wildcard: Vec<(String, Vec<RouteRef>)>,
+    /// Products without hostnames.
+    pub any: Vec<RouteRef>,
+}
+
+/// The table the proxy enforces, indexed.
+#[derive(Debug)]
+pub struct Runtime {
+    version: u64,
+    digest: String,
+    /// Products by index.
+    pub products: Vec<ProductRt>,
+    /// Plans by index.
+    pub plans: Vec<PlanRt>,
+    /// Subscriptions by index.
+    pub subscriptions: Vec<SubscriptionRt>,
+    /// Route candidates per host.
+    pub hosts: HostIndex,
+    by_key: HashMap<KeyDigest, u32>,
+    by_subscription_id: HashMap<String, u32>,
+    notes: Vec<String>,
+}
+
+/// The bit for `method` in [`RouteRt::methods`]; methods a route cannot list get bit 7.
+pub fn method_bit(method: &http::Method) -> u8 {
+    match *method {
+        http::Method::GET => 1,
+        http::Method::HEAD => 1 << 1,
+        http::Method::POST => 1 << 2,
+        http::Method::PUT => 1 << 3,
+        http::Method::PATCH => 1 << 4,
+        http::Method::DELETE => 1 << 5,
+        http::Method::OPTIONS => 1 << 6,
+        _ => 1 << 7,
+    }
+}
+
+/// The `Allow` value for a method bit set, in a fixed order.
+pub fn allow_value(mask: u8) -> HeaderValue {
+    const ORDER: [(u8, &str); 7] = [
+        (1, "GET"),
+        (1 << 1, "HEAD"),
+        (1 << 2, "POST"),
+        (1 << 3, "PUT"),
+        (1 << 4, "PATCH"),
+        (1 << 5, "DELETE"),
+        (1 << 6, "OPTIONS"),
+    ];
+    let names: Vec<&str> = ORDER
+        .iter()
+        .filter(|(bit, _)| mask & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    HeaderValue::from_str(&names.join(", ")).unwrap_or(HeaderValue::from_static(""))
+}
+
+fn crd_method_bit(m: Method) -> u8 {
+    match m {
+        Method::Get => 1,
+        Method::Head => 1 << 1,
+        Method::Post => 1 << 2,
+        Method::Put => 1 << 3,
+        Method::Patch => 1 << 4,
+        Method::Delete => 1 << 5,
+        Method::Options => 1 << 6,
+    }
+}
+
+impl Runtime {
+    /// Index `table`, taking limiter cells and quota counters over from `previous`.
+    ///
+    /// Entries the proxy cannot use (a malformed digest, an invalid header name in a policy) are
+    /// left out and described in [`Runtime::notes`]; the compiler normally prevents them.
+    pub fn build(
+        table: &RoutingTable,
+        previous: Option<&Runtime>,
+        clients: &ClientPool,
+        version: u64,
+    ) -> Runtime {
+        let mut notes = Vec::new();
+        let policies: HashMap<&str, &tollgate_crds::table::PolicyEntry> =
+            table.policies.iter().map(|p| (p.id.as_str(), p)).collect();
+
+        let mut products = Vec::with_capacity(table.products.len());
+        let mut product_index: HashMap<&str, u32> = HashMap::new();
+        for (i, p) in table.products.iter().enumerate() {
+            let Ok(idx) = u32::try_from(i) else { break };
+            product_index.insert(p.id.as_str(), idx);
+            let mut request_ops = HeaderOps::default();
+            let mut response_ops = HeaderOps::default();
+            let mut ip_filters = Vec::new();
+            for pid in &p.policies {
+                let Some(policy) = policies.get(pid.as_str()) else {
+                    notes.push(format!(
+                        "Product {}: policy {pid} is not in the table",
+                        p.id
+                    ));
+                    continue;
+                };
+                extend_ops(
+                    &mut request_ops,
+                    &policy.request_headers,
+                    &policy.id,
+                    &mut notes,
+                );
+                extend_ops(
+                    &mut response_ops,
+                    &policy.response_headers,
+                    &policy.id,
+                    &mut notes,
+                );
+                if let Some(f) = &policy.ip_filter {
+                    ip_filters.push(f.clone());
+                }
+            }
+            let key_header = p.key_location.header.as_deref().and_then(|h| {
+                let parsed = HeaderName::from_bytes(h.as_bytes()).ok();
+                if parsed.is_none() {
+                    notes.push(format!(
+                        "Product {}: key header name is not a valid header name",
+                        p.id
+                    ));
+                }
+                parsed
+            });
+            let backend = match &p.backend {
+                BackendTarget::Url { url } => Backend::from_url(url),
+                BackendTarget::Service {
+                    namespace,
+                    name,
+                    port,
+                    endpoints,
+                } => match endpoints.first() {
+                    Some(ep) => Backend::from_url(&format!("http://{ep}")),
+                    None => Backend::from_url(&format!("http://{name}.{namespace}.svc:{port}")),
+                },
+            };
+            let routes = p
+                .routes
+                .iter()
+                .map(|r| RouteRt {
+                    name: r.name.clone(),
+                    path: r.path.clone(),
+                    path_match: r.path_match,
+                    methods: r.methods.iter().fold(0, |m, x| m | crd_method_bit(*x)),
+                    rewrite: r.rewrite.clone(),
+                })
+                .collect();
+            products.push(ProductRt {
+                id: p.id.clone(),
+                subscription_required: p.subscription_required,
+                key_header,
+                key_query: p.key_location.query.clone(),
+                upstream: Upstream::new(backend, clients, p.timeouts),
+                routes,
+                request_ops,
+                response_ops,
+                ip_filters,
+            });
+        }
+
+        let mut plans = Vec::with_capacity(table.plans.len());
+        let mut plan_index: HashMap<&str, u32> = HashMap::new();
+        for (i, plan) in table.plans.iter().enumerate() {
+            let Ok(idx) = u32::try_from(i) else { break };
+            plan_index.insert(plan.id.as_str(), idx);
+            let product = product_index.get(plan.product.as_str()).copied();
+            let routes = match product.and_then(|p| products.get(p as usize)) {
+                Some(prod) => prod
+                    .routes
+                    .iter()
+                    .map(|r| plan.routes.iter().any(|n| n == &r.name))
+                    .collect(),
+                None => Vec::new(),
+            };
+            plans.push(PlanRt {
+                id: plan.id.clone(),
+                product,
+                routes,
+                rate: plan.rate_limit,
+                quota: plan.quota,
+            });
+        }
+
+        let mut subscriptions = Vec::with_capacity(table.subscriptions.len());
+        let mut by_key = HashMap::with_capacity(table.subscriptions.len() * 2);
+        let mut by_subscription_id = HashMap::with_capacity(table.subscriptions.len());
+        for s in &table.subscriptions {
+            let Some(&plan) = plan_index.get(s.plan.as_str()) else {
+                notes.push(format!(
+                    "Subscription {}: plan {} is not in the table",
+                    s.id, s.plan
+                ));
+                continue;
+            };
+            let Ok(idx) = u32::try_from(subscriptions.len()) else {
+                break;
+            };
+            let rate = plans.get(plan as usize).and_then(|p| p.rate);
+            let old = previous.and_then(|prev| prev.subscription_by_id(&s.id));
+            let limiter = match (rate, old.and_then(|o| o.limiter.as_ref())) {
+                (Some(r), Some(cell)) if cell.entry() == r => Some(cell.clone()),
+                (Some(r), _) => {
+                    let cell = RateCell::new(r).map(Arc::new);
+                    if cell.is_none() {
+                        notes.push(format!("Plan {}: rate limit cannot be represented", s.plan));
+                    }
+                    cell
+                }
+                (None, _) => None,
+            };
+            let quota = old.map(|o| o.quota.clone()).unwrap_or_default();
+            let mut digests = Vec::with_capacity(s.key_digests.len());
+            for hex_digest in &s.key_digests {
+                let mut d = [0u8; 32];
+                if hex::decode_to_slice(hex_digest, &mut d).is_err() {
+                    notes.push(format!(
+                        "Subscription {}: a key digest is not 64 hex digits",
+                        s.id
+                    ));
+                    continue;
+                }
+                by_key.insert(d, idx);
+                digests.push(d);
+            }
+            by_subscription_id.insert(s.id.clone(), idx);
+            subscriptions.push(SubscriptionRt {
+                id: s.id.clone(),
+                plan,
+                state: s.state,
+                expires_at: s.expires_at,
+                allowed_source_ranges: s.allowed_source_ranges.clone(),
+                limiter,
+                quota,
+                digests,
+            });
+        }
+
+        let hosts = index_hosts(table, &products);
+        Runtime {
+            version,
+            digest: table.digest(),
+            products,
+            plans,
+            subscriptions,
+            hosts,
+            by_key,
+            by_subscription_id,
+            notes,
+        }
+    }
+
+    /// Monotonic version (1 for the first table loaded).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Content digest of the table this was built from.
+    pub fn table_digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// What the build left out, one sentence each.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The subscription whose key has this digest.
+    pub fn subscription_by_digest(&self, digest: &KeyDigest) -> Option<u32> {
+        self.by_key.get(digest).copied()
+    }
+
+    /// The subscription with this id.
+    pub fn subscription_by_id(&self, id: &str) -> Option<&SubscriptionRt> {
+        self.by_subscription_id
+            .get(id)
+            .and_then(|&i| self.subscriptions.get(i as usize))
+    }
+
+    /// A product by index.
+    pub fn product(&self, idx: u32) -> Option<&ProductRt> {
+        self.products.get(idx as usize)
+    }
+
+    /// A route by reference.
+    pub fn route(&self, r: RouteRef) -> Option<(&ProductRt, &RouteRt)> {
+        let p = self.products.get(r.product as usize)?;
+        Some((p, p.routes.get(r.route as usize)?))
+    }
+}
+
+fn extend_ops(
+    ops: &mut HeaderOps,
+    entry: &tollgate_crds::table::HeaderOpsEntry,
+    policy: &str,
+    notes: &mut Vec<String>,
+) {
+    for name in &entry.remove {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) => ops.remove.push(n),
+            Err(_) => notes.push(format!(
+                "ApiPolicy {policy}: header name {name:?} is invalid"
+            )),
+        }
+    }
+    for (name, value) in &entry.set {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(n), Ok(v)) => ops.set.push((n, v)),
+            _ => notes.push(format!(
+                "ApiPolicy {policy}: header {name:?} cannot be set to that value"
+            )),
+        }
+    }
+}
+
+fn index_hosts(table: &RoutingTable, products: &[ProductRt]) -> HostIndex {
+    let mut idx = HostIndex::default();
+    let mut wildcard: HashMap<String, Vec<RouteRef>> = HashMap::new();
+    for (pi, p) in table.products.iter().enumerate() {
+        let Ok(product) = u32::try_from(pi) else {
+            break;
+        };
+        let refs = (0..p.routes.len())
+            .filter_map(|ri| u32::try_from(ri).ok())
+            .map(|route| RouteRef { product, route });
+        if p.hostnames.is_empty() {
+            idx.any.extend(refs);
+            continue;
+        }
+        let refs: Vec<RouteRef> = refs.collect();
+        for h in &p.hostnames {
+            let h = h.to_ascii_lowercase();
+            match h.strip_prefix('*') {
+                Some(suffix) => wildcard
+                    .entry(suffix.to_string())
+                    .or_default()
+                    .extend(&refs),
+                None => idx.exact.entry(h).or_default().extend(&refs),
+            }
+        }
+    }
+    let by_specificity = |a: &RouteRef, b: &RouteRef| {
+        let key = |r: &RouteRef| {
+            products
+                .get(r.product as usize)
+                .and_then(|p| p.routes.get(r.route as usize))
+                .map(|rt| {
+                    (
+                        rt.path_match != PathMatch::Exact,
+                        usize::MAX - rt.path.len(),
+                    )
+                })
+        };
+        key(a)
+            .cmp(&key(b))
+            .then(a.product.cmp(&b.product))
+            .then(a.route.cmp(&b.route))
+    };
+    for refs in idx.exact.values_mut() {
+        refs.sort_by(by_specificity);
+    }
+    idx.any.sort_by(by_specificity);
+    let mut wildcard: Vec<(String, Vec<RouteRef>)> = wildcard.into_iter().collect();
+    for (_, refs) in &mut wildcard {
+        refs.sort_by(by_specificity);
+    }
+    wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    idx.wildcard = wildcard;
+    idx
+}
+
+/// Whether `ip` is inside any of `nets`.
+pub fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
+    nets.iter().any(|n| n.contains(&ip))
+}
