@@ -17,7 +17,12 @@ pub struct ObjectRef {
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        // Documents that could not be identified have no namespace: `Document 3`.
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
     }
 }
 
@@ -53,10 +58,15 @@ impl fmt::Display for Diagnostic {
         if let Some(file) = &self.file {
             write!(f, "{file}: ")?;
         }
-        write!(
-            f,
-            "{}: {} ({}): {}",
-            self.object, self.field, self.reason, self.message
-        )
+        // `file: Kind ns/name: field (Reason): message`; whole-document problems have no field.
+        if self.field.is_empty() {
+            write!(f, "{} ({}): {}", self.object, self.reason, self.message)
+        } else {
+            write!(
+                f,
+                "{}: {} ({}): {}",
+                self.object, self.field, self.reason, self.message
+            )
+        }
     }
 }

@@ -3,25 +3,30 @@
 //! Nothing in this crate does I/O: it turns a snapshot of resources into a [`table::RoutingTable`]
 //! plus per-object diagnostics, so the operator and standalone mode share one compiler.
 
+#![warn(missing_docs)]
+
 pub mod compile;
+pub mod conditions;
 pub mod crd_yaml;
 pub mod diagnostics;
 pub mod manifest;
 pub mod plan;
 pub mod policy;
 pub mod product;
-pub mod status;
+pub mod reasons;
 pub mod snapshot;
+mod spelling;
+pub mod status;
 pub mod subscription;
 pub mod table;
 
 pub use compile::{compile, Compiled};
 pub use diagnostics::{Diagnostic, ObjectRef, Severity};
 pub use manifest::ManifestSet;
-pub use snapshot::Snapshot;
 pub use plan::{Plan, PlanSpec};
 pub use policy::{ApiPolicy, ApiPolicySpec};
 pub use product::{Product, ProductSpec};
+pub use snapshot::Snapshot;
 pub use subscription::{Subscription, SubscriptionSpec};
 
 /// API group of every Tollgate kind.

@@ -1,18 +1,873 @@
-//! Reading Tollgate objects from YAML manifests (standalone mode). (Stub: being written.)
+//! Reading Tollgate objects from YAML manifests (standalone mode).
+//!
+//! Standalone mode has no API server, so this module does what `kubectl apply` and the API server
+//! would: it splits multi-document files, dispatches on `apiVersion`/`kind`, defaults the
+//! namespace, and rejects what the CRD schema would reject. It is stricter than a cluster in one
+//! way, on purpose: the API server silently prunes unknown fields, so a typo such as
+//! `rateLimt:` would quietly remove a rate limit; here it is reported with file, object and field.
+//!
+//! # Policy
+//!
+//! - A document that cannot be read (bad YAML, wrong type, missing required field, bad enum value,
+//!   bad base64) is an [`Error`](Severity::Error) naming the file, the document and serde's
+//!   field path; the other documents still load.
+//! - **An unknown field makes the whole object an error and leaves it out.** Loading it without
+//!   the field could serve something looser than the author meant (no rate limit, no policy);
+//!   leaving it out is the safe choice, and in the proxy the previous table keeps serving. The
+//!   object is listed in [`Snapshot::rejected`], so what references it is reported `*NotReady`
+//!   (pointing here) rather than `*NotFound`.
+//! - Kinds other than the four Tollgate kinds and `v1` Secret are skipped with a
+//!   [`Warning`](Severity::Warning); a `tollgate.dev` kind or version this build does not know is
+//!   an error (it was clearly meant for Tollgate).
+//! - The same kind/namespace/name twice: the later definition (in `add_file` order) is an error
+//!   and is left out; the first is kept.
+//!
+//! No I/O happens here: the caller reads the files and calls [`ManifestSet::add_file`] once per
+//! file, in sorted file-name order, so that "the later one" is well defined.
 
-use crate::diagnostics::Diagnostic;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::CustomResourceExt;
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+
+use crate::compile::{compile, Compiled, DEFAULT_NAMESPACE};
+use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::snapshot::Snapshot;
+use crate::spelling::did_you_mean;
+use crate::{reasons, ApiPolicy, Plan, Product, Subscription};
+
+/// `apiVersion` of the Tollgate kinds.
+const TOLLGATE_API_VERSION: &str = "tollgate.dev/v1alpha1";
+/// The kinds read from manifests besides Secret.
+const TOLLGATE_KINDS: [&str; 4] = ["Product", "Plan", "Subscription", "ApiPolicy"];
+/// Fields of `metadata` (ObjectMeta), for "did you mean".
+const OBJECT_META_FIELDS: &[&str] = &[
+    "annotations",
+    "creationTimestamp",
+    "deletionGracePeriodSeconds",
+    "deletionTimestamp",
+    "finalizers",
+    "generateName",
+    "generation",
+    "labels",
+    "managedFields",
+    "name",
+    "namespace",
+    "ownerReferences",
+    "resourceVersion",
+    "selfLink",
+    "uid",
+];
+/// Top-level fields of a Secret.
+const SECRET_FIELDS: &[&str] = &[
+    "apiVersion",
+    "data",
+    "immutable",
+    "kind",
+    "metadata",
+    "stringData",
+    "type",
+];
+/// Top-level fields of a custom resource.
+const CUSTOM_RESOURCE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
 
 /// Objects read from a set of files, and the problems found reading them.
 #[derive(Clone, Debug, Default)]
 pub struct ManifestSet {
-    /// The objects that parsed.
+    /// The objects that parsed (namespace defaulted), plus the identities of those that did not.
     pub snapshot: Snapshot,
-    /// Parse errors and unknown fields, with file, object and field.
+    /// Parse errors and unknown fields, with file, object and field, in reading order.
     pub problems: Vec<Diagnostic>,
+    /// Where each object was defined: `(file, document number)`.
+    sources: BTreeMap<ObjectRef, (String, usize)>,
 }
 
 impl ManifestSet {
     /// Add every document of one (multi-document) YAML file.
-    pub fn add_file(&mut self, _file: &str, _text: &str) {}
+    ///
+    /// Never fails: every problem becomes a [`Diagnostic`] in [`problems`](Self::problems).
+    pub fn add_file(&mut self, file: &str, text: &str) {
+        for doc in split_documents(text) {
+            self.add_document(file, &doc);
+        }
+    }
+
+    /// Compile what was read: the table, and every diagnostic (reading problems first merged with
+    /// the compiler's), each with the file its object came from, sorted.
+    pub fn compile(&self) -> Compiled {
+        let mut compiled = compile(&self.snapshot);
+        for d in &mut compiled.diagnostics {
+            if d.file.is_none() {
+                d.file = self.source_of(&d.object).map(str::to_string);
+            }
+        }
+        compiled.diagnostics.extend(self.problems.iter().cloned());
+        compiled.diagnostics.sort();
+        compiled.diagnostics.dedup();
+        compiled
+    }
+
+    /// The file an object was read from.
+    pub fn source_of(&self, object: &ObjectRef) -> Option<&str> {
+        self.sources.get(object).map(|(file, _)| file.as_str())
+    }
+
+    /// Whether any problem is an error.
+    pub fn has_errors(&self) -> bool {
+        self.problems.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    fn add_document(&mut self, file: &str, doc: &Document) {
+        let mut ctx = DocContext {
+            file,
+            doc,
+            object: ObjectRef {
+                kind: "Document".into(),
+                namespace: String::new(),
+                name: doc.number.to_string(),
+            },
+            problems: &mut self.problems,
+        };
+
+        // A small header struct (not a full `Value` tree) keeps reading large directories cheap;
+        // the slower `Value` parse only runs to explain a failure.
+        let header: Header = match serde_yaml_ng::from_str::<Option<Header>>(&doc.text) {
+            Ok(Some(header)) => header,
+            // Empty documents (`---` at the end, comment-only files) are normal in manifests.
+            Ok(None) => return,
+            Err(e) => {
+                let (reason, message) = match serde_yaml_ng::from_str::<Value>(&doc.text) {
+                    Err(_) => (reasons::INVALID_YAML, doc.in_file_lines(&e.to_string())),
+                    Ok(value) if !value.is_mapping() => (
+                        reasons::INVALID_MANIFEST,
+                        "not a mapping; each document must be a Kubernetes object with apiVersion, kind and metadata".to_string(),
+                    ),
+                    Ok(_) => (
+                        reasons::INVALID_MANIFEST,
+                        format!("apiVersion, kind, metadata.name and metadata.namespace must be strings ({})", doc.in_file_lines(&e.to_string())),
+                    ),
+                };
+                ctx.error("", reason, format!("{}: {message}", doc.describe()));
+                return;
+            }
+        };
+        let api_version = header.api_version;
+        let kind = header.kind;
+        let metadata = header.metadata.unwrap_or_default();
+        let name = metadata.name;
+        let namespace = metadata
+            .namespace
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+
+        let (Some(api_version), Some(kind)) = (api_version, kind) else {
+            ctx.error(
+                "",
+                reasons::INVALID_MANIFEST,
+                format!("{} has no apiVersion or no kind; every object needs both (e.g. apiVersion: tollgate.dev/v1alpha1, kind: Product)", doc.describe()),
+            );
+            return;
+        };
+        // Name the object as well as it can be read, so even an ignored document is findable.
+        ctx.object = match name.as_deref().filter(|n| !n.is_empty()) {
+            Some(n) => ObjectRef {
+                kind: kind.clone(),
+                namespace: namespace.clone(),
+                name: n.to_string(),
+            },
+            None => ObjectRef {
+                kind: kind.clone(),
+                namespace: String::new(),
+                name: format!("(document {})", doc.number),
+            },
+        };
+
+        let is_tollgate_kind = TOLLGATE_KINDS.contains(&kind.as_str());
+        let known = (api_version == TOLLGATE_API_VERSION && is_tollgate_kind)
+            || (api_version == "v1" && kind == "Secret");
+        if !known {
+            let group = api_version.split('/').next().unwrap_or_default();
+            if group == "tollgate.dev" || is_tollgate_kind || kind == "Secret" {
+                let hint = if is_tollgate_kind {
+                    format!("use apiVersion: {TOLLGATE_API_VERSION}")
+                } else if kind == "Secret" {
+                    "use apiVersion: v1".to_string()
+                } else {
+                    let close = did_you_mean(&kind, TOLLGATE_KINDS)
+                        .map(|k| format!("did you mean {k}? "))
+                        .unwrap_or_default();
+                    format!("{close}Tollgate kinds are Product, Plan, Subscription and ApiPolicy")
+                };
+                ctx.error(
+                    "kind",
+                    reasons::UNKNOWN_KIND,
+                    format!(
+                        "{} is {api_version} {kind}, which this version does not read; {hint}",
+                        doc.describe()
+                    ),
+                );
+            } else {
+                ctx.warning(
+                    "kind",
+                    reasons::IGNORED_KIND,
+                    format!(
+                        "{} is {api_version} {kind}; standalone mode reads only {TOLLGATE_API_VERSION} kinds and v1 Secrets, so it is ignored",
+                        doc.describe()
+                    ),
+                );
+            }
+            return;
+        }
+
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            ctx.error(
+                "metadata.name",
+                reasons::INVALID_MANIFEST,
+                format!(
+                    "{} has no metadata.name; give the object a name",
+                    doc.describe()
+                ),
+            );
+            return;
+        };
+        ctx.object = ObjectRef {
+            kind: kind.clone(),
+            namespace,
+            name,
+        };
+
+        if let Some((first_file, first_doc)) = self.sources.get(&ctx.object) {
+            let first = format!("{first_file} (document {first_doc})");
+            ctx.error(
+                "metadata.name",
+                reasons::DUPLICATE_OBJECT,
+                format!(
+                    "{} is already defined in {first}; this later definition is ignored. Remove or rename one of them",
+                    ctx.object
+                ),
+            );
+            return;
+        }
+        self.sources
+            .insert(ctx.object.clone(), (file.to_string(), doc.number));
+
+        let loaded = match kind.as_str() {
+            "Product" => ctx.read::<Product>().map(|mut o| {
+                default_namespace(&mut o.metadata);
+                self.snapshot.products.push(o)
+            }),
+            "Plan" => ctx.read::<Plan>().map(|mut o| {
+                default_namespace(&mut o.metadata);
+                self.snapshot.plans.push(o)
+            }),
+            "Subscription" => ctx.read::<Subscription>().map(|mut o| {
+                default_namespace(&mut o.metadata);
+                self.snapshot.subscriptions.push(o)
+            }),
+            "ApiPolicy" => ctx.read::<ApiPolicy>().map(|mut o| {
+                default_namespace(&mut o.metadata);
+                self.snapshot.policies.push(o)
+            }),
+            _ => ctx.read::<Secret>().map(|mut o| {
+                default_namespace(&mut o.metadata);
+                self.snapshot.secrets.push(o)
+            }),
+        };
+        if loaded.is_none() {
+            self.snapshot.rejected.push(ctx.object);
+        }
+    }
+}
+
+fn default_namespace(meta: &mut ObjectMeta) {
+    if meta.namespace.as_deref().unwrap_or_default().is_empty() {
+        meta.namespace = Some(DEFAULT_NAMESPACE.to_string());
+    }
+}
+
+/// What is read first from every document, to decide what it is.
+#[derive(serde::Deserialize)]
+struct Header {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<String>,
+    kind: Option<String>,
+    metadata: Option<HeaderMeta>,
+}
+
+/// The identifying part of `metadata`.
+#[derive(serde::Deserialize, Default)]
+struct HeaderMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+/// One YAML document of a file.
+struct Document {
+    /// 1-based position in the file (a leading comment-only preamble does not count).
+    number: usize,
+    /// 1-based line where it starts (its `---` marker, if any).
+    line: usize,
+    /// Lines of the file before `text`'s first line: added to parser line numbers.
+    offset: usize,
+    /// Its text.
+    text: String,
+}
+
+impl Document {
+    fn describe(&self) -> String {
+        format!("document {} (line {})", self.number, self.line)
+    }
+
+    /// Rewrite the parser's "line N column M" (relative to `text`) into file line numbers.
+    fn in_file_lines(&self, message: &str) -> String {
+        shift_line_numbers(message, self.offset)
+    }
+}
+
+/// Add `offset` to every number in "line N column" phrases.
+///
+/// Documents are parsed on their own (so one broken document cannot hide the others); rather than
+/// padding each with blank lines (quadratic in the file size) the positions are shifted here.
+fn shift_line_numbers(message: &str, offset: usize) -> String {
+    const WORD: &str = "line ";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(WORD) {
+        let (before, after) = rest.split_at(at + WORD.len());
+        out.push_str(before);
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        let tail = &after[digits..];
+        match after[..digits].parse::<usize>() {
+            Ok(n) if tail.starts_with(" column") => out.push_str(&(n + offset).to_string()),
+            _ => out.push_str(&after[..digits]),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Split a multi-document YAML stream at `---` / `...` marker lines.
+///
+/// Splitting by hand (instead of iterating serde_yaml_ng's multi-document deserializer) keeps one
+/// broken document from hiding the ones after it. YAML forbids these markers at column 0 inside
+/// content, so splitting on them is exact.
+fn split_documents(text: &str) -> Vec<Document> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut docs = Vec::new();
+    // (first line, offset, text) of the document being collected.
+    let mut current: Option<(usize, usize, String)> = None;
+    let mut preamble = String::new();
+    let flush = |current: Option<(usize, usize, String)>, docs: &mut Vec<Document>| {
+        if let Some((line, offset, text)) = current {
+            docs.push(Document {
+                number: docs.len() + 1,
+                line,
+                offset,
+                text,
+            });
+        }
+    };
+    for (i, raw) in text.split('\n').enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let marker = |m: &str| {
+            line == m
+                || line
+                    .strip_prefix(m)
+                    .is_some_and(|r| r.starts_with([' ', '\t']))
+        };
+        if marker("---") || line == "..." {
+            if current.is_none() && has_content(&preamble) {
+                // Content before the first marker is the first document.
+                current = Some((1, 0, std::mem::take(&mut preamble)));
+            }
+            flush(current.take(), &mut docs);
+            if line != "..." {
+                // `--- {inline: doc}`: keep the rest of the line, in its column.
+                current = Some((i + 1, i, format!("   {}\n", &line[3..])));
+            }
+        } else if let Some((_, _, body)) = current.as_mut() {
+            body.push_str(line);
+            body.push('\n');
+        } else {
+            preamble.push_str(line);
+            preamble.push('\n');
+        }
+    }
+    if current.is_none() && has_content(&preamble) {
+        current = Some((1, 0, preamble));
+    }
+    flush(current, &mut docs);
+    docs
+}
+
+/// Whether text holds anything but blank lines and comments.
+fn has_content(text: &str) -> bool {
+    text.lines().any(|l| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#')
+    })
+}
+
+/// What is being read, for diagnostics.
+struct DocContext<'a> {
+    file: &'a str,
+    doc: &'a Document,
+    object: ObjectRef,
+    problems: &'a mut Vec<Diagnostic>,
+}
+
+impl DocContext<'_> {
+    fn error(&mut self, field: &str, reason: &str, message: String) {
+        self.push(Severity::Error, field, reason, message);
+    }
+
+    fn warning(&mut self, field: &str, reason: &str, message: String) {
+        self.push(Severity::Warning, field, reason, message);
+    }
+
+    fn push(&mut self, severity: Severity, field: &str, reason: &str, message: String) {
+        self.problems.push(Diagnostic {
+            object: self.object.clone(),
+            severity,
+            field: field.to_string(),
+            reason: reason.to_string(),
+            message,
+            file: Some(self.file.to_string()),
+        });
+    }
+
+    /// Deserialize the document as `T`, reporting schema errors and every unknown field.
+    /// `None` when the object must be left out.
+    fn read<T: DeserializeOwned>(&mut self) -> Option<T> {
+        let mut unknown: Vec<Vec<Segment>> = Vec::new();
+        let de = serde_yaml_ng::Deserializer::from_str(&self.doc.text);
+        let result: Result<T, _> = serde_ignored::deserialize(de, |path| {
+            let segments = segments(&path);
+            // The derived custom-resource types carry apiVersion/kind only in their type.
+            let type_meta = matches!(segments.as_slice(), [Segment::Key(k)] if k == "apiVersion" || k == "kind");
+            if !type_meta {
+                unknown.push(segments);
+            }
+        });
+        let value = match result {
+            Ok(value) => Some(value),
+            Err(e) => {
+                let text = self.doc.in_file_lines(&e.to_string());
+                let (field, message) = split_serde_path(&text);
+                let message = if self.object.kind == "Secret" {
+                    // serde quotes offending values ("invalid type: integer `123…`"); in a Secret
+                    // that value may be a key, so only its position is given.
+                    let at = e
+                        .location()
+                        .map(|l| {
+                            let line = l.line() + self.doc.offset;
+                            format!(" at line {line} column {}", l.column())
+                        })
+                        .unwrap_or_default();
+                    format!(
+                        "invalid value{at} (not shown: it may be a key); data values must be \
+                         base64 text and stringData values plain strings"
+                    )
+                } else {
+                    message.to_string()
+                };
+                let message = format!("{message}; {} is left out until this is fixed", self.object);
+                self.error(field, reasons::INVALID_OBJECT, message);
+                None
+            }
+        };
+        // Unknown fields seen before a failure are reported too: a misspelled required field
+        // (`nmae:`) shows up as "missing field `name`" plus "unknown field; did you mean name?".
+        for path in &unknown {
+            let Some((last, parent)) = path.split_last() else {
+                continue;
+            };
+            let hint = match last {
+                Segment::Key(key) => {
+                    let siblings = known_fields(&self.object.kind, parent);
+                    did_you_mean(key, siblings.iter().map(String::as_str))
+                        .map(|s| format!("; did you mean {s}?"))
+                }
+                Segment::Index(_) => None,
+            };
+            let message = format!(
+                "unknown field{} A cluster would drop it silently; here {} is left out until the \
+                 field is fixed or removed",
+                hint.unwrap_or_else(|| ".".to_string()),
+                self.object
+            );
+            self.error(&render(path), reasons::UNKNOWN_FIELD, message);
+        }
+        value.filter(|_| unknown.is_empty())
+    }
+}
+
+/// One step of a field path.
+#[derive(Clone, Debug, PartialEq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut at = path;
+    loop {
+        match at {
+            serde_ignored::Path::Root => break,
+            serde_ignored::Path::Seq { parent, index } => {
+                out.push(Segment::Index(*index));
+                at = parent;
+            }
+            serde_ignored::Path::Map { parent, key } => {
+                out.push(Segment::Key(key.clone()));
+                at = parent;
+            }
+            serde_ignored::Path::Some { parent }
+            | serde_ignored::Path::NewtypeStruct { parent }
+            | serde_ignored::Path::NewtypeVariant { parent } => at = parent,
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// `spec.routes[1].nmae`.
+fn render(path: &[Segment]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Segment::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Split serde_yaml_ng's "spec.rateLimit.requests: invalid type … at line 9 column 25" into the
+/// path and the rest; messages without a path (syntax errors) keep an empty field.
+fn split_serde_path(text: &str) -> (&str, &str) {
+    if let Some((path, rest)) = text.split_once(": ") {
+        let looks_like_path = !path.is_empty()
+            && path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-[]".contains(c));
+        if looks_like_path {
+            return (path, rest);
+        }
+    }
+    ("", text)
+}
+
+/// Field names valid next to an unknown one, from the CRD's own OpenAPI schema (so they can never
+/// drift from the types).
+fn known_fields(kind: &str, parent: &[Segment]) -> Vec<String> {
+    let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+    match parent {
+        [] if kind == "Secret" => owned(SECRET_FIELDS),
+        [] => owned(CUSTOM_RESOURCE_FIELDS),
+        [Segment::Key(k)] if k == "metadata" => owned(OBJECT_META_FIELDS),
+        _ if kind == "Secret" => Vec::new(),
+        _ => {
+            let Some(mut schema) = crd_schema(kind) else {
+                return Vec::new();
+            };
+            for seg in parent {
+                let next = match seg {
+                    Segment::Key(k) => schema
+                        .get("properties")
+                        .and_then(|p| p.get(k))
+                        .or_else(|| schema.get("additionalProperties")),
+                    Segment::Index(_) => schema.get("items"),
+                };
+                match next {
+                    Some(s) => schema = s,
+                    None => return Vec::new(),
+                }
+            }
+            schema
+                .get("properties")
+                .and_then(|p| p.as_object())
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// The OpenAPI v3 schema of a Tollgate kind, as JSON, built once.
+fn crd_schema(kind: &str) -> Option<&'static serde_json::Value> {
+    static SCHEMAS: OnceLock<BTreeMap<String, serde_json::Value>> = OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(|| {
+        [
+            Product::crd(),
+            Plan::crd(),
+            Subscription::crd(),
+            ApiPolicy::crd(),
+        ]
+        .into_iter()
+        .filter_map(|crd| {
+            let kind = crd.spec.names.kind.clone();
+            let schema = crd
+                .spec
+                .versions
+                .first()?
+                .schema
+                .as_ref()?
+                .open_api_v3_schema
+                .as_ref()?;
+            Some((kind, serde_json::to_value(schema).ok()?))
+        })
+        .collect()
+    });
+    schemas.get(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(files: &[(&str, &str)]) -> ManifestSet {
+        let mut set = ManifestSet::default();
+        for (name, text) in files {
+            set.add_file(name, text);
+        }
+        set
+    }
+
+    fn reasons(set: &ManifestSet) -> Vec<&str> {
+        set.problems.iter().map(|d| d.reason.as_str()).collect()
+    }
+
+    const PLAN: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: Plan\nmetadata: {name: free}\nspec: {product: weather}\n";
+
+    #[test]
+    fn splits_documents_and_keeps_file_line_numbers() {
+        let text = "# preamble comment\n---\na: 1\n--- {b: 2}\n...\n---\r\nc: 3\r\n---\n";
+        let docs = split_documents(text);
+        // The trailing `---` opens an empty fourth document, skipped when read.
+        assert_eq!(docs.len(), 4);
+        assert!(!has_content(&docs[3].text));
+        assert_eq!((docs[0].number, docs[0].line), (1, 2));
+        assert_eq!((docs[1].number, docs[1].line), (2, 4));
+        assert_eq!((docs[2].number, docs[2].line), (3, 6));
+        let value: Value = serde_yaml_ng::from_str(&docs[1].text).expect("inline doc");
+        assert_eq!(value.get("b").and_then(Value::as_u64), Some(2));
+        // Text line 1 is the `---` line (file line 6), so `c: 3` is text line 2, file line 7.
+        assert_eq!(docs[2].offset, 5);
+    }
+
+    #[test]
+    fn content_before_the_first_marker_is_a_document() {
+        let docs = split_documents("\u{feff}a: 1\n---\nb: 2\n");
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].line, 1);
+    }
+
+    #[test]
+    fn a_plain_file_loads_with_the_default_namespace() {
+        let set = read(&[("a.yaml", PLAN)]);
+        assert!(set.problems.is_empty(), "{:?}", set.problems);
+        assert_eq!(set.snapshot.plans.len(), 1);
+        assert_eq!(
+            set.snapshot.plans[0].metadata.namespace.as_deref(),
+            Some("default")
+        );
+    }
+
+    #[test]
+    fn empty_documents_are_skipped() {
+        let set = read(&[("a.yaml", "---\n# nothing\n---\n\n---\n")]);
+        assert!(set.problems.is_empty());
+    }
+
+    #[test]
+    fn unknown_fields_name_file_object_path_and_suggestion() {
+        let text = "apiVersion: tollgate.dev/v1alpha1\nkind: Product\nmetadata: {name: w, namespace: ns}\nspec:\n  backend: {url: 'http://x'}\n  routes:\n    - {name: a, path: /a}\n    - {name: b, path: /b, pahtMatch: Exact}\n";
+        let set = read(&[("p.yaml", text)]);
+        assert_eq!(reasons(&set), [reasons::UNKNOWN_FIELD]);
+        let d = &set.problems[0];
+        assert_eq!(d.field, "spec.routes[1].pahtMatch");
+        assert!(
+            d.message.contains("did you mean pathMatch?"),
+            "{}",
+            d.message
+        );
+        assert_eq!(
+            d.to_string().split(':').take(3).collect::<Vec<_>>(),
+            [
+                "p.yaml",
+                " Product ns/w",
+                " spec.routes[1].pahtMatch (UnknownField)"
+            ]
+        );
+        // Left out, and remembered as existing.
+        assert!(set.snapshot.products.is_empty());
+        assert_eq!(set.snapshot.rejected.len(), 1);
+    }
+
+    #[test]
+    fn a_broken_document_does_not_hide_the_others() {
+        let text = format!(
+            "{PLAN}---\nkind: [unclosed\n---\n{}",
+            PLAN.replace("free", "gold")
+        );
+        let set = read(&[("a.yaml", &text)]);
+        assert_eq!(reasons(&set), [reasons::INVALID_YAML]);
+        assert!(
+            set.problems[0].message.starts_with("document 2 (line 5)"),
+            "{}",
+            set.problems[0].message
+        );
+        assert_eq!(set.snapshot.plans.len(), 2);
+    }
+
+    #[test]
+    fn schema_errors_carry_serde_path() {
+        let text = PLAN.replace(
+            "{product: weather}",
+            "{product: weather, quota: {requests: 1, period: Year}}",
+        );
+        let set = read(&[("a.yaml", &text)]);
+        assert_eq!(reasons(&set), [reasons::INVALID_OBJECT]);
+        assert_eq!(set.problems[0].field, "spec.quota.period");
+        assert!(set.problems[0].message.contains("Year"));
+    }
+
+    #[test]
+    fn secret_values_are_never_echoed() {
+        for value in ["'#not-base64-secret-value'", "[listed-secret-value]"] {
+            let text = format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: k}}\ndata: {{primaryKey: {value}}}\n");
+            let set = read(&[("s.yaml", &text)]);
+            assert_eq!(reasons(&set), [reasons::INVALID_OBJECT]);
+            assert_eq!(set.problems[0].field, "data.primaryKey");
+            assert!(
+                !set.problems[0].to_string().contains("secret-value"),
+                "{}",
+                set.problems[0]
+            );
+        }
+    }
+
+    #[test]
+    fn duplicates_across_files_keep_the_first() {
+        let set = read(&[("a.yaml", PLAN), ("b.yaml", PLAN)]);
+        assert_eq!(reasons(&set), [reasons::DUPLICATE_OBJECT]);
+        assert_eq!(set.problems[0].file.as_deref(), Some("b.yaml"));
+        assert!(set.problems[0].message.contains("a.yaml (document 1)"));
+        assert_eq!(set.snapshot.plans.len(), 1);
+        assert_eq!(set.source_of(&set.problems[0].object), Some("a.yaml"));
+    }
+
+    #[test]
+    fn other_kinds_warn_and_tollgate_lookalikes_fail() {
+        let set = read(&[(
+            "a.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n---\napiVersion: tollgate.dev/v1alpha1\nkind: Subscriptoin\nmetadata: {name: s}\n",
+        )]);
+        assert_eq!(
+            reasons(&set),
+            [reasons::IGNORED_KIND, reasons::UNKNOWN_KIND]
+        );
+        assert_eq!(set.problems[0].severity, Severity::Warning);
+        assert!(set.problems[1]
+            .message
+            .contains("did you mean Subscription?"));
+    }
+
+    #[test]
+    fn compile_attributes_files_to_compiler_diagnostics() {
+        let set = read(&[("plans.yaml", PLAN)]);
+        let compiled = set.compile();
+        let d = &compiled.diagnostics[0];
+        assert_eq!(d.reason, reasons::PRODUCT_NOT_FOUND);
+        assert_eq!(d.file.as_deref(), Some("plans.yaml"));
+    }
+
+    #[test]
+    fn known_fields_come_from_the_crd_schema() {
+        let spec = known_fields("Plan", &[Segment::Key("spec".into())]);
+        assert!(spec.contains(&"rateLimit".to_string()), "{spec:?}");
+        let route = known_fields(
+            "Product",
+            &[
+                Segment::Key("spec".into()),
+                Segment::Key("routes".into()),
+                Segment::Index(0),
+            ],
+        );
+        assert!(route.contains(&"pathMatch".to_string()), "{route:?}");
+        assert!(known_fields("Secret", &[]).contains(&"stringData".to_string()));
+    }
+
+    #[test]
+    fn parser_positions_become_file_positions() {
+        assert_eq!(
+            shift_line_numbers("x at line 3 column 5, while parsing at line 1 column 2", 10),
+            "x at line 13 column 5, while parsing at line 11 column 2"
+        );
+        assert_eq!(
+            shift_line_numbers("`line 3` and line x", 10),
+            "`line 3` and line x"
+        );
+        let text = format!(
+            "{PLAN}---\n{}",
+            PLAN.replace("{product: weather}", "{product: [a}")
+        );
+        let set = read(&[("a.yaml", &text)]);
+        assert!(
+            set.problems[0].message.contains("at line 9 column"),
+            "{}",
+            set.problems[0].message
+        );
+    }
+
+    #[test]
+    fn large_files_read_in_linear_time() {
+        let mut text = String::new();
+        for i in 0..20_000 {
+            text.push_str(&PLAN.replace("name: free", &format!("name: p{i}")));
+            text.push_str("---\n");
+        }
+        let set = read(&[("big.yaml", &text)]);
+        assert!(set.problems.is_empty());
+        assert_eq!(set.snapshot.plans.len(), 20_000);
+    }
+
+    #[test]
+    fn headers_of_the_wrong_type_are_manifest_errors() {
+        let set = read(&[(
+            "a.yaml",
+            "apiVersion: v1\nkind: [Secret]\nmetadata: {name: k}\n---\n- a\n",
+        )]);
+        assert_eq!(
+            reasons(&set),
+            [reasons::INVALID_MANIFEST, reasons::INVALID_MANIFEST]
+        );
+        assert!(
+            set.problems[0].message.contains("must be strings"),
+            "{}",
+            set.problems[0].message
+        );
+        assert!(
+            set.problems[1].message.contains("not a mapping"),
+            "{}",
+            set.problems[1].message
+        );
+    }
+
+    #[test]
+    fn serde_paths_are_split_from_messages() {
+        assert_eq!(split_serde_path("spec.a[1]: bad"), ("spec.a[1]", "bad"));
+        assert_eq!(split_serde_path("did not find: x"), ("", "did not find: x"));
+    }
 }

@@ -36,6 +36,7 @@ pub struct PlanSpec {
     /// Route names of the product this plan includes; omitted means every route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.all(r, self.exists_one(s, s == r))").message("plan routes must not repeat"))]
+    #[schemars(length(max = 256), inner(length(max = 63)))]
     pub routes: Option<Vec<String>>,
 
     /// Requests per period per subscription (GCRA).
@@ -64,6 +65,7 @@ pub struct RateLimit {
     pub requests: u32,
     /// Period as `Ns`, `Nm` or `Nh`, e.g. `1s`, `1m`, `1h`.
     #[x_kube(validation = Rule::new("self.matches('^[1-9][0-9]{0,5}[smh]$')").message("period must look like 30s, 1m or 1h (a positive whole number and s, m or h)"))]
+    #[schemars(length(max = 8))]
     pub period: String,
     /// Requests that may arrive back to back; defaults to `requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -44,7 +44,12 @@ pub struct ApiPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_validation: Option<RequestValidation>,
     /// TLS (and client certificate) for connections to the backend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // DESIGN.md spells it `backendTLS`; camelCase alone would give `backendTls`.
+    #[serde(
+        default,
+        rename = "backendTLS",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backend_tls: Option<BackendTls>,
     /// Per-client-IP limit for calls that carry no subscription.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,6 +75,8 @@ pub struct HeaderOps {
     /// Headers to set (replacing any value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9!#$%&\\'*+.^_`|~-]+$'))").message("header names must be valid HTTP tokens"))]
+    #[x_kube(validation = Rule::new("self.all(k, !(k.lowerAscii() in ['connection', 'content-length', 'host', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']))").message("connection, content-length, host, keep-alive, proxy-connection, te, trailer, transfer-encoding and upgrade are managed by the gateway and cannot be set"))]
+    #[schemars(extend("maxProperties" = 64))]
     pub set: BTreeMap<String, String>,
     /// Header names to remove.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -104,6 +111,7 @@ pub struct JwtPolicy {
     /// Allowed clock difference, e.g. `30s` (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]+(s|m)$')").message("clockSkew must look like 30s or 1m"))]
+    #[schemars(length(max = 16))]
     pub clock_skew: Option<String>,
     /// Scopes a token must carry, per method and optionally per route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -150,6 +158,7 @@ pub struct RequiredScopes {
 pub struct CorsPolicy {
     /// Origins allowed, or `*`.
     #[serde(default)]
+    #[schemars(length(max = 64), inner(length(max = 256)))]
     pub allow_origins: Vec<String>,
     /// Methods allowed in preflight.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

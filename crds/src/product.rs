@@ -79,7 +79,8 @@ pub struct Backend {
     pub service: Option<ServiceBackend>,
     /// An absolute `http://` or `https://` URL (standalone mode, external backends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+(/[^?#]*)?$')").message("backend.url must be an absolute http:// or https:// URL without query or fragment"))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#@\\\\s]+(/[^?#\\\\s]*)?$')").message("backend.url must be an absolute http:// or https:// URL without user info, query or fragment"))]
+    #[schemars(length(max = 2048))]
     pub url: Option<String>,
 }
 
@@ -103,10 +104,12 @@ pub struct KeyLocation {
     /// Request header carrying the key (default `X-Subscription-Key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9!#$%&\\'*+.^_`|~-]+$')").message("keyLocation.header must be a valid HTTP header name"))]
+    #[schemars(length(max = 256))]
     pub header: Option<String>,
     /// Query parameter carrying the key. Only when set: query strings end up in logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._~-]+$')").message("keyLocation.query must be a plain query parameter name"))]
+    #[schemars(length(max = 256))]
     pub query: Option<String>,
 }
 
@@ -140,15 +143,19 @@ pub struct Route {
     /// Allowed methods; empty means any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(validation = Rule::new("self.all(m, self.exists_one(n, n == m))").message("methods must not repeat"))]
+    #[schemars(length(max = 7))]
     pub methods: Vec<Method>,
     /// Replace the matched path prefix with this before forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("rewrite must start with '/'"))]
+    #[schemars(length(max = 1024))]
     pub rewrite: Option<String>,
 }
 
 /// How a route's path is compared.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash,
+)]
 pub enum PathMatch {
     /// The path itself and anything below it (`/a` matches `/a`, `/a/b`, not `/ab`).
     #[default]
@@ -158,7 +165,18 @@ pub enum PathMatch {
 }
 
 /// HTTP methods a route can allow.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+#[derive(
+    schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
 )]
 #[serde(rename_all = "UPPERCASE")]
 #[allow(missing_docs)]
@@ -194,9 +212,11 @@ pub struct Timeouts {
     /// Time to establish a connection to the backend (default 5s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[1-9][0-9]*(ms|s|m)$')").message("timeouts.connect must look like 250ms, 5s or 1m"))]
+    #[schemars(length(max = 16))]
     pub connect: Option<String>,
     /// Time for the backend to send its response headers (default 30s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[1-9][0-9]*(ms|s|m)$')").message("timeouts.request must look like 250ms, 5s or 1m"))]
+    #[schemars(length(max = 16))]
     pub request: Option<String>,
 }

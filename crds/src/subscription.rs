@@ -75,7 +75,9 @@ pub struct Subscriber {
 }
 
 /// Lifecycle of a subscription.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash,
+)]
 #[allow(missing_docs)]
 pub enum SubscriptionState {
     #[default]
@@ -116,10 +118,7 @@ impl Subscription {
     pub fn key_secret_name(&self) -> String {
         match self.spec.keys.as_ref().and_then(|k| k.secret_ref.as_ref()) {
             Some(r) => r.name.clone(),
-            None => format!(
-                "{}-keys",
-                self.metadata.name.as_deref().unwrap_or_default()
-            ),
+            None => format!("{}-keys", self.metadata.name.as_deref().unwrap_or_default()),
         }
     }
 }

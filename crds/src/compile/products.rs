@@ -1,0 +1,587 @@
+//! Product → [`ProductEntry`]: syntax, backend, policies, then route conflicts between products.
+
+use std::collections::BTreeMap;
+
+use super::durations::parse_timeout_ms;
+use super::syntax::{is_header_name, is_hostname, is_query_name, is_route_name, path_problem};
+use super::{object_id, Input, Lookup, Outcome, Outcomes, Rejected, Report};
+use crate::diagnostics::Diagnostic;
+use crate::product::{Backend, Method, PathMatch, Product, Route};
+use crate::reasons;
+use crate::table::{BackendTarget, KeyLookup, PolicyEntry, ProductEntry, RouteEntry, TimeoutsMs};
+
+/// CRD limits (`maxItems`/`maxLength`) re-checked here for standalone mode.
+const MAX_HOSTNAMES: usize = 64;
+const MAX_ROUTES: usize = 256;
+const MAX_POLICIES: usize = 16;
+const MAX_BASE_PATH: usize = 256;
+const MAX_ROUTE_PATH: usize = 1024;
+
+/// Compile every Product: each on its own first, then settle route conflicts oldest-first.
+pub(crate) fn compile(
+    inputs: &[Input<'_, Product>],
+    policies: &Outcomes<PolicyEntry>,
+    rejected: &Rejected<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Outcomes<ProductEntry> {
+    let mut outcomes = Outcomes::default();
+    let mut candidates = Vec::new();
+    for input in inputs {
+        let mut report = Report::new(&input.object, out);
+        let entry = compile_one(input, policies, rejected, &mut report);
+        match report.finish(entry) {
+            Outcome::Compiled(entry) => candidates.push((input, entry)),
+            failed => outcomes.insert(&input.object, failed),
+        }
+    }
+
+    // Oldest first, so that adding a product can never take routes away from one already serving.
+    // Stable: equal ages stay in (namespace, name) order.
+    candidates.sort_by(|(a, _), (b, _)| a.age_key().cmp(&b.age_key()));
+    let mut claims: BTreeMap<ClaimKey, Vec<Claim>> = BTreeMap::new();
+    for (input, entry) in candidates {
+        let mut report = Report::new(&input.object, out);
+        let mine = claims_of(&entry);
+        for (key, claim) in &mine {
+            let holder = claims.get(key).and_then(|held| {
+                held.iter()
+                    .find(|c| methods_overlap(&c.methods, &claim.methods))
+            });
+            if let Some(holder) = holder {
+                report.error(
+                    format!("spec.routes[{}]", claim.route_index),
+                    reasons::ROUTE_CONFLICT,
+                    format!(
+                        "route `{}` ({}) is already served by route `{}` of Product {}, which is older; \
+                         change this product's hostnames, basePath, route path or methods, or remove one of the two",
+                        claim.route,
+                        describe(key, &claim.methods),
+                        holder.route,
+                        holder.product
+                    ),
+                );
+            }
+        }
+        let failed = report.has_errors();
+        let outcome = report.finish(Some(entry));
+        if !failed {
+            for (key, claim) in mine {
+                claims.entry(key).or_default().push(claim);
+            }
+        }
+        outcomes.insert(&input.object, outcome);
+    }
+    outcomes
+}
+
+/// (host or any, full path, exact?) — what two routes must share to be able to collide.
+type ClaimKey = (Option<String>, String, bool);
+
+/// One route's hold on a [`ClaimKey`].
+struct Claim {
+    product: String,
+    route: String,
+    route_index: usize,
+    methods: Vec<Method>,
+}
+
+fn claims_of(entry: &ProductEntry) -> Vec<(ClaimKey, Claim)> {
+    // Empty hostnames mean "any host": a claim of its own, which only other any-host routes share;
+    // a specific hostname is more specific and wins in the proxy, so it is not a conflict.
+    let hosts: Vec<Option<String>> = if entry.hostnames.is_empty() {
+        vec![None]
+    } else {
+        entry.hostnames.iter().cloned().map(Some).collect()
+    };
+    let mut claims = Vec::new();
+    for (route_index, route) in entry.routes.iter().enumerate() {
+        for host in &hosts {
+            claims.push((
+                (
+                    host.clone(),
+                    route.path.clone(),
+                    route.path_match == PathMatch::Exact,
+                ),
+                Claim {
+                    product: entry.id.clone(),
+                    route: route.name.clone(),
+                    route_index,
+                    methods: route.methods.clone(),
+                },
+            ));
+        }
+    }
+    claims
+}
+
+/// Empty means every method, so it overlaps with anything.
+fn methods_overlap(a: &[Method], b: &[Method]) -> bool {
+    a.is_empty() || b.is_empty() || a.iter().any(|m| b.contains(m))
+}
+
+fn describe((host, path, exact): &ClaimKey, methods: &[Method]) -> String {
+    let methods = if methods.is_empty() {
+        "any method".to_string()
+    } else {
+        methods
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join("|")
+    };
+    let host = host.as_deref().unwrap_or("any host");
+    let kind = if *exact { "exactly" } else { "prefix" };
+    format!("{methods} {path} ({kind}) on {host}")
+}
+
+fn compile_one(
+    input: &Input<'_, Product>,
+    policies: &Outcomes<PolicyEntry>,
+    rejected: &Rejected<'_>,
+    report: &mut Report<'_>,
+) -> Option<ProductEntry> {
+    let spec = &input.value.spec;
+    let namespace = &input.object.namespace;
+
+    let hostnames = hostnames(&spec.hostnames, report);
+    let base = base_path(spec.base_path.as_deref(), report);
+    let backend = backend(&spec.backend, namespace, report);
+
+    let mut key_location = KeyLookup {
+        header: None,
+        query: None,
+    };
+    if spec.key_location.header.is_none() && spec.key_location.query.is_none() {
+        report.error(
+            "spec.keyLocation",
+            reasons::INVALID_KEY_LOCATION,
+            "set keyLocation.header (e.g. X-Subscription-Key), keyLocation.query, or both; \
+             or omit keyLocation for the default header",
+        );
+    }
+    if let Some(header) = &spec.key_location.header {
+        if is_header_name(header) {
+            key_location.header = Some(header.to_ascii_lowercase());
+        } else {
+            report.error(
+                "spec.keyLocation.header",
+                reasons::INVALID_KEY_LOCATION,
+                format!("`{header}` is not a valid HTTP header name; use e.g. X-Subscription-Key"),
+            );
+        }
+    }
+    if let Some(query) = &spec.key_location.query {
+        if is_query_name(query) {
+            key_location.query = Some(query.clone());
+        } else {
+            report.error(
+                "spec.keyLocation.query",
+                reasons::INVALID_KEY_LOCATION,
+                format!("`{query}` is not a plain query parameter name; use letters, digits, '.', '_', '~' and '-'"),
+            );
+        }
+    }
+
+    let mut timeouts = TimeoutsMs::default();
+    if let Some(t) = &spec.timeouts {
+        if let Some(ms) = timeout(t.connect.as_deref(), "spec.timeouts.connect", report) {
+            timeouts.connect_ms = ms;
+        }
+        if let Some(ms) = timeout(t.request.as_deref(), "spec.timeouts.request", report) {
+            timeouts.request_ms = ms;
+        }
+    }
+
+    let routes = routes(&spec.routes, &base, report);
+
+    if spec.policies.len() > MAX_POLICIES {
+        report.error(
+            "spec.policies",
+            reasons::INVALID_FIELD,
+            format!("at most {MAX_POLICIES} policies can be attached; merge some of them"),
+        );
+    }
+    let mut policy_ids: Vec<String> = Vec::new();
+    for (i, name) in spec.policies.iter().enumerate() {
+        let id = object_id(namespace, name);
+        let field = format!("spec.policies[{i}]");
+        match policies.lookup(namespace, name) {
+            Lookup::Ready(_) => {
+                if !policy_ids.contains(&id) {
+                    policy_ids.push(id);
+                }
+            }
+            Lookup::NotReady(reason) => report.error(
+                field,
+                reasons::POLICY_NOT_READY,
+                format!(
+                    "ApiPolicy {id} did not compile ({reason}); fix it (see its own diagnostics). \
+                     Until then this product is left out so nothing is served without its policies"
+                ),
+            ),
+            Lookup::NotFound if rejected.contains("ApiPolicy", namespace, name) => report.error(
+                field,
+                reasons::POLICY_NOT_READY,
+                format!(
+                    "ApiPolicy {id} could not be read; fix the error reported for it. \
+                     Until then this product is left out so nothing is served without its policies"
+                ),
+            ),
+            Lookup::NotFound => report.error(
+                field,
+                reasons::POLICY_NOT_FOUND,
+                format!(
+                    "ApiPolicy {id} does not exist{}; create it in namespace {namespace} or remove it \
+                     from spec.policies. Until then this product is left out so nothing is served \
+                     without its policies",
+                    super::suggestion(name, policies.names_in(namespace))
+                ),
+            ),
+        }
+    }
+
+    if report.has_errors() {
+        return None;
+    }
+    Some(ProductEntry {
+        id: input.id(),
+        display_name: spec
+            .display_name
+            .clone()
+            .unwrap_or_else(|| input.object.name.clone()),
+        hostnames,
+        subscription_required: spec.subscription_required,
+        key_location,
+        backend: backend?,
+        timeouts,
+        policies: policy_ids,
+        routes,
+    })
+}
+
+fn hostnames(list: &[String], report: &mut Report<'_>) -> Vec<String> {
+    if list.len() > MAX_HOSTNAMES {
+        report.error(
+            "spec.hostnames",
+            reasons::INVALID_HOSTNAME,
+            format!("at most {MAX_HOSTNAMES} hostnames are allowed; split the product"),
+        );
+    }
+    let mut hosts = Vec::new();
+    for (i, host) in list.iter().enumerate() {
+        // Hostnames are case-insensitive; lowercase so the proxy compares bytes.
+        let lower = host.to_ascii_lowercase();
+        if is_hostname(&lower) {
+            hosts.push(lower);
+        } else {
+            report.error(
+                format!("spec.hostnames[{i}]"),
+                reasons::INVALID_HOSTNAME,
+                format!(
+                    "`{host}` is not a DNS hostname; use a name like api.example.com (optionally \
+                     starting with '*.'), without scheme, port or path"
+                ),
+            );
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// The basePath without a trailing slash; `/` and none both mean "no prefix" (empty string).
+fn base_path(base: Option<&str>, report: &mut Report<'_>) -> String {
+    let Some(base) = base else {
+        return String::new();
+    };
+    if let Some(problem) = path_problem(base, MAX_BASE_PATH) {
+        report.error(
+            "spec.basePath",
+            reasons::INVALID_PATH,
+            format!("basePath {problem}; write it like /weather"),
+        );
+        return String::new();
+    }
+    base.trim_end_matches('/').to_string()
+}
+
+/// `base` (no trailing slash, maybe empty) + `path` (starts with `/`), never `//`, no trailing `/`.
+pub(crate) fn join_path(base: &str, path: &str) -> String {
+    let path = path.trim_end_matches('/');
+    match (base.is_empty(), path.is_empty()) {
+        (true, true) => "/".to_string(),
+        (true, false) => path.to_string(),
+        (false, _) => format!("{base}{path}"),
+    }
+}
+
+fn backend(backend: &Backend, namespace: &str, report: &mut Report<'_>) -> Option<BackendTarget> {
+    match (&backend.service, &backend.url) {
+        (Some(_), Some(_)) | (None, None) => {
+            report.error(
+                "spec.backend",
+                reasons::INVALID_BACKEND,
+                "set exactly one of backend.service (a Service in the cluster) or backend.url \
+                 (e.g. http://127.0.0.1:9000, for standalone mode or external backends)",
+            );
+            None
+        }
+        (None, Some(url)) => match normalize_url(url) {
+            Ok(url) => Some(BackendTarget::Url { url }),
+            Err(problem) => {
+                report.error(
+                    "spec.backend.url",
+                    reasons::INVALID_BACKEND,
+                    format!("`{url}` {problem}; write it like http://127.0.0.1:9000 or https://api.internal/v1"),
+                );
+                None
+            }
+        },
+        (Some(service), None) => {
+            let mut ok = true;
+            if !is_hostname(&service.name) || service.name.contains('.') || service.name.len() > 63
+            {
+                report.error(
+                    "spec.backend.service.name",
+                    reasons::INVALID_BACKEND,
+                    format!(
+                        "`{}` is not a Service name; use the name of a Service in namespace {namespace} \
+                         (lowercase letters, digits and '-')",
+                        service.name
+                    ),
+                );
+                ok = false;
+            }
+            if service.port == 0 {
+                report.error(
+                    "spec.backend.service.port",
+                    reasons::INVALID_BACKEND,
+                    "port must be between 1 and 65535",
+                );
+                ok = false;
+            }
+            ok.then(|| BackendTarget::Service {
+                namespace: namespace.to_string(),
+                name: service.name.clone(),
+                port: service.port,
+                endpoints: Vec::new(),
+            })
+        }
+    }
+}
+
+/// Check a backend URL (CEL `^https?://[^/?#]+(/[^?#]*)?$`, plus what a client needs to connect
+/// safely) and strip trailing slashes so the proxy can append the request path.
+pub(crate) fn normalize_url(url: &str) -> Result<String, &'static str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("must start with http:// or https://")?;
+    if url.contains(['?', '#']) {
+        return Err("must not contain a query or fragment");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters");
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err("has no host");
+    }
+    // Credentials in a URL end up in logs and error messages.
+    if authority.contains('@') {
+        return Err("must not contain a user name or password");
+    }
+    let port = if let Some(v6) = authority.strip_prefix('[') {
+        let (_, after) = v6
+            .split_once(']')
+            .ok_or("has an unclosed '[' in its host")?;
+        if after.is_empty() {
+            None
+        } else {
+            Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or("has text after its IPv6 address")?,
+            )
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some(("", _)) => return Err("has no host"),
+            Some((_, port)) => Some(port),
+            None => None,
+        }
+    };
+    if let Some(port) = port {
+        let valid = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|p| p > 0);
+        if !valid {
+            return Err("has an invalid port (use 1-65535)");
+        }
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+fn timeout(text: Option<&str>, field: &str, report: &mut Report<'_>) -> Option<u64> {
+    let text = text?;
+    let ms = parse_timeout_ms(text);
+    if ms.is_none() {
+        report.error(
+            field,
+            reasons::INVALID_TIMEOUT,
+            format!("`{text}` is not a duration; write it like 250ms, 5s or 1m"),
+        );
+    }
+    ms
+}
+
+fn routes(list: &[Route], base: &str, report: &mut Report<'_>) -> Vec<RouteEntry> {
+    if list.is_empty() {
+        report.error(
+            "spec.routes",
+            reasons::INVALID_ROUTE,
+            "a product needs at least one route; add e.g. {name: all, path: /}",
+        );
+    }
+    if list.len() > MAX_ROUTES {
+        report.error(
+            "spec.routes",
+            reasons::INVALID_ROUTE,
+            format!("at most {MAX_ROUTES} routes are allowed; split the product"),
+        );
+    }
+    let mut entries: Vec<RouteEntry> = Vec::new();
+    for (i, route) in list.iter().enumerate() {
+        let at = |f: &str| format!("spec.routes[{i}].{f}");
+        if !is_route_name(&route.name) {
+            report.error(
+                at("name"),
+                reasons::INVALID_ROUTE,
+                format!(
+                    "`{}` is not a valid route name; use lowercase letters, digits and '-' (at most 63), e.g. forecast-week",
+                    route.name
+                ),
+            );
+        }
+        if let Some(first) = list[..i].iter().position(|r| r.name == route.name) {
+            report.error(
+                at("name"),
+                reasons::DUPLICATE_ROUTE_NAME,
+                format!(
+                    "route name `{}` is already used by spec.routes[{first}]; route names must be unique within a product",
+                    route.name
+                ),
+            );
+        }
+        if let Some(problem) = path_problem(&route.path, MAX_ROUTE_PATH) {
+            report.error(
+                at("path"),
+                reasons::INVALID_PATH,
+                format!("path {problem}; write it like /forecast/week"),
+            );
+        }
+        for (j, method) in route.methods.iter().enumerate() {
+            if route.methods[..j].contains(method) {
+                report.error(
+                    format!("spec.routes[{i}].methods[{j}]"),
+                    reasons::DUPLICATE_METHOD,
+                    format!("{} is listed twice; list each method once", method.as_str()),
+                );
+            }
+        }
+        if let Some(rewrite) = &route.rewrite {
+            if !rewrite.starts_with('/') {
+                report.error(
+                    at("rewrite"),
+                    reasons::INVALID_PATH,
+                    format!("rewrite `{rewrite}` must start with '/'"),
+                );
+            }
+        }
+        let mut methods = route.methods.clone();
+        methods.sort();
+        methods.dedup();
+        let entry = RouteEntry {
+            name: route.name.clone(),
+            path: join_path(base, &route.path),
+            path_match: route.path_match,
+            methods,
+            rewrite: route.rewrite.clone(),
+        };
+        // Within one product the proxy could only pick one of two identical matches at random.
+        if let Some((j, other)) = entries.iter().enumerate().find(|(_, o)| {
+            o.path == entry.path
+                && o.path_match == entry.path_match
+                && methods_overlap(&o.methods, &entry.methods)
+        }) {
+            report.error(
+                format!("spec.routes[{i}]"),
+                reasons::ROUTE_CONFLICT,
+                format!(
+                    "routes `{}` (spec.routes[{j}]) and `{}` match the same path {} and methods; \
+                     give them different paths or methods, or merge them",
+                    other.name, entry.name, entry.path
+                ),
+            );
+        }
+        entries.push(entry);
+    }
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_paths_without_double_slashes() {
+        assert_eq!(join_path("/weather", "/current"), "/weather/current");
+        assert_eq!(join_path("", "/current"), "/current");
+        assert_eq!(join_path("/weather", "/"), "/weather");
+        assert_eq!(join_path("", "/"), "/");
+        assert_eq!(join_path("/weather", "/current/"), "/weather/current");
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            normalize_url("http://127.0.0.1:9000/").as_deref(),
+            Ok("http://127.0.0.1:9000")
+        );
+        assert_eq!(
+            normalize_url("https://api.internal/v1/").as_deref(),
+            Ok("https://api.internal/v1")
+        );
+        assert_eq!(
+            normalize_url("http://[::1]:8080").as_deref(),
+            Ok("http://[::1]:8080")
+        );
+        for bad in [
+            "ftp://x",
+            "127.0.0.1:9000",
+            "http://",
+            "http:///path",
+            "http://x/?a=1",
+            "http://x#f",
+            "http://user:pw@x",
+            "http://x:0",
+            "http://x:99999",
+            "http://x:",
+            "http://x y",
+            "http://[::1",
+            "http://:80",
+        ] {
+            assert!(normalize_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn method_overlap() {
+        assert!(methods_overlap(&[], &[Method::Get]));
+        assert!(methods_overlap(
+            &[Method::Get, Method::Post],
+            &[Method::Post]
+        ));
+        assert!(!methods_overlap(&[Method::Get], &[Method::Post]));
+    }
+}

@@ -1,0 +1,509 @@
+//! One test per check (the golden cases show the full messages).
+
+use super::*;
+use crate::manifest::ManifestSet;
+use crate::table::{key_digest, BackendTarget, TimeoutsMs};
+
+const PRODUCT: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: Product
+metadata: {name: weather, namespace: w, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec:
+  basePath: /weather
+  backend: {url: "http://127.0.0.1:9000/"}
+  routes:
+    - {name: current, path: /current, methods: [GET]}
+    - {name: forecast, path: /forecast}
+"#;
+const PLAN: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: Plan
+metadata: {name: free, namespace: w}
+spec: {product: weather, rateLimit: {requests: 10, period: 1m}}
+"#;
+const SUB: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: Subscription
+metadata: {name: acme, namespace: w}
+spec: {plan: free, subscriber: {name: Acme}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: acme-keys, namespace: w}
+stringData: {primaryKey: acme-primary-key-0123456789}
+"#;
+
+/// Compile YAML documents (each string may hold several), failing on manifest problems.
+fn run(docs: &[&str]) -> Compiled {
+    let mut set = ManifestSet::default();
+    set.add_file("t.yaml", &docs.join("\n---\n"));
+    assert!(
+        set.problems.is_empty(),
+        "manifest problems: {:?}",
+        set.problems
+    );
+    set.compile()
+}
+
+/// Reasons reported about `kind ns/name`.
+fn reasons_for(c: &Compiled, kind: &str, name: &str) -> Vec<String> {
+    c.diagnostics
+        .iter()
+        .filter(|d| d.object.kind == kind && d.object.name == name)
+        .map(|d| d.reason.clone())
+        .collect()
+}
+
+fn message_for(c: &Compiled, reason: &str) -> String {
+    c.diagnostics
+        .iter()
+        .find(|d| d.reason == reason)
+        .map(|d| d.message.clone())
+        .unwrap_or_else(|| panic!("no {reason} in {:?}", c.diagnostics))
+}
+
+#[test]
+fn happy_path_compiles_everything() {
+    let c = run(&[PRODUCT, PLAN, SUB]);
+    assert!(c.diagnostics.is_empty(), "{:?}", c.diagnostics);
+    let product = &c.table.products[0];
+    assert_eq!(product.id, "w/weather");
+    assert_eq!(product.display_name, "weather");
+    assert_eq!(
+        product.backend,
+        BackendTarget::Url {
+            url: "http://127.0.0.1:9000".into()
+        }
+    );
+    assert_eq!(product.timeouts, TimeoutsMs::default());
+    assert_eq!(
+        product.key_location.header.as_deref(),
+        Some("x-subscription-key")
+    );
+    assert_eq!(product.routes[0].path, "/weather/current");
+    let plan = &c.table.plans[0];
+    assert_eq!(plan.routes, ["current", "forecast"]);
+    let rl = plan.rate_limit.expect("rate limit");
+    assert_eq!((rl.requests, rl.period_ms, rl.burst), (10, 60_000, 10));
+    let sub = &c.table.subscriptions[0];
+    assert_eq!(sub.key_digests, [key_digest("acme-primary-key-0123456789")]);
+    assert_eq!(
+        (sub.plan.as_str(), sub.product.as_str()),
+        ("w/free", "w/weather")
+    );
+}
+
+#[test]
+fn product_backend_must_be_exactly_one_valid_target() {
+    for backend in [
+        "{}",
+        r#"{url: "http://a", service: {name: a, port: 1}}"#,
+        r#"{url: "ftp://a"}"#,
+        r#"{service: {name: a, port: 0}}"#,
+    ] {
+        let doc = PRODUCT.replace(r#"{url: "http://127.0.0.1:9000/"}"#, backend);
+        let c = run(&[&doc]);
+        assert!(c.table.products.is_empty(), "{backend}");
+        assert!(
+            reasons_for(&c, "Product", "weather").contains(&reasons::INVALID_BACKEND.to_string())
+        );
+    }
+}
+
+#[test]
+fn product_syntax_mirrors_the_cel_rules() {
+    let cases = [
+        (
+            "basePath: /weather",
+            "basePath: weather",
+            reasons::INVALID_PATH,
+        ),
+        ("path: /current,", "path: current,", reasons::INVALID_PATH),
+        ("name: current,", "name: Current,", reasons::INVALID_ROUTE),
+        (
+            "name: forecast,",
+            "name: current,",
+            reasons::DUPLICATE_ROUTE_NAME,
+        ),
+        (
+            "methods: [GET]",
+            "methods: [GET, GET]",
+            reasons::DUPLICATE_METHOD,
+        ),
+        (
+            "basePath: /weather",
+            "basePath: /weather\n  hostnames: [a_b]",
+            reasons::INVALID_HOSTNAME,
+        ),
+        (
+            "basePath: /weather",
+            "basePath: /weather\n  timeouts: {connect: 5}",
+            reasons::INVALID_TIMEOUT,
+        ),
+        (
+            "basePath: /weather",
+            "basePath: /weather\n  keyLocation: {}",
+            reasons::INVALID_KEY_LOCATION,
+        ),
+        (
+            "basePath: /weather",
+            "basePath: /weather\n  keyLocation: {header: 'a b'}",
+            reasons::INVALID_KEY_LOCATION,
+        ),
+        (
+            "path: /forecast}",
+            "path: /current}",
+            reasons::ROUTE_CONFLICT,
+        ),
+    ];
+    for (from, to, reason) in cases {
+        assert!(PRODUCT.contains(from), "{from}");
+        let c = run(&[&PRODUCT.replacen(from, to, 1)]);
+        assert!(
+            c.table.products.is_empty(),
+            "{to} should leave the product out"
+        );
+        assert!(
+            reasons_for(&c, "Product", "weather").contains(&reason.to_string()),
+            "{to}: expected {reason}, got {:?}",
+            c.diagnostics
+        );
+    }
+}
+
+#[test]
+fn product_normalises_hosts_headers_timeouts_and_display_name() {
+    let doc = PRODUCT.replace(
+        "basePath: /weather",
+        "basePath: /\n  displayName: Weather\n  hostnames: [API.Example.com, api.example.com]\n  keyLocation: {header: Ocp-Apim-Subscription-Key, query: subscription-key}\n  timeouts: {connect: 250ms, request: 1m}",
+    );
+    let c = run(&[&doc]);
+    let p = &c.table.products[0];
+    assert_eq!(p.display_name, "Weather");
+    assert_eq!(p.hostnames, ["api.example.com"]);
+    assert_eq!(
+        p.key_location.header.as_deref(),
+        Some("ocp-apim-subscription-key")
+    );
+    assert_eq!(p.key_location.query.as_deref(), Some("subscription-key"));
+    assert_eq!(
+        (p.timeouts.connect_ms, p.timeouts.request_ms),
+        (250, 60_000)
+    );
+    assert_eq!(p.routes[0].path, "/current", "basePath / adds nothing");
+}
+
+#[test]
+fn missing_or_broken_policy_keeps_the_product_out() {
+    let with_policy = PRODUCT.replace(
+        "basePath: /weather",
+        "basePath: /weather\n  policies: [hardening]",
+    );
+    let c = run(&[&with_policy]);
+    assert_eq!(
+        reasons_for(&c, "Product", "weather"),
+        [reasons::POLICY_NOT_FOUND]
+    );
+    assert!(c.table.products.is_empty());
+
+    let jwt = "apiVersion: tollgate.dev/v1alpha1\nkind: ApiPolicy\nmetadata: {name: hardening, namespace: w}\nspec: {jwt: {issuers: [{issuer: i, jwksUri: 'https://i/keys'}]}}\n";
+    let c = run(&[&with_policy, jwt]);
+    assert_eq!(
+        reasons_for(&c, "ApiPolicy", "hardening"),
+        [reasons::UNSUPPORTED]
+    );
+    assert_eq!(
+        reasons_for(&c, "Product", "weather"),
+        [reasons::POLICY_NOT_READY]
+    );
+    assert!(message_for(&c, reasons::UNSUPPORTED).contains("sets spec.jwt"));
+    assert!(c.table.products.is_empty() && c.table.policies.is_empty());
+}
+
+#[test]
+fn policy_headers_and_cidrs_are_normalised() {
+    let policy = "apiVersion: tollgate.dev/v1alpha1\nkind: ApiPolicy\nmetadata: {name: p, namespace: w}\nspec:\n  headers: {response: {remove: [Server, server, X-Powered-By]}, request: {set: {X-A: '1'}}}\n  ipFilter: {allow: [10.1.2.3/8], deny: ['2001:db8::1/32']}\n";
+    let c = run(&[policy]);
+    let p = &c.table.policies[0];
+    assert_eq!(p.response_headers.remove, ["server", "x-powered-by"]);
+    assert_eq!(
+        p.request_headers.set,
+        [("x-a".to_string(), "1".to_string())]
+    );
+    let filter = p.ip_filter.as_ref().expect("ip filter");
+    assert_eq!(filter.allow[0].to_string(), "10.0.0.0/8");
+    assert_eq!(filter.deny[0].to_string(), "2001:db8::/32");
+
+    for (bad, reason) in [
+        (
+            "{request: {set: {'X A': '1'}}}",
+            reasons::INVALID_HEADER_NAME,
+        ),
+        (
+            "{request: {set: {Host: evil}}}",
+            reasons::INVALID_HEADER_NAME,
+        ),
+        (
+            "{request: {set: {X-A: \"a\\nb\"}}}",
+            reasons::INVALID_HEADER_VALUE,
+        ),
+        (
+            "{response: {remove: ['a:b']}}",
+            reasons::INVALID_HEADER_NAME,
+        ),
+    ] {
+        let doc = format!("apiVersion: tollgate.dev/v1alpha1\nkind: ApiPolicy\nmetadata: {{name: p, namespace: w}}\nspec: {{headers: {bad}}}\n");
+        let c = run(&[&doc]);
+        assert_eq!(reasons_for(&c, "ApiPolicy", "p"), [reason], "{bad}");
+    }
+}
+
+#[test]
+fn route_conflicts_go_to_the_older_product_whatever_the_names() {
+    let newer = PRODUCT
+        .replace("name: weather, namespace: w", "name: aaa, namespace: a")
+        .replace("2025-01-01", "2026-01-01");
+    let c = run(&[PRODUCT, &newer]);
+    assert_eq!(
+        reasons_for(&c, "Product", "aaa"),
+        [reasons::ROUTE_CONFLICT, reasons::ROUTE_CONFLICT]
+    );
+    assert_eq!(c.table.products.len(), 1);
+    assert_eq!(c.table.products[0].id, "w/weather");
+    assert!(message_for(&c, reasons::ROUTE_CONFLICT).contains("Product w/weather"));
+}
+
+#[test]
+fn plan_references_are_checked() {
+    let c = run(&[PLAN]);
+    assert_eq!(
+        reasons_for(&c, "Plan", "free"),
+        [reasons::PRODUCT_NOT_FOUND]
+    );
+
+    let broken = PRODUCT.replace("basePath: /weather", "basePath: weather");
+    let c = run(&[&broken, PLAN]);
+    assert_eq!(
+        reasons_for(&c, "Plan", "free"),
+        [reasons::PRODUCT_NOT_READY]
+    );
+
+    let plan = PLAN.replace(
+        "product: weather,",
+        "product: weather, routes: [current, forcast],",
+    );
+    let c = run(&[PRODUCT, &plan]);
+    assert_eq!(reasons_for(&c, "Plan", "free"), [reasons::ROUTE_NOT_FOUND]);
+    let msg = message_for(&c, reasons::ROUTE_NOT_FOUND);
+    assert!(
+        msg.contains("did you mean `forecast`") && msg.contains("valid names: current, forecast"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn plan_limits_are_checked() {
+    for (limits, reason) in [
+        (
+            "rateLimit: {requests: 0, period: 1m}",
+            reasons::INVALID_RATE_LIMIT,
+        ),
+        (
+            "rateLimit: {requests: 1, period: 1d}",
+            reasons::INVALID_RATE_LIMIT,
+        ),
+        (
+            "rateLimit: {requests: 1, period: 1m, burst: 0}",
+            reasons::INVALID_RATE_LIMIT,
+        ),
+        ("quota: {requests: 0, period: Day}", reasons::INVALID_QUOTA),
+    ] {
+        let plan = PLAN.replace("rateLimit: {requests: 10, period: 1m}", limits);
+        let c = run(&[PRODUCT, &plan]);
+        assert_eq!(reasons_for(&c, "Plan", "free"), [reason], "{limits}");
+    }
+    let plan = PLAN.replace("period: 1m}", "period: 2h, burst: 3}");
+    let c = run(&[PRODUCT, &plan]);
+    let rl = c.table.plans[0].rate_limit.expect("rate limit");
+    assert_eq!((rl.period_ms, rl.burst), (7_200_000, 3));
+}
+
+#[test]
+fn subscription_plan_and_secret_must_exist() {
+    let c = run(&[SUB]);
+    assert_eq!(
+        reasons_for(&c, "Subscription", "acme"),
+        [reasons::PLAN_NOT_FOUND]
+    );
+
+    let lonely = SUB.split("---").next().expect("subscription doc");
+    let c = run(&[PRODUCT, PLAN, lonely]);
+    assert_eq!(
+        reasons_for(&c, "Subscription", "acme"),
+        [reasons::SECRET_NOT_FOUND]
+    );
+    let msg = message_for(&c, reasons::SECRET_NOT_FOUND);
+    assert!(
+        msg.contains("standalone mode") && msg.contains("acme-keys"),
+        "{msg}"
+    );
+
+    let both = lonely.replace(
+        "subscriber: {name: Acme}",
+        "subscriber: {name: Acme}, keys: {secretRef: {name: acme-keys}, generate: true}",
+    );
+    let secret = SUB.split("---").nth(1).expect("secret doc");
+    let c = run(&[PRODUCT, PLAN, &both, secret]);
+    assert_eq!(
+        reasons_for(&c, "Subscription", "acme"),
+        [reasons::INVALID_KEYS]
+    );
+}
+
+#[test]
+fn keys_are_checked_and_only_digested() {
+    let secret = |data: &str| {
+        format!("{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: acme-keys, namespace: w}}\n{data}\n", SUB.split("---").next().expect("doc"))
+    };
+    // base64 data, with stringData winning for the same key.
+    let c = run(&[PRODUCT, PLAN, &secret("data: {primaryKey: b3ZlcnJpZGRlbi1wcmltYXJ5LWtleQ==, secondaryKey: c2Vjb25kYXJ5LWtleS0wMTIzNDU2Nzg5}\nstringData: {primaryKey: string-data-primary-0123456789}")]);
+    let digests = &c.table.subscriptions[0].key_digests;
+    let mut expected = vec![
+        key_digest("string-data-primary-0123456789"),
+        key_digest("secondary-key-0123456789"),
+    ];
+    expected.sort();
+    assert_eq!(digests, &expected);
+
+    for (data, reason) in [
+        ("stringData: {primaryKey: tiny}", reasons::WEAK_KEY),
+        (
+            "stringData: {secondaryKey: only-a-secondary-key-0123}",
+            reasons::INVALID_KEY_SECRET,
+        ),
+        (
+            "stringData: {primaryKey: 'has a space in it 0123456789'}",
+            reasons::INVALID_KEY_SECRET,
+        ),
+        ("data: {primaryKey: //79/A==}", reasons::INVALID_KEY_SECRET),
+    ] {
+        let c = run(&[PRODUCT, PLAN, &secret(data)]);
+        assert_eq!(reasons_for(&c, "Subscription", "acme"), [reason], "{data}");
+        let text = format!("{c:?}");
+        assert!(
+            !text.contains("tiny") && !text.contains("has a space"),
+            "key leaked: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_shared_key_stays_with_the_older_subscription() {
+    let older = SUB
+        .replace(
+            "name: acme, namespace: w}",
+            "name: zed, namespace: w, creationTimestamp: \"2020-01-01T00:00:00Z\"}",
+        )
+        .replace("acme-keys", "zed-keys");
+    let c = run(&[PRODUCT, PLAN, SUB, &older]);
+    assert_eq!(
+        reasons_for(&c, "Subscription", "acme"),
+        [reasons::DUPLICATE_KEY]
+    );
+    assert_eq!(c.table.subscriptions.len(), 1);
+    assert_eq!(c.table.subscriptions[0].id, "w/zed");
+    let msg = message_for(&c, reasons::DUPLICATE_KEY);
+    assert!(
+        msg.contains("Subscription w/zed") && !msg.contains("acme-primary-key"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn subscription_lists_are_normalised_and_checked() {
+    let sub = SUB.replace(
+        "subscriber: {name: Acme}",
+        "subscriber: {name: Acme}, jwtSubjects: [b, a, b], allowedSourceRanges: [192.0.2.7/24], clientCertificates: ['AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89']",
+    );
+    let c = run(&[PRODUCT, PLAN, &sub]);
+    let s = &c.table.subscriptions[0];
+    assert_eq!(s.jwt_subjects, ["a", "b"]);
+    assert_eq!(s.allowed_source_ranges[0].to_string(), "192.0.2.0/24");
+    assert_eq!(s.client_certificates[0], "abcdef0123456789".repeat(4));
+
+    for (field, reason) in [
+        ("allowedSourceRanges: [10.0.0.0/33]", reasons::INVALID_CIDR),
+        (
+            "clientCertificates: ['ab:cd']",
+            reasons::INVALID_CLIENT_CERTIFICATE,
+        ),
+    ] {
+        let sub = SUB.replace(
+            "subscriber: {name: Acme}",
+            &format!("subscriber: {{name: Acme}}, {field}"),
+        );
+        let c = run(&[PRODUCT, PLAN, &sub]);
+        assert_eq!(reasons_for(&c, "Subscription", "acme"), [reason], "{field}");
+    }
+    let c = run(&[PRODUCT, PLAN, &SUB.replace("{name: Acme}", "{name: ''}")]);
+    assert_eq!(
+        reasons_for(&c, "Subscription", "acme"),
+        [reasons::INVALID_FIELD]
+    );
+}
+
+#[test]
+fn snapshot_duplicates_and_nameless_objects_are_reported_deterministically() {
+    let mut set = ManifestSet::default();
+    set.add_file("t.yaml", PRODUCT);
+    let mut snapshot = set.snapshot.clone();
+    let mut twin = snapshot.products[0].clone();
+    twin.spec.display_name = Some("Twin".into());
+    snapshot.products.push(twin.clone());
+    let mut nameless = twin;
+    nameless.metadata.name = None;
+    snapshot.products.push(nameless);
+
+    let forward = compile(&snapshot);
+    snapshot.products.reverse();
+    assert_eq!(forward, compile(&snapshot));
+    let reasons: Vec<&str> = forward
+        .diagnostics
+        .iter()
+        .map(|d| d.reason.as_str())
+        .collect();
+    assert_eq!(reasons, [reasons::INVALID_FIELD, reasons::DUPLICATE_OBJECT]);
+    assert_eq!(forward.table.products.len(), 1);
+}
+
+#[test]
+fn rejected_objects_make_references_not_ready() {
+    let mut set = ManifestSet::default();
+    set.add_file("t.yaml", PLAN);
+    set.snapshot.rejected.push(ObjectRef {
+        kind: "Product".into(),
+        namespace: "w".into(),
+        name: "weather".into(),
+    });
+    let c = set.compile();
+    assert_eq!(
+        reasons_for(&c, "Plan", "free"),
+        [reasons::PRODUCT_NOT_READY]
+    );
+}
+
+#[test]
+fn diagnostics_are_sorted_and_ids_ordered_as_strings() {
+    let a = PRODUCT
+        .replace("namespace: w,", "namespace: a-b,")
+        .replace("/weather", "/one");
+    let b = PRODUCT
+        .replace("namespace: w,", "namespace: a,")
+        .replace("/weather", "/two");
+    let c = run(&[&a, &b, PLAN]);
+    let ids: Vec<&str> = c.table.products.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["a-b/weather", "a/weather"]);
+    let mut sorted = c.diagnostics.clone();
+    sorted.sort();
+    assert_eq!(c.diagnostics, sorted);
+}

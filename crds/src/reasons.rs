@@ -1,0 +1,138 @@
+//! Every `reason` a [`Diagnostic`](crate::Diagnostic) can carry.
+//!
+//! They double as Kubernetes condition reasons, so they are CamelCase and stable: the operator,
+//! dashboards and docs match on them. `ALL_REASONS` lists each once; a test checks that every one
+//! of them is produced by at least one golden case, so a new reason cannot land untested.
+
+// --- Reading manifests (standalone mode) ---
+
+/// A document is not valid YAML.
+pub const INVALID_YAML: &str = "InvalidYaml";
+/// A document is not a Kubernetes object (not a mapping, no `apiVersion`/`kind`/`metadata.name`).
+pub const INVALID_MANIFEST: &str = "InvalidManifest";
+/// A document does not match its kind's schema (wrong type, missing field, bad enum, bad base64).
+pub const INVALID_OBJECT: &str = "InvalidObject";
+/// A field the kind does not have (often a typo); the cluster would prune it silently.
+pub const UNKNOWN_FIELD: &str = "UnknownField";
+/// A `tollgate.dev` apiVersion/kind this version does not know.
+pub const UNKNOWN_KIND: &str = "UnknownKind";
+/// A non-Tollgate kind (other than `v1` Secret) in the manifest directory; ignored (warning).
+pub const IGNORED_KIND: &str = "IgnoredKind";
+/// The same kind/namespace/name defined twice.
+pub const DUPLICATE_OBJECT: &str = "DuplicateObject";
+
+// --- Product ---
+
+/// `backend` sets neither or both of `service` and `url`, or the URL/Service is malformed.
+pub const INVALID_BACKEND: &str = "InvalidBackend";
+/// A hostname is not a DNS name (optionally `*.`-prefixed).
+pub const INVALID_HOSTNAME: &str = "InvalidHostname";
+/// `basePath`, a route `path` or `rewrite` is malformed.
+pub const INVALID_PATH: &str = "InvalidPath";
+/// A route name is malformed, or the product has no routes.
+pub const INVALID_ROUTE: &str = "InvalidRoute";
+/// Two routes of a product (or two entries of a Plan's `routes`) share a name.
+pub const DUPLICATE_ROUTE_NAME: &str = "DuplicateRouteName";
+/// A route lists a method twice.
+pub const DUPLICATE_METHOD: &str = "DuplicateMethod";
+/// `keyLocation` sets neither header nor query, or a malformed name.
+pub const INVALID_KEY_LOCATION: &str = "InvalidKeyLocation";
+/// A timeout is not like `250ms`, `5s` or `1m`.
+pub const INVALID_TIMEOUT: &str = "InvalidTimeout";
+/// Another (older) product already serves the same host, path and method.
+pub const ROUTE_CONFLICT: &str = "RouteConflict";
+/// A referenced ApiPolicy does not exist.
+pub const POLICY_NOT_FOUND: &str = "PolicyNotFound";
+/// A referenced ApiPolicy exists but did not compile.
+pub const POLICY_NOT_READY: &str = "PolicyNotReady";
+
+// --- Plan ---
+
+/// The Plan's product does not exist.
+pub const PRODUCT_NOT_FOUND: &str = "ProductNotFound";
+/// The Plan's product exists but did not compile.
+pub const PRODUCT_NOT_READY: &str = "ProductNotReady";
+/// The Plan names a route its product does not have.
+pub const ROUTE_NOT_FOUND: &str = "RouteNotFound";
+/// `rateLimit` has a zero or out-of-range number or a bad period.
+pub const INVALID_RATE_LIMIT: &str = "InvalidRateLimit";
+/// `quota.requests` is zero.
+pub const INVALID_QUOTA: &str = "InvalidQuota";
+
+// --- Subscription ---
+
+/// The Subscription's plan does not exist.
+pub const PLAN_NOT_FOUND: &str = "PlanNotFound";
+/// The Subscription's plan exists but did not compile.
+pub const PLAN_NOT_READY: &str = "PlanNotReady";
+/// The key Secret does not exist.
+pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+/// `keys` sets both `secretRef` and `generate: true`.
+pub const INVALID_KEYS: &str = "InvalidKeys";
+/// The key Secret lacks `primaryKey`, or a key is empty, not UTF-8 or contains whitespace.
+pub const INVALID_KEY_SECRET: &str = "InvalidKeySecret";
+/// A key is shorter than [`MIN_KEY_CHARS`](crate::compile::MIN_KEY_CHARS).
+pub const WEAK_KEY: &str = "WeakKey";
+/// Another (older) subscription already uses the same key.
+pub const DUPLICATE_KEY: &str = "DuplicateKey";
+/// A client-certificate fingerprint is not 64 hex digits.
+pub const INVALID_CLIENT_CERTIFICATE: &str = "InvalidClientCertificate";
+/// A required text field (e.g. `subscriber.name`, `plan`) is empty or too long.
+pub const INVALID_FIELD: &str = "InvalidField";
+
+// --- ApiPolicy (and CIDRs anywhere) ---
+
+/// A CIDR (`ipFilter`, `allowedSourceRanges`) does not parse.
+pub const INVALID_CIDR: &str = "InvalidCidr";
+/// A header name is not an HTTP token, or is set twice.
+pub const INVALID_HEADER_NAME: &str = "InvalidHeaderName";
+/// A header value contains control characters.
+pub const INVALID_HEADER_VALUE: &str = "InvalidHeaderValue";
+/// The ApiPolicy uses a feature this version does not enforce (fail closed).
+pub const UNSUPPORTED: &str = "Unsupported";
+
+/// Every reason above, once.
+pub const ALL_REASONS: &[&str] = &[
+    INVALID_YAML,
+    INVALID_MANIFEST,
+    INVALID_OBJECT,
+    UNKNOWN_FIELD,
+    UNKNOWN_KIND,
+    IGNORED_KIND,
+    DUPLICATE_OBJECT,
+    INVALID_BACKEND,
+    INVALID_HOSTNAME,
+    INVALID_PATH,
+    INVALID_ROUTE,
+    DUPLICATE_ROUTE_NAME,
+    DUPLICATE_METHOD,
+    INVALID_KEY_LOCATION,
+    INVALID_TIMEOUT,
+    ROUTE_CONFLICT,
+    POLICY_NOT_FOUND,
+    POLICY_NOT_READY,
+    PRODUCT_NOT_FOUND,
+    PRODUCT_NOT_READY,
+    ROUTE_NOT_FOUND,
+    INVALID_RATE_LIMIT,
+    INVALID_QUOTA,
+    PLAN_NOT_FOUND,
+    PLAN_NOT_READY,
+    SECRET_NOT_FOUND,
+    INVALID_KEYS,
+    INVALID_KEY_SECRET,
+    WEAK_KEY,
+    DUPLICATE_KEY,
+    INVALID_CLIENT_CERTIFICATE,
+    INVALID_FIELD,
+    INVALID_CIDR,
+    INVALID_HEADER_NAME,
+    INVALID_HEADER_VALUE,
+    UNSUPPORTED,
+];
+
+/// Whether a reason says a reference could not be resolved (condition `ResolvedRefs=False`)
+/// rather than that the object itself is invalid (`Accepted=False`).
+pub fn is_unresolved_ref(reason: &str) -> bool {
+    reason.ends_with("NotFound") || reason.ends_with("NotReady")
+}
