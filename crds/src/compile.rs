@@ -77,7 +77,7 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     );
     let secret_inputs = unique_objects("Secret", &snapshot.secrets, |s| &s.metadata, &mut out);
 
-    let policies = policies::compile(&policy_inputs, &rejected, &mut out);
+    let policies = policies::compile(&policy_inputs, &product_inputs, &rejected, &mut out);
     let products = products::compile(&product_inputs, &policies, &rejected, &mut out);
     let plans = plans::compile(&plan_inputs, &products, &rejected, &mut out);
     let subscriptions =

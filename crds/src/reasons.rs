@@ -90,6 +90,14 @@ pub const INVALID_HEADER_NAME: &str = "InvalidHeaderName";
 pub const INVALID_HEADER_VALUE: &str = "InvalidHeaderValue";
 /// The ApiPolicy uses a feature this version does not enforce (fail closed).
 pub const UNSUPPORTED: &str = "Unsupported";
+/// A `jwt` issuer's `jwksUri` is neither `https://` nor `http://` to a loopback address.
+pub const INSECURE_JWKS_URI: &str = "InsecureJwksUri";
+/// A `jwt` issuer's inline `jwks` is not a JSON object with a non-empty `keys` array.
+pub const INVALID_JWKS: &str = "InvalidJwks";
+/// A `requiredScopes` scope is empty or has characters a scope cannot have (RFC 6749 §3.3).
+pub const INVALID_SCOPE: &str = "InvalidScope";
+/// A `requiredScopes` route is not a route of any product that uses the policy (warning).
+pub const UNKNOWN_ROUTE: &str = "UnknownRoute";
 
 /// Every reason above, once.
 pub const ALL_REASONS: &[&str] = &[
@@ -129,6 +137,10 @@ pub const ALL_REASONS: &[&str] = &[
     INVALID_HEADER_NAME,
     INVALID_HEADER_VALUE,
     UNSUPPORTED,
+    INSECURE_JWKS_URI,
+    INVALID_JWKS,
+    INVALID_SCOPE,
+    UNKNOWN_ROUTE,
 ];
 
 /// Whether a reason says a reference could not be resolved (condition `ResolvedRefs=False`)

@@ -218,6 +218,53 @@ pub struct PolicyEntry {
     /// Client address filter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_filter: Option<IpFilterEntry>,
+    /// Bearer-token validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtEntry>,
+}
+
+/// A compiled `jwt` policy: a valid token from one of the issuers is required.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtEntry {
+    /// Trusted issuers, in the policy's order.
+    pub issuers: Vec<JwtIssuerEntry>,
+    /// Allowed clock difference for `exp`, `nbf` and `iat`, in seconds.
+    pub clock_skew_secs: u64,
+    /// Scopes a token must carry, per method and optionally per route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_scopes: Vec<RequiredScopesEntry>,
+}
+
+/// One trusted issuer: exactly one of `jwks_uri` and `jwks` is set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtIssuerEntry {
+    /// Expected `iss` claim (exact match).
+    pub issuer: String,
+    /// Where the keys are fetched: `https://`, or `http://` to a loopback address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// An inline JWKS document (JSON with at least one key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<String>,
+    /// Accepted `aud` values, sorted; empty accepts any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+}
+
+/// Scopes required for some methods and routes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RequiredScopesEntry {
+    /// Methods this applies to; empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<Method>,
+    /// Route names this applies to; empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    /// Every one of these must be granted, sorted.
+    pub scopes: Vec<String>,
 }
 
 /// Removes (lowercased names) run before sets.

@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use tollgate_crds::subscription::SubscriptionState;
 use tollgate_crds::table::IpFilterEntry;
 
+use crate::jwt::scopes;
+use crate::jwt::verify::Verified;
 use crate::problem::Rejection;
-use crate::runtime::{contains, PlanRt, RouteRef, SubscriptionRt};
+use crate::runtime::{contains, method_bit, PlanRt, ProductJwt, RouteRef, SubscriptionRt};
 
 /// ApiPolicy `ipFilter`s (every attached filter must admit the caller): deny wins, an empty
 /// allow list admits everyone. Runs before identification (DESIGN.md stage 3).
@@ -52,6 +54,24 @@ pub fn authorize(
     let ranges = &sub.allowed_source_ranges;
     if !ranges.is_empty() && !contains(ranges, peer.to_canonical()) {
         return Err(Rejection::SourceNotAllowed);
+    }
+    Ok(())
+}
+
+/// The token carries every scope the product's `jwt` policies require for this route and method.
+pub fn check_scopes(
+    jwt: &[ProductJwt],
+    route: RouteRef,
+    method: &http::Method,
+    token: &Verified,
+) -> Result<(), Rejection> {
+    let bit = method_bit(method);
+    for policy in jwt {
+        if let Some(rule) = scopes::first_unmet(&policy.scopes, route.route, bit, &token.scopes) {
+            return Err(Rejection::InsufficientScope {
+                scope: rule.challenge.clone(),
+            });
+        }
     }
     Ok(())
 }

@@ -11,10 +11,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::jwt::{JwksRegistry, JwksSettings};
 use crate::metrics::Metrics;
 use crate::pipeline::Shared;
 use crate::reload::{DirSource, POLL_INTERVAL};
 use crate::{admin, server};
+use rustls::pki_types::CertificateDer;
 
 /// How to run the gateway.
 #[derive(Debug, Clone)]
@@ -29,6 +31,11 @@ pub struct GatewayConfig {
     pub poll_interval: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// JWKS fetch timings (timeout, refresh bounds, staleness bound).
+    pub jwks: JwksSettings,
+    /// Trust anchors for `https://` jwksUri servers besides Mozilla's roots (a private CA).
+    /// Not settable from the command line yet.
+    pub jwks_extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl GatewayConfig {
@@ -40,6 +47,8 @@ impl GatewayConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             poll_interval: POLL_INTERVAL,
             drain_timeout: Duration::from_secs(10),
+            jwks: JwksSettings::default(),
+            jwks_extra_roots: Vec::new(),
         }
     }
 }
@@ -82,7 +91,10 @@ impl Gateway {
     /// first request. A refused first load is logged; the gateway then answers 503 until a
     /// later poll succeeds.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, StartError> {
-        let shared = Arc::new(Shared::new(Metrics::new()?));
+        let shared = Arc::new(Shared::with_jwks(
+            Metrics::new()?,
+            JwksRegistry::with_roots(config.jwks, config.jwks_extra_roots.clone()),
+        ));
         let mut source = DirSource::new(config.from_dir.clone(), shared.clone());
         source.tick();
 

@@ -11,6 +11,7 @@ use http::header::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::jwt::verify::Verified;
 use crate::problem::Rejection;
 use crate::query;
 use crate::runtime::{KeyDigest, ProductRt, Runtime};
@@ -24,17 +25,25 @@ pub enum Caller {
     Subscription(u32),
 }
 
-/// Identify the caller of `product` from the request's headers and raw query.
+/// Identify the caller of `product` from the request's headers and raw query, and the bearer
+/// token already verified by the product's `jwt` policies (if it has any).
+///
+/// A key wins when one is sent; without a key, a verified token identifies the subscription
+/// that lists its `sub`, `azp` or `client_id` (in that order) in `jwtSubjects`.
 pub fn identify(
     rt: &Runtime,
     product: &ProductRt,
     headers: &HeaderMap,
     raw_query: Option<&str>,
+    token: Option<&Verified>,
 ) -> Result<Caller, Rejection> {
     if !product.subscription_required {
         return Ok(Caller::Anonymous);
     }
-    let key = extract_key(product, headers, raw_query)?;
+    let key = match (extract_key(product, headers, raw_query), token) {
+        (Err(Rejection::MissingKey), Some(token)) => return by_subject(product, token),
+        (key, _) => key?,
+    };
     let digest: KeyDigest = Sha256::digest(&key).into();
     let idx = rt
         .subscription_by_digest(&digest)
@@ -53,6 +62,16 @@ pub fn identify(
     } else {
         Err(Rejection::UnknownKey)
     }
+}
+
+/// The subscription whose `jwtSubjects` lists the token's `sub`, `azp` or `client_id`.
+fn by_subject(product: &ProductRt, token: &Verified) -> Result<Caller, Rejection> {
+    [&token.sub, &token.azp, &token.client_id]
+        .into_iter()
+        .flatten()
+        .find_map(|s| product.jwt_subjects.get(s.as_str()))
+        .map(|&idx| Caller::Subscription(idx))
+        .ok_or(Rejection::TokenNotSubscribed)
 }
 
 /// The key bytes from the product's header or query parameter (exactly one place, once).
@@ -161,7 +180,7 @@ mod tests {
                 HeaderValue::from_bytes(v).expect("value"),
             );
         }
-        identify(&rt, &rt.products[0], &h, q)
+        identify(&rt, &rt.products[0], &h, q, None)
     }
 
     #[test]
@@ -256,7 +275,7 @@ mod tests {
     fn anonymous_when_not_required() {
         let rt = Runtime::build(&table(None, false), None, &ClientPool::default(), 1);
         assert_eq!(
-            identify(&rt, &rt.products[0], &HeaderMap::new(), None),
+            identify(&rt, &rt.products[0], &HeaderMap::new(), None, None),
             Ok(Caller::Anonymous)
         );
     }

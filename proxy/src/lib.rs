@@ -19,6 +19,7 @@ pub mod framing;
 pub mod gateway;
 pub mod hop_by_hop;
 pub mod identify;
+pub mod jwt;
 pub mod limit;
 pub mod metrics;
 pub mod pipeline;

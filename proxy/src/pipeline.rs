@@ -23,11 +23,12 @@ use crate::access_log::AccessRecord;
 use crate::body::LoggedBody;
 use crate::forward::{self, ClientPool, ForwardContext};
 use crate::identify::{self, Caller};
+use crate::jwt::{JwksRegistry, JwksSettings};
 use crate::limit::RateInfo;
 use crate::metrics::{Metrics, NONE};
 use crate::problem::Rejection;
 use crate::runtime::Runtime;
-use crate::{authorize, bounds, query, request_id, respond, route};
+use crate::{authorize, bounds, jwt, query, request_id, respond, route};
 
 /// State shared by every request: the current table, metrics and backend pools.
 #[derive(Debug)]
@@ -38,15 +39,24 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Keep-alive pools to backends, kept across reloads.
     pub clients: ClientPool,
+    /// JWKS sources by `jwksUri`, kept across reloads.
+    pub jwks: JwksRegistry,
 }
 
 impl Shared {
     /// Empty shared state (not ready until a table is stored).
     pub fn new(metrics: Metrics) -> Shared {
+        Shared::with_jwks(metrics, JwksRegistry::new(JwksSettings::default()))
+    }
+
+    /// [`Shared::new`] with a JWKS registry (fetch timings, extra trust anchors). Build the
+    /// registry inside the tokio runtime: JWKS refreshes run on it.
+    pub fn with_jwks(metrics: Metrics, jwks: JwksRegistry) -> Shared {
         Shared {
             runtime: ArcSwapOption::empty(),
             metrics,
             clients: ClientPool::default(),
+            jwks,
         }
     }
 }
@@ -137,7 +147,7 @@ async fn run(
     request_id: &http::HeaderValue,
     record: &mut AccessRecord,
 ) -> Result<Response<Incoming>, Rejection> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
 
     // 1. Bound.
     if conn.conflicting_framing {
@@ -160,10 +170,22 @@ async fn run(
     let peer = conn.peer.ip();
     authorize::check_ip_filters(&product.ip_filters, peer)?;
 
-    // 4. Identify.
-    let caller = identify::identify(rt, product, &parts.headers, parts.uri.query())?;
+    // 4. Identify: the bearer token first when a `jwt` policy requires one, then the caller.
+    let now = Utc::now();
+    let token = jwt::authenticate(&product.jwt, &parts.headers, now.timestamp()).await?;
+    let caller = identify::identify(
+        rt,
+        product,
+        &parts.headers,
+        parts.uri.query(),
+        token.as_deref(),
+    )?;
 
-    // 5–6. Authorize, rate limit, quota.
+    // 5–6. Authorize (token scopes, then the plan), rate limit, quota.
+    if let Some(token) = &token {
+        authorize::check_scopes(&product.jwt, route_ref, &parts.method, token)?;
+    }
+
     let mut rate: Option<RateInfo> = None;
     if let Caller::Subscription(idx) = caller {
         record.subscription = Some(idx);
@@ -175,7 +197,6 @@ async fn run(
             .plans
             .get(sub.plan as usize)
             .ok_or(Rejection::RouteNotInPlan)?;
-        let now = Utc::now();
         authorize::authorize(sub, plan, route_ref, peer, now)?;
         if let Some(cell) = &sub.limiter {
             rate = Some(cell.check().map_err(|l| Rejection::RateLimited {
@@ -192,7 +213,10 @@ async fn run(
         }
     }
 
-    // 8. Forward.
+    // 8. Forward. The bearer token is the gateway's to check, not the backend's to see.
+    if !product.jwt.is_empty() {
+        parts.headers.remove(http::header::AUTHORIZATION);
+    }
     let target = {
         let forward_path = route::rewrite(route, path);
         let forward_query: Option<Cow<'_, str>> = match (&product.key_query, parts.uri.query()) {

@@ -5,10 +5,13 @@
 //! sent (or the proxy knows about the inside) can leak through an error.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{
+    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
+use crate::jwt::verify::TokenError;
 use crate::limit::RateInfo;
 use crate::request_id::X_REQUEST_ID;
 
@@ -44,6 +47,21 @@ pub enum Rejection {
     /// 401: the key matches no subscription.
     #[error("the subscription key is not valid; check it, or rotate to the current key")]
     UnknownKey,
+    /// 401: the API's `jwt` policy requires a bearer token and none was sent.
+    #[error("this API requires a bearer token in the Authorization header (Authorization: Bearer <token>)")]
+    MissingToken,
+    /// 401: the bearer token is not valid (the reason is fixed text, never token data).
+    #[error("the bearer token is not valid: {0}")]
+    InvalidToken(TokenError),
+    /// 403: the token lacks a scope the operation requires.
+    #[error("the bearer token does not carry every scope this operation requires (see the scope attribute of WWW-Authenticate)")]
+    InsufficientScope {
+        /// The required scopes, space-separated, for the `scope` attribute.
+        scope: Option<HeaderValue>,
+    },
+    /// 403: the token is valid but its subject is listed in no subscription of this API.
+    #[error("the bearer token is valid, but no subscription of this API lists its subject (sub, azp or client_id) in jwtSubjects; subscribe, or send a subscription key")]
+    TokenNotSubscribed,
     /// 403: the subscription is suspended.
     #[error("the subscription is suspended; contact the API provider")]
     SubscriptionSuspended,
@@ -172,6 +190,20 @@ impl Rejection {
                 "invalid-subscription-key",
                 "Invalid subscription key",
             ),
+            Rejection::MissingToken => {
+                spec(S::UNAUTHORIZED, "missing-token", "Bearer token required")
+            }
+            Rejection::InvalidToken(_) => {
+                spec(S::UNAUTHORIZED, "invalid-token", "Invalid bearer token")
+            }
+            Rejection::InsufficientScope { .. } => {
+                spec(S::FORBIDDEN, "insufficient-scope", "Insufficient scope")
+            }
+            Rejection::TokenNotSubscribed => spec(
+                S::FORBIDDEN,
+                "token-not-subscribed",
+                "Token subject not subscribed",
+            ),
             Rejection::SubscriptionSuspended => spec(
                 S::FORBIDDEN,
                 "subscription-suspended",
@@ -276,10 +308,44 @@ impl Rejection {
             Rejection::QuotaExceeded { retry_after_secs } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
+            // RFC 6750 §3: no error attribute when no credentials were sent (§3.1).
+            Rejection::MissingToken => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="tollgate""#),
+                );
+            }
+            Rejection::InvalidToken(_) => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="tollgate", error="invalid_token""#),
+                );
+            }
+            Rejection::InsufficientScope { scope } => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    insufficient_scope_challenge(scope.as_ref()),
+                );
+            }
             _ => {}
         }
         response
     }
+}
+
+/// `Bearer realm="tollgate", error="insufficient_scope", scope="..."`; scope values were
+/// checked to be valid header text, and RFC 6749 scope tokens contain no `"` or `\`.
+fn insufficient_scope_challenge(scope: Option<&HeaderValue>) -> HeaderValue {
+    const BASE: &str = r#"Bearer realm="tollgate", error="insufficient_scope""#;
+    let Some(scope) = scope else {
+        return HeaderValue::from_static(BASE);
+    };
+    let mut v = Vec::with_capacity(BASE.len() + scope.len() + 10);
+    v.extend_from_slice(BASE.as_bytes());
+    v.extend_from_slice(b", scope=\"");
+    v.extend_from_slice(scope.as_bytes());
+    v.push(b'"');
+    HeaderValue::from_bytes(&v).unwrap_or(HeaderValue::from_static(BASE))
 }
 
 /// Build a problem response for a status hyper or the admin listener decides (no [`Rejection`]).
@@ -309,6 +375,12 @@ mod tests {
             Rejection::ConflictingFraming,
             Rejection::MissingKey,
             Rejection::UnknownKey,
+            Rejection::MissingToken,
+            Rejection::InvalidToken(TokenError::Expired),
+            Rejection::InsufficientScope {
+                scope: Some(HeaderValue::from_static("weather.write")),
+            },
+            Rejection::TokenNotSubscribed,
             Rejection::SubscriptionSuspended,
             Rejection::SubscriptionCancelled,
             Rejection::SubscriptionExpired,
@@ -360,6 +432,36 @@ mod tests {
         slugs.sort_unstable();
         slugs.dedup();
         assert_eq!(slugs.len(), n);
+    }
+
+    #[test]
+    fn bearer_challenges_follow_rfc_6750() {
+        let id = HeaderValue::from_static("req-1");
+        let challenge = |r: Rejection| {
+            r.to_response(&id).headers()[WWW_AUTHENTICATE]
+                .to_str()
+                .expect("ascii")
+                .to_string()
+        };
+        assert_eq!(
+            challenge(Rejection::MissingToken),
+            r#"Bearer realm="tollgate""#
+        );
+        assert_eq!(
+            challenge(Rejection::InvalidToken(TokenError::BadSignature)),
+            r#"Bearer realm="tollgate", error="invalid_token""#
+        );
+        assert_eq!(
+            challenge(Rejection::InsufficientScope {
+                scope: Some(HeaderValue::from_static("a b"))
+            }),
+            r#"Bearer realm="tollgate", error="insufficient_scope", scope="a b""#
+        );
+        assert!(Rejection::MissingKey
+            .to_response(&id)
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .is_none());
     }
 
     #[tokio::test]

@@ -146,17 +146,20 @@ pub fn load(files: &[ManifestFile]) -> Result<Loaded, Refused> {
     for f in files {
         set.add_file(&f.name, &f.text);
     }
-    let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) = set
-        .problems
+    let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) = std::mem::take(&mut set.problems)
         .into_iter()
         .partition(|d| d.severity == Severity::Error);
     if !errors.is_empty() {
         return Err(Refused::Manifests(errors));
     }
-    Ok(Loaded {
-        compiled: compile(&set.snapshot),
-        warnings,
-    })
+    let mut compiled = compile(&set.snapshot);
+    // The compiler knows objects, not files; a person fixing standalone manifests needs the file.
+    for d in &mut compiled.diagnostics {
+        if d.file.is_none() {
+            d.file = set.source_of(&d.object).map(str::to_string);
+        }
+    }
+    Ok(Loaded { compiled, warnings })
 }
 
 fn content_hash(files: &[ManifestFile]) -> [u8; 32] {
@@ -296,10 +299,11 @@ impl DirSource {
             }
         }
         self.version += 1;
-        let runtime = Runtime::build(
+        let runtime = Runtime::build_with_jwks(
             table,
             previous.as_deref(),
             &self.shared.clients,
+            &self.shared.jwks,
             self.version,
         );
         for note in runtime.notes() {

@@ -20,10 +20,12 @@ use ipnet::IpNet;
 use tollgate_crds::product::{Method, PathMatch};
 use tollgate_crds::subscription::SubscriptionState;
 use tollgate_crds::table::{
-    BackendTarget, IpFilterEntry, QuotaEntry, RateLimitEntry, RoutingTable,
+    BackendTarget, IpFilterEntry, JwtEntry, QuotaEntry, RateLimitEntry, RoutingTable,
 };
 
 use crate::forward::{Backend, ClientPool, Upstream};
+use crate::jwt::scopes::ScopeRule;
+use crate::jwt::{IssuerKeys, IssuerRt, JwksRegistry, JwtPolicyRt};
 use crate::limit::RateCell;
 use crate::quota::QuotaCounter;
 
@@ -60,6 +62,20 @@ pub struct ProductRt {
     pub response_ops: HeaderOps,
     /// IP filters of all attached policies; each must allow the caller.
     pub ip_filters: Vec<IpFilterEntry>,
+    /// `jwt` policies attached; each must accept the bearer token. Empty: no token needed.
+    pub jwt: Vec<ProductJwt>,
+    /// JWT subject (`sub`, `azp` or `client_id` value) → subscription index, for this product.
+    pub jwt_subjects: HashMap<String, u32>,
+}
+
+/// A `jwt` policy as attached to one product: the shared policy (and its token cache) plus its
+/// `requiredScopes` resolved against this product's route indices.
+#[derive(Debug)]
+pub struct ProductJwt {
+    /// The policy (shared by every product that uses it).
+    pub policy: Arc<JwtPolicyRt>,
+    /// Required scopes for this product's routes.
+    pub scopes: Vec<ScopeRule>,
 }
 
 /// Header operations with names and values parsed once at build time.
@@ -224,15 +240,40 @@ impl Runtime {
     ///
     /// Entries the proxy cannot use (a malformed digest, an invalid header name in a policy) are
     /// left out and described in [`Runtime::notes`]; the compiler normally prevents them.
+    /// JWKS of `jwksUri` issuers are fetched by a registry of this table alone; the gateway
+    /// uses [`Runtime::build_with_jwks`] to share fetched keys across reloads.
     pub fn build(
         table: &RoutingTable,
         previous: Option<&Runtime>,
         clients: &ClientPool,
         version: u64,
     ) -> Runtime {
+        Runtime::build_with_jwks(table, previous, clients, &JwksRegistry::default(), version)
+    }
+
+    /// [`Runtime::build`], taking `jwksUri` key sources from `jwks` (shared across reloads;
+    /// a new URI's first fetch starts here, before any request needs it).
+    pub fn build_with_jwks(
+        table: &RoutingTable,
+        previous: Option<&Runtime>,
+        clients: &ClientPool,
+        jwks: &JwksRegistry,
+        version: u64,
+    ) -> Runtime {
         let mut notes = Vec::new();
         let policies: HashMap<&str, &tollgate_crds::table::PolicyEntry> =
             table.policies.iter().map(|p| (p.id.as_str(), p)).collect();
+        let jwt_policies: HashMap<&str, Arc<JwtPolicyRt>> = table
+            .policies
+            .iter()
+            .filter_map(|p| {
+                let entry = p.jwt.as_ref()?;
+                Some((
+                    p.id.as_str(),
+                    Arc::new(jwt_policy(&p.id, entry, jwks, &mut notes)),
+                ))
+            })
+            .collect();
 
         let mut products = Vec::with_capacity(table.products.len());
         let mut product_index: HashMap<&str, u32> = HashMap::new();
@@ -242,6 +283,7 @@ impl Runtime {
             let mut request_ops = HeaderOps::default();
             let mut response_ops = HeaderOps::default();
             let mut ip_filters = Vec::new();
+            let mut jwt = Vec::new();
             for pid in &p.policies {
                 let Some(policy) = policies.get(pid.as_str()) else {
                     notes.push(format!(
@@ -264,6 +306,12 @@ impl Runtime {
                 );
                 if let Some(f) = &policy.ip_filter {
                     ip_filters.push(f.clone());
+                }
+                if let (Some(entry), Some(rt)) = (&policy.jwt, jwt_policies.get(pid.as_str())) {
+                    jwt.push(ProductJwt {
+                        policy: rt.clone(),
+                        scopes: scope_rules(entry, &p.routes),
+                    });
                 }
             }
             let key_header = p.key_location.header.as_deref().and_then(|h| {
@@ -309,6 +357,8 @@ impl Runtime {
                 request_ops,
                 response_ops,
                 ip_filters,
+                jwt,
+                jwt_subjects: HashMap::new(),
             });
         }
 
@@ -338,6 +388,7 @@ impl Runtime {
         let mut subscriptions = Vec::with_capacity(table.subscriptions.len());
         let mut by_key = HashMap::with_capacity(table.subscriptions.len() * 2);
         let mut by_subscription_id = HashMap::with_capacity(table.subscriptions.len());
+        let mut ambiguous_subjects = Vec::new();
         for s in &table.subscriptions {
             let Some(&plan) = plan_index.get(s.plan.as_str()) else {
                 notes.push(format!(
@@ -377,6 +428,14 @@ impl Runtime {
                 digests.push(d);
             }
             by_subscription_id.insert(s.id.clone(), idx);
+            let product = plans.get(plan as usize).and_then(|p| p.product);
+            if let Some(prod) = product.and_then(|p| products.get_mut(p as usize)) {
+                for subject in &s.jwt_subjects {
+                    if prod.jwt_subjects.insert(subject.clone(), idx).is_some() {
+                        ambiguous_subjects.push((product, subject.clone()));
+                    }
+                }
+            }
             subscriptions.push(SubscriptionRt {
                 id: s.id.clone(),
                 plan,
@@ -387,6 +446,17 @@ impl Runtime {
                 quota,
                 digests,
             });
+        }
+
+        // A subject listed by two subscriptions of one product identifies neither (fail closed).
+        for (product, subject) in ambiguous_subjects {
+            if let Some(prod) = product.and_then(|p| products.get_mut(p as usize)) {
+                prod.jwt_subjects.remove(&subject);
+                notes.push(format!(
+                    "Product {}: a JWT subject is listed by more than one subscription; tokens with it identify none of them",
+                    prod.id
+                ));
+            }
         }
 
         let hosts = index_hosts(table, &products);
@@ -440,6 +510,76 @@ impl Runtime {
         let p = self.products.get(r.product as usize)?;
         Some((p, p.routes.get(r.route as usize)?))
     }
+}
+
+/// Build one `jwt` policy; issuers whose keys cannot be had are kept but refuse every token.
+fn jwt_policy(
+    id: &str,
+    entry: &JwtEntry,
+    jwks: &JwksRegistry,
+    notes: &mut Vec<String>,
+) -> JwtPolicyRt {
+    let issuers = entry
+        .issuers
+        .iter()
+        .map(|i| {
+            let keys = match (&i.jwks_uri, &i.jwks) {
+                (Some(uri), _) if crate::jwt::fetch::uri_allowed(uri) => {
+                    IssuerKeys::Remote(jwks.source(uri))
+                }
+                (Some(_), _) => {
+                    notes.push(format!(
+                        "ApiPolicy {id}: issuer {}: jwksUri is neither https:// nor http:// to a loopback address; its tokens are refused",
+                        i.issuer
+                    ));
+                    IssuerKeys::Unavailable
+                }
+                (None, Some(doc)) => match crate::jwt::jwks::KeySet::parse(doc.as_bytes()) {
+                    Ok(keys) => IssuerKeys::Inline(Arc::new(keys)),
+                    Err(e) => {
+                        notes.push(format!(
+                            "ApiPolicy {id}: issuer {}: inline jwks: {e}; its tokens are refused",
+                            i.issuer
+                        ));
+                        IssuerKeys::Unavailable
+                    }
+                },
+                (None, None) => IssuerKeys::Unavailable,
+            };
+            IssuerRt {
+                issuer: i.issuer.clone(),
+                audiences: i.audiences.clone(),
+                keys,
+            }
+        })
+        .collect();
+    JwtPolicyRt::new(
+        id.to_string(),
+        issuers,
+        entry.clock_skew_secs,
+        crate::jwt::cache::DEFAULT_CAPACITY,
+    )
+}
+
+/// Resolve `requiredScopes` against one product's routes (names that are not routes of this
+/// product match nothing here).
+fn scope_rules(entry: &JwtEntry, routes: &[tollgate_crds::table::RouteEntry]) -> Vec<ScopeRule> {
+    entry
+        .required_scopes
+        .iter()
+        .map(|r| {
+            let methods = r.methods.iter().fold(0, |m, x| m | crd_method_bit(*x));
+            let routes = (!r.routes.is_empty()).then(|| {
+                routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, route)| r.routes.contains(&route.name))
+                    .filter_map(|(i, _)| u32::try_from(i).ok())
+                    .collect()
+            });
+            ScopeRule::new(methods, routes, r.scopes.clone())
+        })
+        .collect()
 }
 
 fn extend_ops(
@@ -528,4 +668,106 @@ fn index_hosts(table: &RoutingTable, products: &[ProductRt]) -> HostIndex {
 /// Whether `ip` is inside any of `nets`.
 pub fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_crds::table::{
+        JwtIssuerEntry, KeyLookup, PlanEntry, PolicyEntry, ProductEntry, RequiredScopesEntry,
+        RouteEntry, SubscriptionEntry, TimeoutsMs,
+    };
+
+    fn sub(id: &str, subjects: &[&str]) -> SubscriptionEntry {
+        SubscriptionEntry {
+            id: id.into(),
+            plan: "ns/plan".into(),
+            product: "ns/p".into(),
+            state: SubscriptionState::Active,
+            key_digests: vec![],
+            expires_at: None,
+            client_certificates: vec![],
+            jwt_subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            allowed_source_ranges: vec![],
+        }
+    }
+
+    fn route(name: &str) -> RouteEntry {
+        RouteEntry {
+            name: name.into(),
+            path: format!("/{name}"),
+            path_match: PathMatch::Prefix,
+            methods: vec![],
+            rewrite: None,
+        }
+    }
+
+    #[test]
+    fn jwt_policies_subjects_and_scope_routes() {
+        let table = RoutingTable {
+            products: vec![ProductEntry {
+                id: "ns/p".into(),
+                display_name: "p".into(),
+                hostnames: vec![],
+                subscription_required: true,
+                key_location: KeyLookup {
+                    header: Some("x-subscription-key".into()),
+                    query: None,
+                },
+                backend: BackendTarget::Url {
+                    url: "http://127.0.0.1:1".into(),
+                },
+                timeouts: TimeoutsMs::default(),
+                policies: vec!["ns/auth".into()],
+                routes: vec![route("current"), route("alerts")],
+            }],
+            plans: vec![PlanEntry {
+                id: "ns/plan".into(),
+                product: "ns/p".into(),
+                display_name: "plan".into(),
+                routes: vec!["alerts".into(), "current".into()],
+                rate_limit: None,
+                quota: None,
+                scopes: vec![],
+            }],
+            subscriptions: vec![
+                sub("ns/a", &["alice", "shared"]),
+                sub("ns/b", &["bob", "shared"]),
+            ],
+            policies: vec![PolicyEntry {
+                id: "ns/auth".into(),
+                jwt: Some(JwtEntry {
+                    issuers: vec![JwtIssuerEntry {
+                        issuer: "https://i".into(),
+                        jwks: Some(r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#.into()),
+                        ..JwtIssuerEntry::default()
+                    }],
+                    clock_skew_secs: 60,
+                    required_scopes: vec![RequiredScopesEntry {
+                        methods: vec![Method::Post],
+                        routes: vec!["alerts".into(), "elsewhere".into()],
+                        scopes: vec!["w".into()],
+                    }],
+                }),
+                ..PolicyEntry::default()
+            }],
+        };
+        let rt = Runtime::build(&table, None, &ClientPool::default(), 1);
+        let p = &rt.products[0];
+        assert_eq!(p.jwt.len(), 1);
+        assert_eq!(p.jwt[0].scopes[0].routes.as_deref(), Some(&[1u32][..]));
+        // An inline set with only a symmetric key has nothing usable: fail closed, noted.
+        assert!(matches!(
+            p.jwt[0].policy.issuers()[0].keys,
+            IssuerKeys::Unavailable
+        ));
+        assert_eq!(p.jwt_subjects.get("alice"), Some(&0));
+        assert_eq!(p.jwt_subjects.get("bob"), Some(&1));
+        assert_eq!(p.jwt_subjects.get("shared"), None, "ambiguous subject");
+        assert!(rt.notes().iter().any(|n| n.contains("inline jwks")));
+        assert!(rt
+            .notes()
+            .iter()
+            .any(|n| n.contains("more than one subscription")));
+    }
 }

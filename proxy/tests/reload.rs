@@ -134,6 +134,7 @@ async fn an_invalid_file_keeps_the_last_good_table_and_is_reported() {
 
 #[tokio::test]
 async fn a_bad_object_is_left_out_and_the_rest_swaps_in() {
+    let logs = capture_logs();
     let gw = TestGateway::start("reload-partial").await;
     // A subscription whose plan does not exist: compile error for that object only.
     let extra = "apiVersion: tollgate.dev/v1alpha1\nkind: Subscription\nmetadata: {name: dangling, namespace: t}\nspec:\n  plan: platinum\n  subscriber: {name: Nobody}\n";
@@ -153,4 +154,12 @@ async fn a_bad_object_is_left_out_and_the_rest_swaps_in() {
         .metrics()
         .await
         .contains("tollgate_reloads_failed_total 0"));
+    // The left-out object is reported with the file it came from, so it can be found and fixed.
+    let text = logs.contents();
+    assert!(
+        text.lines().any(|l| l.contains("zz-extra.yaml")
+            && l.contains("PlanNotFound")
+            && l.contains("t/dangling")),
+        "the compile diagnostic names file, object and reason: {text}"
+    );
 }

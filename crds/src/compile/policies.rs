@@ -1,4 +1,4 @@
-//! ApiPolicy → [`PolicyEntry`]: headers and IP filter; every other feature fails closed.
+//! ApiPolicy → [`PolicyEntry`]: headers, IP filter and JWT; every other feature fails closed.
 
 use std::collections::BTreeSet;
 
@@ -7,9 +7,17 @@ use ipnet::IpNet;
 use super::syntax::{is_header_name, is_header_value};
 use super::{Input, Outcomes, Rejected, Report};
 use crate::diagnostics::Diagnostic;
-use crate::policy::{ApiPolicy, HeaderOps};
+use crate::policy::{ApiPolicy, HeaderOps, JwtPolicy};
+use crate::product::Product;
 use crate::reasons;
-use crate::table::{HeaderOpsEntry, IpFilterEntry, PolicyEntry};
+use crate::table::{
+    HeaderOpsEntry, IpFilterEntry, JwtEntry, JwtIssuerEntry, PolicyEntry, RequiredScopesEntry,
+};
+
+/// Clock skew when `jwt.clockSkew` is not set.
+pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 60;
+/// Largest clock skew accepted: more would keep expired tokens alive for too long.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 600;
 
 /// Headers a policy may not set: they frame the message or belong to one connection, so setting
 /// them would let a policy break framing (request smuggling) or the gateway's own hop handling.
@@ -26,29 +34,43 @@ const GATEWAY_MANAGED: &[&str] = &[
 ];
 
 /// Compile every ApiPolicy.
+///
+/// `products` are only read to check `jwt.requiredScopes[].routes` against the routes of the
+/// products that use each policy (a warning, since policies are reusable).
 pub(crate) fn compile(
     inputs: &[Input<'_, ApiPolicy>],
+    products: &[Input<'_, Product>],
     _rejected: &Rejected<'_>,
     out: &mut Vec<Diagnostic>,
 ) -> Outcomes<PolicyEntry> {
     let mut outcomes = Outcomes::default();
     for input in inputs {
         let mut report = Report::new(&input.object, out);
-        let entry = compile_one(input, &mut report);
+        // Route names of every product (same namespace) that lists this policy.
+        let user_routes: BTreeSet<&str> = products
+            .iter()
+            .filter(|p| p.object.namespace == input.object.namespace)
+            .filter(|p| p.value.spec.policies.contains(&input.object.name))
+            .flat_map(|p| p.value.spec.routes.iter().map(|r| r.name.as_str()))
+            .collect();
+        let entry = compile_one(input, &user_routes, &mut report);
         let outcome = report.finish(entry);
         outcomes.insert(&input.object, outcome);
     }
     outcomes
 }
 
-fn compile_one(input: &Input<'_, ApiPolicy>, report: &mut Report<'_>) -> Option<PolicyEntry> {
+fn compile_one(
+    input: &Input<'_, ApiPolicy>,
+    user_routes: &BTreeSet<&str>,
+    report: &mut Report<'_>,
+) -> Option<PolicyEntry> {
     let spec = &input.value.spec;
     let object = &input.object;
 
     // Fail closed: a policy that asks for protection we do not enforce must not be attached to
     // anything, or its products would be served without that protection.
     let unsupported = [
-        ("jwt", spec.jwt.is_some()),
         ("cors", spec.cors.is_some()),
         ("responseRewrite", !spec.response_rewrite.is_empty()),
         ("requestValidation", spec.request_validation.is_some()),
@@ -62,7 +84,7 @@ fn compile_one(input: &Input<'_, ApiPolicy>, report: &mut Report<'_>) -> Option<
                 reasons::UNSUPPORTED,
                 format!(
                     "{object} sets spec.{field}, which this version of Tollgate does not enforce yet; \
-                     remove it (this version enforces headers and ipFilter). Products that use this \
+                     remove it (this version enforces headers, ipFilter and jwt). Products that use this \
                      policy are left out so nothing is served unprotected"
                 ),
             );
@@ -77,12 +99,213 @@ fn compile_one(input: &Input<'_, ApiPolicy>, report: &mut Report<'_>) -> Option<
         deny: cidrs(&f.deny, "spec.ipFilter.deny", report),
     });
 
+    let jwt = spec.jwt.as_ref().map(|j| jwt(j, user_routes, report));
+
     (!report.has_errors()).then(|| PolicyEntry {
         id: input.id(),
         request_headers,
         response_headers,
         ip_filter,
+        jwt,
     })
+}
+
+/// Check and normalise `spec.jwt` (errors go to `report`; the entry is used only without them).
+fn jwt(j: &JwtPolicy, user_routes: &BTreeSet<&str>, report: &mut Report<'_>) -> JwtEntry {
+    if j.issuers.is_empty() {
+        report.error(
+            "spec.jwt.issuers",
+            reasons::INVALID_FIELD,
+            "jwt needs at least one issuer: add {issuer, jwksUri} (or an inline jwks)",
+        );
+    }
+    let mut issuers = Vec::with_capacity(j.issuers.len());
+    let mut seen = BTreeSet::new();
+    for (i, iss) in j.issuers.iter().enumerate() {
+        let at = format!("spec.jwt.issuers[{i}]");
+        if iss.issuer.trim().is_empty() {
+            report.error(
+                format!("{at}.issuer"),
+                reasons::INVALID_FIELD,
+                "issuer is empty; set it to the exact `iss` value of the tokens",
+            );
+        } else if !seen.insert(iss.issuer.as_str()) {
+            report.error(
+                format!("{at}.issuer"),
+                reasons::INVALID_FIELD,
+                format!("issuer `{}` is listed twice; keep one entry", iss.issuer),
+            );
+        }
+        match (&iss.jwks_uri, &iss.jwks) {
+            (Some(_), Some(_)) | (None, None) => report.error(
+                at.clone(),
+                reasons::INVALID_FIELD,
+                "set exactly one of jwksUri (where the issuer publishes its keys) or jwks (the keys inline)",
+            ),
+            (Some(uri), None) if !jwks_uri_allowed(uri) => report.error(
+                format!("{at}.jwksUri"),
+                reasons::INSECURE_JWKS_URI,
+                format!(
+                    "`{uri}` is not an https:// URL; keys fetched in the clear could be replaced in transit. \
+                     Use https:// (plain http:// is accepted only for a loopback address, for local development)"
+                ),
+            ),
+            (None, Some(doc)) => {
+                if let Err(why) = check_inline_jwks(doc) {
+                    report.error(
+                        format!("{at}.jwks"),
+                        reasons::INVALID_JWKS,
+                        format!("{why}; paste the issuer's JWKS document: {{\"keys\": [{{\"kty\": ...}}]}}"),
+                    );
+                }
+            }
+            (Some(_), None) => {}
+        }
+        let mut audiences = iss.audiences.clone();
+        audiences.sort();
+        audiences.dedup();
+        issuers.push(JwtIssuerEntry {
+            issuer: iss.issuer.clone(),
+            jwks_uri: iss.jwks_uri.clone(),
+            jwks: iss.jwks.clone(),
+            audiences,
+        });
+    }
+
+    let clock_skew_secs = match j.clock_skew.as_deref() {
+        None => DEFAULT_CLOCK_SKEW_SECS,
+        Some(text) => match parse_skew(text) {
+            Some(s) if s <= MAX_CLOCK_SKEW_SECS => s,
+            _ => {
+                report.error(
+                    "spec.jwt.clockSkew",
+                    reasons::INVALID_FIELD,
+                    format!(
+                        "`{text}` is not a clock skew; write it like 30s or 1m (at most {MAX_CLOCK_SKEW_SECS}s)"
+                    ),
+                );
+                DEFAULT_CLOCK_SKEW_SECS
+            }
+        },
+    };
+
+    let mut required_scopes = Vec::with_capacity(j.required_scopes.len());
+    for (i, rule) in j.required_scopes.iter().enumerate() {
+        let at = format!("spec.jwt.requiredScopes[{i}]");
+        if rule.scopes.is_empty() {
+            report.error(
+                format!("{at}.scopes"),
+                reasons::INVALID_SCOPE,
+                "scopes is empty; list the scopes a token must carry",
+            );
+        }
+        for (k, scope) in rule.scopes.iter().enumerate() {
+            if !is_scope_token(scope) {
+                report.error(
+                    format!("{at}.scopes[{k}]"),
+                    reasons::INVALID_SCOPE,
+                    format!(
+                        "`{scope}` is not a scope: use visible ASCII without spaces, quotes or backslashes, e.g. weather.write"
+                    ),
+                );
+            }
+        }
+        for (k, route) in rule.routes.iter().enumerate() {
+            if !user_routes.contains(route.as_str()) {
+                report.warning(
+                    format!("{at}.routes[{k}]"),
+                    reasons::UNKNOWN_ROUTE,
+                    format!(
+                        "no product that uses this policy has a route named `{route}`, so this rule applies nowhere; check the name{}",
+                        crate::compile::suggestion(route, user_routes.iter().copied())
+                    ),
+                );
+            }
+        }
+        let mut scopes = rule.scopes.clone();
+        scopes.sort();
+        scopes.dedup();
+        let mut routes = rule.routes.clone();
+        routes.sort();
+        routes.dedup();
+        let mut methods = rule.methods.clone();
+        methods.dedup();
+        required_scopes.push(RequiredScopesEntry {
+            methods,
+            routes,
+            scopes,
+        });
+    }
+
+    JwtEntry {
+        issuers,
+        clock_skew_secs,
+        required_scopes,
+    }
+}
+
+/// `https://host…`, or `http://` to a loopback host (the proxy applies the same rule).
+pub(crate) fn jwks_uri_allowed(uri: &str) -> bool {
+    let (scheme, rest) = match uri.split_once("://") {
+        Some(parts) => parts,
+        None => return false,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    if host.is_empty() {
+        return false;
+    }
+    if scheme.eq_ignore_ascii_case("https") {
+        return true;
+    }
+    scheme.eq_ignore_ascii_case("http")
+        && (host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()))
+}
+
+/// A JSON object whose `keys` is a non-empty array of objects that each have a `kty`.
+fn check_inline_jwks(doc: &str) -> Result<(), &'static str> {
+    let v: serde_json::Value =
+        serde_json::from_str(doc).map_err(|_| "the inline jwks is not valid JSON")?;
+    let keys = v
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .ok_or("the inline jwks has no \"keys\" array")?;
+    if keys.is_empty() {
+        return Err("the inline jwks has no keys");
+    }
+    if !keys
+        .iter()
+        .all(|k| k.get("kty").is_some_and(|t| t.is_string()))
+    {
+        return Err("every key of the inline jwks needs a \"kty\"");
+    }
+    Ok(())
+}
+
+/// `30s` or `1m`.
+fn parse_skew(text: &str) -> Option<u64> {
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        _ => None,
+    }
+}
+
+/// RFC 6749 §3.3 `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
 /// Lowercase and check header names and values.

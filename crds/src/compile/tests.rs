@@ -206,8 +206,8 @@ fn missing_or_broken_policy_keeps_the_product_out() {
     );
     assert!(c.table.products.is_empty());
 
-    let jwt = "apiVersion: tollgate.dev/v1alpha1\nkind: ApiPolicy\nmetadata: {name: hardening, namespace: w}\nspec: {jwt: {issuers: [{issuer: i, jwksUri: 'https://i/keys'}]}}\n";
-    let c = run(&[&with_policy, jwt]);
+    let cors = "apiVersion: tollgate.dev/v1alpha1\nkind: ApiPolicy\nmetadata: {name: hardening, namespace: w}\nspec: {cors: {allowOrigins: ['https://a.example']}}\n";
+    let c = run(&[&with_policy, cors]);
     assert_eq!(
         reasons_for(&c, "ApiPolicy", "hardening"),
         [reasons::UNSUPPORTED]
@@ -216,7 +216,7 @@ fn missing_or_broken_policy_keeps_the_product_out() {
         reasons_for(&c, "Product", "weather"),
         [reasons::POLICY_NOT_READY]
     );
-    assert!(message_for(&c, reasons::UNSUPPORTED).contains("sets spec.jwt"));
+    assert!(message_for(&c, reasons::UNSUPPORTED).contains("sets spec.cors"));
     assert!(c.table.products.is_empty() && c.table.policies.is_empty());
 }
 
@@ -506,4 +506,19 @@ fn diagnostics_are_sorted_and_ids_ordered_as_strings() {
     let mut sorted = c.diagnostics.clone();
     sorted.sort();
     assert_eq!(c.diagnostics, sorted);
+}
+
+#[test]
+fn jwks_uri_must_be_https_or_loopback_http() {
+    use super::policies::jwks_uri_allowed;
+    assert!(jwks_uri_allowed("https://login.example/keys"));
+    assert!(jwks_uri_allowed("HTTPS://login.example:8443/keys?x=1"));
+    assert!(jwks_uri_allowed("http://127.0.0.1:8081/keys"));
+    assert!(jwks_uri_allowed("http://[::1]:8081/keys"));
+    assert!(jwks_uri_allowed("http://localhost/keys"));
+    assert!(!jwks_uri_allowed("http://login.example/keys"));
+    assert!(!jwks_uri_allowed("http://127.0.0.1.evil.example/keys"));
+    assert!(!jwks_uri_allowed("http://user@10.0.0.1/keys"));
+    assert!(!jwks_uri_allowed("https:///keys"));
+    assert!(!jwks_uri_allowed("login.example/keys"));
 }

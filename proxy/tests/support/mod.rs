@@ -25,6 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tollgate_proxy::{Gateway, GatewayConfig};
 
+pub mod jwt;
+
 /// Keys used by the test manifests (the tests assert they never leak).
 pub const GOLD_PRIMARY: &str = "gold-primary-key-0123456789";
 pub const GOLD_SECONDARY: &str = "gold-secondary-key-0123456789";
