@@ -1,0 +1,31 @@
+# The README's commands. `make` alone lists them.
+SHELL := /usr/bin/env bash
+CRD_YAML := charts/tollgate/crds/tollgate.dev.yaml
+
+.PHONY: help demo test crds lint bench
+
+help:
+	@echo "make demo   build and start Tollgate with the YourWeather example, walk through it (scripts/demo.sh)"
+	@echo "make test   everything CI runs: fmt, clippy, all tests, the demo as a smoke test (scripts/test.sh)"
+	@echo "make crds   regenerate $(CRD_YAML) from the Rust types"
+	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make bench  backend vs nginx vs tollgate-proxy under the same load (bench/run.sh)"
+
+demo:
+	scripts/demo.sh
+
+test:
+	scripts/test.sh
+
+# Written to a temporary file first so a failed run never leaves a truncated CRD file.
+crds:
+	@mkdir -p $(dir $(CRD_YAML))
+	cargo run -q -p tollgate-crds --bin crdgen > $(CRD_YAML).tmp
+	mv $(CRD_YAML).tmp $(CRD_YAML)
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+bench:
+	bench/run.sh

@@ -1,0 +1,419 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: the demo backend directly, nginx as a plain reverse proxy in front of
+# it, and tollgate-proxy (key auth + plan check + rate limit + quota + header policy) in front of
+# it, under the same wrk load. Prints requests/s, p50 and p99 for each and the ratios.
+#
+#   bench/run.sh                          # 15 s per target, 32 connections
+#   DURATION=5s CONNECTIONS=64 bench/run.sh
+#
+# Env: DURATION (15s), CONNECTIONS (32), WRK_THREADS (1), WARMUP (3s), SCENARIOS
+# ("direct nginx tollgate"), SERVER_CPU (0), LOAD_CPU (1), BACKEND_PORT (19000),
+# NGINX_PORT (19080), TOLLGATE_PORT (19180), TOLLGATE_ADMIN_PORT (19901); a default port that is
+# taken is replaced by the next free one, a port set in the environment must be free.
+# Raw outputs go to bench/results/<timestamp>/ (gitignored).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+DURATION="${DURATION:-15s}"
+CONNECTIONS="${CONNECTIONS:-32}"
+WRK_THREADS="${WRK_THREADS:-1}"
+WARMUP="${WARMUP:-3s}"
+SCENARIOS="${SCENARIOS:-direct nginx tollgate}"
+SERVER_CPU="${SERVER_CPU:-0}"
+LOAD_CPU="${LOAD_CPU:-1}"
+MANIFESTS="$ROOT/bench/manifests"
+LUA="$ROOT/bench/wrk-key.lua"
+KEY_HEADER="X-Subscription-Key"
+KEY="$(sed -n 's/.*wrk.headers\["X-Subscription-Key"\] = "\(.*\)".*/\1/p' "$LUA")"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+# --- tools -------------------------------------------------------------------------------------
+
+ensure_apt_packages() {
+    local missing=()
+    local spec pkg cmd
+    for spec in "$@"; do
+        pkg="${spec%%:*}"
+        cmd="${spec#*:}"
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get: install them yourself"
+    local sudo=()
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]}: run as root or install them"
+        sudo=(sudo)
+    fi
+    log "installing ${missing[*]} (apt-get)"
+    # RUNLEVEL=1: do not start the packaged nginx service on port 80; we run our own.
+    local env=(env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1)
+    "${sudo[@]}" "${env[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" \
+        || { "${sudo[@]}" apt-get update -q \
+            && "${sudo[@]}" "${env[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; }
+}
+
+# package:command pairs; nginx lives in /usr/sbin, which may not be on a non-root PATH.
+export PATH="$PATH:/usr/sbin:/sbin"
+ensure_apt_packages nginx:nginx wrk:wrk curl:curl util-linux:taskset
+
+NCPU="$(nproc)"
+if ((NCPU < 2)); then
+    log "warning: only $NCPU CPU; load generator and server will share it and the numbers mean little"
+    SERVER_CPU=0
+    LOAD_CPU=0
+fi
+
+log "building release binaries"
+packages=(-p tollgate-demo-backend)
+[[ " $SCENARIOS " == *" tollgate "* ]] && packages+=(-p tollgate-proxy)
+cargo build --release -q "${packages[@]}"
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+BACKEND_BIN="$TARGET_DIR/release/tollgate-demo-backend"
+PROXY_BIN="$TARGET_DIR/release/tollgate-proxy"
+[[ -x "$BACKEND_BIN" ]] || die "release binary not found: $BACKEND_BIN"
+
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+RESULTS="$ROOT/bench/results/$STAMP"
+mkdir -p "$RESULTS"
+WORK="$(mktemp -d -t tollgate-bench.XXXXXX)"
+
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Ports: the one given in the environment (it must be free), else the first free one from a default.
+TAKEN=()
+pick_port() { # VAR default
+    local var="$1" port="${!1:-}"
+    if [[ -n "$port" ]]; then
+        port_in_use "$port" && die "$var=$port: port $port on 127.0.0.1 is in use"
+    else
+        port="$2"
+        while port_in_use "$port" || [[ " ${TAKEN[*]} " == *" $port "* ]]; do port=$((port + 1)); done
+    fi
+    TAKEN+=("$port")
+    printf -v "$var" '%s' "$port"
+}
+pick_port BACKEND_PORT 19000
+pick_port NGINX_PORT 19080
+pick_port TOLLGATE_PORT 19180
+pick_port TOLLGATE_ADMIN_PORT 19901
+# The committed manifests name 127.0.0.1:19000; the gateway reads a copy pointed at BACKEND_PORT.
+mkdir -p "$WORK/manifests"
+sed "s|http://127.0.0.1:19000|http://127.0.0.1:$BACKEND_PORT|" "$MANIFESTS/bench.yaml" >"$WORK/manifests/bench.yaml"
+grep -q "url: http://127.0.0.1:$BACKEND_PORT\$" "$WORK/manifests/bench.yaml" \
+    || die "bench/manifests/bench.yaml no longer has backend url http://127.0.0.1:19000; update bench/run.sh"
+
+wait_http() { # url, expected status, what
+    local i code
+    for ((i = 0; i < 100; i++)); do
+        code="$(curl -s -o /dev/null -w '%{http_code}' -H "$KEY_HEADER: $KEY" "$1" || true)"
+        [[ "$code" == "$2" ]] && return 0
+        sleep 0.1
+    done
+    die "$3 did not answer $2 on $1 (last: ${code:-none}); see $RESULTS"
+}
+
+stop_pid() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    local keep=() p
+    for p in "${PIDS[@]}"; do [[ "$p" != "$1" ]] && keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# busy jiffies and total jiffies of one CPU, from /proc/stat
+cpu_sample() {
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# CPU ticks (user + system) used so far by a process and its children (nginx's worker).
+proc_ticks() {
+    local pids=("$1") total=0 c p stat kids fields
+    for c in /proc/"$1"/task/*/children; do
+        kids="$(cat "$c" 2>/dev/null)" || continue
+        # shellcheck disable=SC2206 # a space-separated list of pids
+        pids+=($kids)
+    done
+    for p in "${pids[@]}"; do
+        stat="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
+        read -r -a fields <<<"${stat##*) }" # after "(comm) ": state is fields[0], utime [11], stime [12]
+        total=$((total + fields[11] + fields[12]))
+    done
+    echo "$total"
+}
+
+percent() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b > 0 ? 100 * a / b : 0) }'; }
+
+# --- one run ---------------------------------------------------------------------------------
+
+run_wrk() { # name url server-pid
+    local name="$1" url="$2" pid="$3"
+    log "$name: warm-up $WARMUP"
+    taskset -c "$LOAD_CPU" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s "$LUA" "$url" >/dev/null
+    log "$name: wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency $url"
+    local s0 s1 l0 l1 p0 p1 t0 t1
+    read -r -a s0 <<<"$(cpu_sample "$SERVER_CPU")"
+    read -r -a l0 <<<"$(cpu_sample "$LOAD_CPU")"
+    p0="$(proc_ticks "$pid")"
+    t0="$(date +%s%N)"
+    taskset -c "$LOAD_CPU" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$LUA" "$url" \
+        | tee "$RESULTS/$name.wrk.txt" >&2
+    t1="$(date +%s%N)"
+    p1="$(proc_ticks "$pid")"
+    read -r -a s1 <<<"$(cpu_sample "$SERVER_CPU")"
+    read -r -a l1 <<<"$(cpu_sample "$LOAD_CPU")"
+    percent "$((s1[0] - s0[0]))" "$((s1[1] - s0[1]))" >"$RESULTS/$name.server-cpu.txt"
+    percent "$((l1[0] - l0[0]))" "$((l1[1] - l0[1]))" >"$RESULTS/$name.load-cpu.txt"
+    # The server process's own share of one CPU over the run (ticks are 1/CLK_TCK s).
+    awk -v ticks="$((p1 - p0))" -v hz="$(getconf CLK_TCK)" -v ns="$((t1 - t0))" \
+        'BEGIN { printf "%.0f", (ns > 0 ? 100 * (ticks / hz) / (ns / 1e9) : 0) }' >"$RESULTS/$name.proc-cpu.txt"
+}
+
+start_backend() { # cpu
+    taskset -c "$1" "$BACKEND_BIN" --listen "127.0.0.1:$BACKEND_PORT" --threads 1 \
+        >"$RESULTS/backend.log" 2>&1 &
+    PIDS+=($!)
+    BACKEND_PID=$!
+    wait_http "http://127.0.0.1:$BACKEND_PORT/bench" 200 "the demo backend"
+}
+
+scenario_direct() {
+    start_backend "$SERVER_CPU"
+    run_wrk direct "http://127.0.0.1:$BACKEND_PORT/bench" "$BACKEND_PID"
+    stop_pid "$BACKEND_PID"
+}
+
+scenario_nginx() {
+    start_backend "$LOAD_CPU"
+    mkdir -p "$WORK/nginx/logs"
+    local user_line=""
+    ((EUID == 0)) && user_line="user root;"
+    cat >"$WORK/nginx/nginx.conf" <<EOF
+# Generated by bench/run.sh: nginx as a plain reverse proxy, one worker, keep-alive upstream.
+$user_line
+worker_processes 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    upstream backend {
+        server 127.0.0.1:$BACKEND_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }
+}
+EOF
+    cp "$WORK/nginx/nginx.conf" "$RESULTS/nginx.conf"
+    taskset -c "$SERVER_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log" \
+        >"$RESULTS/nginx.log" 2>&1 &
+    local nginx_pid=$!
+    PIDS+=("$nginx_pid")
+    wait_http "http://127.0.0.1:$NGINX_PORT/bench" 200 "nginx"
+    run_wrk nginx "http://127.0.0.1:$NGINX_PORT/bench" "$nginx_pid"
+    stop_pid "$nginx_pid"
+    stop_pid "$BACKEND_PID"
+}
+
+scenario_tollgate() {
+    start_backend "$LOAD_CPU"
+    # One worker thread, for fairness with nginx's one worker process. Prefer the proxy's own flag;
+    # TOKIO_WORKER_THREADS is honoured by tokio's default multi-thread runtime either way.
+    local args=(--from-dir "$WORK/manifests" --listen "127.0.0.1:$TOLLGATE_PORT" --admin-listen "127.0.0.1:$TOLLGATE_ADMIN_PORT")
+    local help
+    help="$("$PROXY_BIN" --help 2>&1 || true)"
+    grep -q -- '--threads' <<<"$help" && args+=(--threads 1)
+    # nginx runs with access_log off; quiet the proxy's per-request log the same way when it can.
+    grep -q -- '--access-log' <<<"$help" && args+=(--access-log off)
+    TOKIO_WORKER_THREADS=1 RUST_LOG="${BENCH_RUST_LOG:-warn}" taskset -c "$SERVER_CPU" "$PROXY_BIN" "${args[@]}" \
+        >"$RESULTS/tollgate.log" 2>&1 &
+    local proxy_pid=$!
+    PIDS+=("$proxy_pid")
+    echo "TOKIO_WORKER_THREADS=1 RUST_LOG=${BENCH_RUST_LOG:-warn} $PROXY_BIN ${args[*]}" >"$RESULTS/tollgate.cmd"
+    wait_http "http://127.0.0.1:$TOLLGATE_ADMIN_PORT/readyz" 200 "tollgate-proxy's /readyz"
+    wait_http "http://127.0.0.1:$TOLLGATE_PORT/bench" 200 "tollgate-proxy"
+    local threads
+    threads="$(find "/proc/$proxy_pid/task" -mindepth 1 -maxdepth 1 | wc -l)"
+    echo "tollgate-proxy threads (all kinds): $threads" >"$RESULTS/tollgate.threads"
+    run_wrk tollgate "http://127.0.0.1:$TOLLGATE_PORT/bench" "$proxy_pid"
+    curl -s "http://127.0.0.1:$TOLLGATE_ADMIN_PORT/metrics" >"$RESULTS/tollgate.metrics.txt" || true
+    stop_pid "$proxy_pid"
+    stop_pid "$BACKEND_PID"
+}
+
+{
+    echo "date: $STAMP"
+    echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with local changes)')"
+    echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1) x $NCPU"
+    echo "kernel: $(uname -r)"
+    echo "nginx: $(nginx -v 2>&1)"
+    echo "wrk: $(wrk -v 2>&1 | head -1)"
+    echo "load: wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency (after $WARMUP warm-up), pinned to CPU $LOAD_CPU"
+    echo "server under test pinned to CPU $SERVER_CPU; backend on CPU $LOAD_CPU except in 'direct'"
+} | tee "$RESULTS/env.txt" >&2
+
+for s in $SCENARIOS; do
+    case "$s" in
+        direct | nginx | tollgate) "scenario_$s" ;;
+        *) die "unknown scenario '$s' (direct, nginx, tollgate)" ;;
+    esac
+done
+
+# --- report ----------------------------------------------------------------------------------
+
+summary() { # name -> "rps p50ms p99ms non2xx errors servercpu loadcpu proccpu"
+    local f="$RESULTS/$1.wrk.txt"
+    awk -v scpu="$(cat "$RESULTS/$1.server-cpu.txt")" -v lcpu="$(cat "$RESULTS/$1.load-cpu.txt")" \
+        -v pcpu="$(cat "$RESULTS/$1.proc-cpu.txt")" '
+        function ms(v) {
+            if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+            if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+            if (v ~ /m$/)  { sub(/m$/, "", v);  return v * 60000 }
+            if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
+            return v + 0
+        }
+        /^Requests\/sec:/ { rps = $2 }
+        /^ +50%/ { p50 = ms($2) }
+        /^ +99%/ { p99 = ms($2) }
+        /Non-2xx or 3xx responses:/ { non2xx = $NF }
+        /Socket errors:/ { gsub(",", ""); errs = $4 + $6 + $8 + $10 }
+        END { printf "%s %s %s %d %d %s %s %s\n", rps, p50, p99, non2xx, errs, scpu, lcpu, pcpu }
+    ' "$f"
+}
+
+TABLE="$RESULTS/summary.txt"
+{
+    echo
+    printf '%-10s %11s %8s %8s %7s %6s %8s %8s %8s %12s\n' target "requests/s" "p50 ms" "p99 ms" non-2xx errors "CPU $SERVER_CPU" "CPU $LOAD_CPU" "server" "req/CPU-s"
+    declare -A RPS P99 EFF
+    for s in $SCENARIOS; do
+        read -r rps p50 p99 non2xx errs scpu lcpu pcpu <<<"$(summary "$s")"
+        RPS[$s]=$rps
+        P99[$s]=$p99
+        EFF[$s]=$(awk -v r="$rps" -v p="$pcpu" 'BEGIN { printf "%.0f", (p > 0 ? r * 100 / p : 0) }')
+        printf '%-10s %11.0f %8.3f %8.3f %7d %6d %7s%% %7s%% %7s%% %12s\n' \
+            "$s" "$rps" "$p50" "$p99" "$non2xx" "$errs" "$scpu" "$lcpu" "$pcpu" "${EFF[$s]}"
+    done
+    echo
+    ratio() { # a b
+        if [[ -n "${RPS[$1]:-}" && -n "${RPS[$2]:-}" ]]; then
+            awk -v a="${RPS[$1]}" -v b="${RPS[$2]}" -v pa="${P99[$1]}" -v pb="${P99[$2]}" \
+                -v ea="${EFF[$1]}" -v eb="${EFF[$2]}" -v l="$1/$2" \
+                'BEGIN { printf "%-17s requests/s x%.2f   p99 %+.3f ms   req/CPU-s x%.2f\n", l, (b ? a / b : 0), pa - pb, (eb ? ea / eb : 0) }'
+        fi
+    }
+    ratio tollgate nginx
+    ratio tollgate direct
+    ratio nginx direct
+    echo
+    echo "CPU $SERVER_CPU / CPU $LOAD_CPU: how busy each CPU was during the run (everything on it). The server under test"
+    echo "runs on CPU $SERVER_CPU: near 100% there means it was the bottleneck; near 100% on CPU $LOAD_CPU means the load side may be."
+    echo "server: the server process's own CPU time over the run, as a share of one CPU; well below CPU $SERVER_CPU's"
+    echo "figure means other processes took part of its core. req/CPU-s = requests/s per CPU-second the server used."
+    echo "non-2xx and errors must be 0: anything else means requests were refused and the row is not comparable."
+    echo "raw output: $RESULTS"
+} | tee "$TABLE"
+
+for s in $SCENARIOS; do
+    read -r _ _ _ non2xx errs _ _ _ <<<"$(summary "$s")"
+    if ((non2xx > 0 || errs > 0)); then
+        die "$s: $non2xx non-2xx responses and $errs socket errors; see $RESULTS/$s.wrk.txt"
+    fi
+done
+
+# --- optional: a JWT on every request (BENCH_JWT=1) ---------------------------------------------
+# Owned by the JWT work (issue 3); everything above is untouched by it. Runs tollgate once more
+# with an ApiPolicy `jwt` (inline JWKS, RS256, a required scope) added to the bench product, and
+# wrk sending the same key plus one fixed, valid bearer token (exp in 2100): after the first
+# request every verification is a cache hit. Compare its row with the key-only 'tollgate' row.
+# The key pair was generated for this bench only; the private key is not kept anywhere.
+if [[ "${BENCH_JWT:-0}" == 1 ]]; then
+    JWT_TOKEN="eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImJlbmNoLTEifQ.eyJpc3MiOiJodHRwczovL2JlbmNoLnRvbGxnYXRlLmludmFsaWQiLCJhdWQiOiJiZW5jaCIsInN1YiI6IndyayIsInNjb3BlIjoiYmVuY2gucmVhZCIsImlhdCI6MTc2Mzg1NjAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.eVODTCtI7xov9qI8eN6-1AujtuXfBlmVFxr-784KQ8gVfg4LEuwc2WhzPRp4dv02Qsx-OcZuIceoNbxVtWaSpbTFCnT6mbbwNoEqDQkJjJ_gHUGQ4-RV5Su-_8Y5KEPKkd2sWmWOYrEBeyh6C_OEOhXHc6zbwvErPNdC1mbc8JNWetRftaKA3JP4CJBE4s09jy4BbpQOXwhtY-izzs-YRFll7iLQk45QY_R00NSU_m0aM8Arhqo4TfY1QtsXgRKbmxH7fwZoHGfQgiVYW0SrnRr4BVaLoeJQr-kVlyxWhXCeg7NmrQkxljNfsfbTONwvgmPoiQjYM0GV0z59Hhs6_w"
+    [[ -x "$PROXY_BIN" ]] || { cargo build --release -q -p tollgate-proxy; }
+    mkdir -p "$WORK/manifests-jwt"
+    sed 's/policies: \[bench-headers\]/policies: [bench-headers, bench-jwt]/' "$WORK/manifests/bench.yaml" \
+        >"$WORK/manifests-jwt/bench.yaml"
+    grep -q 'policies: \[bench-headers, bench-jwt\]' "$WORK/manifests-jwt/bench.yaml" \
+        || die "bench/manifests/bench.yaml no longer has 'policies: [bench-headers]'; update the BENCH_JWT section"
+    cat >"$WORK/manifests-jwt/jwt.yaml" <<'JWT_EOF'
+apiVersion: tollgate.dev/v1alpha1
+kind: ApiPolicy
+metadata: {name: bench-jwt, namespace: bench}
+spec:
+  jwt:
+    issuers:
+      - issuer: https://bench.tollgate.invalid
+        audiences: [bench]
+        jwks: '{"keys":[{"kty":"RSA","kid":"bench-1","alg":"RS256","use":"sig","n":"zDoI_hzfqYc2ck2UAMSP3i4LvkMuMcDb9IqiIMt9_08GKKK7szslk2QDW-PuNsxO3o74Nd06g8kLiRH1-rzPloncpkd17zFMA2ukWanC3BwCAGUifMMr2JInIVgSHxPCWPYIqrPTvpU4bPQEfyzNTB2j9bKcpx98SRJGQaddq1VrBPwL9gvHCG3Sl-l2UHU9KZImAooGL1qwfw0HTaKfnbGC9LDtMFoCA1haEZT-KKrFsdur-ICZesLJpqWB4uYg1EzJpiZqIgz4iEP7dIPM7NCcujYymu5XZ2T84MX2T6VwMJq2bTgwo4PHgDnI0g2tstiO_iCM86Rnr8YvwRW1bQ","e":"AQAB"}]}'
+    requiredScopes:
+      - {methods: [GET], scopes: [bench.read]}
+JWT_EOF
+    cat >"$WORK/wrk-jwt.lua" <<LUA_EOF
+wrk.headers["X-Subscription-Key"] = "$KEY"
+wrk.headers["Authorization"] = "Bearer $JWT_TOKEN"
+LUA_EOF
+    start_backend "$LOAD_CPU"
+    # The same flags as the key-only run (see scenario_tollgate).
+    jwt_args=(--from-dir "$WORK/manifests-jwt" --listen "127.0.0.1:$TOLLGATE_PORT" --admin-listen "127.0.0.1:$TOLLGATE_ADMIN_PORT")
+    jwt_help="$("$PROXY_BIN" --help 2>&1 || true)"
+    grep -q -- '--threads' <<<"$jwt_help" && jwt_args+=(--threads 1)
+    grep -q -- '--access-log' <<<"$jwt_help" && jwt_args+=(--access-log off)
+    TOKIO_WORKER_THREADS=1 RUST_LOG="${BENCH_RUST_LOG:-warn}" taskset -c "$SERVER_CPU" "$PROXY_BIN" "${jwt_args[@]}" \
+        >"$RESULTS/tollgate-jwt.log" 2>&1 &
+    JWT_PROXY_PID=$!
+    PIDS+=("$JWT_PROXY_PID")
+    code=""
+    for ((i = 0; i < 100; i++)); do
+        code="$(curl -s -o /dev/null -w '%{http_code}' -H "$KEY_HEADER: $KEY" \
+            -H "Authorization: Bearer $JWT_TOKEN" "http://127.0.0.1:$TOLLGATE_PORT/bench" || true)"
+        [[ "$code" == 200 ]] && break
+        sleep 0.1
+    done
+    [[ "$code" == 200 ]] || die "tollgate-proxy with the jwt policy did not answer 200 (last: ${code:-none}); see $RESULTS/tollgate-jwt.log"
+    LUA="$WORK/wrk-jwt.lua" run_wrk tollgate-jwt "http://127.0.0.1:$TOLLGATE_PORT/bench" "$JWT_PROXY_PID"
+    stop_pid "$JWT_PROXY_PID"
+    stop_pid "$BACKEND_PID"
+    read -r jrps jp50 jp99 jnon2xx jerrs _ _ jpcpu <<<"$(summary tollgate-jwt)"
+    {
+        echo
+        printf 'tollgate-jwt %9.0f requests/s   p50 %.3f ms   p99 %.3f ms   server CPU %s%%   non-2xx %d   errors %d\n' \
+            "$jrps" "$jp50" "$jp99" "$jpcpu" "$jnon2xx" "$jerrs"
+        if [[ -f "$RESULTS/tollgate.wrk.txt" ]]; then
+            read -r krps _ kp99 _ <<<"$(summary tollgate)"
+            awk -v a="$jrps" -v b="$krps" -v pa="$jp99" -v pb="$kp99" \
+                'BEGIN { printf "tollgate-jwt/tollgate requests/s x%.2f   p99 %+.3f ms\n", (b ? a / b : 0), pa - pb }'
+        fi
+    } | tee -a "$TABLE"
+    ((jnon2xx == 0 && jerrs == 0)) || die "tollgate-jwt: $jnon2xx non-2xx responses and $jerrs socket errors; see $RESULTS/tollgate-jwt.wrk.txt"
+fi

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Every check CI runs (`make test`, `.ci/run`): formatting, clippy, all tests, and the demo's
+# walk-through as a smoke test. Installs what the tests need on a fresh Debian/Ubuntu machine.
+# Runs every step even when one fails, then exits non-zero if any did.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+if [[ -t 1 ]]; then
+    BOLD=$'\033[1m' GREEN=$'\033[32m' RED=$'\033[31m' RESET=$'\033[0m'
+else
+    BOLD="" GREEN="" RED="" RESET=""
+fi
+log() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$RESET"; }
+die() { printf 'test: %s\n' "$*" >&2; exit 1; }
+
+# ensure_apt_packages package:command...  installs each package whose command is missing.
+ensure_apt_packages() {
+    local missing=() spec
+    for spec in "$@"; do
+        command -v "${spec#*:}" >/dev/null 2>&1 || missing+=("${spec%%:*}")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get: install them yourself"
+    local sudo=()
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]}: run as root or install them"
+        sudo=(sudo)
+    fi
+    log "installing ${missing[*]} (apt-get)"
+    local env=(env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1)
+    "${sudo[@]}" "${env[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" \
+        || { "${sudo[@]}" apt-get update -q \
+            && "${sudo[@]}" "${env[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; }
+}
+
+# What the tests need besides Rust. The demo smoke test calls curl. (Later: redis-server:redis-server.)
+TEST_PACKAGES=(curl:curl)
+ensure_apt_packages "${TEST_PACKAGES[@]}"
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs); rust-toolchain.toml pins the version"
+
+FAILED=()
+run() { # title command...
+    log "$1"
+    shift
+    if "$@"; then
+        printf '%s    ok%s\n' "$GREEN" "$RESET"
+    else
+        printf '%s    FAILED (exit %s)%s\n' "$RED" "$?" "$RESET"
+        FAILED+=("$*")
+    fi
+}
+
+run "format" cargo fmt --all -- --check
+run "clippy" cargo clippy --workspace --all-targets -- -D warnings
+run "tests" cargo test --workspace
+# The dev profile reuses what `cargo test` just built instead of a third, optimised build.
+run "demo walk-through (smoke test)" env DEMO_EXIT=1 DEMO_PROFILE=dev scripts/demo.sh
+
+echo
+if ((${#FAILED[@]})); then
+    printf '%s%sFAILED:%s\n' "$RED" "$BOLD" "$RESET"
+    printf '  %s\n' "${FAILED[@]}"
+    exit 1
+fi
+printf '%s%sAll checks passed.%s\n' "$GREEN" "$BOLD" "$RESET"
