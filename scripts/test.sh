@@ -58,6 +58,27 @@ run "tests" cargo test --workspace
 # The dev profile reuses what `cargo test` just built instead of a third, optimised build.
 run "demo walk-through (smoke test)" env DEMO_EXIT=1 DEMO_PROFILE=dev scripts/demo.sh
 
+# --- Operator end-to-end (issue 4; added by the operator engineer) -------------------------
+# The operator as a real process against a real kube-apiserver. e2e/control-plane.sh starts
+# etcd + kube-apiserver + a minimal controller manager on loopback (binaries built once from
+# pinned Go modules, needs Go the first time, cached in ~/.cache/tollgate). A control plane this
+# step started is stopped again; one that was already up is reused and left up.
+# TOLLGATE_SKIP_E2E=1 skips the step.
+operator_e2e() {
+    local kubeconfig was_up=0 rc=0
+    e2e/control-plane.sh status >/dev/null 2>&1 && was_up=1
+    kubeconfig=$(e2e/control-plane.sh up | tail -n 1) || return 1
+    KUBECONFIG="$kubeconfig" TOLLGATE_E2E=1 \
+        cargo test -p tollgate-operator --test e2e -- --nocapture || rc=$?
+    ((was_up)) || e2e/control-plane.sh down || true
+    return "$rc"
+}
+if [[ "${TOLLGATE_SKIP_E2E:-0}" == 1 ]]; then
+    log "operator e2e: skipped (TOLLGATE_SKIP_E2E=1)"
+else
+    run "operator e2e against a local kube-apiserver (e2e/control-plane.sh)" operator_e2e
+fi
+
 echo
 if ((${#FAILED[@]})); then
     printf '%s%sFAILED:%s\n' "$RED" "$BOLD" "$RESET"
