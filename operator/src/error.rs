@@ -1,0 +1,71 @@
+//! The operator's errors: each names the object (and field) concerned and maps to a metric label.
+
+use crate::keys::RngError;
+
+/// Everything that can go wrong in a reconcile, the lease loop or the listeners.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the Kubernetes API failed.
+    #[error("{action} {object}: {source}")]
+    Kube {
+        /// What was attempted, e.g. `write status of`.
+        action: &'static str,
+        /// `Kind namespace/name` of the object concerned.
+        object: String,
+        /// The client's error (it carries the API server's message).
+        #[source]
+        source: kube::Error,
+    },
+    /// An object from the cluster lacks something the operator needs.
+    #[error("{object}: {field} is missing; the API server should always set it")]
+    MissingField {
+        /// `Kind namespace/name` (as much as is known).
+        object: String,
+        /// The field, e.g. `metadata.uid`.
+        field: &'static str,
+    },
+    /// The OS RNG failed while generating a key.
+    #[error("generating keys for {object}: {source}")]
+    Rng {
+        /// `Subscription namespace/name`.
+        object: String,
+        /// What the RNG said.
+        #[source]
+        source: RngError,
+    },
+    /// The metrics/health listener could not bind.
+    #[error("listening on {addr} for health and metrics: {source}; pick another --metrics-listen")]
+    Listen {
+        /// The address asked for.
+        addr: String,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The compile task panicked (a compiler bug: the compiler reports bad input as diagnostics).
+    #[error("compile did not finish: {0}; please report this with the objects that triggered it")]
+    CompileFailed(String),
+    /// A watch store was dropped before its first full list: the watch task died.
+    #[error("the {kind} watch stopped before its first list completed")]
+    StoreClosed {
+        /// The kind being watched.
+        kind: &'static str,
+    },
+}
+
+impl Error {
+    /// A short, stable label for the `errors_total{kind}` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube_api",
+            Error::MissingField { .. } => "missing_field",
+            Error::Rng { .. } => "rng",
+            Error::Listen { .. } => "listen",
+            Error::StoreClosed { .. } => "store_closed",
+            Error::CompileFailed(_) => "compile_failed",
+        }
+    }
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

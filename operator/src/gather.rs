@@ -1,0 +1,195 @@
+//! Gather: one reflector per kind, a shared "something changed" signal, and snapshots of the stores.
+//!
+//! # Which Secrets are watched
+//!
+//! All Secrets are watched (in the watched namespaces), but only *key Secrets* keep their data in
+//! memory: those labelled `tollgate.dev/keys=true` (what the operator generates) or holding a
+//! `primaryKey` entry (what users bring with `secretRef`, e.g. the weather example). Every other
+//! Secret is kept as metadata only, so the compiler can still say "exists but has no keys".
+//! A label selector would not narrow the RBAC needed: RBAC cannot scope `list`/`watch` by label,
+//! so the operator needs `list`/`watch` on `secrets` either way; this choice keeps unlabelled
+//! user Secrets working and limits what sits in memory.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tollgate_crds::subscription::PRIMARY_KEY;
+use tollgate_crds::{ApiPolicy, Plan, Product, Snapshot, Subscription};
+
+use crate::metrics::Metrics;
+use crate::{Error, Result};
+
+/// Label on Secrets the operator generates (and that users may put on their own key Secrets).
+pub const KEYS_LABEL: &str = "tollgate.dev/keys";
+
+/// Read handles on the watch caches of every kind the compiler reads.
+#[derive(Clone)]
+pub struct Stores {
+    /// Products.
+    pub products: Store<Product>,
+    /// Plans.
+    pub plans: Store<Plan>,
+    /// Subscriptions.
+    pub subscriptions: Store<Subscription>,
+    /// ApiPolicies.
+    pub policies: Store<ApiPolicy>,
+    /// Secrets (data kept only for key Secrets, see the module docs).
+    pub secrets: Store<Secret>,
+}
+
+impl Stores {
+    /// Wait until every store has completed its first list.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreClosed`] when a watch task died before its first list.
+    pub async fn wait_until_ready(&self) -> Result<()> {
+        let closed = |kind| move |_| Error::StoreClosed { kind };
+        self.products
+            .wait_until_ready()
+            .await
+            .map_err(closed("Product"))?;
+        self.plans
+            .wait_until_ready()
+            .await
+            .map_err(closed("Plan"))?;
+        self.subscriptions
+            .wait_until_ready()
+            .await
+            .map_err(closed("Subscription"))?;
+        self.policies
+            .wait_until_ready()
+            .await
+            .map_err(closed("ApiPolicy"))?;
+        self.secrets
+            .wait_until_ready()
+            .await
+            .map_err(closed("Secret"))?;
+        Ok(())
+    }
+
+    /// The compiler's input: a copy of every cached object.
+    pub fn snapshot(&self) -> Snapshot {
+        fn all<K: Resource<DynamicType = ()> + Clone + 'static>(s: &Store<K>) -> Vec<K> {
+            s.state().iter().map(|o| o.as_ref().clone()).collect()
+        }
+        Snapshot {
+            products: all(&self.products),
+            plans: all(&self.plans),
+            subscriptions: all(&self.subscriptions),
+            policies: all(&self.policies),
+            secrets: self
+                .secrets
+                .state()
+                .iter()
+                .filter(|s| is_key_secret(s))
+                .map(|s| s.as_ref().clone())
+                .collect(),
+            rejected: Vec::new(),
+        }
+    }
+}
+
+/// Whether a Secret holds subscription keys (see the module docs).
+pub fn is_key_secret(secret: &Secret) -> bool {
+    secret.labels().get(KEYS_LABEL).map(String::as_str) == Some("true")
+        || secret
+            .data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(PRIMARY_KEY))
+        || secret
+            .string_data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(PRIMARY_KEY))
+}
+
+/// Start one reflector per kind; every change (after the first list, too) notifies `changed`.
+///
+/// `namespace` limits the watches to one namespace; `None` watches all of them.
+pub fn start(
+    client: &Client,
+    namespace: Option<&str>,
+    changed: Arc<Notify>,
+    metrics: Arc<Metrics>,
+) -> (Stores, Vec<JoinHandle<()>>) {
+    let mut tasks = Vec::new();
+    let stores = Stores {
+        products: reflect::<Product>(client, namespace, &changed, &metrics, &mut tasks, |_| {}),
+        plans: reflect::<Plan>(client, namespace, &changed, &metrics, &mut tasks, |_| {}),
+        subscriptions: reflect::<Subscription>(
+            client,
+            namespace,
+            &changed,
+            &metrics,
+            &mut tasks,
+            |_| {},
+        ),
+        policies: reflect::<ApiPolicy>(client, namespace, &changed, &metrics, &mut tasks, |_| {}),
+        secrets: reflect::<Secret>(client, namespace, &changed, &metrics, &mut tasks, |s| {
+            if !is_key_secret(s) {
+                s.data = None;
+                s.string_data = None;
+            }
+        }),
+    };
+    (stores, tasks)
+}
+
+fn reflect<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    changed: &Arc<Notify>,
+    metrics: &Arc<Metrics>,
+    tasks: &mut Vec<JoinHandle<()>>,
+    trim: fn(&mut K),
+) -> Store<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<K> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let changed = changed.clone();
+    let metrics = metrics.clone();
+    let kind = K::kind(&());
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            // managedFields are the bulk of most objects and nothing here reads them.
+            .modify(move |o: &mut K| {
+                o.meta_mut().managed_fields = None;
+                trim(o);
+            }),
+    );
+    tasks.push(tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                Err(e) => {
+                    // The backoff retries; say why the cache may be stale.
+                    metrics.errors.with_label_values(&["watch"]).inc();
+                    tracing::warn!(kind = %kind, error = %e, "watch failed; retrying");
+                }
+            }
+        }
+    }));
+    reader
+}

@@ -1,0 +1,150 @@
+//! Tollgate's operator: watches Products, Plans, Subscriptions, ApiPolicies and key Secrets,
+//! compiles them with the same [`tollgate_crds::compile`] as standalone mode, writes statuses,
+//! Events and generated key Secrets (leader only), and serves health and metrics.
+//!
+//! Layout (after kube-rs's controller-rs): [`gather`] fills watch caches, [`controller`] runs
+//! the debounced reconcile loop around the pure compiler, [`status`] and [`key_secrets`] are the
+//! outputs, [`leader`] decides who writes, [`health`] and [`metrics`] are the operator's own
+//! surface. [`run`] wires them together; `main` only parses flags.
+
+#![warn(missing_docs)]
+
+pub mod controller;
+pub mod distribute;
+pub mod error;
+pub mod gather;
+pub mod health;
+pub mod key_secrets;
+pub mod keys;
+pub mod leader;
+pub mod metrics;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+use tokio::sync::{watch, Notify};
+
+pub use controller::{Context, Published, TableRx};
+pub use error::{Error, Result};
+
+/// Everything `main` reads from flags.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address of `/healthz`, `/readyz`, `/metrics`.
+    pub metrics_listen: SocketAddr,
+    /// Watch only this namespace (`None`: all namespaces).
+    pub watch_namespace: Option<String>,
+    /// Namespace of the leader Lease.
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    pub lease_name: String,
+    /// This replica's identity in the Lease and in Events.
+    pub identity: String,
+    /// Lease validity.
+    pub lease_duration: Duration,
+    /// Quiet time after a change before recompiling.
+    pub debounce: Duration,
+    /// Address of the table endpoint for proxies (`None`: not served).
+    pub distribute_listen: Option<SocketAddr>,
+    /// Audience proxies' ServiceAccount tokens must be bound to.
+    pub token_audience: String,
+}
+
+/// Run the operator until `shutdown` turns true (SIGTERM in `main`).
+///
+/// # Errors
+///
+/// [`Error::Listen`] when the health listener cannot bind; [`Error::StoreClosed`] when a watch
+/// dies before its first list.
+pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>) -> Result<()> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.metrics_listen.to_string(),
+            source,
+        })?;
+    tracing::info!(addr = %listener.local_addr().unwrap_or(config.metrics_listen), "health and metrics listening");
+
+    let (table_tx, table_rx) = watch::channel(None);
+    let health = tokio::spawn(health::serve(
+        listener,
+        table_rx.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let mut distribution = Vec::new();
+    if let Some(addr) = config.distribute_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving the table to proxies");
+        let history = Arc::new(distribute::History::default());
+        distribution.push(tokio::spawn(distribute::follow(
+            table_rx.clone(),
+            history.clone(),
+        )));
+        let distributor = Arc::new(distribute::Distributor {
+            client: client.clone(),
+            audience: config.token_audience.clone(),
+            history,
+            metrics: metrics.clone(),
+        });
+        distribution.push(tokio::spawn(distribute::serve(
+            listener,
+            distributor,
+            shutdown.clone(),
+        )));
+    }
+
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let lease = tokio::spawn(leader::run(
+        client.clone(),
+        leader::LeaseConfig {
+            namespace: config.lease_namespace.clone(),
+            name: config.lease_name.clone(),
+            identity: config.identity.clone(),
+            duration: config.lease_duration,
+        },
+        leader_tx,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let changed = Arc::new(Notify::new());
+    let (stores, watches) = gather::start(
+        &client,
+        config.watch_namespace.as_deref(),
+        changed.clone(),
+        metrics.clone(),
+    );
+    let reporter = Reporter {
+        controller: "tollgate-operator".into(),
+        instance: Some(config.identity.clone()),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        metrics,
+        leader: leader_rx,
+        pending_keys: Default::default(),
+    });
+    let result = controller::run(ctx, stores, changed, table_tx, config.debounce, shutdown).await;
+
+    for task in watches.into_iter().chain(distribution) {
+        task.abort();
+    }
+    // The lease task releases the Lease on shutdown; wait for it so a successor starts at once.
+    let _ = lease.await;
+    let _ = health.await;
+    tracing::info!("stopped");
+    result
+}

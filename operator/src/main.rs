@@ -1,0 +1,119 @@
+//! `tollgate-operator`: flags, logging, signals; everything else is in the library.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::sync::watch;
+
+/// Tollgate's operator: compiles Products, Plans, Subscriptions and ApiPolicies, writes their
+/// status, and generates subscription keys. Connects with KUBECONFIG or the in-cluster config.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "TOLLGATE_METRICS_LISTEN", default_value = "0.0.0.0:8081")]
+    metrics_listen: SocketAddr,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "TOLLGATE_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Namespace of the leader Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tollgate-system")]
+    namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "tollgate-operator-leader")]
+    lease_name: String,
+    /// Identity in the Lease and in Events (default: POD_NAME, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
+    /// Milliseconds to wait after a change before recompiling.
+    #[arg(long, default_value_t = 200)]
+    debounce_ms: u64,
+    /// Serve the compiled table to proxies on this address (GET /v1/table; plain HTTP for now).
+    #[arg(long, env = "TOLLGATE_DISTRIBUTE_LISTEN")]
+    distribute_listen: Option<SocketAddr>,
+    /// Audience proxies' ServiceAccount tokens must be bound to (TokenReview).
+    #[arg(long, default_value = "tollgate")]
+    token_audience: String,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "operator".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes client config: set KUBECONFIG or run in a cluster")?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        shutdown_tx.send_replace(true);
+    });
+
+    tollgate_operator::run(
+        client,
+        tollgate_operator::Config {
+            metrics_listen: args.metrics_listen,
+            watch_namespace: args.watch_namespace,
+            lease_namespace: args.namespace,
+            lease_name: args.lease_name,
+            identity,
+            lease_duration: Duration::from_secs(args.lease_seconds.max(3)),
+            debounce: Duration::from_millis(args.debounce_ms),
+            distribute_listen: args.distribute_listen,
+            token_audience: args.token_audience,
+        },
+        shutdown_rx,
+    )
+    .await
+    .context("operator failed")
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
