@@ -36,7 +36,7 @@ ensure_apt_packages() {
 }
 
 # What the tests need besides Rust. The demo smoke test calls curl. (Later: redis-server:redis-server.)
-TEST_PACKAGES=(curl:curl)
+TEST_PACKAGES=(curl:curl openssl:openssl)
 ensure_apt_packages "${TEST_PACKAGES[@]}"
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs); rust-toolchain.toml pins the version"
 
