@@ -9,6 +9,7 @@ pub mod compile;
 pub mod conditions;
 pub mod crd_yaml;
 pub mod diagnostics;
+pub mod distribution;
 pub mod manifest;
 pub mod plan;
 pub mod policy;

@@ -14,7 +14,7 @@
 //! - No request is answered with table content before its token has been reviewed.
 //! - Plain HTTP for now: run it on a loopback or mesh-encrypted address until TLS is added.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,12 +30,13 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::PostParams;
 use kube::{Api, Client};
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tollgate_crds::table::{
-    ObjectId, PlanEntry, PolicyEntry, ProductEntry, RoutingTable, SubscriptionEntry,
-};
+// The wire shapes and the pure diff/apply live in `tollgate-crds`, shared with the proxy.
+pub use tollgate_crds::distribution::{apply, diff, Changes, TableDelta, TableUpdate};
+use tollgate_crds::table::RoutingTable;
+#[cfg(test)]
+use tollgate_crds::table::SubscriptionEntry;
 
 use crate::controller::TableRx;
 use crate::metrics::Metrics;
@@ -44,123 +45,6 @@ use crate::metrics::Metrics;
 const HISTORY: usize = 64;
 /// Longest long-poll a caller may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
-
-/// Changes to one collection of the table.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", bound(deserialize = "T: Deserialize<'de>"))]
-pub struct Changes<T> {
-    /// Entries added or changed (whole entries).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub upsert: Vec<T>,
-    /// Ids of entries removed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub remove: Vec<ObjectId>,
-}
-
-impl<T> Default for Changes<T> {
-    fn default() -> Self {
-        Changes {
-            upsert: Vec::new(),
-            remove: Vec::new(),
-        }
-    }
-}
-
-/// What changed between two tables.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct TableDelta {
-    /// Products.
-    pub products: Changes<ProductEntry>,
-    /// Plans.
-    pub plans: Changes<PlanEntry>,
-    /// Subscriptions.
-    pub subscriptions: Changes<SubscriptionEntry>,
-    /// Policies.
-    pub policies: Changes<PolicyEntry>,
-}
-
-/// One answer of `/v1/table`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", tag = "type")]
-pub enum TableUpdate {
-    /// The whole table at `version`.
-    Snapshot {
-        /// Table version.
-        version: u64,
-        /// The table.
-        table: RoutingTable,
-    },
-    /// What changed from `from` to `version`.
-    Delta {
-        /// The version the caller has.
-        from: u64,
-        /// The version this brings it to.
-        version: u64,
-        /// The changes.
-        delta: TableDelta,
-    },
-}
-
-trait Entry: Clone + PartialEq {
-    fn id(&self) -> &str;
-}
-macro_rules! entry {
-    ($($t:ty),*) => {$(impl Entry for $t { fn id(&self) -> &str { &self.id } })*};
-}
-entry!(ProductEntry, PlanEntry, SubscriptionEntry, PolicyEntry);
-
-fn diff_entries<T: Entry>(old: &[T], new: &[T]) -> Changes<T> {
-    let before: BTreeMap<&str, &T> = old.iter().map(|e| (e.id(), e)).collect();
-    let after: BTreeMap<&str, &T> = new.iter().map(|e| (e.id(), e)).collect();
-    Changes {
-        upsert: new
-            .iter()
-            .filter(|e| before.get(e.id()) != Some(e))
-            .cloned()
-            .collect(),
-        remove: old
-            .iter()
-            .filter(|e| !after.contains_key(e.id()))
-            .map(|e| e.id().to_string())
-            .collect(),
-    }
-}
-
-fn apply_entries<T: Entry>(entries: &[T], changes: &Changes<T>) -> Vec<T> {
-    let mut by_id: BTreeMap<String, T> = entries
-        .iter()
-        .map(|e| (e.id().to_string(), e.clone()))
-        .collect();
-    for id in &changes.remove {
-        by_id.remove(id);
-    }
-    for e in &changes.upsert {
-        by_id.insert(e.id().to_string(), e.clone());
-    }
-    // The table keeps collections sorted by id; a BTreeMap gives that order back.
-    by_id.into_values().collect()
-}
-
-/// The changes that turn `old` into `new`.
-pub fn diff(old: &RoutingTable, new: &RoutingTable) -> TableDelta {
-    TableDelta {
-        products: diff_entries(&old.products, &new.products),
-        plans: diff_entries(&old.plans, &new.plans),
-        subscriptions: diff_entries(&old.subscriptions, &new.subscriptions),
-        policies: diff_entries(&old.policies, &new.policies),
-    }
-}
-
-/// `table` with `delta` applied (what a proxy does with a delta).
-pub fn apply(table: &RoutingTable, delta: &TableDelta) -> RoutingTable {
-    RoutingTable {
-        products: apply_entries(&table.products, &delta.products),
-        plans: apply_entries(&table.plans, &delta.plans),
-        subscriptions: apply_entries(&table.subscriptions, &delta.subscriptions),
-        policies: apply_entries(&table.policies, &delta.policies),
-    }
-}
 
 /// Recent versions of the table, newest last.
 pub struct History {

@@ -69,8 +69,12 @@ impl Operator {
     /// Start the operator with `kubeconfig` (a least-privilege ServiceAccount's, see
     /// [`least_privilege_kubeconfig`]).
     fn start(namespace: &str, name: &str, kubeconfig: &Path) -> Operator {
+        Operator::start_on(namespace, name, kubeconfig, free_port())
+    }
+
+    /// [`Operator::start`] serving `/v1/table` on `table_port` (a restart at the same address).
+    fn start_on(namespace: &str, name: &str, kubeconfig: &Path, table_port: u16) -> Operator {
         let port = free_port();
-        let table_port = free_port();
         let log = std::env::temp_dir().join(format!("{namespace}-{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate-operator"))
@@ -986,6 +990,310 @@ async fn operator_reconciles_the_weather_example() {
     for file in [&operator.log, &standby.log, &kubeconfig] {
         let _ = std::fs::remove_file(file);
     }
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}
+
+/// `tollgate-proxy --from-operator` as a real process; killed when dropped.
+///
+/// The proxy binary belongs to another package, so `CARGO_BIN_EXE_` cannot name it: the test
+/// builds it with `cargo build -p tollgate-proxy` (a no-op when current) and runs it from the
+/// same target directory as the operator binary.
+struct Proxy {
+    child: Child,
+    log: PathBuf,
+    port: u16,
+    admin_port: u16,
+}
+
+fn proxy_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "tollgate-proxy", "--bin", "tollgate-proxy"])
+        .current_dir(root())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p tollgate-proxy failed");
+    Path::new(env!("CARGO_BIN_EXE_tollgate-operator")).with_file_name("tollgate-proxy")
+}
+
+impl Proxy {
+    fn start(binary: &Path, name: &str, table_port: u16, token: &Path, state: &Path) -> Proxy {
+        let port = free_port();
+        let admin_port = free_port();
+        let log = std::env::temp_dir().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(binary)
+            .args(["--from-operator", &format!("http://127.0.0.1:{table_port}")])
+            .arg("--token-file")
+            .arg(token)
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .args(["--log-format", "text", "--access-log", "off"])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::from(file.try_clone().expect("log file")))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("start tollgate-proxy");
+        Proxy {
+            child,
+            log,
+            port,
+            admin_port,
+        }
+    }
+
+    /// Status of `GET /` with `key`.
+    async fn call(&self, key: &str) -> Option<u16> {
+        http_get_with(self.port, "/", &format!("X-Subscription-Key: {key}\r\n"))
+            .await
+            .map(|(code, _)| code)
+    }
+
+    /// Wait until `GET /` with `key` answers `code`; how long it took.
+    async fn wait_for(&self, key: &str, code: u16, what: &str) -> Duration {
+        let started = Instant::now();
+        loop {
+            if self.call(key).await == Some(code) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "{what}: the proxy never answered {code}; log: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = http_get(self.admin_port, "/metrics").await?;
+        body.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A backend that answers every request `200 upstream`.
+async fn upstream() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nupstream",
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+fn set_state(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    state: &str,
+) -> impl std::future::Future<Output = ()> {
+    let api = Api::<Subscription>::namespaced(client.clone(), ns);
+    let name = name.to_string();
+    let patch = serde_json::json!({"spec": {"state": state}});
+    async move {
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("patch Subscription state");
+    }
+}
+
+/// The proxy in cluster mode: a generated key works through it, suspensions reach it within a
+/// second, it survives the operator going away (and a restart of its own meanwhile, from
+/// `table.json`), and catches up when the operator returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_follows_the_operator() {
+    if !enabled("proxy_follows_the_operator") {
+        return;
+    }
+    let binary = proxy_binary();
+    let client = Client::try_default().await.expect("kube client");
+    install_crds(&client).await;
+    let ns = fresh_namespace(&client).await;
+    eprintln!("namespace {ns}");
+    let kubeconfig = least_privilege_kubeconfig(&client, &ns).await;
+    let mut operator = Operator::start(&ns, "op-p", &kubeconfig);
+    operator.wait_ready().await;
+
+    let backend = upstream().await;
+    for doc in [
+        format!("apiVersion: tollgate.dev/v1alpha1\nkind: Product\nmetadata: {{name: echo}}\nspec: {{backend: {{url: 'http://127.0.0.1:{backend}'}}, routes: [{{name: all, path: /}}]}}"),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Plan\nmetadata: {name: basic}\nspec: {product: echo}".to_string(),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Subscription\nmetadata: {name: acme}\nspec: {plan: basic, subscriber: {name: Acme, email: ops@acme.example}}".to_string(),
+    ] {
+        create(&client, &ns, &yaml(&ns, &doc)).await.expect("create");
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let deadline = Instant::now() + WAIT;
+    let key = loop {
+        if let Some(s) = secrets.get_opt("acme-keys").await.expect("get secret") {
+            if let Some(k) = secret_keys(&s).get("primaryKey") {
+                break k.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "acme-keys never generated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // The proxy's own ServiceAccount and a token for the operator's audience.
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "proxy"}})).expect("sa");
+    sas.create(&PostParams::default(), &sa)
+        .await
+        .expect("create sa");
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "spec": {"audiences": ["tollgate-e2e"], "expirationSeconds": 3600}
+    }))
+    .expect("token request");
+    let token = sas
+        .create_token_request("proxy", &PostParams::default(), &request)
+        .await
+        .expect("token")
+        .status
+        .expect("token status")
+        .token;
+    let token_file = std::env::temp_dir().join(format!("{ns}-proxy.token"));
+    std::fs::write(&token_file, &token).expect("write token");
+    let state = std::env::temp_dir().join(format!("{ns}-proxy-state"));
+
+    // --- a generated key works through the proxy
+    let proxy = Proxy::start(
+        &binary,
+        &format!("{ns}-proxy-1"),
+        operator.table_port,
+        &token_file,
+        &state,
+    );
+    let first = proxy.wait_for(&key, 200, "first table").await;
+    eprintln!("MEASURED proxy start → key accepted in {first:?}");
+    assert!(proxy.log_text().contains("routing table loaded"));
+
+    // --- suspend / reactivate, 10 changes, each must reach the proxy within a second
+    let mut latencies = Vec::new();
+    for i in 0..10 {
+        let (state_name, code) = if i % 2 == 0 {
+            ("Suspended", 403)
+        } else {
+            ("Active", 200)
+        };
+        let started = Instant::now();
+        set_state(&client, &ns, "acme", state_name).await;
+        proxy.wait_for(&key, code, state_name).await;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    eprintln!(
+        "MEASURED Subscription state change → enforced by the proxy over {} changes: min {:?}, median {:?}, max {:?}",
+        latencies.len(),
+        latencies[0],
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    assert!(
+        latencies[latencies.len() - 1] < Duration::from_secs(1),
+        "a change took over a second: {latencies:?}"
+    );
+    assert_eq!(proxy.metric("tollgate_operator_connected").await, Some(1.0));
+    assert!(
+        state.join("table.json").is_file(),
+        "no last-known-good file"
+    );
+
+    // --- the operator goes away: the proxy keeps serving
+    operator.terminate();
+    let deadline = Instant::now() + WAIT;
+    while proxy.metric("tollgate_operator_connected").await != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never noticed the operator left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        proxy.call(&key).await,
+        Some(200),
+        "serving without the operator"
+    );
+
+    // --- the proxy restarts while the operator is down: it serves from table.json
+    drop(proxy);
+    let proxy = Proxy::start(
+        &binary,
+        &format!("{ns}-proxy-2"),
+        operator.table_port,
+        &token_file,
+        &state,
+    );
+    let from_file = proxy.wait_for(&key, 200, "serving from table.json").await;
+    eprintln!(
+        "MEASURED proxy restart with the operator down → serving from table.json in {from_file:?}"
+    );
+    assert!(
+        proxy.log_text().contains("last-known-good"),
+        "{}",
+        proxy.log_text()
+    );
+
+    // --- a change made while the operator is down reaches the proxy once it is back
+    set_state(&client, &ns, "acme", "Suspended").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        proxy.call(&key).await,
+        Some(200),
+        "nobody told the proxy yet"
+    );
+    let restarted = Instant::now();
+    let mut operator = Operator::start_on(&ns, "op-p2", &kubeconfig, operator.table_port);
+    proxy
+        .wait_for(&key, 403, "change made during the outage")
+        .await;
+    eprintln!(
+        "MEASURED operator restarted → the change made meanwhile enforced in {:?} \
+         (includes the operator's start and first compile)",
+        restarted.elapsed()
+    );
+    assert_eq!(proxy.metric("tollgate_operator_connected").await, Some(1.0));
+    for log in [operator.log_text(), proxy.log_text()] {
+        assert!(!log.contains(&token), "the token is in a log");
+        assert!(!log.contains(&key), "a key is in a log");
+    }
+
+    operator.terminate();
+    remove_cluster_rbac(&client, &ns).await;
+    for file in [&operator.log, &proxy.log, &kubeconfig, &token_file] {
+        let _ = std::fs::remove_file(file);
+    }
+    let _ = std::fs::remove_dir_all(&state);
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
         .await;

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::jwt::{JwksRegistry, JwksSettings};
 use crate::metrics::Metrics;
+use crate::operator_source::{OperatorConfig, OperatorSource, SourceError};
 use crate::pipeline::Shared;
 use crate::reload::{DirSource, POLL_INTERVAL};
 use crate::{admin, server};
@@ -21,8 +22,10 @@ use rustls::pki_types::CertificateDer;
 /// How to run the gateway.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    /// Directory of manifests.
+    /// Directory of manifests (ignored when `operator` is set).
     pub from_dir: PathBuf,
+    /// Follow an operator instead of a directory (cluster mode).
+    pub operator: Option<OperatorConfig>,
     /// Proxy listener.
     pub listen: SocketAddr,
     /// Admin listener.
@@ -43,6 +46,7 @@ impl GatewayConfig {
     pub fn new(from_dir: PathBuf) -> GatewayConfig {
         GatewayConfig {
             from_dir,
+            operator: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             poll_interval: POLL_INTERVAL,
@@ -68,6 +72,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The operator source is misconfigured.
+    #[error(transparent)]
+    Operator(#[from] SourceError),
     /// The watcher thread could not start.
     #[error("cannot start the directory watcher: {0}")]
     Watcher(#[source] std::io::Error),
@@ -95,8 +102,18 @@ impl Gateway {
             Metrics::new()?,
             JwksRegistry::with_roots(config.jwks, config.jwks_extra_roots.clone()),
         ));
-        let mut source = DirSource::new(config.from_dir.clone(), shared.clone());
-        source.tick();
+        // The operator source starts after the listeners (it loads in the background: ready
+        // once a table arrives or the state file is read); the directory loads before them.
+        let mut dir_source = None;
+        let mut operator_source = None;
+        match &config.operator {
+            Some(op) => operator_source = Some(OperatorSource::new(op.clone(), shared.clone())?),
+            None => {
+                let mut source = DirSource::new(config.from_dir.clone(), shared.clone());
+                source.tick();
+                dir_source = Some(source);
+            }
+        }
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -115,21 +132,37 @@ impl Gateway {
         })?;
 
         let stop_watcher = Arc::new(AtomicBool::new(false));
-        source
-            .spawn(config.poll_interval, stop_watcher.clone())
-            .map_err(StartError::Watcher)?;
+        if let Some(source) = dir_source {
+            source
+                .spawn(config.poll_interval, stop_watcher.clone())
+                .map_err(StartError::Watcher)?;
+        }
 
         let (shutdown, rx) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(server::serve(
                 proxy,
                 shared.clone(),
                 rx.clone(),
                 config.drain_timeout,
             )),
-            tokio::spawn(admin::serve(admin, shared.clone(), rx)),
+            tokio::spawn(admin::serve(admin, shared.clone(), rx.clone())),
         ];
-        tracing::info!(proxy = %proxy_addr, admin = %admin_addr, dir = %config.from_dir.display(), "tollgate-proxy listening");
+        let rx_op = rx;
+        match operator_source {
+            Some(source) => {
+                tasks.push(tokio::spawn(source.run(rx_op)));
+                let url = config
+                    .operator
+                    .as_ref()
+                    .map(|o| o.url.as_str())
+                    .unwrap_or("");
+                tracing::info!(proxy = %proxy_addr, admin = %admin_addr, operator = url, "tollgate-proxy listening");
+            }
+            None => {
+                tracing::info!(proxy = %proxy_addr, admin = %admin_addr, dir = %config.from_dir.display(), "tollgate-proxy listening");
+            }
+        }
         Ok(Gateway {
             proxy_addr,
             admin_addr,

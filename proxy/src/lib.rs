@@ -4,8 +4,9 @@
 //! [`bounds`] → [`route`] → [`authorize`] (ip filter) → [`identify`] → [`authorize`] →
 //! [`limit`] → [`quota`] → [`forward`] → [`respond`] → [`access_log`], sequenced by
 //! [`pipeline`]. Every rejection is answered from the one table in [`problem`]. The table the
-//! phases read is a [`runtime::Runtime`], swapped atomically by [`reload`]; I/O lives only in
-//! [`server`], [`admin`], [`forward`] and [`reload`].
+//! phases read is a [`runtime::Runtime`], swapped atomically by [`reload`] (from a directory) or
+//! [`operator_source`] (from the operator); I/O lives only in [`server`], [`admin`], [`forward`],
+//! [`reload`] and [`operator_source`].
 
 #![warn(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod identify;
 pub mod jwt;
 pub mod limit;
 pub mod metrics;
+pub mod operator_source;
 pub mod pipeline;
 pub mod problem;
 pub mod query;

@@ -1,4 +1,5 @@
-//! `tollgate-proxy --from-dir DIR`: the standalone gateway.
+//! `tollgate-proxy --from-dir DIR`: the standalone gateway; or
+//! `tollgate-proxy --from-operator URL`: follow an operator's table (cluster mode).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,16 +7,38 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use tollgate_proxy::operator_source::OperatorConfig;
 use tollgate_proxy::{Gateway, GatewayConfig};
 
-/// Tollgate standalone gateway: serves the Products, Plans, Subscriptions and ApiPolicies in a
-/// directory of manifests, and reloads them when they change.
+/// Tollgate gateway: serves the Products, Plans, Subscriptions and ApiPolicies in a directory of
+/// manifests (reloading them when they change), or the table an operator distributes.
 #[derive(Debug, Parser)]
 #[command(name = "tollgate-proxy", version)]
 struct Args {
     /// Directory of YAML manifests (every *.yaml / *.yml, multi-document).
-    #[arg(long, env = "TOLLGATE_FROM_DIR")]
-    from_dir: PathBuf,
+    #[arg(
+        long,
+        env = "TOLLGATE_FROM_DIR",
+        required_unless_present = "from_operator",
+        conflicts_with = "from_operator"
+    )]
+    from_dir: Option<PathBuf>,
+    /// Follow the operator's table at this base URL (http://HOST:PORT of its --distribute-listen).
+    #[arg(long, env = "TOLLGATE_FROM_OPERATOR")]
+    from_operator: Option<String>,
+    /// ServiceAccount token presented to the operator (re-read on every request: the kubelet
+    /// rotates it).
+    #[arg(
+        long,
+        env = "TOLLGATE_TOKEN_FILE",
+        default_value = tollgate_proxy::operator_source::DEFAULT_TOKEN_FILE,
+        requires = "from_operator"
+    )]
+    token_file: PathBuf,
+    /// Directory for the last-known-good table (table.json), served at start when the operator
+    /// cannot be reached.
+    #[arg(long, env = "TOLLGATE_STATE_DIR", requires = "from_operator")]
+    state_dir: Option<PathBuf>,
     /// Address the proxy listens on.
     #[arg(long, default_value = "127.0.0.1:8080", env = "TOLLGATE_LISTEN")]
     listen: SocketAddr,
@@ -81,12 +104,26 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.from_dir.is_dir(),
-        "--from-dir {}: not a directory",
-        args.from_dir.display()
-    );
-    let mut config = GatewayConfig::new(args.from_dir);
+    let mut config = match (args.from_dir, args.from_operator) {
+        (Some(dir), _) => {
+            anyhow::ensure!(
+                dir.is_dir(),
+                "--from-dir {}: not a directory",
+                dir.display()
+            );
+            GatewayConfig::new(dir)
+        }
+        (None, Some(url)) => {
+            let mut config = GatewayConfig::new(PathBuf::new());
+            config.operator = Some(OperatorConfig {
+                url,
+                token_file: args.token_file,
+                state_dir: args.state_dir,
+            });
+            config
+        }
+        (None, None) => anyhow::bail!("one of --from-dir or --from-operator is required"),
+    };
     config.listen = args.listen;
     config.admin_listen = args.admin_listen;
     config.drain_timeout = Duration::from_secs(args.drain_seconds);

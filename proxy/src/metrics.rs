@@ -25,6 +25,8 @@ pub struct Metrics {
     reloads_failed: IntCounter,
     rate_limited: IntCounterVec,
     quota_exceeded: IntCounterVec,
+    operator_connected: IntGauge,
+    table_updates: IntCounterVec,
 }
 
 /// `2xx`, `4xx`… for a status.
@@ -83,6 +85,19 @@ impl Metrics {
             ),
             &["product", "plan"],
         )?;
+        let operator_connected = IntGauge::new(
+            "tollgate_operator_connected",
+            "1 while the last exchange with the operator succeeded (cluster mode), else 0.",
+        )?;
+        let table_updates = IntCounterVec::new(
+            Opts::new(
+                "tollgate_table_updates_total",
+                "Table updates received from the operator, by kind (snapshot or delta).",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(operator_connected.clone()))?;
+        registry.register(Box::new(table_updates.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(table_version.clone()))?;
@@ -99,6 +114,8 @@ impl Metrics {
             reloads_failed,
             rate_limited,
             quota_exceeded,
+            operator_connected,
+            table_updates,
         })
     }
 
@@ -137,6 +154,16 @@ impl Metrics {
         self.reloads.inc();
         self.table_version
             .set(i64::try_from(version).unwrap_or(i64::MAX));
+    }
+
+    /// Whether the operator is reachable (cluster mode).
+    pub fn operator_connected(&self, connected: bool) {
+        self.operator_connected.set(i64::from(connected));
+    }
+
+    /// One update (`"snapshot"` or `"delta"`) received from the operator.
+    pub fn table_update(&self, kind: &str) {
+        self.table_updates.with_label_values(&[kind]).inc();
     }
 
     /// A reload was refused.

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
+use tollgate_crds::table::RoutingTable;
 use tollgate_crds::{compile, Compiled, Diagnostic, ManifestSet, Severity};
 
 use crate::pipeline::Shared;
@@ -205,6 +206,44 @@ pub enum Tick {
     Refused,
 }
 
+/// Whether `table` is the one already being served (same digest).
+pub fn same_table(shared: &Shared, table: &RoutingTable) -> bool {
+    shared
+        .runtime
+        .load()
+        .as_deref()
+        .is_some_and(|prev| prev.table_digest() == table.digest())
+}
+
+/// Build a [`Runtime`] for `table` from the one being served and swap it in as `version`.
+///
+/// Every source (directory or operator) goes through here, so rate-limit and quota state of
+/// subscriptions that still exist, backend pools and fetched JWKS carry over the same way.
+pub fn swap_in(shared: &Shared, table: &RoutingTable, version: u64) {
+    let previous = shared.runtime.load_full();
+    let runtime = Runtime::build_with_jwks(
+        table,
+        previous.as_deref(),
+        &shared.clients,
+        &shared.jwks,
+        version,
+    );
+    for note in runtime.notes() {
+        tracing::warn!(target: "reload", "{note}");
+    }
+    tracing::info!(
+        target: "reload",
+        version,
+        digest = runtime.table_digest(),
+        products = runtime.products.len(),
+        plans = runtime.plans.len(),
+        subscriptions = runtime.subscriptions.len(),
+        "routing table loaded"
+    );
+    shared.runtime.store(Some(Arc::new(runtime)));
+    shared.metrics.reload_succeeded(version);
+}
+
 /// Watches one directory and swaps tables into [`Shared`].
 #[derive(Debug)]
 pub struct DirSource {
@@ -292,34 +331,11 @@ impl DirSource {
             log_diagnostic(d);
         }
         let table = &loaded.compiled.table;
-        let previous = self.shared.runtime.load_full();
-        if let Some(prev) = previous.as_deref() {
-            if prev.table_digest() == table.digest() {
-                return Tick::SameTable;
-            }
+        if same_table(&self.shared, table) {
+            return Tick::SameTable;
         }
         self.version += 1;
-        let runtime = Runtime::build_with_jwks(
-            table,
-            previous.as_deref(),
-            &self.shared.clients,
-            &self.shared.jwks,
-            self.version,
-        );
-        for note in runtime.notes() {
-            tracing::warn!(target: "reload", "{note}");
-        }
-        tracing::info!(
-            target: "reload",
-            version = self.version,
-            digest = runtime.table_digest(),
-            products = runtime.products.len(),
-            plans = runtime.plans.len(),
-            subscriptions = runtime.subscriptions.len(),
-            "routing table loaded"
-        );
-        self.shared.runtime.store(Some(Arc::new(runtime)));
-        self.shared.metrics.reload_succeeded(self.version);
+        swap_in(&self.shared, table, self.version);
         Tick::Applied {
             version: self.version,
         }

@@ -1,0 +1,184 @@
+//! Distribution wire types: what `GET /v1/table` answers (a snapshot or a delta since a version)
+//! and the pure [`diff`] / [`apply`] between tables.
+//!
+//! Shared by the operator (which serves them) and the proxy (which applies them), so both sides
+//! agree on one definition. No I/O.
+//!
+//! Guarantee: [`apply`]`(old, `[`diff`]`(old, new)) == new` for any two tables whose collections
+//! are sorted by id (as the compiler emits them).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::table::{
+    ObjectId, PlanEntry, PolicyEntry, ProductEntry, RoutingTable, SubscriptionEntry,
+};
+
+/// Changes to one collection of the table.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", bound(deserialize = "T: Deserialize<'de>"))]
+pub struct Changes<T> {
+    /// Entries added or changed (whole entries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upsert: Vec<T>,
+    /// Ids of entries removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<ObjectId>,
+}
+
+impl<T> Default for Changes<T> {
+    fn default() -> Self {
+        Changes {
+            upsert: Vec::new(),
+            remove: Vec::new(),
+        }
+    }
+}
+
+/// What changed between two tables.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TableDelta {
+    /// Products.
+    pub products: Changes<ProductEntry>,
+    /// Plans.
+    pub plans: Changes<PlanEntry>,
+    /// Subscriptions.
+    pub subscriptions: Changes<SubscriptionEntry>,
+    /// Policies.
+    pub policies: Changes<PolicyEntry>,
+}
+
+/// One answer of `/v1/table`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum TableUpdate {
+    /// The whole table at `version`.
+    Snapshot {
+        /// Table version.
+        version: u64,
+        /// The table.
+        table: RoutingTable,
+    },
+    /// What changed from `from` to `version`.
+    Delta {
+        /// The version the caller has.
+        from: u64,
+        /// The version this brings it to.
+        version: u64,
+        /// The changes.
+        delta: TableDelta,
+    },
+}
+
+trait Entry: Clone + PartialEq {
+    fn id(&self) -> &str;
+}
+macro_rules! entry {
+    ($($t:ty),*) => {$(impl Entry for $t { fn id(&self) -> &str { &self.id } })*};
+}
+entry!(ProductEntry, PlanEntry, SubscriptionEntry, PolicyEntry);
+
+fn diff_entries<T: Entry>(old: &[T], new: &[T]) -> Changes<T> {
+    let before: BTreeMap<&str, &T> = old.iter().map(|e| (e.id(), e)).collect();
+    let after: BTreeMap<&str, &T> = new.iter().map(|e| (e.id(), e)).collect();
+    Changes {
+        upsert: new
+            .iter()
+            .filter(|e| before.get(e.id()) != Some(e))
+            .cloned()
+            .collect(),
+        remove: old
+            .iter()
+            .filter(|e| !after.contains_key(e.id()))
+            .map(|e| e.id().to_string())
+            .collect(),
+    }
+}
+
+fn apply_entries<T: Entry>(entries: &[T], changes: &Changes<T>) -> Vec<T> {
+    let mut by_id: BTreeMap<String, T> = entries
+        .iter()
+        .map(|e| (e.id().to_string(), e.clone()))
+        .collect();
+    for id in &changes.remove {
+        by_id.remove(id);
+    }
+    for e in &changes.upsert {
+        by_id.insert(e.id().to_string(), e.clone());
+    }
+    // The table keeps collections sorted by id; a BTreeMap gives that order back.
+    by_id.into_values().collect()
+}
+
+/// The changes that turn `old` into `new`.
+pub fn diff(old: &RoutingTable, new: &RoutingTable) -> TableDelta {
+    TableDelta {
+        products: diff_entries(&old.products, &new.products),
+        plans: diff_entries(&old.plans, &new.plans),
+        subscriptions: diff_entries(&old.subscriptions, &new.subscriptions),
+        policies: diff_entries(&old.policies, &new.policies),
+    }
+}
+
+/// `table` with `delta` applied (what a proxy does with a delta).
+pub fn apply(table: &RoutingTable, delta: &TableDelta) -> RoutingTable {
+    RoutingTable {
+        products: apply_entries(&table.products, &delta.products),
+        plans: apply_entries(&table.plans, &delta.plans),
+        subscriptions: apply_entries(&table.subscriptions, &delta.subscriptions),
+        policies: apply_entries(&table.policies, &delta.policies),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(subs: &[(&str, &str)]) -> RoutingTable {
+        let subscriptions = subs
+            .iter()
+            .map(|(id, plan)| {
+                serde_json::from_value::<SubscriptionEntry>(serde_json::json!({
+                    "id": id, "plan": plan, "product": "ns/p", "state": "Active", "keyDigests": []
+                }))
+                .expect("a SubscriptionEntry")
+            })
+            .collect();
+        RoutingTable {
+            subscriptions,
+            ..RoutingTable::default()
+        }
+    }
+
+    #[test]
+    fn apply_removes_then_upserts_and_keeps_id_order() {
+        let old = table(&[("ns/a", "free"), ("ns/c", "free")]);
+        let new = table(&[("ns/b", "gold"), ("ns/c", "gold")]);
+        let d = diff(&old, &new);
+        let applied = apply(&old, &d);
+        assert_eq!(applied, new);
+        let ids: Vec<&str> = applied
+            .subscriptions
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect();
+        assert_eq!(ids, ["ns/b", "ns/c"]);
+    }
+
+    #[test]
+    fn updates_round_trip_through_json() {
+        let u = TableUpdate::Delta {
+            from: 1,
+            version: 2,
+            delta: diff(&table(&[("ns/a", "free")]), &table(&[])),
+        };
+        let json = serde_json::to_string(&u).expect("serialise");
+        assert!(json.contains("\"type\":\"delta\""), "{json}");
+        assert_eq!(
+            serde_json::from_str::<TableUpdate>(&json).expect("parse"),
+            u
+        );
+    }
+}

@@ -1,0 +1,470 @@
+//! The operator source (cluster mode): follow the operator's `GET /v1/table` and swap each new
+//! table in.
+//!
+//! # Protocol
+//! One snapshot, then long-polls `?since=<version>&wait=30` that answer a delta, a snapshot (the
+//! operator no longer has our version, e.g. after it restarted) or `304 Not Modified`. Every
+//! request carries the ServiceAccount token from `--token-file`, re-read on every request
+//! because the kubelet rotates projected tokens in place.
+//!
+//! # Policy
+//! - Any error (connection, status, malformed answer, a delta that does not start at our
+//!   version) keeps the current table serving, sets `tollgate_operator_connected` to 0, and
+//!   retries after a jittered backoff capped at [`MAX_BACKOFF`], resuming from the last version
+//!   applied (a delta that does not fit resets to a snapshot).
+//! - After each applied update the table is written to `<state-dir>/table.json` (temp file +
+//!   rename, so a crash never leaves half a file). At start, when the operator cannot be
+//!   reached, that file is served (static stability): a proxy restarted during an operator
+//!   outage still serves the last-known-good table.
+//! - The gateway is ready once a table is loaded from either.
+//! - The token is never logged.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tollgate_crds::distribution::{apply, TableUpdate};
+use tollgate_crds::table::RoutingTable;
+
+use crate::pipeline::Shared;
+use crate::reload::{same_table, swap_in};
+
+/// Where the kubelet projects the proxy's ServiceAccount token (the chart mounts it here).
+pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/tokens/tollgate";
+/// How long one long-poll asks the operator to hold the request.
+pub const LONG_POLL: Duration = Duration::from_secs(30);
+/// Longest wait between reconnect attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// First wait after a failure.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Slack on top of the long-poll before a request counts as hung.
+const REQUEST_SLACK: Duration = Duration::from_secs(10);
+/// Largest answer accepted (a 100k-subscription table is tens of MB).
+const MAX_BODY: usize = 512 * 1024 * 1024;
+/// File name of the last-known-good table inside the state directory.
+pub const STATE_FILE: &str = "table.json";
+
+/// How to reach the operator.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// Base URL of the operator's distribution endpoint, e.g. `http://tollgate-operator:8081`.
+    pub url: String,
+    /// File holding the bearer token (re-read on every request).
+    pub token_file: PathBuf,
+    /// Where `table.json` is kept; `None`: no last-known-good file.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Why one exchange with the operator failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Only plain `http://` is served by the operator for now.
+    #[error("--from-operator {0}: expected an http:// URL")]
+    Url(String),
+    /// The token file could not be read.
+    #[error("cannot read the token file {path}: {source}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token is not a valid header value (never shown: it is a secret).
+    #[error("the token in {0} is not a valid header value")]
+    TokenValue(PathBuf),
+    /// The request could not be built (a malformed URL).
+    #[error("cannot build the request: {0}")]
+    Request(#[from] http::Error),
+    /// Connecting or sending failed.
+    #[error("cannot reach the operator: {0}")]
+    Connect(#[from] hyper_util::client::legacy::Error),
+    /// No answer in time.
+    #[error("the operator did not answer in time")]
+    Timeout,
+    /// The body could not be read.
+    #[error("cannot read the operator's answer: {0}")]
+    Body(String),
+    /// An unexpected status.
+    #[error("the operator answered {0}")]
+    Status(StatusCode),
+    /// The answer is not a table update.
+    #[error("malformed answer from the operator: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A delta that does not start from the version we have.
+    #[error("a delta from version {from} does not apply to version {have:?}")]
+    DeltaMismatch {
+        /// Where the delta starts.
+        from: u64,
+        /// What we have.
+        have: Option<u64>,
+    },
+    /// The state file could not be written or read.
+    #[error("state file {path}: {source}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A table and the operator version it is at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Versioned {
+    /// Operator table version.
+    pub version: u64,
+    /// The table.
+    pub table: RoutingTable,
+}
+
+/// The table after `update`, given what we have (pure).
+pub fn next_table(have: Option<&Versioned>, update: TableUpdate) -> Result<Versioned, SourceError> {
+    match update {
+        TableUpdate::Snapshot { version, table } => Ok(Versioned { version, table }),
+        TableUpdate::Delta {
+            from,
+            version,
+            delta,
+        } => match have {
+            Some(h) if h.version == from => Ok(Versioned {
+                version,
+                table: apply(&h.table, &delta),
+            }),
+            _ => Err(SourceError::DeltaMismatch {
+                from,
+                have: have.map(|h| h.version),
+            }),
+        },
+    }
+}
+
+/// Wait before reconnect attempt `attempt` (0-based): exponential from 100 ms, capped at
+/// [`MAX_BACKOFF`], scaled by `jitter` in `[0, 1)` to between half and all of it, so proxies
+/// restarted together do not reconnect in lockstep.
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let base = MIN_BACKOFF
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(MAX_BACKOFF);
+    base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// Write `state` to `<dir>/table.json` atomically (temp file, fsync, rename).
+pub fn save_state(dir: &Path, state: &Versioned) -> Result<(), SourceError> {
+    let path = dir.join(STATE_FILE);
+    let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+    let io = |source| SourceError::State {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let body = serde_json::to_vec(state)?;
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&body).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
+}
+
+/// Read `<dir>/table.json`; `Ok(None)` when there is none.
+pub fn load_state(dir: &Path) -> Result<Option<Versioned>, SourceError> {
+    let path = dir.join(STATE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SourceError::State { path, source }),
+    }
+}
+
+/// Follows the operator and swaps tables into [`Shared`].
+#[derive(Debug)]
+pub struct OperatorSource {
+    config: OperatorConfig,
+    shared: Arc<Shared>,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    have: Option<Versioned>,
+}
+
+impl OperatorSource {
+    /// A source for `config` feeding `shared`; refuses a URL that is not `http://`.
+    pub fn new(config: OperatorConfig, shared: Arc<Shared>) -> Result<OperatorSource, SourceError> {
+        if !config.url.starts_with("http://") {
+            return Err(SourceError::Url(config.url));
+        }
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Ok(OperatorSource {
+            config,
+            shared,
+            client,
+            have: None,
+        })
+    }
+
+    fn token(&self) -> Result<HeaderValue, SourceError> {
+        let path = &self.config.token_file;
+        let raw = std::fs::read_to_string(path).map_err(|source| SourceError::Token {
+            path: path.clone(),
+            source,
+        })?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", raw.trim()))
+            .map_err(|_| SourceError::TokenValue(path.clone()))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// One request: `None` when the operator answered 304.
+    async fn fetch(&self) -> Result<Option<TableUpdate>, SourceError> {
+        let base = self.config.url.trim_end_matches('/');
+        let (uri, wait) = match &self.have {
+            Some(h) => (
+                format!(
+                    "{base}/v1/table?since={}&wait={}",
+                    h.version,
+                    LONG_POLL.as_secs()
+                ),
+                LONG_POLL,
+            ),
+            None => (format!("{base}/v1/table"), Duration::ZERO),
+        };
+        let req = Request::get(uri)
+            .header(AUTHORIZATION, self.token()?)
+            .body(Empty::new())?;
+        let answer = async {
+            let resp = self.client.request(req).await?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| SourceError::Body(e.to_string()))?
+                .to_bytes();
+            Ok::<_, SourceError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(wait + REQUEST_SLACK, answer)
+            .await
+            .map_err(|_| SourceError::Timeout)??;
+        match status {
+            StatusCode::NOT_MODIFIED => Ok(None),
+            StatusCode::OK => Ok(Some(serde_json::from_slice(&body)?)),
+            other => Err(SourceError::Status(other)),
+        }
+    }
+
+    /// Apply one update: swap it in, remember it, write the state file.
+    fn apply(&mut self, update: TableUpdate) -> Result<(), SourceError> {
+        let kind = match update {
+            TableUpdate::Snapshot { .. } => "snapshot",
+            TableUpdate::Delta { .. } => "delta",
+        };
+        let next = match next_table(self.have.as_ref(), update) {
+            Ok(n) => n,
+            Err(e) => {
+                // Start over from a snapshot rather than guess.
+                self.have = None;
+                return Err(e);
+            }
+        };
+        self.shared.metrics.table_update(kind);
+        // The same content under a new version (a snapshot from a restarted operator after the
+        // state file was served) is still swapped, so `/readyz` and the version gauge say which
+        // operator version is being served.
+        let serving = self.shared.runtime.load().as_deref().map(|r| r.version());
+        if !same_table(&self.shared, &next.table) || serving != Some(next.version) {
+            swap_in(&self.shared, &next.table, next.version);
+        }
+        if let Some(dir) = &self.config.state_dir {
+            if let Err(e) = save_state(dir, &next) {
+                // Serving is unaffected; only a restart during an outage would miss it.
+                tracing::warn!(target: "reload", "cannot save the last-known-good table: {e}");
+            }
+        }
+        self.have = Some(next);
+        Ok(())
+    }
+
+    /// Serve `<state-dir>/table.json` if nothing is loaded yet.
+    fn fall_back_to_state(&mut self) {
+        if self.have.is_some() {
+            return;
+        }
+        let Some(dir) = self.config.state_dir.clone() else {
+            return;
+        };
+        match load_state(&dir) {
+            Ok(Some(state)) => {
+                tracing::warn!(
+                    target: "reload",
+                    version = state.version,
+                    "operator unreachable: serving the last-known-good table from {}",
+                    dir.join(STATE_FILE).display()
+                );
+                swap_in(&self.shared, &state.table, state.version);
+                self.have = Some(state);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(target: "reload", "{e}"),
+        }
+    }
+
+    /// Follow the operator until `stop` turns true.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut attempt: u32 = 0;
+        loop {
+            let step = tokio::select! {
+                r = self.fetch() => r,
+                _ = stop.changed() => return,
+            };
+            let result = match step {
+                Ok(None) => Ok(()),
+                Ok(Some(update)) => self.apply(update),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    attempt = 0;
+                    self.shared.metrics.operator_connected(true);
+                }
+                Err(e) => {
+                    self.shared.metrics.operator_connected(false);
+                    tracing::warn!(
+                        target: "reload",
+                        version = self.have.as_ref().map(|h| h.version),
+                        "operator exchange failed, the current table keeps serving: {e}"
+                    );
+                    self.fall_back_to_state();
+                    let wait = backoff(attempt, rand::random::<f64>());
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_crds::distribution::diff;
+    use tollgate_crds::table::SubscriptionEntry;
+
+    fn table(subs: &[(&str, &str)]) -> RoutingTable {
+        let subscriptions = subs
+            .iter()
+            .map(|(id, state)| {
+                serde_json::from_value::<SubscriptionEntry>(serde_json::json!({
+                    "id": id, "plan": "ns/free", "product": "ns/p", "state": state, "keyDigests": []
+                }))
+                .expect("a SubscriptionEntry")
+            })
+            .collect();
+        RoutingTable {
+            subscriptions,
+            ..RoutingTable::default()
+        }
+    }
+
+    #[test]
+    fn a_delta_applies_only_on_top_of_its_version() {
+        let v1 = Versioned {
+            version: 1,
+            table: table(&[("ns/a", "Active")]),
+        };
+        let t2 = table(&[("ns/a", "Suspended")]);
+        let delta = TableUpdate::Delta {
+            from: 1,
+            version: 2,
+            delta: diff(&v1.table, &t2),
+        };
+        let next = next_table(Some(&v1), delta.clone()).expect("applies");
+        assert_eq!(next.version, 2);
+        assert_eq!(next.table, t2);
+        assert!(matches!(
+            next_table(None, delta.clone()),
+            Err(SourceError::DeltaMismatch {
+                from: 1,
+                have: None
+            })
+        ));
+        assert!(matches!(
+            next_table(Some(&next), delta),
+            Err(SourceError::DeltaMismatch { have: Some(2), .. })
+        ));
+        let snap = TableUpdate::Snapshot {
+            version: 9,
+            table: t2.clone(),
+        };
+        assert_eq!(next_table(None, snap).expect("snapshot").version, 9);
+    }
+
+    #[test]
+    fn backoff_grows_is_jittered_and_capped() {
+        assert_eq!(backoff(0, 1.0), MIN_BACKOFF);
+        assert_eq!(backoff(0, 0.0), MIN_BACKOFF / 2);
+        assert!(backoff(3, 0.5) > backoff(1, 0.5));
+        for attempt in [6, 10, 31, u32::MAX] {
+            for jitter in [0.0, 0.3, 0.999, 7.0, -1.0] {
+                let b = backoff(attempt, jitter);
+                assert!(
+                    b <= MAX_BACKOFF && b >= MAX_BACKOFF / 2,
+                    "{attempt} {jitter} {b:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn state_file_round_trips_and_is_replaced_whole() {
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-state-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        assert!(load_state(&dir).expect("no file is fine").is_none());
+        let a = Versioned {
+            version: 3,
+            table: table(&[("ns/a", "Active")]),
+        };
+        save_state(&dir, &a).expect("saved");
+        assert_eq!(load_state(&dir).expect("read"), Some(a));
+        let b = Versioned {
+            version: 4,
+            table: table(&[]),
+        };
+        save_state(&dir, &b).expect("saved again");
+        assert_eq!(load_state(&dir).expect("read"), Some(b));
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        assert_eq!(names, [STATE_FILE], "no temp file left behind");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[tokio::test]
+    async fn only_http_urls_are_accepted() {
+        let shared = Arc::new(Shared::new(
+            crate::metrics::Metrics::new().expect("metrics"),
+        ));
+        let config = |url: &str| OperatorConfig {
+            url: url.into(),
+            token_file: PathBuf::from("/nonexistent"),
+            state_dir: None,
+        };
+        assert!(matches!(
+            OperatorSource::new(config("https://op:8081"), shared),
+            Err(SourceError::Url(_))
+        ));
+    }
+}
