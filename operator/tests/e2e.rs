@@ -247,7 +247,10 @@ async fn fresh_namespace(client: &Client) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis();
-    let name = format!("tg-e2e-{}-{}", std::process::id(), millis % 1_000_000);
+    // Tests run in parallel in one process: the counter keeps two names from the same millisecond apart.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("tg-e2e-{}-{}-{n}", std::process::id(), millis % 1_000_000);
     let ns: Namespace = serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "labels": {"tollgate.dev/e2e": "true"}}
     }))
