@@ -33,28 +33,8 @@ die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 # --- tools -------------------------------------------------------------------------------------
 
-ensure_apt_packages() {
-    local missing=()
-    local spec pkg cmd
-    for spec in "$@"; do
-        pkg="${spec%%:*}"
-        cmd="${spec#*:}"
-        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
-    done
-    ((${#missing[@]} == 0)) && return 0
-    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get: install them yourself"
-    local sudo=()
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]}: run as root or install them"
-        sudo=(sudo)
-    fi
-    log "installing ${missing[*]} (apt-get)"
-    # RUNLEVEL=1: do not start the packaged nginx service on port 80; we run our own.
-    local env=(env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1)
-    "${sudo[@]}" "${env[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" \
-        || { "${sudo[@]}" apt-get update -q \
-            && "${sudo[@]}" "${env[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; }
-}
+# shellcheck source=scripts/apt.sh
+source "$ROOT/scripts/apt.sh"
 
 # package:command pairs; nginx lives in /usr/sbin, which may not be on a non-root PATH.
 export PATH="$PATH:/usr/sbin:/sbin"

@@ -15,25 +15,8 @@ fi
 log() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$RESET"; }
 die() { printf 'test: %s\n' "$*" >&2; exit 1; }
 
-# ensure_apt_packages package:command...  installs each package whose command is missing.
-ensure_apt_packages() {
-    local missing=() spec
-    for spec in "$@"; do
-        command -v "${spec#*:}" >/dev/null 2>&1 || missing+=("${spec%%:*}")
-    done
-    ((${#missing[@]} == 0)) && return 0
-    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get: install them yourself"
-    local sudo=()
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]}: run as root or install them"
-        sudo=(sudo)
-    fi
-    log "installing ${missing[*]} (apt-get)"
-    local env=(env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1)
-    "${sudo[@]}" "${env[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" \
-        || { "${sudo[@]}" apt-get update -q \
-            && "${sudo[@]}" "${env[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; }
-}
+# shellcheck source=scripts/apt.sh
+source "$ROOT/scripts/apt.sh"
 
 # What the tests need besides Rust. The demo smoke test calls curl. (Later: redis-server:redis-server.)
 TEST_PACKAGES=(curl:curl openssl:openssl)

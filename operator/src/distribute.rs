@@ -15,7 +15,6 @@
 //! - Plain HTTP for now: run it on a loopback or mesh-encrypted address until TLS is added.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,9 +23,6 @@ use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::PostParams;
 use kube::{Api, Client};
@@ -249,26 +245,13 @@ impl Distributor {
 pub async fn serve(
     listener: TcpListener,
     distributor: Arc<Distributor>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let d = distributor.clone();
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let d = d.clone();
-                    async move { Ok::<_, Infallible>(d.respond(&req).await) }
-                });
-                tokio::spawn(async move {
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            _ = shutdown.changed() => break,
-        }
-    }
+    let handle = move |req: Request<Incoming>| {
+        let d = distributor.clone();
+        async move { d.respond(&req).await }
+    };
+    crate::listener::serve(listener, handle, shutdown).await;
 }
 
 #[cfg(test)]

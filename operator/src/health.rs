@@ -1,6 +1,5 @@
 //! The health and metrics listener: `/healthz`, `/readyz` (after the first compile), `/metrics`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,9 +7,6 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -56,31 +52,18 @@ pub fn respond(path: &str, table: &TableRx, metrics: &Metrics) -> Response<Full<
     response
 }
 
-/// Serve until `shutdown` turns true.
+/// Serve `/healthz`, `/readyz` and `/metrics` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     table: TableRx,
     metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let (table, metrics) = (table.clone(), metrics.clone());
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let r = respond(req.uri().path(), &table, &metrics);
-                    async move { Ok::<_, Infallible>(r) }
-                });
-                tokio::spawn(async move {
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            _ = shutdown.changed() => break,
-        }
-    }
+    let handle = move |req: Request<Incoming>| {
+        let response = respond(req.uri().path(), &table, &metrics);
+        async move { response }
+    };
+    crate::listener::serve(listener, handle, shutdown).await;
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod health;
 pub mod key_secrets;
 pub mod keys;
 pub mod leader;
+pub mod listener;
 pub mod metrics;
 pub mod status;
 

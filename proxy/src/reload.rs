@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tollgate_crds::table::RoutingTable;
-use tollgate_crds::{compile, Compiled, Diagnostic, ManifestSet, Severity};
+use tollgate_crds::{Compiled, Diagnostic, ManifestSet, Severity};
 
 use crate::pipeline::Shared;
 use crate::runtime::Runtime;
@@ -153,14 +153,12 @@ pub fn load(files: &[ManifestFile]) -> Result<Loaded, Refused> {
     if !errors.is_empty() {
         return Err(Refused::Manifests(errors));
     }
-    let mut compiled = compile(&set.snapshot);
-    // The compiler knows objects, not files; a person fixing standalone manifests needs the file.
-    for d in &mut compiled.diagnostics {
-        if d.file.is_none() {
-            d.file = set.source_of(&d.object).map(str::to_string);
-        }
-    }
-    Ok(Loaded { compiled, warnings })
+    // `ManifestSet::compile` names the file of each diagnostic: a person fixing standalone
+    // manifests needs it. The problems were taken out above, so they are not merged in twice.
+    Ok(Loaded {
+        compiled: set.compile(),
+        warnings,
+    })
 }
 
 fn content_hash(files: &[ManifestFile]) -> [u8; 32] {
