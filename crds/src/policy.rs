@@ -54,6 +54,10 @@ pub struct ApiPolicySpec {
     /// Per-client-IP limit for calls that carry no subscription.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous_rate_limit: Option<RateLimit>,
+    /// Pass the caller's `Authorization` header on to the backend. By default the gateway strips
+    /// it (and always strips the subscription key) before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_authorization: Option<bool>,
 }
 
 /// Header changes for requests and responses.
@@ -193,16 +197,27 @@ pub struct ResponseRewrite {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestValidation {
-    /// Allowed `Content-Type` media types; empty means any.
+    /// Route names this applies to; empty means every route of the products using the policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 63)))]
+    pub routes: Vec<String>,
+    /// Allowed `Content-Type` media types (`application/json`, `text/*`); empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(t, t.matches('^[A-Za-z0-9!#$&^_.+-]+/([A-Za-z0-9!#$&^_.+-]+|\\*)$'))").message("contentTypes entries must be media types such as application/json or text/*"))]
+    #[schemars(length(max = 64), inner(length(max = 128)))]
     pub content_types: Vec<String>,
     /// Maximum body size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub max_body_bytes: Option<u64>,
-    /// JSON limits.
+    /// JSON limits (unset limits take safe defaults: depth 32, 1000 members, 10000 elements,
+    /// 64 KiB strings). JSON bodies are held until checked, so `maxBodyBytes` defaults to 1 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json: Option<JsonLimits>,
+    /// A JSON Schema (as JSON text) that request bodies must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub json_schema: Option<String>,
 }
 
 /// Limits on JSON bodies.

@@ -63,6 +63,24 @@ pub struct ProductSpec {
     /// Backend timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+
+    /// Ask callers for TLS client certificates signed by a CA; a certificate's SHA-256
+    /// fingerprint identifies a Subscription (its `clientCertificates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificates: Option<ClientCertificates>,
+}
+
+/// Client-certificate callers of a product.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificates {
+    /// Secret (same namespace) whose `ca.crt` holds the CA certificates that sign callers.
+    #[schemars(length(min = 1, max = 253))]
+    pub ca_secret: String,
+    /// When true (the default) every call needs a verified certificate; when false a
+    /// certificate is one more way to identify a caller, next to keys and tokens.
+    #[serde(default = "default_true")]
+    pub required: bool,
 }
 
 pub(crate) fn default_true() -> bool {

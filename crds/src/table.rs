@@ -60,6 +60,20 @@ pub struct ProductEntry {
     pub policies: Vec<ObjectId>,
     /// Routes with `basePath` already joined in front of each path.
     pub routes: Vec<RouteEntry>,
+    /// Client certificates the edge asks for, and whether they are required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificates: Option<ClientCertificatesEntry>,
+}
+
+/// Callers present client certificates signed by `ca_pem`; a certificate's fingerprint maps to a
+/// Subscription through its `clientCertificates`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificatesEntry {
+    /// PEM bundle of the CA certificates that sign callers' certificates (public material).
+    pub ca_pem: String,
+    /// When true a call without a verified certificate is refused (401), keys or not.
+    pub required: bool,
 }
 
 /// Where a product reads subscription keys from.
@@ -221,6 +235,143 @@ pub struct PolicyEntry {
     /// Bearer-token validation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtEntry>,
+    /// Cross-origin rules answered by the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsEntry>,
+    /// Request limits, for all routes or the routes it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_validation: Option<RequestValidationEntry>,
+    /// Literal find-and-replace on textual response bodies, applied in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_rewrite: Vec<RewriteEntry>,
+    /// TLS towards the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_tls: Option<BackendTlsEntry>,
+    /// Per-client-IP limit for calls not tied to a subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_rate_limit: Option<RateLimitEntry>,
+    /// Forward the caller's `Authorization` header to the backend (default: stripped).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_authorization: bool,
+}
+
+/// A compiled `cors` policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsEntry {
+    /// Exact origins (`scheme://host[:port]`, lowercased), sorted; or the single entry `*`.
+    pub allow_origins: Vec<String>,
+    /// Methods allowed in preflight; empty means the route's methods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<Method>,
+    /// Request headers allowed in preflight, lowercased, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    /// Response headers exposed to scripts, lowercased, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// `Access-Control-Allow-Credentials: true` (never with `*`: the compiler refuses it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+    /// `Access-Control-Max-Age` in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_secs: Option<u32>,
+}
+
+/// A compiled `requestValidation`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestValidationEntry {
+    /// Route names it applies to, sorted; empty means every route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    /// Allowed media types, lowercased (`type/subtype` or `type/*`), sorted; empty means any.
+    /// A request with a body and no `Content-Type` is refused when this is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content_types: Vec<String>,
+    /// Largest body in bytes, counted while streaming (413 beyond it). Always set when `json` or
+    /// `json_schema` is, because such bodies are held until checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    /// Structural limits on JSON bodies, checked while the body streams in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<JsonLimitsEntry>,
+    /// A JSON Schema document (JSON text) the body must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<String>,
+}
+
+/// JSON limits with every default filled in.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct JsonLimitsEntry {
+    /// Deepest nesting of objects and arrays.
+    pub max_depth: u32,
+    /// Most members in one object.
+    pub max_object_members: u32,
+    /// Most elements in one array.
+    pub max_array_length: u32,
+    /// Longest string (key or value) in bytes, as written (escapes counted as written).
+    pub max_string_length: u32,
+}
+
+impl Default for JsonLimitsEntry {
+    fn default() -> Self {
+        Self {
+            max_depth: 32,
+            max_object_members: 1_000,
+            max_array_length: 10_000,
+            max_string_length: 65_536,
+        }
+    }
+}
+
+/// Body cap applied when JSON checks are on and `maxBodyBytes` is not set.
+pub const DEFAULT_VALIDATED_BODY_BYTES: u64 = 1024 * 1024;
+
+/// One literal replacement.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RewriteEntry {
+    /// Text to find (non-empty).
+    pub from: String,
+    /// Replacement.
+    pub to: String,
+}
+
+/// TLS towards a backend. Verification is on unless `insecure_skip_verify`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTlsEntry {
+    /// PEM CA bundle that signs the backends; `None` uses the public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// The gateway's client certificate chain (PEM), for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_pem: Option<String>,
+    /// The gateway's client private key (PEM). Secret material: never logged (see [`SecretPem`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_pem: Option<SecretPem>,
+    /// Server name sent as SNI and required in the backend certificate's SAN; `None` uses the
+    /// backend's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Accept any backend certificate (reported as a warning at every load).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+}
+
+/// PEM text of a private key. Its `Debug` shows a digest only, so logging a table or an entry
+/// never prints key material. (The table itself is private: the proxy writes it 0600.)
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretPem(pub String);
+
+impl std::fmt::Debug for SecretPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digest = hex::encode(Sha256::digest(self.0.as_bytes()));
+        write!(f, "SecretPem(sha256:{})", &digest[..12])
+    }
 }
 
 /// A compiled `jwt` policy: a valid token from one of the issuers is required.

@@ -108,6 +108,7 @@ fn product() -> impl Strategy<Value = Product> {
                     routes,
                     policies: policies.into_iter().map(str::to_string).collect(),
                     timeouts: None,
+                    client_certificates: None,
                 },
             );
             p.metadata = meta(ns, &format!("p{n}"), created);

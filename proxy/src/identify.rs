@@ -141,6 +141,7 @@ mod tests {
                 },
                 timeouts: TimeoutsMs::default(),
                 policies: vec![],
+                client_certificates: None,
                 routes: vec![],
             }],
             plans: vec![PlanEntry {

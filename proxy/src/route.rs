@@ -183,6 +183,7 @@ mod tests {
             },
             timeouts: TimeoutsMs::default(),
             policies: vec![],
+            client_certificates: None,
             routes,
         }
     }

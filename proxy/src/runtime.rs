@@ -719,6 +719,7 @@ mod tests {
                 },
                 timeouts: TimeoutsMs::default(),
                 policies: vec!["ns/auth".into()],
+                client_certificates: None,
                 routes: vec![route("current"), route("alerts")],
             }],
             plans: vec![PlanEntry {

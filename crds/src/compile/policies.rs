@@ -107,6 +107,7 @@ fn compile_one(
         response_headers,
         ip_filter,
         jwt,
+        ..PolicyEntry::default()
     })
 }
 

@@ -256,6 +256,7 @@ fn compile_one(
         timeouts,
         policies: policy_ids,
         routes,
+        client_certificates: None,
     })
 }
 
