@@ -11,6 +11,8 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
+use bytes::Bytes;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -29,8 +31,12 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 /// `X-Forwarded-Host`.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// What is sent to a backend: the client's body as it streams in, or a body the gateway already
+/// holds (request validation reads a bounded body before the backend may see a byte).
+pub type ForwardBody = Either<Incoming, Full<Bytes>>;
+
 /// The pooled HTTP/1.1 client type.
-pub type HttpClient = Client<HttpConnector, Incoming>;
+pub type HttpClient = Client<HttpConnector, ForwardBody>;
 
 /// One keep-alive pool per connect timeout, shared by every table so reloads keep connections.
 #[derive(Default)]
@@ -120,7 +126,7 @@ impl Upstream {
     }
 
     /// Send `req`; map a timeout to 504 and connection failures to 502.
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, Rejection> {
+    pub async fn send(&self, req: Request<ForwardBody>) -> Result<Response<Incoming>, Rejection> {
         match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
             Err(_elapsed) => Err(Rejection::BackendTimeout),
             Ok(Ok(resp)) => Ok(resp),
@@ -189,10 +195,10 @@ pub fn target_uri(backend: &Backend, path: &str, query: Option<&str>) -> Result<
 /// Turn the client's request parts into the backend's request, with the same body stream.
 pub fn upstream_request(
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: ForwardBody,
     uri: Uri,
     ctx: &ForwardContext<'_>,
-) -> Request<Incoming> {
+) -> Request<ForwardBody> {
     parts.uri = uri;
     // The backend pool speaks HTTP/1.1 whatever the client used.
     parts.version = Version::HTTP_11;

@@ -237,7 +237,7 @@ async fn run(
         ops: &product.request_ops,
         request_id,
     };
-    let upstream_req = forward::upstream_request(parts, body, target, &ctx);
+    let upstream_req = forward::upstream_request(parts, Either::Left(body), target, &ctx);
     let sent = Instant::now();
     let response = product.upstream.send(upstream_req).await;
     record.upstream_latency = Some(sent.elapsed());
