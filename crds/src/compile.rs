@@ -20,12 +20,16 @@
 //! Not checked here: expiry. An already-expired Subscription compiles (with its `expiresAt`), the
 //! proxy answers 403, and the compile stays independent of the clock.
 
+mod backend_tls;
+mod cors;
 mod durations;
 mod plans;
 mod policies;
 mod products;
+mod secrets;
 mod subscriptions;
 mod syntax;
+mod validation;
 
 use std::collections::BTreeMap;
 
@@ -77,11 +81,12 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     );
     let secret_inputs = unique_objects("Secret", &snapshot.secrets, |s| &s.metadata, &mut out);
 
-    let policies = policies::compile(&policy_inputs, &product_inputs, &rejected, &mut out);
-    let products = products::compile(&product_inputs, &policies, &rejected, &mut out);
+    let secrets = secrets::Secrets::new(&secret_inputs, &rejected);
+
+    let policies = policies::compile(&policy_inputs, &product_inputs, &secrets, &mut out);
+    let products = products::compile(&product_inputs, &policies, &secrets, &rejected, &mut out);
     let plans = plans::compile(&plan_inputs, &products, &rejected, &mut out);
-    let subscriptions =
-        subscriptions::compile(&sub_inputs, &plans, &secret_inputs, &rejected, &mut out);
+    let subscriptions = subscriptions::compile(&sub_inputs, &plans, &secrets, &rejected, &mut out);
 
     out.sort();
     out.dedup();

@@ -88,8 +88,20 @@ pub const INVALID_CIDR: &str = "InvalidCidr";
 pub const INVALID_HEADER_NAME: &str = "InvalidHeaderName";
 /// A header value contains control characters.
 pub const INVALID_HEADER_VALUE: &str = "InvalidHeaderValue";
-/// The ApiPolicy uses a feature this version does not enforce (fail closed).
-pub const UNSUPPORTED: &str = "Unsupported";
+/// A Secret holding TLS material (`ca.crt`, `tls.crt`, `tls.key`) lacks the entry or its PEM
+/// does not parse.
+pub const INVALID_TLS_SECRET: &str = "InvalidTlsSecret";
+/// `backendTLS.insecureSkipVerify` is on: backends are not authenticated (warning).
+pub const INSECURE_BACKEND_TLS: &str = "InsecureBackendTls";
+/// A `cors` origin, header or combination is invalid (e.g. `*` with credentials).
+pub const INVALID_CORS: &str = "InvalidCors";
+/// A `requestValidation` media type, limit or JSON Schema is invalid.
+pub const INVALID_REQUEST_VALIDATION: &str = "InvalidRequestValidation";
+/// A `responseRewrite` entry is empty or repeats another.
+pub const INVALID_REWRITE: &str = "InvalidRewrite";
+/// Two policies of a product set a feature only one can decide (`cors`, `backendTLS`): the first
+/// listed wins (warning).
+pub const POLICY_OVERRIDDEN: &str = "PolicyOverridden";
 /// A `jwt` issuer's `jwksUri` is neither `https://` nor `http://` to a loopback address.
 pub const INSECURE_JWKS_URI: &str = "InsecureJwksUri";
 /// A `jwt` issuer's inline `jwks` is not a JSON object with a non-empty `keys` array.
@@ -136,7 +148,12 @@ pub const ALL_REASONS: &[&str] = &[
     INVALID_CIDR,
     INVALID_HEADER_NAME,
     INVALID_HEADER_VALUE,
-    UNSUPPORTED,
+    INVALID_TLS_SECRET,
+    INSECURE_BACKEND_TLS,
+    INVALID_CORS,
+    INVALID_REQUEST_VALIDATION,
+    INVALID_REWRITE,
+    POLICY_OVERRIDDEN,
     INSECURE_JWKS_URI,
     INVALID_JWKS,
     INVALID_SCOPE,

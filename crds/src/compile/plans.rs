@@ -3,7 +3,7 @@
 use super::durations::parse_period_ms;
 use super::{object_id, suggestion, Input, Lookup, Outcomes, Rejected, Report};
 use crate::diagnostics::Diagnostic;
-use crate::plan::Plan;
+use crate::plan::{Plan, RateLimit};
 use crate::reasons;
 use crate::table::{PlanEntry, ProductEntry, QuotaEntry, RateLimitEntry};
 
@@ -113,40 +113,10 @@ fn compile_one(
         (None, None) => Vec::new(),
     };
 
-    let rate_limit = spec.rate_limit.as_ref().and_then(|rl| {
-        let mut ok = true;
-        if rl.requests == 0 || rl.requests > MAX_RATE {
-            report.error(
-                "spec.rateLimit.requests",
-                reasons::INVALID_RATE_LIMIT,
-                format!("requests must be between 1 and {MAX_RATE}; to block all calls remove the routes instead"),
-            );
-            ok = false;
-        }
-        let period_ms = parse_period_ms(&rl.period);
-        if period_ms.is_none() {
-            report.error(
-                "spec.rateLimit.period",
-                reasons::INVALID_RATE_LIMIT,
-                format!("`{}` is not a period; write a positive whole number and s, m or h, like 30s, 1m or 1h", rl.period),
-            );
-        }
-        if let Some(burst) = rl.burst {
-            if burst == 0 || burst > MAX_RATE {
-                report.error(
-                    "spec.rateLimit.burst",
-                    reasons::INVALID_RATE_LIMIT,
-                    format!("burst must be between 1 and {MAX_RATE}, or omitted (it defaults to requests)"),
-                );
-                ok = false;
-            }
-        }
-        Some(RateLimitEntry {
-            requests: rl.requests,
-            period_ms: period_ms.filter(|_| ok)?,
-            burst: rl.burst.unwrap_or(rl.requests),
-        })
-    });
+    let rate_limit = spec
+        .rate_limit
+        .as_ref()
+        .and_then(|rl| rate_limit(rl, "spec.rateLimit", report));
 
     let quota = spec.quota.as_ref().and_then(|q| {
         if q.requests == 0 {
@@ -181,5 +151,47 @@ fn compile_one(
         rate_limit,
         quota,
         scopes,
+    })
+}
+
+/// Check a rate limit written as `{requests, period, burst}` at `field`.
+pub(crate) fn rate_limit(
+    rl: &RateLimit,
+    field: &str,
+    report: &mut Report<'_>,
+) -> Option<RateLimitEntry> {
+    let mut ok = true;
+    if rl.requests == 0 || rl.requests > MAX_RATE {
+        report.error(
+            format!("{field}.requests"),
+            reasons::INVALID_RATE_LIMIT,
+            format!("requests must be between 1 and {MAX_RATE}; to block all calls remove the routes instead"),
+        );
+        ok = false;
+    }
+    let period_ms = parse_period_ms(&rl.period);
+    if period_ms.is_none() {
+        report.error(
+            format!("{field}.period"),
+            reasons::INVALID_RATE_LIMIT,
+            format!("`{}` is not a period; write a positive whole number and s, m or h, like 30s, 1m or 1h", rl.period),
+        );
+    }
+    if let Some(burst) = rl.burst {
+        if burst == 0 || burst > MAX_RATE {
+            report.error(
+                format!("{field}.burst"),
+                reasons::INVALID_RATE_LIMIT,
+                format!(
+                    "burst must be between 1 and {MAX_RATE}, or omitted (it defaults to requests)"
+                ),
+            );
+            ok = false;
+        }
+    }
+    Some(RateLimitEntry {
+        requests: rl.requests,
+        period_ms: period_ms.filter(|_| ok)?,
+        burst: rl.burst.unwrap_or(rl.requests),
     })
 }

@@ -1,17 +1,21 @@
-//! ApiPolicy → [`PolicyEntry`]: headers, IP filter and JWT; every other feature fails closed.
+//! ApiPolicy → [`PolicyEntry`]. Each feature is checked here or in its own module (cors,
+//! validation, backend_tls); a policy with any error is left out, and so are its products.
 
 use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 
+use super::plans::rate_limit;
+use super::secrets::Secrets;
 use super::syntax::{is_header_name, is_header_value};
-use super::{Input, Outcomes, Rejected, Report};
+use super::{backend_tls, cors, validation, Input, Outcomes, Report};
 use crate::diagnostics::Diagnostic;
-use crate::policy::{ApiPolicy, HeaderOps, JwtPolicy};
+use crate::policy::{ApiPolicy, HeaderOps, JwtPolicy, ResponseRewrite};
 use crate::product::Product;
 use crate::reasons;
 use crate::table::{
     HeaderOpsEntry, IpFilterEntry, JwtEntry, JwtIssuerEntry, PolicyEntry, RequiredScopesEntry,
+    RewriteEntry,
 };
 
 /// Clock skew when `jwt.clockSkew` is not set.
@@ -40,7 +44,7 @@ const GATEWAY_MANAGED: &[&str] = &[
 pub(crate) fn compile(
     inputs: &[Input<'_, ApiPolicy>],
     products: &[Input<'_, Product>],
-    _rejected: &Rejected<'_>,
+    secrets: &Secrets<'_>,
     out: &mut Vec<Diagnostic>,
 ) -> Outcomes<PolicyEntry> {
     let mut outcomes = Outcomes::default();
@@ -53,7 +57,7 @@ pub(crate) fn compile(
             .filter(|p| p.value.spec.policies.contains(&input.object.name))
             .flat_map(|p| p.value.spec.routes.iter().map(|r| r.name.as_str()))
             .collect();
-        let entry = compile_one(input, &user_routes, &mut report);
+        let entry = compile_one(input, &user_routes, secrets, &mut report);
         let outcome = report.finish(entry);
         outcomes.insert(&input.object, outcome);
     }
@@ -63,33 +67,11 @@ pub(crate) fn compile(
 fn compile_one(
     input: &Input<'_, ApiPolicy>,
     user_routes: &BTreeSet<&str>,
+    secrets: &Secrets<'_>,
     report: &mut Report<'_>,
 ) -> Option<PolicyEntry> {
     let spec = &input.value.spec;
     let object = &input.object;
-
-    // Fail closed: a policy that asks for protection we do not enforce must not be attached to
-    // anything, or its products would be served without that protection.
-    let unsupported = [
-        ("cors", spec.cors.is_some()),
-        ("responseRewrite", !spec.response_rewrite.is_empty()),
-        ("requestValidation", spec.request_validation.is_some()),
-        ("backendTLS", spec.backend_tls.is_some()),
-        ("anonymousRateLimit", spec.anonymous_rate_limit.is_some()),
-    ];
-    for (field, set) in unsupported {
-        if set {
-            report.error(
-                format!("spec.{field}"),
-                reasons::UNSUPPORTED,
-                format!(
-                    "{object} sets spec.{field}, which this version of Tollgate does not enforce yet; \
-                     remove it (this version enforces headers, ipFilter and jwt). Products that use this \
-                     policy are left out so nothing is served unprotected"
-                ),
-            );
-        }
-    }
 
     let headers = spec.headers.clone().unwrap_or_default();
     let request_headers = header_ops(headers.request.as_ref(), "spec.headers.request", report);
@@ -100,6 +82,20 @@ fn compile_one(
     });
 
     let jwt = spec.jwt.as_ref().map(|j| jwt(j, user_routes, report));
+    let cors = spec.cors.as_ref().map(|c| cors::compile(c, report));
+    let request_validation = spec
+        .request_validation
+        .as_ref()
+        .map(|v| validation::compile(v, user_routes, report));
+    let response_rewrite = rewrites(&spec.response_rewrite, report);
+    let backend_tls = spec
+        .backend_tls
+        .as_ref()
+        .map(|b| backend_tls::compile(b, &object.namespace, secrets, report));
+    let anonymous_rate_limit = spec
+        .anonymous_rate_limit
+        .as_ref()
+        .and_then(|rl| rate_limit(rl, "spec.anonymousRateLimit", report));
 
     (!report.has_errors()).then(|| PolicyEntry {
         id: input.id(),
@@ -107,7 +103,12 @@ fn compile_one(
         response_headers,
         ip_filter,
         jwt,
-        ..PolicyEntry::default()
+        cors,
+        request_validation,
+        response_rewrite,
+        backend_tls,
+        anonymous_rate_limit,
+        forward_authorization: spec.forward_authorization.unwrap_or(false),
     })
 }
 
@@ -307,6 +308,52 @@ fn is_scope_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+/// Largest number of replacements per policy (each is a scan over every textual response).
+const MAX_REWRITES: usize = 16;
+
+/// Check `responseRewrite`: non-empty, not repeated, bounded.
+fn rewrites(list: &[ResponseRewrite], report: &mut Report<'_>) -> Vec<RewriteEntry> {
+    if list.len() > MAX_REWRITES {
+        report.error(
+            "spec.responseRewrite",
+            reasons::INVALID_REWRITE,
+            format!("at most {MAX_REWRITES} replacements per policy; each one scans every textual response"),
+        );
+    }
+    let mut out: Vec<RewriteEntry> = Vec::with_capacity(list.len());
+    for (i, r) in list.iter().enumerate() {
+        if r.from.is_empty() {
+            report.error(
+                format!("spec.responseRewrite[{i}].from"),
+                reasons::INVALID_REWRITE,
+                "from is empty; set the literal text to find",
+            );
+        } else if r.from.len() > 1024 {
+            report.error(
+                format!("spec.responseRewrite[{i}].from"),
+                reasons::INVALID_REWRITE,
+                "from is longer than 1024 bytes; find a shorter distinctive text",
+            );
+        } else if out.iter().any(|e| e.from == r.from) {
+            report.error(
+                format!("spec.responseRewrite[{i}].from"),
+                reasons::INVALID_REWRITE,
+                format!(
+                    "`{}` is replaced twice; keep one entry (they apply in order)",
+                    r.from
+                ),
+            );
+        } else {
+            out.push(RewriteEntry {
+                from: r.from.clone(),
+                to: r.to.clone(),
+            });
+        }
+    }
+    // Order matters (replacements apply in the order written), so it is kept.
+    out
 }
 
 /// Lowercase and check header names and values.

@@ -3,12 +3,16 @@
 use std::collections::BTreeMap;
 
 use super::durations::parse_timeout_ms;
+use super::secrets::{Secrets, CA_CRT};
 use super::syntax::{is_header_name, is_hostname, is_query_name, is_route_name, path_problem};
 use super::{object_id, Input, Lookup, Outcome, Outcomes, Rejected, Report};
 use crate::diagnostics::Diagnostic;
 use crate::product::{Backend, Method, PathMatch, Product, Route};
 use crate::reasons;
-use crate::table::{BackendTarget, KeyLookup, PolicyEntry, ProductEntry, RouteEntry, TimeoutsMs};
+use crate::table::{
+    BackendTarget, ClientCertificatesEntry, KeyLookup, PolicyEntry, ProductEntry, RouteEntry,
+    TimeoutsMs,
+};
 
 /// CRD limits (`maxItems`/`maxLength`) re-checked here for standalone mode.
 const MAX_HOSTNAMES: usize = 64;
@@ -21,6 +25,7 @@ const MAX_ROUTE_PATH: usize = 1024;
 pub(crate) fn compile(
     inputs: &[Input<'_, Product>],
     policies: &Outcomes<PolicyEntry>,
+    secrets: &Secrets<'_>,
     rejected: &Rejected<'_>,
     out: &mut Vec<Diagnostic>,
 ) -> Outcomes<ProductEntry> {
@@ -28,7 +33,7 @@ pub(crate) fn compile(
     let mut candidates = Vec::new();
     for input in inputs {
         let mut report = Report::new(&input.object, out);
-        let entry = compile_one(input, policies, rejected, &mut report);
+        let entry = compile_one(input, policies, secrets, rejected, &mut report);
         match report.finish(entry) {
             Outcome::Compiled(entry) => candidates.push((input, entry)),
             failed => outcomes.insert(&input.object, failed),
@@ -137,6 +142,7 @@ fn describe((host, path, exact): &ClaimKey, methods: &[Method]) -> String {
 fn compile_one(
     input: &Input<'_, Product>,
     policies: &Outcomes<PolicyEntry>,
+    secrets: &Secrets<'_>,
     rejected: &Rejected<'_>,
     report: &mut Report<'_>,
 ) -> Option<ProductEntry> {
@@ -193,6 +199,20 @@ fn compile_one(
     }
 
     let routes = routes(&spec.routes, &base, report);
+    let client_certificates = spec.client_certificates.as_ref().and_then(|c| {
+        let ca_pem = secrets.certificates(
+            namespace,
+            &c.ca_secret,
+            CA_CRT,
+            "spec.clientCertificates.caSecret",
+            "the CA certificates that sign callers' client certificates",
+            report,
+        )?;
+        Some(ClientCertificatesEntry {
+            ca_pem,
+            required: c.required,
+        })
+    });
 
     if spec.policies.len() > MAX_POLICIES {
         report.error(
@@ -202,14 +222,37 @@ fn compile_one(
         );
     }
     let mut policy_ids: Vec<String> = Vec::new();
+    // Features only one policy can decide: the first listed wins, later ones get a warning.
+    let mut cors_from: Option<String> = None;
+    let mut tls_from: Option<String> = None;
     for (i, name) in spec.policies.iter().enumerate() {
         let id = object_id(namespace, name);
         let field = format!("spec.policies[{i}]");
         match policies.lookup(namespace, name) {
-            Lookup::Ready(_) => {
-                if !policy_ids.contains(&id) {
-                    policy_ids.push(id);
+            Lookup::Ready(policy) => {
+                if policy_ids.contains(&id) {
+                    continue;
                 }
+                for (set, from, feature) in [
+                    (policy.cors.is_some(), &mut cors_from, "cors"),
+                    (policy.backend_tls.is_some(), &mut tls_from, "backendTLS"),
+                ] {
+                    if !set {
+                        continue;
+                    }
+                    match from {
+                        Some(first) => report.warning(
+                            field.clone(),
+                            reasons::POLICY_OVERRIDDEN,
+                            format!(
+                                "ApiPolicy {id} sets {feature}, but ApiPolicy {first} (listed earlier) \
+                                 already does and wins; remove {feature} from one of them"
+                            ),
+                        ),
+                        None => *from = Some(id.clone()),
+                    }
+                }
+                policy_ids.push(id);
             }
             Lookup::NotReady(reason) => report.error(
                 field,
@@ -256,7 +299,7 @@ fn compile_one(
         timeouts,
         policies: policy_ids,
         routes,
-        client_certificates: None,
+        client_certificates,
     })
 }
 

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::policies::cidrs;
+use super::secrets::{secret_value, Secrets};
 use super::syntax::normalize_fingerprint;
 use super::{
     object_id, suggestion, Input, Lookup, Outcome, Outcomes, Rejected, Report, MIN_KEY_CHARS,
@@ -25,19 +26,11 @@ const MAX_SUBSCRIBER_NAME: usize = 256;
 pub(crate) fn compile(
     inputs: &[Input<'_, Subscription>],
     plans: &Outcomes<PlanEntry>,
-    secrets: &[Input<'_, Secret>],
+    secrets: &Secrets<'_>,
     rejected: &Rejected<'_>,
     out: &mut Vec<Diagnostic>,
 ) -> Outcomes<SubscriptionEntry> {
-    // `secrets` is sorted by (namespace, name) and unique, so a binary search finds one.
-    let find_secret = |namespace: &str, name: &str| {
-        secrets
-            .binary_search_by(|s| {
-                (s.object.namespace.as_str(), s.object.name.as_str()).cmp(&(namespace, name))
-            })
-            .ok()
-            .map(|i| secrets[i].value)
-    };
+    let find_secret = |namespace: &str, name: &str| secrets.find(namespace, name);
 
     let mut outcomes = Outcomes::default();
     let mut candidates = Vec::new();
@@ -287,22 +280,6 @@ fn compile_one<'s>(
         data_keys,
         secret: secret_id,
     })
-}
-
-/// A Secret's value for `key`: `stringData` wins over `data`, as the API server merges them.
-fn secret_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
-    secret
-        .string_data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|s| s.as_bytes())
-        .or_else(|| {
-            secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|b| b.0.as_slice())
-        })
 }
 
 /// Why a key cannot be used; never carries the key.

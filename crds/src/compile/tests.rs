@@ -206,17 +206,18 @@ fn missing_or_broken_policy_keeps_the_product_out() {
     );
     assert!(c.table.products.is_empty());
 
-    let cors = "apiVersion: tollgate.dev/v1alpha1\nkind: ApiPolicy\nmetadata: {name: hardening, namespace: w}\nspec: {cors: {allowOrigins: ['https://a.example']}}\n";
+    // Fail closed: a wildcard origin with credentials is refused, and takes the product with it.
+    let cors = "apiVersion: tollgate.dev/v1alpha1\nkind: ApiPolicy\nmetadata: {name: hardening, namespace: w}\nspec: {cors: {allowOrigins: ['*'], allowCredentials: true}}\n";
     let c = run(&[&with_policy, cors]);
     assert_eq!(
         reasons_for(&c, "ApiPolicy", "hardening"),
-        [reasons::UNSUPPORTED]
+        [reasons::INVALID_CORS]
     );
     assert_eq!(
         reasons_for(&c, "Product", "weather"),
         [reasons::POLICY_NOT_READY]
     );
-    assert!(message_for(&c, reasons::UNSUPPORTED).contains("sets spec.cors"));
+    assert!(message_for(&c, reasons::INVALID_CORS).contains("wildcard origin"));
     assert!(c.table.products.is_empty() && c.table.policies.is_empty());
 }
 
