@@ -2,10 +2,11 @@
 //!
 //! # Which Secrets are watched
 //!
-//! All Secrets are watched (in the watched namespaces), but only *key Secrets* keep their data in
-//! memory: those labelled `tollgate.dev/keys=true` (what the operator generates) or holding a
-//! `primaryKey` entry (what users bring with `secretRef`, e.g. the weather example). Every other
-//! Secret is kept as metadata only, so the compiler can still say "exists but has no keys".
+//! All Secrets are watched (in the watched namespaces), but only two kinds keep data in memory:
+//! *key Secrets*, labelled `tollgate.dev/keys=true` (what the operator generates) or holding a
+//! `primaryKey` entry (what users bring with `secretRef`, e.g. the weather example); and *TLS
+//! material*, of which only `ca.crt`, `tls.crt` and `tls.key` are kept (what `backendTLS` and
+//! `clientCertificates` reference). Every other Secret is kept as metadata only.
 //! A label selector would not narrow the RBAC needed: RBAC cannot scope `list`/`watch` by label,
 //! so the operator needs `list`/`watch` on `secrets` either way; this choice keeps unlabelled
 //! user Secrets working and limits what sits in memory.
@@ -90,12 +91,23 @@ impl Stores {
                 .secrets
                 .state()
                 .iter()
-                .filter(|s| is_key_secret(s))
+                .filter(|s| is_key_secret(s) || is_tls_material(s))
                 .map(|s| s.as_ref().clone())
                 .collect(),
             rejected: Vec::new(),
         }
     }
+}
+
+/// Secret entries that hold TLS material (CA bundles, certificate chains, private keys).
+const TLS_ENTRIES: &[&str] = &["ca.crt", "tls.crt", "tls.key"];
+
+/// Whether a Secret holds TLS material the compiler may need (see the module docs).
+pub fn is_tls_material(secret: &Secret) -> bool {
+    secret
+        .data
+        .as_ref()
+        .is_some_and(|d| TLS_ENTRIES.iter().any(|k| d.contains_key(*k)))
 }
 
 /// Whether a Secret holds subscription keys (see the module docs).
@@ -134,9 +146,16 @@ pub fn start(
         ),
         policies: reflect::<ApiPolicy>(client, namespace, &changed, &metrics, &mut tasks, |_| {}),
         secrets: reflect::<Secret>(client, namespace, &changed, &metrics, &mut tasks, |s| {
-            if !is_key_secret(s) {
+            if is_key_secret(s) {
+                return;
+            }
+            // Keep only the TLS entries; drop everything else a Secret may hold.
+            if let Some(data) = s.data.as_mut() {
+                data.retain(|k, _| TLS_ENTRIES.contains(&k.as_str()));
+            }
+            s.string_data = None;
+            if s.data.as_ref().is_some_and(|d| d.is_empty()) {
                 s.data = None;
-                s.string_data = None;
             }
         }),
     };
