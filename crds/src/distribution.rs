@@ -1,8 +1,15 @@
-//! Distribution wire types: what `GET /v1/table` answers (a snapshot or a delta since a version)
-//! and the pure [`diff`] / [`apply`] between tables.
+//! Distribution wire types: what `GET /v1/table` answers (a snapshot, or a delta from the table a
+//! proxy has) and the pure [`diff`] / [`apply`] between tables.
 //!
 //! Shared by the operator (which serves them) and the proxy (which applies them), so both sides
 //! agree on one definition. No I/O.
+//!
+//! # Tables are named by content
+//! A proxy says which table it has by its [`RoutingTable::digest`], not by a version number:
+//! versions count compiles in one operator process, so after a restart, or from another replica,
+//! the same number can name a different table. A digest names the same table everywhere (compile
+//! is deterministic), so a delta is only ever computed from exactly the table the proxy holds,
+//! and the proxy checks the digest of what it built against the one the update announces.
 //!
 //! Guarantee: [`apply`]`(old, `[`diff`]`(old, new)) == new` for any two tables whose collections
 //! are sorted by id (as the compiler emits them).
@@ -54,19 +61,23 @@ pub struct TableDelta {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", tag = "type")]
 pub enum TableUpdate {
-    /// The whole table at `version`.
+    /// The whole table.
     Snapshot {
-        /// Table version.
+        /// The operator's version (for display and metrics only).
         version: u64,
+        /// [`RoutingTable::digest`] of `table`.
+        digest: String,
         /// The table.
         table: RoutingTable,
     },
-    /// What changed from `from` to `version`.
+    /// What changed from the table with digest `from` to the table with digest `digest`.
     Delta {
-        /// The version the caller has.
-        from: u64,
-        /// The version this brings it to.
+        /// Digest of the table the caller has.
+        from: String,
+        /// The operator's version of the resulting table (display and metrics only).
         version: u64,
+        /// Digest the caller's table must have once `delta` is applied.
+        digest: String,
         /// The changes.
         delta: TableDelta,
     },
@@ -170,8 +181,9 @@ mod tests {
     #[test]
     fn updates_round_trip_through_json() {
         let u = TableUpdate::Delta {
-            from: 1,
+            from: table(&[("ns/a", "free")]).digest(),
             version: 2,
+            digest: table(&[]).digest(),
             delta: diff(&table(&[("ns/a", "free")]), &table(&[])),
         };
         let json = serde_json::to_string(&u).expect("serialise");

@@ -1,12 +1,17 @@
 //! Distribution: the compiled table for proxies, as a snapshot or as a delta since a version.
 //!
-//! `GET /v1/table` → the full table; `GET /v1/table?since=V` → only what changed after version V
-//! (a change to one Subscription sends that Subscription), or a snapshot when V is too old or
-//! unknown (e.g. after an operator restart). `&wait=S` long-polls up to S seconds (max 60) when
-//! nothing is newer than V, then answers `304 Not Modified`.
+//! `GET /v1/table` → the full table; `GET /v1/table?since=D` → only what changed since the table
+//! whose digest is D (a change to one Subscription sends that Subscription), or a snapshot when D
+//! is not one of the recent tables (too old, or never served by this compile). Digests name the
+//! same table on every replica and across restarts (see [`tollgate_crds::distribution`]), so a
+//! proxy may switch replicas freely. `&wait=S` long-polls up to S seconds (max 60) while D is the
+//! newest table, then answers `304 Not Modified`.
 //!
 //! Callers authenticate with a ServiceAccount token (`Authorization: Bearer …`), checked by a
 //! TokenReview bound to `--token-audience`, so a token minted for another audience is refused.
+//! Verdicts are cached by token digest ([`ReviewCache`]: accepted for 60 s, refused for 5 s), so a
+//! proxy's long-poll every 30 s costs the API server a TokenReview at most once a minute, and a
+//! revoked token stops working within a minute.
 //!
 //! # Guarantees
 //!
@@ -26,6 +31,7 @@ use hyper::body::Incoming;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::PostParams;
 use kube::{Api, Client};
+use prometheus::IntGauge;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 // The wire shapes and the pure diff/apply live in `tollgate-crds`, shared with the proxy.
@@ -42,9 +48,16 @@ const HISTORY: usize = 64;
 /// Longest long-poll a caller may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// Recent versions of the table, newest last.
+/// One recorded table.
+struct Recorded {
+    version: u64,
+    digest: String,
+    table: Arc<RoutingTable>,
+}
+
+/// Recent tables, newest last.
 pub struct History {
-    versions: Mutex<VecDeque<(u64, Arc<RoutingTable>)>>,
+    versions: Mutex<VecDeque<Recorded>>,
     /// The newest recorded version; long-polls wait on it, so they wake only once the version
     /// they will be answered from is recorded.
     latest: watch::Sender<u64>,
@@ -60,14 +73,20 @@ impl Default for History {
 }
 
 impl History {
-    /// Remember `table` as `version` (ignored when already the newest).
+    /// Remember `table` as `version` (ignored when its content is already the newest: proxies
+    /// have nothing to fetch).
     pub fn record(&self, version: u64, table: RoutingTable) {
+        let digest = table.digest();
         {
             let mut v = self.versions.lock().unwrap_or_else(|e| e.into_inner());
-            if v.back().is_some_and(|(n, _)| *n == version) {
+            if v.back().is_some_and(|r| r.digest == digest) {
                 return;
             }
-            v.push_back((version, Arc::new(table)));
+            v.push_back(Recorded {
+                version,
+                digest,
+                table: Arc::new(table),
+            });
             while v.len() > HISTORY {
                 v.pop_front();
             }
@@ -83,26 +102,29 @@ impl History {
     /// The newest version.
     pub fn latest(&self) -> Option<u64> {
         let v = self.versions.lock().unwrap_or_else(|e| e.into_inner());
-        v.back().map(|(n, _)| *n)
+        v.back().map(|r| r.version)
     }
 
-    /// The answer for a caller at `since` (`None`: it has nothing), or `None` if it is current.
-    pub fn update_since(&self, since: Option<u64>) -> Option<TableUpdate> {
+    /// The answer for a caller holding the table with digest `since` (`None`: it has nothing),
+    /// or `None` if that is the newest table.
+    pub fn update_since(&self, since: Option<&str>) -> Option<TableUpdate> {
         let v = self.versions.lock().unwrap_or_else(|e| e.into_inner());
-        let (version, newest) = v.back()?;
-        if since == Some(*version) {
+        let newest = v.back()?;
+        if since == Some(newest.digest.as_str()) {
             return None;
         }
-        let old = since.and_then(|s| v.iter().find(|(n, _)| *n == s));
+        let old = since.and_then(|s| v.iter().find(|r| r.digest == s));
         Some(match old {
-            Some((from, old)) => TableUpdate::Delta {
-                from: *from,
-                version: *version,
-                delta: diff(old, newest),
+            Some(old) => TableUpdate::Delta {
+                from: old.digest.clone(),
+                version: newest.version,
+                digest: newest.digest.clone(),
+                delta: diff(&old.table, &newest.table),
             },
             None => TableUpdate::Snapshot {
-                version: *version,
-                table: newest.as_ref().clone(),
+                version: newest.version,
+                digest: newest.digest.clone(),
+                table: newest.table.as_ref().clone(),
             },
         })
     }
@@ -118,6 +140,69 @@ pub async fn follow(mut table: TableRx, history: Arc<History>) {
         if table.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// How long an accepted token is trusted without asking the API server again.
+const REVIEW_OK_TTL: Duration = Duration::from_secs(60);
+/// How long a refusal is remembered (short: a token may become valid, e.g. clock skew).
+const REVIEW_REFUSED_TTL: Duration = Duration::from_secs(5);
+/// Most verdicts kept; beyond it expired ones are dropped, then all (a burst of junk tokens
+/// cannot grow memory).
+const REVIEW_CACHE_MAX: usize = 4096;
+
+/// TokenReview verdicts by SHA-256 of the token (the token itself is never stored).
+#[derive(Default)]
+pub struct ReviewCache {
+    verdicts:
+        Mutex<std::collections::HashMap<[u8; 32], (tokio::time::Instant, Result<String, String>)>>,
+}
+
+impl ReviewCache {
+    fn key(token: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// A cached verdict still within its time.
+    pub fn get(&self, token: &str, now: tokio::time::Instant) -> Option<Result<String, String>> {
+        let v = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        v.get(&Self::key(token))
+            .filter(|(until, _)| *until > now)
+            .map(|(_, verdict)| verdict.clone())
+    }
+
+    /// Remember a verdict.
+    pub fn put(&self, token: &str, verdict: Result<String, String>, now: tokio::time::Instant) {
+        let ttl = if verdict.is_ok() {
+            REVIEW_OK_TTL
+        } else {
+            REVIEW_REFUSED_TTL
+        };
+        let mut v = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        if v.len() >= REVIEW_CACHE_MAX {
+            v.retain(|_, (until, _)| *until > now);
+            if v.len() >= REVIEW_CACHE_MAX {
+                v.clear();
+            }
+        }
+        v.insert(Self::key(token), (now + ttl, verdict));
+    }
+}
+
+/// Counts one open table request in `proxies_connected` until dropped.
+struct Connected<'a>(&'a IntGauge);
+
+impl<'a> Connected<'a> {
+    fn new(gauge: &'a IntGauge) -> Self {
+        gauge.inc();
+        Connected(gauge)
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -157,13 +242,16 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     r
 }
 
-/// Query parameters of `/v1/table`.
-fn query(uri: &http::Uri) -> (Option<u64>, Duration) {
+/// Query parameters of `/v1/table`: `since` (a table digest: 64 hex digits, else ignored, which
+/// gets the caller a snapshot) and `wait`.
+fn query(uri: &http::Uri) -> (Option<String>, Duration) {
     let mut since = None;
     let mut wait = Duration::ZERO;
     for pair in uri.query().unwrap_or_default().split('&') {
         match pair.split_once('=') {
-            Some(("since", v)) => since = v.parse().ok(),
+            Some(("since", v)) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                since = Some(v.to_ascii_lowercase());
+            }
             Some(("wait", v)) => {
                 wait = Duration::from_secs(v.parse().unwrap_or(0)).min(MAX_WAIT);
             }
@@ -183,9 +271,31 @@ pub struct Distributor {
     pub history: Arc<History>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// TokenReview verdicts.
+    pub reviews: ReviewCache,
 }
 
 impl Distributor {
+    /// The verdict on `token`, from the cache or a TokenReview.
+    async fn authenticate(&self, token: &str) -> Result<String, String> {
+        let now = tokio::time::Instant::now();
+        if let Some(verdict) = self.reviews.get(token, now) {
+            return verdict;
+        }
+        let verdict = review(&self.client, token, &self.audience).await;
+        let label = if verdict.is_ok() {
+            "accepted"
+        } else {
+            "refused"
+        };
+        self.metrics.token_reviews.with_label_values(&[label]).inc();
+        // A failed API call is not a verdict on the token: do not cache it.
+        if !matches!(&verdict, Err(e) if e.starts_with("TokenReview failed")) {
+            self.reviews.put(token, verdict.clone(), now);
+        }
+        verdict
+    }
+
     /// Answer one request.
     pub async fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         if req.uri().path() != "/v1/table" {
@@ -202,7 +312,7 @@ impl Distributor {
                 "a ServiceAccount bearer token is required\n",
             );
         };
-        if let Err(why) = review(&self.client, token, &self.audience).await {
+        if let Err(why) = self.authenticate(token).await {
             tracing::info!(reason = %why, "refused a table request");
             self.metrics
                 .distribution
@@ -210,6 +320,7 @@ impl Distributor {
                 .inc();
             return text(StatusCode::UNAUTHORIZED, "token refused\n");
         }
+        let _connected = Connected::new(&self.metrics.proxies_connected);
         let (since, wait) = query(req.uri());
         let mut recorded = self.history.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
@@ -217,7 +328,7 @@ impl Distributor {
             // Mark the current version seen *before* looking, so a version recorded after
             // the look always wakes the wait below.
             recorded.borrow_and_update();
-            if let Some(update) = self.history.update_since(since) {
+            if let Some(update) = self.history.update_since(since.as_deref()) {
                 let label = match update {
                     TableUpdate::Snapshot { .. } => "snapshot",
                     TableUpdate::Delta { .. } => "delta",
@@ -295,30 +406,63 @@ mod tests {
     fn history_answers_delta_snapshot_or_nothing() {
         let h = History::default();
         assert!(h.update_since(None).is_none());
-        h.record(1, table(&[]));
-        h.record(2, table(&[]));
-        assert!(matches!(
-            h.update_since(Some(1)),
+        let t1 = table(&[("ns/a", "free")]);
+        let t2 = table(&[("ns/a", "gold")]);
+        let (d1, d2) = (t1.digest(), t2.digest());
+        h.record(1, t1.clone());
+        h.record(2, t2.clone());
+        match h.update_since(Some(&d1)) {
             Some(TableUpdate::Delta {
-                from: 1,
+                from,
                 version: 2,
-                ..
-            })
-        ));
+                digest,
+                delta,
+            }) => {
+                assert_eq!((from, digest.as_str()), (d1.clone(), d2.as_str()));
+                assert_eq!(
+                    apply(&t1, &delta).digest(),
+                    d2,
+                    "the delta builds the announced table"
+                );
+            }
+            other => panic!("expected a delta, got {other:?}"),
+        }
         assert!(matches!(
             h.update_since(None),
             Some(TableUpdate::Snapshot { version: 2, .. })
         ));
+        let unknown = "0".repeat(64);
         assert!(matches!(
-            h.update_since(Some(99)),
+            h.update_since(Some(&unknown)),
             Some(TableUpdate::Snapshot { .. })
         ));
-        assert!(h.update_since(Some(2)).is_none());
+        assert!(h.update_since(Some(&d2)).is_none());
+        // Recompiling to the same content is not a new table for proxies.
+        h.record(3, t2.clone());
+        assert_eq!(h.latest(), Some(2));
         for v in 3..(3 + HISTORY as u64) {
-            h.record(v, table(&[]));
+            h.record(v, table(&[("ns/x", &format!("p{v}"))]));
         }
         assert!(matches!(
-            h.update_since(Some(1)),
+            h.update_since(Some(&d1)),
+            Some(TableUpdate::Snapshot { .. })
+        ));
+    }
+
+    /// The bug digests fix: after an operator restart (or on another replica) version numbers
+    /// restart too, so "version 2" can name another table. A digest cannot.
+    #[test]
+    fn a_restarted_operator_never_sends_a_delta_from_the_wrong_base() {
+        let before = History::default();
+        before.record(1, table(&[("ns/a", "free")]));
+        before.record(2, table(&[("ns/a", "free"), ("ns/b", "free")]));
+        let proxy_has = table(&[("ns/a", "free"), ("ns/b", "free")]).digest();
+
+        let restarted = History::default();
+        restarted.record(1, table(&[("ns/z", "free")]));
+        restarted.record(2, table(&[("ns/z", "gold")]));
+        assert!(matches!(
+            restarted.update_since(Some(&proxy_has)),
             Some(TableUpdate::Snapshot { .. })
         ));
     }
@@ -326,23 +470,65 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_reader_wakes_when_a_version_is_recorded() {
         let h = Arc::new(History::default());
-        h.record(1, table(&[]));
+        let t1 = table(&[]);
+        h.record(1, t1.clone());
         let mut rx = h.subscribe();
         rx.borrow_and_update();
-        assert!(h.update_since(Some(1)).is_none());
+        assert!(h.update_since(Some(&t1.digest())).is_none());
         let writer = h.clone();
-        tokio::spawn(async move { writer.record(2, table(&[])) });
+        tokio::spawn(async move { writer.record(2, table(&[("ns/a", "free")])) });
         tokio::time::timeout(Duration::from_secs(5), rx.changed())
             .await
             .expect("woken")
             .expect("open");
-        assert!(h.update_since(Some(1)).is_some());
+        assert!(h.update_since(Some(&t1.digest())).is_some());
+    }
+
+    #[test]
+    fn review_cache_remembers_by_digest_and_expires() {
+        let c = ReviewCache::default();
+        let t0 = tokio::time::Instant::now();
+        assert!(c.get("tok", t0).is_none());
+        c.put("tok", Ok("system:serviceaccount:ns:proxy".into()), t0);
+        c.put("bad", Err("token not authenticated".into()), t0);
+        assert!(c
+            .get("tok", t0 + Duration::from_secs(59))
+            .is_some_and(|v| v.is_ok()));
+        assert!(
+            c.get("tok", t0 + REVIEW_OK_TTL).is_none(),
+            "accepted tokens are re-reviewed after a minute"
+        );
+        assert!(c
+            .get("bad", t0 + Duration::from_secs(4))
+            .is_some_and(|v| v.is_err()));
+        assert!(c.get("bad", t0 + REVIEW_REFUSED_TTL).is_none());
+        let stored = c.verdicts.lock().expect("lock");
+        assert!(stored.keys().all(|k| k != &[0u8; 32]) && stored.len() == 2);
+    }
+
+    #[test]
+    fn review_cache_is_bounded() {
+        let c = ReviewCache::default();
+        let t0 = tokio::time::Instant::now();
+        for i in 0..(REVIEW_CACHE_MAX + 10) {
+            c.put(&format!("junk-{i}"), Err("no".into()), t0);
+        }
+        assert!(c.verdicts.lock().expect("lock").len() <= REVIEW_CACHE_MAX);
     }
 
     #[test]
     fn query_is_parsed_and_bounded() {
-        let uri: http::Uri = "/v1/table?since=7&wait=999".parse().expect("uri");
-        assert_eq!(query(&uri), (Some(7), MAX_WAIT));
+        let digest = "Ab".repeat(32);
+        let uri: http::Uri = format!("/v1/table?since={digest}&wait=999")
+            .parse()
+            .expect("uri");
+        assert_eq!(query(&uri), (Some("ab".repeat(32)), MAX_WAIT));
+        let uri: http::Uri = "/v1/table?since=7".parse().expect("uri");
+        assert_eq!(
+            query(&uri).0,
+            None,
+            "not a digest: the caller gets a snapshot"
+        );
         let uri: http::Uri = "/v1/table".parse().expect("uri");
         assert_eq!(query(&uri), (None, Duration::ZERO));
     }

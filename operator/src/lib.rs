@@ -98,6 +98,7 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
             audience: config.token_audience.clone(),
             history,
             metrics: metrics.clone(),
+            reviews: distribute::ReviewCache::default(),
         });
         distribution.push(tokio::spawn(distribute::serve(
             listener,

@@ -30,6 +30,11 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Table requests from proxies, by answer (`snapshot`, `delta`, `refused`).
     pub distribution: IntCounterVec,
+    /// Authenticated table requests in progress: a following proxy always has one long-poll
+    /// open, so this is the number of proxies connected to this replica.
+    pub proxies_connected: IntGauge,
+    /// TokenReviews sent to the API server (cache misses), by result.
+    pub token_reviews: IntCounterVec,
 }
 
 impl Metrics {
@@ -107,9 +112,22 @@ impl Metrics {
                 &["answer"],
             )
             .expect("static metric definition"),
+            proxies_connected: IntGauge::new(
+                "tollgate_operator_proxies_connected",
+                "Proxies with a table request open on this replica",
+            )
+            .expect("static metric definition"),
+            token_reviews: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_operator_token_reviews_total",
+                    "TokenReviews sent (cache misses) by result",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(m.reconciles.clone()),
             Box::new(m.reconcile_duration.clone()),
             Box::new(m.compiles.clone()),
@@ -121,6 +139,8 @@ impl Metrics {
             Box::new(m.key_operations.clone()),
             Box::new(m.leader.clone()),
             Box::new(m.distribution.clone()),
+            Box::new(m.proxies_connected.clone()),
+            Box::new(m.token_reviews.clone()),
         ];
         for c in collectors {
             m.registry

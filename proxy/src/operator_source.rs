@@ -101,13 +101,24 @@ pub enum SourceError {
     /// The answer is not a table update.
     #[error("malformed answer from the operator: {0}")]
     Json(#[from] serde_json::Error),
-    /// A delta that does not start from the version we have.
-    #[error("a delta from version {from} does not apply to version {have:?}")]
+    /// A delta that does not start from the table we have.
+    #[error("a delta from table {from} does not apply to table {have:?}")]
     DeltaMismatch {
-        /// Where the delta starts.
-        from: u64,
-        /// What we have.
-        have: Option<u64>,
+        /// Digest of the table the delta starts from.
+        from: String,
+        /// Digest of what we have.
+        have: Option<String>,
+    },
+    /// An update whose result does not have the digest it announced (a bug or corruption on
+    /// the way): nothing is applied and a snapshot is fetched instead.
+    #[error("the table built from the operator's {kind} has digest {got}, not the announced {want}")]
+    DigestMismatch {
+        /// `snapshot` or `delta`.
+        kind: &'static str,
+        /// Announced digest.
+        want: String,
+        /// Digest of what was built.
+        got: String,
     },
     /// The state file could not be written or read.
     #[error("state file {path}: {source}")]
@@ -120,34 +131,62 @@ pub enum SourceError {
     },
 }
 
-/// A table and the operator version it is at.
+/// A table, its digest, and the operator version it was served as.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Versioned {
-    /// Operator table version.
+    /// Operator table version (display and metrics only).
     pub version: u64,
+    /// [`RoutingTable::digest`] of `table`: what the proxy tells the operator it has.
+    #[serde(default)]
+    pub digest: String,
     /// The table.
     pub table: RoutingTable,
 }
 
-/// The table after `update`, given what we have (pure).
+impl Versioned {
+    /// `table` served as `version`, with its digest computed.
+    pub fn new(version: u64, table: RoutingTable) -> Versioned {
+        Versioned {
+            version,
+            digest: table.digest(),
+            table,
+        }
+    }
+}
+
+/// The table after `update`, given what we have (pure). The result's digest is checked against
+/// the announced one, so a wrong base or a corrupted update never gets served.
 pub fn next_table(have: Option<&Versioned>, update: TableUpdate) -> Result<Versioned, SourceError> {
-    match update {
-        TableUpdate::Snapshot { version, table } => Ok(Versioned { version, table }),
+    let (kind, version, want, table) = match update {
+        TableUpdate::Snapshot {
+            version,
+            digest,
+            table,
+        } => ("snapshot", version, digest, table),
         TableUpdate::Delta {
             from,
             version,
+            digest,
             delta,
         } => match have {
-            Some(h) if h.version == from => Ok(Versioned {
-                version,
-                table: apply(&h.table, &delta),
-            }),
-            _ => Err(SourceError::DeltaMismatch {
-                from,
-                have: have.map(|h| h.version),
-            }),
+            Some(h) if h.digest == from => ("delta", version, digest, apply(&h.table, &delta)),
+            _ => {
+                return Err(SourceError::DeltaMismatch {
+                    from,
+                    have: have.map(|h| h.digest.clone()),
+                })
+            }
         },
+    };
+    let next = Versioned::new(version, table);
+    if next.digest != want {
+        return Err(SourceError::DigestMismatch {
+            kind,
+            want,
+            got: next.digest,
+        });
     }
+    Ok(next)
 }
 
 /// Wait before reconnect attempt `attempt` (0-based): exponential from 100 ms, capped at
@@ -170,7 +209,15 @@ pub fn save_state(dir: &Path, state: &Versioned) -> Result<(), SourceError> {
     };
     std::fs::create_dir_all(dir).map_err(io)?;
     let body = serde_json::to_vec(state)?;
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    // Owner-only: the table holds backend TLS private keys (and key digests).
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(&tmp).map_err(io)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(io)?;
     f.write_all(&body).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)
@@ -180,7 +227,11 @@ pub fn save_state(dir: &Path, state: &Versioned) -> Result<(), SourceError> {
 pub fn load_state(dir: &Path) -> Result<Option<Versioned>, SourceError> {
     let path = dir.join(STATE_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+        Ok(bytes) => {
+            let state: Versioned = serde_json::from_slice(&bytes)?;
+            // Files written before digests existed: name the table by its content now.
+            Ok(Some(Versioned::new(state.version, state.table)))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(SourceError::State { path, source }),
     }
@@ -229,7 +280,7 @@ impl OperatorSource {
             Some(h) => (
                 format!(
                     "{base}/v1/table?since={}&wait={}",
-                    h.version,
+                    h.digest,
                     LONG_POLL.as_secs()
                 ),
                 LONG_POLL,
@@ -376,36 +427,59 @@ mod tests {
     }
 
     #[test]
-    fn a_delta_applies_only_on_top_of_its_version() {
-        let v1 = Versioned {
-            version: 1,
-            table: table(&[("ns/a", "Active")]),
-        };
+    fn a_delta_applies_only_on_top_of_the_table_it_was_made_from() {
+        let v1 = Versioned::new(1, table(&[("ns/a", "Active")]));
         let t2 = table(&[("ns/a", "Suspended")]);
         let delta = TableUpdate::Delta {
-            from: 1,
+            from: v1.digest.clone(),
             version: 2,
+            digest: t2.digest(),
             delta: diff(&v1.table, &t2),
         };
         let next = next_table(Some(&v1), delta.clone()).expect("applies");
-        assert_eq!(next.version, 2);
-        assert_eq!(next.table, t2);
+        assert_eq!((next.version, &next.table), (2, &t2));
+        assert_eq!(next.digest, t2.digest());
         assert!(matches!(
             next_table(None, delta.clone()),
-            Err(SourceError::DeltaMismatch {
-                from: 1,
-                have: None
-            })
+            Err(SourceError::DeltaMismatch { have: None, .. })
         ));
+        // Same version number, other content (a restarted operator): refused, not misapplied.
+        let impostor = Versioned::new(1, table(&[("ns/z", "Active")]));
         assert!(matches!(
-            next_table(Some(&next), delta),
-            Err(SourceError::DeltaMismatch { have: Some(2), .. })
+            next_table(Some(&impostor), delta.clone()),
+            Err(SourceError::DeltaMismatch { .. })
         ));
         let snap = TableUpdate::Snapshot {
             version: 9,
+            digest: t2.digest(),
             table: t2.clone(),
         };
         assert_eq!(next_table(None, snap).expect("snapshot").version, 9);
+    }
+
+    #[test]
+    fn an_update_that_does_not_build_the_announced_table_is_refused() {
+        let v1 = Versioned::new(1, table(&[("ns/a", "Active")]));
+        let t2 = table(&[("ns/a", "Suspended")]);
+        let wrong = TableUpdate::Delta {
+            from: v1.digest.clone(),
+            version: 2,
+            digest: table(&[("ns/b", "Active")]).digest(),
+            delta: diff(&v1.table, &t2),
+        };
+        assert!(matches!(
+            next_table(Some(&v1), wrong),
+            Err(SourceError::DigestMismatch { kind: "delta", .. })
+        ));
+        let bad_snapshot = TableUpdate::Snapshot {
+            version: 3,
+            digest: "0".repeat(64),
+            table: t2,
+        };
+        assert!(matches!(
+            next_table(None, bad_snapshot),
+            Err(SourceError::DigestMismatch { kind: "snapshot", .. })
+        ));
     }
 
     #[test]
@@ -432,16 +506,19 @@ mod tests {
             rand::random::<u32>()
         ));
         assert!(load_state(&dir).expect("no file is fine").is_none());
-        let a = Versioned {
-            version: 3,
-            table: table(&[("ns/a", "Active")]),
-        };
+        let a = Versioned::new(3, table(&[("ns/a", "Active")]));
         save_state(&dir, &a).expect("saved");
         assert_eq!(load_state(&dir).expect("read"), Some(a));
-        let b = Versioned {
-            version: 4,
-            table: table(&[]),
-        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join(STATE_FILE))
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "the table holds private keys: owner-only");
+        }
+        let b = Versioned::new(4, table(&[]));
         save_state(&dir, &b).expect("saved again");
         assert_eq!(load_state(&dir).expect("read"), Some(b));
         let names: Vec<String> = std::fs::read_dir(&dir)
