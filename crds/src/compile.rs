@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::reasons;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ServiceEndpoints, Snapshot};
 use crate::table::{ObjectId, RoutingTable};
 
 /// Keys shorter than this many characters are rejected as [`reasons::WEAK_KEY`].
@@ -90,14 +90,44 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
 
     out.sort();
     out.dedup();
+    let mut products = products.into_entries(|e| &e.id);
+    resolve_endpoints(&mut products, &snapshot.endpoints);
     Compiled {
         table: RoutingTable {
-            products: products.into_entries(|e| &e.id),
+            products,
             plans: plans.into_entries(|e| &e.id),
             subscriptions: subscriptions.into_entries(|e| &e.id),
             policies: policies.into_entries(|e| &e.id),
         },
         diagnostics: out,
+    }
+}
+
+/// Fill the ready endpoints of Service backends (sorted, deduplicated, so the table does not
+/// change when EndpointSlices are merely reordered).
+fn resolve_endpoints(products: &mut [crate::table::ProductEntry], endpoints: &[ServiceEndpoints]) {
+    if endpoints.is_empty() {
+        return;
+    }
+    let index: BTreeMap<(&str, &str, u16), &ServiceEndpoints> = endpoints
+        .iter()
+        .map(|e| ((e.namespace.as_str(), e.service.as_str(), e.port), e))
+        .collect();
+    for p in products {
+        if let crate::table::BackendTarget::Service {
+            namespace,
+            name,
+            port,
+            endpoints,
+        } = &mut p.backend
+        {
+            if let Some(found) = index.get(&(namespace.as_str(), name.as_str(), *port)) {
+                let mut addresses = found.addresses.clone();
+                addresses.sort();
+                addresses.dedup();
+                *endpoints = addresses;
+            }
+        }
     }
 }
 

@@ -15,7 +15,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -44,6 +45,10 @@ pub struct Stores {
     pub policies: Store<ApiPolicy>,
     /// Secrets (data kept only for key Secrets, see the module docs).
     pub secrets: Store<Secret>,
+    /// Services (for the ports behind `backend.service`).
+    pub services: Store<Service>,
+    /// EndpointSlices (the ready pods behind those Services).
+    pub endpoint_slices: Store<EndpointSlice>,
 }
 
 impl Stores {
@@ -74,6 +79,14 @@ impl Stores {
             .wait_until_ready()
             .await
             .map_err(closed("Secret"))?;
+        self.services
+            .wait_until_ready()
+            .await
+            .map_err(closed("Service"))?;
+        self.endpoint_slices
+            .wait_until_ready()
+            .await
+            .map_err(closed("EndpointSlice"))?;
         Ok(())
     }
 
@@ -94,6 +107,13 @@ impl Stores {
                 .filter(|s| is_key_secret(s) || is_tls_material(s))
                 .map(|s| s.as_ref().clone())
                 .collect(),
+            endpoints: {
+                let services = self.services.state();
+                let slices = self.endpoint_slices.state();
+                let services: Vec<&Service> = services.iter().map(AsRef::as_ref).collect();
+                let slices: Vec<&EndpointSlice> = slices.iter().map(AsRef::as_ref).collect();
+                crate::endpoints::service_endpoints(&services, &slices)
+            },
             rejected: Vec::new(),
         }
     }
@@ -158,6 +178,18 @@ pub fn start(
                 s.data = None;
             }
         }),
+        services: reflect::<Service>(client, namespace, &changed, &metrics, &mut tasks, |s| {
+            // Only the ports are read; the status and most of the spec are churn.
+            s.status = None;
+        }),
+        endpoint_slices: reflect::<EndpointSlice>(
+            client,
+            namespace,
+            &changed,
+            &metrics,
+            &mut tasks,
+            |_| {},
+        ),
     };
     (stores, tasks)
 }

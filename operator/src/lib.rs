@@ -11,6 +11,7 @@
 
 pub mod controller;
 pub mod distribute;
+pub mod endpoints;
 pub mod error;
 pub mod gather;
 pub mod health;

@@ -523,3 +523,35 @@ fn jwks_uri_must_be_https_or_loopback_http() {
     assert!(!jwks_uri_allowed("https:///keys"));
     assert!(!jwks_uri_allowed("login.example/keys"));
 }
+
+#[test]
+fn service_backends_get_their_ready_endpoints_sorted() {
+    let mut set = ManifestSet::default();
+    set.add_file(
+        "t.yaml",
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Product\nmetadata: {name: p, namespace: w}\nspec:\n  backend: {service: {name: api, port: 80}}\n  routes: [{name: all, path: /}]\n",
+    );
+    let endpoints = |addresses: &[&str]| crate::snapshot::ServiceEndpoints {
+        namespace: "w".into(),
+        service: "api".into(),
+        port: 80,
+        addresses: addresses.iter().map(|a| a.to_string()).collect(),
+    };
+    let backend = |set: &ManifestSet| set.compile().table.products[0].backend.clone();
+    // No EndpointSlice information (standalone): the DNS name is used.
+    assert!(matches!(backend(&set), crate::table::BackendTarget::Service { endpoints, .. } if endpoints.is_empty()));
+    set.snapshot.endpoints = vec![
+        endpoints(&["10.0.0.9:8080", "10.0.0.2:8080", "10.0.0.9:8080"]),
+        crate::snapshot::ServiceEndpoints {
+            port: 81,
+            ..endpoints(&["10.0.0.7:9"])
+        },
+    ];
+    let first = backend(&set);
+    assert!(
+        matches!(&first, crate::table::BackendTarget::Service { endpoints, .. } if endpoints == &["10.0.0.2:8080", "10.0.0.9:8080"]),
+        "{first:?}"
+    );
+    set.snapshot.endpoints[0].addresses.reverse();
+    assert_eq!(backend(&set), first, "slice order does not change the table");
+}
