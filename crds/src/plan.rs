@@ -82,6 +82,23 @@ pub struct Quota {
     pub requests: u64,
     /// `Day`, `Week` (ISO, starting Monday) or `Month`, in UTC.
     pub period: QuotaPeriod,
+    /// What proxies do while the shared counter store (Redis) is unreachable: `FailOpen`
+    /// (default: keep serving, count locally, add the counts to Redis when it is back) or
+    /// `FailClosed` (answer 503). Without a shared store, counters are in memory and this is moot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+}
+
+/// Behaviour while the shared counter store is unreachable.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
+)]
+pub enum FailurePolicy {
+    /// Keep serving and count locally; reconcile when the store returns.
+    #[default]
+    FailOpen,
+    /// Refuse with 503 until the store returns.
+    FailClosed,
 }
 
 /// Calendar periods, in UTC.

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::plan::QuotaPeriod;
+use crate::plan::{FailurePolicy, QuotaPeriod};
 use crate::product::{Method, PathMatch};
 use crate::subscription::SubscriptionState;
 
@@ -189,6 +189,13 @@ pub struct QuotaEntry {
     pub requests: u64,
     /// Day, Week or Month.
     pub period: QuotaPeriod,
+    /// While the shared counter store is unreachable (default `FailOpen`).
+    #[serde(default, skip_serializing_if = "is_fail_open")]
+    pub failure_policy: FailurePolicy,
+}
+
+fn is_fail_open(p: &FailurePolicy) -> bool {
+    *p == FailurePolicy::FailOpen
 }
 
 /// A compiled Subscription.

@@ -200,6 +200,7 @@ mod tests {
         let q = QuotaEntry {
             requests: 2,
             period: QuotaPeriod::Day,
+            failure_policy: Default::default(),
         };
         let c = QuotaCounter::default();
         let now = at("2025-03-10T23:59:00Z");
@@ -227,6 +228,7 @@ mod tests {
         let q = QuotaEntry {
             requests: 1,
             period: QuotaPeriod::Month,
+            failure_policy: Default::default(),
         };
         let c = QuotaCounter::default();
         assert!(c.take(&q, at("2025-01-31T23:00:00Z")).is_ok());
@@ -239,6 +241,7 @@ mod tests {
         let q = QuotaEntry {
             requests: 1000,
             period: QuotaPeriod::Day,
+            failure_policy: Default::default(),
         };
         let c = std::sync::Arc::new(QuotaCounter::default());
         let now = at("2025-03-10T12:00:00Z");

@@ -130,6 +130,7 @@ fn compile_one(
         Some(QuotaEntry {
             requests: q.requests,
             period: q.period,
+            failure_policy: q.failure_policy.unwrap_or_default(),
         })
     });
 
