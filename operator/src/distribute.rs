@@ -17,7 +17,8 @@
 //!
 //! - [`apply`]`(old, `[`diff`]`(old, new)) == new` for any two tables (unit-tested).
 //! - No request is answered with table content before its token has been reviewed.
-//! - Plain HTTP for now: run it on a loopback or mesh-encrypted address until TLS is added.
+//! - With `--distribute-tls-cert/--distribute-tls-key` the listener speaks only TLS (1.2/1.3);
+//!   the files are re-read when they change. Without them it is plain HTTP (loopback or a mesh).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -352,9 +353,10 @@ impl Distributor {
     }
 }
 
-/// Serve `/v1/table` until `shutdown` turns true.
+/// Serve `/v1/table` until `shutdown` turns true (over TLS when `tls` is set).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     distributor: Arc<Distributor>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -362,7 +364,7 @@ pub async fn serve(
         let d = distributor.clone();
         async move { d.respond(&req).await }
     };
-    crate::listener::serve(listener, handle, shutdown).await;
+    crate::listener::serve(listener, tls, handle, shutdown).await;
 }
 
 #[cfg(test)]

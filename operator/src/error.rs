@@ -45,6 +45,12 @@ pub enum Error {
     /// The compile task panicked (a compiler bug: the compiler reports bad input as diagnostics).
     #[error("compile did not finish: {0}; please report this with the objects that triggered it")]
     CompileFailed(String),
+    /// The distribution listener's certificate or key cannot be used.
+    #[error("distribution TLS: {0}; check --distribute-tls-cert and --distribute-tls-key")]
+    TlsFiles(#[from] crate::tls::TlsError),
+    /// rustls refused to build a server configuration.
+    #[error("distribution TLS: {0}")]
+    Tls(String),
     /// A watch store was dropped before its first full list: the watch task died.
     #[error("the {kind} watch stopped before its first list completed")]
     StoreClosed {
@@ -58,6 +64,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube { .. } => "kube_api",
+            Error::TlsFiles(_) | Error::Tls(_) => "tls",
             Error::MissingField { .. } => "missing_field",
             Error::Rng { .. } => "rng",
             Error::Listen { .. } => "listen",

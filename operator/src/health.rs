@@ -63,7 +63,7 @@ pub async fn serve(
         let response = respond(req.uri().path(), &table, &metrics);
         async move { response }
     };
-    crate::listener::serve(listener, handle, shutdown).await;
+    crate::listener::serve(listener, None, handle, shutdown).await;
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod leader;
 pub mod listener;
 pub mod metrics;
 pub mod status;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct Config {
     pub distribute_listen: Option<SocketAddr>,
     /// Audience proxies' ServiceAccount tokens must be bound to.
     pub token_audience: String,
+    /// Certificate and key of the table endpoint (`None`: plain HTTP).
+    pub distribute_tls: Option<tls::TlsFiles>,
 }
 
 /// Run the operator until `shutdown` turns true (SIGTERM in `main`).
@@ -101,8 +104,21 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
             metrics: metrics.clone(),
             reviews: distribute::ReviewCache::default(),
         });
+        let tls = match &config.distribute_tls {
+            None => None,
+            Some(files) => {
+                let certs = tls::Reloading::new(files.clone())?;
+                distribution.push(tokio::spawn(certs.clone().watch(shutdown.clone())));
+                Some(
+                    certs
+                        .server_config()
+                        .map_err(|e| Error::Tls(e.to_string()))?,
+                )
+            }
+        };
         distribution.push(tokio::spawn(distribute::serve(
             listener,
+            tls,
             distributor,
             shutdown.clone(),
         )));

@@ -33,9 +33,24 @@ struct Args {
     /// Milliseconds to wait after a change before recompiling.
     #[arg(long, default_value_t = 200)]
     debounce_ms: u64,
-    /// Serve the compiled table to proxies on this address (GET /v1/table; plain HTTP for now).
+    /// Serve the compiled table to proxies on this address (GET /v1/table).
     #[arg(long, env = "TOLLGATE_DISTRIBUTE_LISTEN")]
     distribute_listen: Option<SocketAddr>,
+    /// PEM certificate chain for the table endpoint; with --distribute-tls-key it serves only
+    /// HTTPS (files are re-read when they change). Without: plain HTTP (loopback or a mesh).
+    #[arg(
+        long,
+        env = "TOLLGATE_DISTRIBUTE_TLS_CERT",
+        requires = "distribute_tls_key"
+    )]
+    distribute_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --distribute-tls-cert.
+    #[arg(
+        long,
+        env = "TOLLGATE_DISTRIBUTE_TLS_KEY",
+        requires = "distribute_tls_cert"
+    )]
+    distribute_tls_key: Option<std::path::PathBuf>,
     /// Audience proxies' ServiceAccount tokens must be bound to (TokenReview).
     #[arg(long, default_value = "tollgate")]
     token_audience: String,
@@ -87,6 +102,10 @@ async fn main() -> anyhow::Result<()> {
             debounce: Duration::from_millis(args.debounce_ms),
             distribute_listen: args.distribute_listen,
             token_audience: args.token_audience,
+            distribute_tls: match (args.distribute_tls_cert, args.distribute_tls_key) {
+                (Some(cert), Some(key)) => Some(tollgate_operator::tls::TlsFiles { cert, key }),
+                _ => None,
+            },
         },
         shutdown_rx,
     )
