@@ -283,6 +283,19 @@ fn compile_one(
         }
     }
 
+    if let (Some(policy), Some(BackendTarget::Url { url })) = (&tls_from, &backend) {
+        if url.starts_with("http://") {
+            report.error(
+                "spec.backend.url",
+                reasons::INVALID_BACKEND,
+                format!(
+                    "ApiPolicy {policy} sets backendTLS, but the backend URL is plain http://; \
+                     write https:// (the gateway never sends a TLS-protected backend's traffic in the clear)"
+                ),
+            );
+        }
+    }
+
     if report.has_errors() {
         return None;
     }
