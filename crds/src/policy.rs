@@ -203,7 +203,7 @@ pub struct RequestValidation {
     pub routes: Vec<String>,
     /// Allowed `Content-Type` media types (`application/json`, `text/*`); empty means any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(t, t.matches('^[A-Za-z0-9!#$&^_.+-]+/([A-Za-z0-9!#$&^_.+-]+|\\*)$'))").message("contentTypes entries must be media types such as application/json or text/*"))]
+    #[x_kube(validation = Rule::new("self.all(t, t.matches('^[A-Za-z0-9!#$&^_.+-]+/([A-Za-z0-9!#$&^_.+-]+|[*])$'))").message("contentTypes entries must be media types such as application/json or text/*"))]
     #[schemars(length(max = 64), inner(length(max = 128)))]
     pub content_types: Vec<String>,
     /// Maximum body size in bytes.

@@ -77,7 +77,20 @@ pub(crate) fn compile(
 
     let json_schema = v.json_schema.as_ref().and_then(|text| {
         match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(serde_json::Value::Object(_)) | Ok(serde_json::Value::Bool(_)) => Some(text.clone()),
+            Ok(doc @ (serde_json::Value::Object(_) | serde_json::Value::Bool(_))) => {
+                // The proxy compiles it with the same crate (no remote `$ref`s: no resolvers).
+                match jsonschema::validator_for(&doc) {
+                    Ok(_) => Some(text.clone()),
+                    Err(e) => {
+                        report.error(
+                            format!("{field}.jsonSchema"),
+                            reasons::INVALID_REQUEST_VALIDATION,
+                            format!("jsonSchema is not a valid JSON Schema: {e}; only local `$ref`s (#/...) are resolved"),
+                        );
+                        None
+                    }
+                }
+            }
             _ => {
                 report.error(
                     format!("{field}.jsonSchema"),
