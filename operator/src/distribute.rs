@@ -152,11 +152,13 @@ const REVIEW_REFUSED_TTL: Duration = Duration::from_secs(5);
 /// cannot grow memory).
 const REVIEW_CACHE_MAX: usize = 4096;
 
+/// A TokenReview verdict and until when it holds.
+type Verdict = (tokio::time::Instant, Result<String, String>);
+
 /// TokenReview verdicts by SHA-256 of the token (the token itself is never stored).
 #[derive(Default)]
 pub struct ReviewCache {
-    verdicts:
-        Mutex<std::collections::HashMap<[u8; 32], (tokio::time::Instant, Result<String, String>)>>,
+    verdicts: Mutex<std::collections::HashMap<[u8; 32], Verdict>>,
 }
 
 impl ReviewCache {
