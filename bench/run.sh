@@ -6,7 +6,8 @@
 #   bench/run.sh                          # 15 s per target, 32 connections
 #   DURATION=5s CONNECTIONS=64 bench/run.sh
 #
-# Env: DURATION (15s), CONNECTIONS (32), WRK_THREADS (1), WARMUP (3s), SCENARIOS
+# Env: DURATION (15s), CONNECTIONS (32), WRK_THREADS (1), WARMUP (3s), BENCH_REDIS (0: 1 adds a
+# Redis-backed quota run, see the end of this file), SCENARIOS
 # ("direct nginx tollgate"), SERVER_CPU (0), LOAD_CPU (1), BACKEND_PORT (19000),
 # NGINX_PORT (19080), TOLLGATE_PORT (19180), TOLLGATE_ADMIN_PORT (19901); a default port that is
 # taken is replaced by the next free one, a port set in the environment must be free.
@@ -396,4 +397,56 @@ LUA_EOF
         fi
     } | tee -a "$TABLE"
     ((jnon2xx == 0 && jerrs == 0)) || die "tollgate-jwt: $jnon2xx non-2xx responses and $jerrs socket errors; see $RESULTS/tollgate-jwt.wrk.txt"
+fi
+
+# --- optional: quotas counted in Redis (BENCH_REDIS=1) ------------------------------------------
+# Owned by the shared-quota work (issue 6). Runs tollgate once more with the same manifests and
+# `--redis` pointing at a private redis-server (no persistence) on the load CPU, so the plan's
+# quota is counted in Redis through leases instead of in memory. Compare its row with the
+# in-memory 'tollgate' row. The Redis counter is printed afterwards: it must be at least the
+# requests wrk counted (units still leased are included until the proxy gives them back).
+if [[ "${BENCH_REDIS:-0}" == 1 ]]; then
+    ensure_apt_packages redis-server:redis-server
+    [[ -x "$PROXY_BIN" ]] || { cargo build --release -q -p tollgate-proxy; }
+    pick_port REDIS_PORT 19379
+    taskset -c "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        >"$RESULTS/redis.log" 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    for ((i = 0; i < 100; i++)); do
+        [[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]] && break
+        sleep 0.1
+    done
+    [[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]] || die "redis-server did not start; see $RESULTS/redis.log"
+    start_backend "$LOAD_CPU"
+    redis_args=(--from-dir "$WORK/manifests" --listen "127.0.0.1:$TOLLGATE_PORT" --admin-listen "127.0.0.1:$TOLLGATE_ADMIN_PORT"
+        --threads 1 --access-log off --redis "redis://127.0.0.1:$REDIS_PORT")
+    TOKIO_WORKER_THREADS=1 RUST_LOG="${BENCH_RUST_LOG:-warn}" taskset -c "$SERVER_CPU" "$PROXY_BIN" "${redis_args[@]}" \
+        >"$RESULTS/tollgate-redis.log" 2>&1 &
+    REDIS_PROXY_PID=$!
+    PIDS+=("$REDIS_PROXY_PID")
+    echo "TOKIO_WORKER_THREADS=1 $PROXY_BIN ${redis_args[*]}" >"$RESULTS/tollgate-redis.cmd"
+    wait_http "http://127.0.0.1:$TOLLGATE_ADMIN_PORT/readyz" 200 "tollgate-proxy (redis)'s /readyz"
+    wait_http "http://127.0.0.1:$TOLLGATE_PORT/bench" 200 "tollgate-proxy (redis)"
+    run_wrk tollgate-redis "http://127.0.0.1:$TOLLGATE_PORT/bench" "$REDIS_PROXY_PID"
+    curl -s "http://127.0.0.1:$TOLLGATE_ADMIN_PORT/metrics" >"$RESULTS/tollgate-redis.metrics.txt" || true
+    stop_pid "$REDIS_PROXY_PID" # graceful: gives its leases back
+    stop_pid "$BACKEND_PID"
+    redis_count="$(redis-cli -p "$REDIS_PORT" --scan --pattern 'tollgate:quota:*' \
+        | while read -r k; do redis-cli -p "$REDIS_PORT" get "$k"; done | awk '{ s += $1 } END { print s + 0 }')"
+    redis_errors="$(sed -n 's/^tollgate_redis_errors_total //p' "$RESULTS/tollgate-redis.metrics.txt")"
+    stop_pid "$REDIS_PID"
+    read -r rrps rp50 rp99 rnon2xx rerrs _ _ rpcpu <<<"$(summary tollgate-redis)"
+    {
+        echo
+        printf 'tollgate-redis %7.0f requests/s   p50 %.3f ms   p99 %.3f ms   server CPU %s%%   non-2xx %d   errors %d\n' \
+            "$rrps" "$rp50" "$rp99" "$rpcpu" "$rnon2xx" "$rerrs"
+        echo "redis: requests counted (warm-up + run) $redis_count, redis errors ${redis_errors:-?}"
+        if [[ -f "$RESULTS/tollgate.wrk.txt" ]]; then
+            read -r krps _ kp99 _ <<<"$(summary tollgate)"
+            awk -v a="$rrps" -v b="$krps" -v pa="$rp99" -v pb="$kp99" \
+                'BEGIN { printf "tollgate-redis/tollgate requests/s x%.2f   p99 %+.3f ms\n", (b ? a / b : 0), pa - pb }'
+        fi
+    } | tee -a "$TABLE"
+    ((rnon2xx == 0 && rerrs == 0)) || die "tollgate-redis: $rnon2xx non-2xx responses and $rerrs socket errors; see $RESULTS/tollgate-redis.wrk.txt"
 fi

@@ -18,8 +18,9 @@ die() { printf 'test: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=scripts/apt.sh
 source "$ROOT/scripts/apt.sh"
 
-# What the tests need besides Rust. The demo smoke test calls curl. (Later: redis-server:redis-server.)
-TEST_PACKAGES=(curl:curl openssl:openssl)
+# What the tests need besides Rust. The demo smoke test calls curl; the shared-quota tests start
+# their own redis-server on a free loopback port (the packaged service is not used).
+TEST_PACKAGES=(curl:curl openssl:openssl redis-server:redis-server)
 ensure_apt_packages "${TEST_PACKAGES[@]}"
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs); rust-toolchain.toml pins the version"
 
@@ -61,6 +62,10 @@ if [[ "${TOLLGATE_SKIP_E2E:-0}" == 1 ]]; then
 else
     run "operator e2e against a local kube-apiserver (e2e/control-plane.sh)" operator_e2e
 fi
+# The Helm chart: lint, template and golden files always (Helm is built once from its Go module
+# into ~/.cache/tollgate); unless TOLLGATE_SKIP_E2E=1, also a server-side dry run on the local
+# control plane and the operator e2e suite run under the chart's RBAC (e2e/chart-test.sh).
+run "Helm chart (e2e/chart-test.sh)" e2e/chart-test.sh
 
 echo
 if ((${#FAILED[@]})); then

@@ -20,6 +20,7 @@ mod spelling;
 pub mod status;
 pub mod subscription;
 pub mod table;
+pub mod usage;
 
 pub use compile::{compile, Compiled};
 pub use diagnostics::{Diagnostic, ObjectRef, Severity};

@@ -5,24 +5,28 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
-use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tollgate_crds::table::TimeoutsMs;
+use tollgate_crds::table::{BackendTlsEntry, TimeoutsMs};
 
+use crate::backend_tls::{find_rustls_error, BackendTls, BackendTlsError, TlsIdentity};
+use crate::balance::Endpoints;
 use crate::hop_by_hop;
 use crate::problem::Rejection;
 use crate::request_id::X_REQUEST_ID;
 use crate::runtime::HeaderOps;
+use crate::validate::body::CountedBody;
 
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -32,16 +36,32 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// What is sent to a backend: the client's body as it streams in, or a body the gateway already
-/// holds (request validation reads a bounded body before the backend may see a byte).
-pub type ForwardBody = Either<Incoming, Full<Bytes>>;
+/// holds (request validation reads a bounded body before the backend may see a byte). The
+/// stream is a [`CountedBody`]: counted against `maxBodyBytes` when only a size limit applies.
+pub type ForwardBody = Either<CountedBody, Full<Bytes>>;
 
-/// The pooled HTTP/1.1 client type.
-pub type HttpClient = Client<HttpConnector, ForwardBody>;
+/// The pooled HTTP/1.1 client type: plain TCP for `http://` backends, TLS for `https://`.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, ForwardBody>;
 
-/// One keep-alive pool per connect timeout, shared by every table so reloads keep connections.
+/// What a pooled client is shared by: same connect timeout and same TLS identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PoolKey {
+    connect_ms: u64,
+    tls: TlsIdentity,
+    /// `backendTLS` clients refuse `http://` (never plaintext when TLS was asked for).
+    https_only: bool,
+}
+
+/// Keep-alive pools per connect timeout and TLS identity, shared by every table so a reload
+/// keeps connections.
+///
+/// Entries are weak: a client lives as long as a runtime that uses it, so a rotated
+/// certificate's old pool is dropped once the last table (and in-flight request) using it is
+/// gone, while an unchanged identity keeps its pool across reloads (the new table is built
+/// while the old one is still held).
 #[derive(Default)]
 pub struct ClientPool {
-    clients: Mutex<HashMap<u64, HttpClient>>,
+    clients: Mutex<HashMap<PoolKey, Weak<HttpClient>>>,
 }
 
 impl std::fmt::Debug for ClientPool {
@@ -51,52 +71,105 @@ impl std::fmt::Debug for ClientPool {
 }
 
 impl ClientPool {
-    /// The client whose connector uses `connect_ms` (created on first use; called at build time).
-    pub fn client(&self, connect_ms: u64) -> HttpClient {
+    /// The client for `connect_ms` and `tls` (created on first use; called at build time).
+    pub fn client(&self, connect_ms: u64, tls: &BackendTls, https_only: bool) -> Arc<HttpClient> {
+        let key = PoolKey {
+            connect_ms,
+            tls: tls.identity,
+            https_only,
+        };
         // A poisoned lock only means another build panicked; the map itself is still valid.
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients
-            .entry(connect_ms)
-            .or_insert_with(|| {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                connector.set_connect_timeout(Some(Duration::from_millis(connect_ms.max(1))));
-                connector.set_keepalive(Some(Duration::from_secs(60)));
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(1024)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .build(connector)
-            })
-            .clone()
+        if let Some(client) = clients.get(&key).and_then(Weak::upgrade) {
+            return client;
+        }
+        clients.retain(|_, c| c.strong_count() > 0);
+        let client = Arc::new(new_client(connect_ms, tls, https_only));
+        clients.insert(key, Arc::downgrade(&client));
+        client
     }
+
+    /// How many clients are alive (tests and diagnostics).
+    pub fn live_clients(&self) -> usize {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.values().filter(|c| c.strong_count() > 0).count()
+    }
+}
+
+fn new_client(connect_ms: u64, tls: &BackendTls, https_only: bool) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    // The TLS layer above decides the scheme; this one only opens TCP connections.
+    connector.enforce_http(false);
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_millis(connect_ms.max(1))));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((*tls.config).clone());
+    let builder = if https_only {
+        builder.https_only()
+    } else {
+        builder.https_or_http()
+    };
+    // `serverName` is both SNI and the name the certificate must carry, whatever the URL says.
+    let builder = match &tls.server_name {
+        Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name.clone())),
+        None => builder,
+    };
+    let builder = builder.enable_http1();
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(builder.wrap_connector(connector))
+}
+
+/// The public-roots configuration, built once (Mozilla's roots do not change at run time).
+fn public_tls() -> Option<&'static BackendTls> {
+    static PUBLIC: OnceLock<Option<BackendTls>> = OnceLock::new();
+    PUBLIC
+        .get_or_init(|| match BackendTls::public_roots() {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                tracing::error!(target: "forward", error = %e, "cannot build the public-roots TLS configuration");
+                None
+            }
+        })
+        .as_ref()
 }
 
 /// A backend address, parsed once at build time.
 #[derive(Debug, Clone)]
 pub enum Backend {
-    /// Plain HTTP.
+    /// HTTP/1.1 over TCP (`http`) or over TLS (`https`).
     Http {
-        /// `http`.
+        /// `http` or `https`.
         scheme: Scheme,
         /// `host:port`.
         authority: Authority,
         /// Path prefix without a trailing `/` (may be empty).
         base_path: String,
     },
+    /// The ready pods of a Service (from the operator's EndpointSlices), balanced round robin.
+    Pods {
+        /// `http` or `https`.
+        scheme: Scheme,
+        /// The pods, with their passive ejection state.
+        pods: Arc<Endpoints>,
+    },
     /// A scheme or address this version cannot forward to (answered with 502).
     Unsupported,
+    /// The product's `backendTLS` cannot be used (answered with 502, never sent in plaintext).
+    TlsMisconfigured,
 }
 
 impl Backend {
-    /// Parse `scheme://authority[/path]`; only `http` is forwarded by this version.
+    /// Parse `scheme://authority[/path]`; `http` and `https` are forwarded.
     pub fn from_url(url: &str) -> Backend {
         let Ok(uri) = url.parse::<Uri>() else {
             return Backend::Unsupported;
         };
         match (uri.scheme(), uri.authority()) {
-            (Some(s), Some(a)) if *s == Scheme::HTTP => Backend::Http {
+            (Some(s), Some(a)) if *s == Scheme::HTTP || *s == Scheme::HTTPS => Backend::Http {
                 scheme: s.clone(),
                 authority: a.clone(),
                 base_path: uri.path().trim_end_matches('/').to_string(),
@@ -106,33 +179,124 @@ impl Backend {
     }
 }
 
+/// A product's `backendTLS`, as the policy that set it.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTls<'a> {
+    /// `namespace/name` of the policy (named in errors and warnings).
+    pub policy: &'a str,
+    /// The compiled settings.
+    pub entry: &'a BackendTlsEntry,
+}
+
 /// A product's backend with its client and timeouts.
 #[derive(Debug)]
 pub struct Upstream {
     /// Where to send.
     pub backend: Backend,
-    client: HttpClient,
+    product: String,
+    client: Option<Arc<HttpClient>>,
     request_timeout: Duration,
+    tls_error: Option<BackendTlsError>,
 }
 
 impl Upstream {
-    /// Tie `backend` to the pooled client for its connect timeout.
-    pub fn new(backend: Backend, clients: &ClientPool, timeouts: TimeoutsMs) -> Upstream {
-        Upstream {
+    /// Tie `backend` of product `product` to the pooled client for its connect timeout and TLS
+    /// identity: `tls` when the product has a `backendTLS`, else the public web roots (used
+    /// only for `https://` backends).
+    ///
+    /// A `backendTLS` that cannot be used turns the backend into
+    /// [`Backend::TlsMisconfigured`] (see [`Upstream::tls_error`]).
+    pub fn new(
+        product: &str,
+        backend: Backend,
+        clients: &ClientPool,
+        timeouts: TimeoutsMs,
+        tls: Option<UpstreamTls<'_>>,
+    ) -> Upstream {
+        let mut upstream = Upstream {
             backend,
-            client: clients.client(timeouts.connect_ms),
+            product: product.to_string(),
+            client: None,
             request_timeout: Duration::from_millis(timeouts.request_ms.max(1)),
+            tls_error: None,
+        };
+        let built = match tls {
+            None => public_tls().cloned().map(|t| (t, false)),
+            Some(t) => {
+                // Never downgrade: TLS was asked for, so an http:// backend is not reached at all.
+                let plaintext = matches!(
+                    &upstream.backend,
+                    Backend::Http { scheme, .. } | Backend::Pods { scheme, .. } if *scheme != Scheme::HTTPS
+                );
+                let built = if plaintext {
+                    Err(BackendTlsError::PlaintextBackend {
+                        policy: t.policy.to_string(),
+                    })
+                } else {
+                    BackendTls::from_entry(t.policy, t.entry)
+                };
+                match built {
+                    Ok(built) => Some((built, true)),
+                    Err(e) => {
+                        upstream.tls_error = Some(e);
+                        None
+                    }
+                }
+            }
+        };
+        match built {
+            Some((tls, https_only)) => {
+                upstream.client = Some(clients.client(timeouts.connect_ms, &tls, https_only));
+            }
+            None => upstream.backend = Backend::TlsMisconfigured,
         }
+        upstream
     }
 
-    /// Send `req`; map a timeout to 504 and connection failures to 502.
+    /// Why the product's `backendTLS` cannot be used, if it cannot (reported at load).
+    pub fn tls_error(&self) -> Option<&BackendTlsError> {
+        self.tls_error.as_ref()
+    }
+
+    /// Send `req`; map a TLS failure to 502 (logged with its reason), a timeout to 504 and
+    /// connection failures to 502.
     pub async fn send(&self, req: Request<ForwardBody>) -> Result<Response<Incoming>, Rejection> {
-        match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
+        let Some(client) = &self.client else {
+            return Err(Rejection::BackendTlsMisconfigured);
+        };
+        // Which pod this goes to, so a refused connection takes it out of rotation for a while.
+        let pod = match &self.backend {
+            Backend::Pods { pods, .. } => req.uri().authority().cloned().map(|a| (pods, a)),
+            _ => None,
+        };
+        match tokio::time::timeout(self.request_timeout, client.request(req)).await {
             Err(_elapsed) => Err(Rejection::BackendTimeout),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() && caused_by_timeout(&e) => Err(Rejection::BackendTimeout),
-            Ok(Err(e)) if e.is_connect() => Err(Rejection::BackendUnreachable),
-            Ok(Err(_)) => Err(Rejection::BackendProtocol),
+            Ok(Err(e)) => {
+                if let Some(tls) = find_rustls_error(&e) {
+                    // The reason (unknown issuer, name mismatch, alert from the backend) is for
+                    // the operator; the client only learns that TLS to the backend failed.
+                    tracing::warn!(
+                        target: "forward",
+                        product = %self.product,
+                        error = %tls,
+                        "TLS with the backend failed; the request was not forwarded"
+                    );
+                    return Err(Rejection::BackendTls);
+                }
+                if e.is_connect() {
+                    if let Some((pods, authority)) = pod {
+                        pods.eject_authority(&authority, Instant::now());
+                    }
+                }
+                if e.is_connect() && caused_by_timeout(&e) {
+                    Err(Rejection::BackendTimeout)
+                } else if e.is_connect() {
+                    Err(Rejection::BackendUnreachable)
+                } else {
+                    Err(Rejection::BackendProtocol)
+                }
+            }
         }
     }
 }
@@ -167,13 +331,15 @@ pub struct ForwardContext<'a> {
 
 /// The backend URI: backend base path + `path` (rewrite applied) + `query` (key removed).
 pub fn target_uri(backend: &Backend, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
-    let Backend::Http {
-        scheme,
-        authority,
-        base_path,
-    } = backend
-    else {
-        return Err(Rejection::BackendUnsupported);
+    let (scheme, authority, base_path) = match backend {
+        Backend::Http {
+            scheme,
+            authority,
+            base_path,
+        } => (scheme, authority, base_path.as_str()),
+        Backend::Pods { scheme, pods } => (scheme, pods.pick(Instant::now()).1, ""),
+        Backend::Unsupported => return Err(Rejection::BackendUnsupported),
+        Backend::TlsMisconfigured => return Err(Rejection::BackendTlsMisconfigured),
     };
     let mut target =
         String::with_capacity(base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
@@ -261,10 +427,22 @@ mod tests {
                 assert_eq!(authority.as_str(), "127.0.0.1:9000");
                 assert_eq!(base_path, "/api");
             }
-            Backend::Unsupported => panic!("http is supported"),
+            other => panic!("http is supported: {other:?}"),
+        }
+        match Backend::from_url("https://x.example/v1") {
+            Backend::Http {
+                scheme,
+                authority,
+                base_path,
+            } => {
+                assert_eq!(scheme, Scheme::HTTPS);
+                assert_eq!(authority.as_str(), "x.example");
+                assert_eq!(base_path, "/v1");
+            }
+            other => panic!("https is supported: {other:?}"),
         }
         assert!(matches!(
-            Backend::from_url("https://x.example"),
+            Backend::from_url("ftp://x.example"),
             Backend::Unsupported
         ));
         assert!(matches!(
@@ -328,5 +506,106 @@ mod tests {
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_REQUEST_ID], "rid");
         assert_eq!(h["x-gateway"], "tollgate");
+    }
+
+    fn timeouts() -> TimeoutsMs {
+        TimeoutsMs {
+            connect_ms: 1000,
+            request_ms: 1000,
+        }
+    }
+
+    fn tls_entry(server_name: &str) -> BackendTlsEntry {
+        BackendTlsEntry {
+            server_name: Some(server_name.into()),
+            insecure_skip_verify: true,
+            ..BackendTlsEntry::default()
+        }
+    }
+
+    #[test]
+    fn pools_are_shared_per_identity_and_dropped_with_their_last_user() {
+        let pool = ClientPool::default();
+        let https = || Backend::from_url("https://127.0.0.1:9443");
+        let a = tls_entry("a.internal");
+        let b = tls_entry("b.internal");
+        let tls = |entry| {
+            Some(UpstreamTls {
+                policy: "t/p",
+                entry,
+            })
+        };
+        let a1 = Upstream::new("t/x", https(), &pool, timeouts(), tls(&a));
+        let a2 = Upstream::new("t/y", https(), &pool, timeouts(), tls(&a));
+        let b1 = Upstream::new("t/z", https(), &pool, timeouts(), tls(&b));
+        let plain = Upstream::new(
+            "t/w",
+            Backend::from_url("http://127.0.0.1:1"),
+            &pool,
+            timeouts(),
+            None,
+        );
+        let (Some(ca1), Some(ca2), Some(cb1), Some(cp)) =
+            (&a1.client, &a2.client, &b1.client, &plain.client)
+        else {
+            panic!("clients");
+        };
+        assert!(Arc::ptr_eq(ca1, ca2), "same identity, same pool");
+        assert!(!Arc::ptr_eq(ca1, cb1), "rotated identity, new pool");
+        assert!(!Arc::ptr_eq(ca1, cp));
+        assert_eq!(pool.live_clients(), 3);
+        drop((a1, a2));
+        assert_eq!(
+            pool.live_clients(),
+            2,
+            "the old identity's pool goes with its last user"
+        );
+        drop((b1, plain));
+        assert_eq!(pool.live_clients(), 0);
+    }
+
+    #[test]
+    fn unusable_backend_tls_never_gets_a_client() {
+        let pool = ClientPool::default();
+        let entry = tls_entry("a.internal");
+        let tls = Some(UpstreamTls {
+            policy: "t/p",
+            entry: &entry,
+        });
+        let up = Upstream::new(
+            "t/x",
+            Backend::from_url("http://127.0.0.1:9"),
+            &pool,
+            timeouts(),
+            tls,
+        );
+        assert!(matches!(up.backend, Backend::TlsMisconfigured));
+        assert!(up.client.is_none());
+        assert!(matches!(
+            up.tls_error(),
+            Some(BackendTlsError::PlaintextBackend { .. })
+        ));
+        assert_eq!(
+            target_uri(&up.backend, "/", None),
+            Err(Rejection::BackendTlsMisconfigured)
+        );
+
+        let mut bad = tls_entry("a.internal");
+        bad.ca_pem = Some("garbage".into());
+        bad.insecure_skip_verify = false;
+        let tls = Some(UpstreamTls {
+            policy: "t/p",
+            entry: &bad,
+        });
+        let up = Upstream::new(
+            "t/x",
+            Backend::from_url("https://127.0.0.1:9"),
+            &pool,
+            timeouts(),
+            tls,
+        );
+        assert!(matches!(up.backend, Backend::TlsMisconfigured));
+        let err = up.tls_error().map(ToString::to_string).unwrap_or_default();
+        assert!(err.contains("t/p") && err.contains("caSecret"), "{err}");
     }
 }

@@ -39,6 +39,17 @@ pub struct GatewayConfig {
     /// Trust anchors for `https://` jwksUri servers besides Mozilla's roots (a private CA).
     /// Not settable from the command line yet.
     pub jwks_extra_roots: Vec<CertificateDer<'static>>,
+    /// TLS listener (edge TLS); needs `tls_dir`.
+    pub tls_listen: Option<SocketAddr>,
+    /// Directory of `NAME.crt` + `NAME.key` pairs served on `tls_listen` (see [`crate::tls::cert_store`]).
+    pub tls_dir: Option<PathBuf>,
+    /// Answer every request on `listen` with a 308 to the TLS listener instead of serving it.
+    pub redirect_http: bool,
+    /// Count quotas in this Redis, shared by every proxy using it (`--redis`); `None`: in memory.
+    pub redis: Option<crate::shared_quota::RedisConfig>,
+    /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxies`); empty: the socket
+    /// peer is always the client.
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
 }
 
 impl GatewayConfig {
@@ -53,6 +64,11 @@ impl GatewayConfig {
             drain_timeout: Duration::from_secs(10),
             jwks: JwksSettings::default(),
             jwks_extra_roots: Vec::new(),
+            tls_listen: None,
+            tls_dir: None,
+            redirect_http: false,
+            redis: None,
+            trusted_proxies: crate::client_addr::TrustedProxies::default(),
         }
     }
 }
@@ -78,6 +94,56 @@ pub enum StartError {
     /// The watcher thread could not start.
     #[error("cannot start the directory watcher: {0}")]
     Watcher(#[source] std::io::Error),
+    /// The TLS certificates could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::CertError),
+    /// TLS options that do not fit together.
+    #[error("{0}")]
+    TlsOptions(&'static str),
+    /// The shared quota store is misconfigured (URL, password file).
+    #[error(transparent)]
+    QuotaStore(#[from] crate::shared_quota::StoreError),
+}
+
+/// Bind the TLS listener, load its certificates and start watching them (when configured).
+async fn start_tls(
+    config: &GatewayConfig,
+    shared: &Arc<Shared>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Option<(TcpListener, SocketAddr, Arc<crate::tls::EdgeAcceptor>)>, StartError> {
+    let (addr, dir) = match (config.tls_listen, &config.tls_dir) {
+        (Some(addr), Some(dir)) => (addr, dir),
+        (Some(_), None) => {
+            return Err(StartError::TlsOptions(
+                "--tls-listen needs --tls-dir DIR (the NAME.crt/NAME.key pairs to serve)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(StartError::TlsOptions(
+                "--tls-dir is set but --tls-listen is not; add --tls-listen ADDR",
+            ))
+        }
+        (None, None) if config.redirect_http => {
+            return Err(StartError::TlsOptions(
+                "--redirect-http needs a TLS listener (--tls-listen and --tls-dir)",
+            ))
+        }
+        (None, None) => return Ok(None),
+    };
+    let store = Arc::new(crate::tls::CertStore::load(dir)?);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    store
+        .clone()
+        .spawn_watcher(crate::tls::cert_store::CERT_POLL_INTERVAL, stop.clone())
+        .map_err(StartError::Watcher)?;
+    let edge = Arc::new(crate::tls::EdgeAcceptor::new(shared.clone(), store));
+    tracing::info!(tls = %bound, certs = %dir.display(), redirect_http = config.redirect_http, "TLS listener ready");
+    Ok(Some((listener, bound, edge)))
 }
 
 /// A running gateway.
@@ -85,6 +151,7 @@ pub enum StartError {
 pub struct Gateway {
     proxy_addr: SocketAddr,
     admin_addr: SocketAddr,
+    tls: Option<(SocketAddr, Arc<crate::tls::EdgeAcceptor>)>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     stop_watcher: Arc<AtomicBool>,
@@ -98,10 +165,17 @@ impl Gateway {
     /// first request. A refused first load is logged; the gateway then answers 503 until a
     /// later poll succeeds.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, StartError> {
-        let shared = Arc::new(Shared::with_jwks(
+        let mut shared = Shared::with_jwks(
             Metrics::new()?,
             JwksRegistry::with_roots(config.jwks, config.jwks_extra_roots.clone()),
-        ));
+        );
+        shared.trusted_proxies = config.trusted_proxies.clone();
+        if let Some(redis) = &config.redis {
+            let quotas =
+                crate::shared_quota::SharedQuota::connect(redis, shared.metrics.registry())?;
+            shared.shared_quota = Some(Arc::new(quotas));
+        }
+        let shared = Arc::new(shared);
         // The operator source starts after the listeners (it loads in the background: ready
         // once a table arrives or the state file is read); the directory loads before them.
         let mut dir_source = None;
@@ -132,6 +206,10 @@ impl Gateway {
         })?;
 
         let stop_watcher = Arc::new(AtomicBool::new(false));
+        let (tls_listener, tls) = match start_tls(&config, &shared, &stop_watcher).await? {
+            Some((listener, addr, edge)) => (Some(listener), Some((addr, edge))),
+            None => (None, None),
+        };
         if let Some(source) = dir_source {
             source
                 .spawn(config.poll_interval, stop_watcher.clone())
@@ -140,14 +218,31 @@ impl Gateway {
 
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = vec![
-            tokio::spawn(server::serve(
-                proxy,
-                shared.clone(),
-                rx.clone(),
-                config.drain_timeout,
-            )),
+            match (&tls, config.redirect_http) {
+                (Some((tls_addr, _)), true) => tokio::spawn(server::serve_redirect(
+                    proxy,
+                    tls_addr.port(),
+                    rx.clone(),
+                    config.drain_timeout,
+                )),
+                _ => tokio::spawn(server::serve(
+                    proxy,
+                    shared.clone(),
+                    rx.clone(),
+                    config.drain_timeout,
+                )),
+            },
             tokio::spawn(admin::serve(admin, shared.clone(), rx.clone())),
         ];
+        if let (Some(listener), Some((_, edge))) = (tls_listener, &tls) {
+            tasks.push(tokio::spawn(server::serve_tls(
+                listener,
+                shared.clone(),
+                edge.clone(),
+                rx.clone(),
+                config.drain_timeout,
+            )));
+        }
         let rx_op = rx;
         match operator_source {
             Some(source) => {
@@ -166,6 +261,7 @@ impl Gateway {
         Ok(Gateway {
             proxy_addr,
             admin_addr,
+            tls,
             shared,
             shutdown,
             stop_watcher,
@@ -176,6 +272,16 @@ impl Gateway {
     /// Where the proxy listens.
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy_addr
+    }
+
+    /// Where the TLS listener listens, when there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// The TLS acceptor (certificates, handshake counters), when there is a TLS listener.
+    pub fn tls_edge(&self) -> Option<&Arc<crate::tls::EdgeAcceptor>> {
+        self.tls.as_ref().map(|(_, edge)| edge)
     }
 
     /// Where the admin endpoints listen.
@@ -193,6 +299,10 @@ impl Gateway {
         self.signal_stop();
         for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
+        }
+        // After the drain: give back unused quota units and add local counts.
+        if let Some(quotas) = &self.shared.shared_quota {
+            quotas.shutdown().await;
         }
     }
 

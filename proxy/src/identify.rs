@@ -1,5 +1,10 @@
-//! Identify the caller: read the product's key (header, or query parameter when configured),
-//! hash it, and find the subscription by digest.
+//! Identify the caller: by the client certificate of a TLS connection (products with
+//! `clientCertificates`), or by the product's key (header, or query parameter when configured),
+//! hashed and looked up by digest, or by a verified token's subject.
+//!
+//! A certificate is looked up by the SHA-256 of its DER, computed once per connection; whether
+//! its chain leads to the product's own CA is decided once per connection and product
+//! ([`TlsConn::verified_for`]), so the request path does no signature verification.
 //!
 //! The key is only ever held as a borrowed slice of the request; the proxy stores and compares
 //! SHA-256 digests, and the final comparison is constant-time so a lookup that hits does not
@@ -15,6 +20,7 @@ use crate::jwt::verify::Verified;
 use crate::problem::Rejection;
 use crate::query;
 use crate::runtime::{KeyDigest, ProductRt, Runtime};
+use crate::tls::TlsConn;
 
 /// Who is calling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,23 +31,44 @@ pub enum Caller {
     Subscription(u32),
 }
 
-/// Identify the caller of `product` from the request's headers and raw query, and the bearer
-/// token already verified by the product's `jwt` policies (if it has any).
+/// Identify the caller of `product` from the TLS connection's client certificate (if any), the
+/// request's headers and raw query, and the bearer token already verified by the product's
+/// `jwt` policies (if it has any).
 ///
-/// A key wins when one is sent; without a key, a verified token identifies the subscription
-/// that lists its `sub`, `azp` or `client_id` (in that order) in `jwtSubjects`.
+/// - A product with `clientCertificates.required` refuses a call without a certificate that
+///   verifies against its CA (401), whatever else is sent — even when it needs no subscription.
+/// - A verified certificate listed by a subscription of the product identifies it.
+/// - Otherwise a key wins when one is sent; without a key, a verified token identifies the
+///   subscription that lists its `sub`, `azp` or `client_id` (in that order) in `jwtSubjects`.
+/// - A verified certificate that no subscription lists, with no key or token, is refused (403).
 pub fn identify(
     rt: &Runtime,
     product: &ProductRt,
     headers: &HeaderMap,
     raw_query: Option<&str>,
     token: Option<&Verified>,
+    tls: Option<&TlsConn>,
 ) -> Result<Caller, Rejection> {
+    let certificate = match &product.client_auth {
+        None => None,
+        Some(auth) => match tls.and_then(|t| t.verified_for(auth)) {
+            None if auth.required => return Err(Rejection::ClientCertificateRequired),
+            verified => verified,
+        },
+    };
     if !product.subscription_required {
         return Ok(Caller::Anonymous);
     }
+    if let Some(fp) = certificate {
+        if let Some(&idx) = product.cert_subscriptions.get(fp) {
+            return Ok(Caller::Subscription(idx));
+        }
+    }
     let key = match (extract_key(product, headers, raw_query), token) {
         (Err(Rejection::MissingKey), Some(token)) => return by_subject(product, token),
+        (Err(Rejection::MissingKey), None) if certificate.is_some() => {
+            return Err(Rejection::UnknownClientCertificate)
+        }
         (key, _) => key?,
     };
     let digest: KeyDigest = Sha256::digest(&key).into();
@@ -121,6 +148,7 @@ pub fn extract_key<'a>(
 mod tests {
     use super::*;
     use crate::forward::ClientPool;
+    use crate::tls::client_auth::test_certs::Ca;
     use http::HeaderValue;
     use tollgate_crds::subscription::SubscriptionState;
     use tollgate_crds::table::*;
@@ -181,7 +209,7 @@ mod tests {
                 HeaderValue::from_bytes(v).expect("value"),
             );
         }
-        identify(&rt, &rt.products[0], &h, q, None)
+        identify(&rt, &rt.products[0], &h, q, None, None)
     }
 
     #[test]
@@ -276,7 +304,100 @@ mod tests {
     fn anonymous_when_not_required() {
         let rt = Runtime::build(&table(None, false), None, &ClientPool::default(), 1);
         assert_eq!(
-            identify(&rt, &rt.products[0], &HeaderMap::new(), None, None),
+            identify(&rt, &rt.products[0], &HeaderMap::new(), None, None, None),
+            Ok(Caller::Anonymous)
+        );
+    }
+
+    /// The test table with `clientCertificates` from `ca` on the product, and `listed`'s
+    /// fingerprint on the subscription.
+    fn cert_runtime(ca: &Ca, required: bool, sub_required: bool, listed: &[u8]) -> Runtime {
+        let mut t = table(None, sub_required);
+        t.products[0].client_certificates = Some(ClientCertificatesEntry {
+            ca_pem: ca.pem(),
+            required,
+        });
+        t.subscriptions[0].client_certificates = vec![hex::encode(Sha256::digest(listed))];
+        Runtime::build(&t, None, &ClientPool::default(), 1)
+    }
+
+    fn with_cert(
+        rt: &Runtime,
+        conn: Option<&TlsConn>,
+        key: Option<&str>,
+    ) -> Result<Caller, Rejection> {
+        let mut h = HeaderMap::new();
+        if let Some(k) = key {
+            h.insert(
+                "x-subscription-key",
+                HeaderValue::from_str(k).expect("value"),
+            );
+        }
+        identify(rt, &rt.products[0], &h, None, None, conn)
+    }
+
+    #[test]
+    fn client_certificates_identify_and_are_required() {
+        let ca = Ca::new("ca");
+        let other = Ca::new("other");
+        let (listed, _) = ca.client("listed", false);
+        let (unlisted, _) = ca.client("unlisted", false);
+        let (foreign, _) = other.client("foreign", false);
+        let rt = cert_runtime(&ca, true, true, listed.der().as_ref());
+        let conn = |c: &rcgen::Certificate| TlsConn::new(vec![c.der().clone()]);
+
+        assert_eq!(
+            with_cert(&rt, Some(&conn(&listed)), None),
+            Ok(Caller::Subscription(0))
+        );
+        // Required: nothing, no TLS, or a chain from another CA is 401, keys or not.
+        for c in [None, Some(TlsConn::new(vec![])), Some(conn(&foreign))] {
+            assert_eq!(
+                with_cert(&rt, c.as_ref(), Some("primary-key")),
+                Err(Rejection::ClientCertificateRequired)
+            );
+        }
+        // Verified but listed nowhere: 403 unless a key identifies the caller.
+        assert_eq!(
+            with_cert(&rt, Some(&conn(&unlisted)), None),
+            Err(Rejection::UnknownClientCertificate)
+        );
+        assert_eq!(
+            with_cert(&rt, Some(&conn(&unlisted)), Some("primary-key")),
+            Ok(Caller::Subscription(0))
+        );
+    }
+
+    #[test]
+    fn optional_client_certificates_sit_next_to_keys() {
+        let ca = Ca::new("ca");
+        let other = Ca::new("other");
+        let (listed, _) = ca.client("listed", false);
+        let (foreign, _) = other.client("foreign", false);
+        let rt = cert_runtime(&ca, false, true, listed.der().as_ref());
+        let conn = |c: &rcgen::Certificate| TlsConn::new(vec![c.der().clone()]);
+        assert_eq!(
+            with_cert(&rt, Some(&conn(&listed)), None),
+            Ok(Caller::Subscription(0))
+        );
+        assert_eq!(
+            with_cert(&rt, None, Some("primary-key")),
+            Ok(Caller::Subscription(0))
+        );
+        assert_eq!(with_cert(&rt, None, None), Err(Rejection::MissingKey));
+        // A chain from another CA is no certificate for this product.
+        assert_eq!(
+            with_cert(&rt, Some(&conn(&foreign)), None),
+            Err(Rejection::MissingKey)
+        );
+        // Required certificate on a product without subscriptions: checked, then anonymous.
+        let open = cert_runtime(&ca, true, false, listed.der().as_ref());
+        assert_eq!(
+            with_cert(&open, Some(&conn(&foreign)), None),
+            Err(Rejection::ClientCertificateRequired)
+        );
+        assert_eq!(
+            with_cert(&open, Some(&conn(&listed)), None),
             Ok(Caller::Anonymous)
         );
     }

@@ -23,9 +23,13 @@ struct Args {
         conflicts_with = "from_operator"
     )]
     from_dir: Option<PathBuf>,
-    /// Follow the operator's table at this base URL (http://HOST:PORT of its --distribute-listen).
+    /// Follow the operator's table at this base URL (https://HOST:PORT of its
+    /// --distribute-listen; http:// only on loopback or inside a mesh).
     #[arg(long, env = "TOLLGATE_FROM_OPERATOR")]
     from_operator: Option<String>,
+    /// PEM CA bundle that signs the operator's certificate (default: the public web roots).
+    #[arg(long, env = "TOLLGATE_OPERATOR_CA", requires = "from_operator")]
+    operator_ca: Option<PathBuf>,
     /// ServiceAccount token presented to the operator (re-read on every request: the kubelet
     /// rotates it).
     #[arg(
@@ -42,6 +46,21 @@ struct Args {
     /// Address the proxy listens on.
     #[arg(long, default_value = "127.0.0.1:8080", env = "TOLLGATE_LISTEN")]
     listen: SocketAddr,
+    /// Proxies in front of the gateway (comma-separated CIDRs or addresses) whose
+    /// X-Forwarded-For names the client for IP filters, per-IP limits and logs; from any other
+    /// peer the header is not believed. Default: none (the socket peer is the client).
+    #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", value_parser = parse_trusted)]
+    trusted_proxies: Option<tollgate_proxy::client_addr::TrustedProxies>,
+    /// Address of the TLS listener (TLS 1.2/1.3; HTTP/1.1, and HTTP/2 by ALPN). Needs --tls-dir.
+    #[arg(long, env = "TOLLGATE_TLS_LISTEN", requires = "tls_dir")]
+    tls_listen: Option<SocketAddr>,
+    /// Directory of NAME.crt (PEM chain) + NAME.key (PEM key) pairs; each serves the DNS names of
+    /// its certificate, default.crt the rest. Reloaded when the files change.
+    #[arg(long, env = "TOLLGATE_TLS_DIR", requires = "tls_listen")]
+    tls_dir: Option<PathBuf>,
+    /// Answer every request on --listen with a 308 redirect to the TLS listener.
+    #[arg(long, env = "TOLLGATE_REDIRECT_HTTP", requires = "tls_listen")]
+    redirect_http: bool,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "127.0.0.1:9901", env = "TOLLGATE_ADMIN_LISTEN")]
     admin_listen: SocketAddr,
@@ -57,6 +76,17 @@ struct Args {
     /// Per-request access log (target `access`, one JSON line per request).
     #[arg(long, value_enum, default_value_t = Switch::On, env = "TOLLGATE_ACCESS_LOG")]
     access_log: Switch,
+    /// Count plan quotas in this Redis, shared by every proxy using it: redis://[:PASSWORD@]HOST:PORT,
+    /// rediss://… (TLS) or redis+unix:///PATH. Without it, quotas are counted in memory per process.
+    #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
+    redis: Option<String>,
+    /// File holding the Redis password (instead of one in the URL).
+    #[arg(long, env = "TOLLGATE_REDIS_PASSWORD_FILE", requires = "redis")]
+    redis_password_file: Option<PathBuf>,
+    /// Bound on each Redis operation, in milliseconds; a failure switches to the plan's failure
+    /// policy for a short back-off.
+    #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    redis_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,13 +149,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 url,
                 token_file: args.token_file,
                 state_dir: args.state_dir,
+                ca_file: args.operator_ca,
             });
             config
         }
         (None, None) => anyhow::bail!("one of --from-dir or --from-operator is required"),
     };
     config.listen = args.listen;
+    config.trusted_proxies = args.trusted_proxies.unwrap_or_default();
     config.admin_listen = args.admin_listen;
+    config.tls_listen = args.tls_listen;
+    config.tls_dir = args.tls_dir;
+    config.redirect_http = args.redirect_http;
+    config.redis = args
+        .redis
+        .map(|url| tollgate_proxy::shared_quota::RedisConfig {
+            url,
+            password_file: args.redis_password_file,
+            timeout: Duration::from_millis(args.redis_timeout_ms),
+        });
     config.drain_timeout = Duration::from_secs(args.drain_seconds);
     let gateway = Gateway::start(config).await?;
     shutdown_signal().await;
@@ -154,4 +196,9 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+fn parse_trusted(text: &str) -> Result<tollgate_proxy::client_addr::TrustedProxies, String> {
+    tollgate_proxy::client_addr::parse_list(text)
+        .map(tollgate_proxy::client_addr::TrustedProxies::new)
 }

@@ -171,6 +171,11 @@ impl Metrics {
         self.reloads_failed.inc();
     }
 
+    /// The registry, for metrics registered by other modules (shared quotas).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

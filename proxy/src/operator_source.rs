@@ -28,9 +28,11 @@ use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tollgate_crds::distribution::{apply, TableUpdate};
@@ -63,14 +65,25 @@ pub struct OperatorConfig {
     pub token_file: PathBuf,
     /// Where `table.json` is kept; `None`: no last-known-good file.
     pub state_dir: Option<PathBuf>,
+    /// PEM CA bundle that signs the operator's certificate (`https://` URLs); `None`: the public
+    /// web roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Why one exchange with the operator failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    /// Only plain `http://` is served by the operator for now.
-    #[error("--from-operator {0}: expected an http:// URL")]
+    /// Not an `http://` or `https://` URL.
+    #[error("--from-operator {0}: expected an https:// (or, on loopback or a mesh, http://) URL")]
     Url(String),
+    /// The operator CA file cannot be used.
+    #[error("--operator-ca {path}: {why}")]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The token file could not be read.
     #[error("cannot read the token file {path}: {source}")]
     Token {
@@ -111,7 +124,9 @@ pub enum SourceError {
     },
     /// An update whose result does not have the digest it announced (a bug or corruption on
     /// the way): nothing is applied and a snapshot is fetched instead.
-    #[error("the table built from the operator's {kind} has digest {got}, not the announced {want}")]
+    #[error(
+        "the table built from the operator's {kind} has digest {got}, not the announced {want}"
+    )]
     DigestMismatch {
         /// `snapshot` or `delta`.
         kind: &'static str,
@@ -242,17 +257,56 @@ pub fn load_state(dir: &Path) -> Result<Option<Versioned>, SourceError> {
 pub struct OperatorSource {
     config: OperatorConfig,
     shared: Arc<Shared>,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     have: Option<Versioned>,
 }
 
+/// TLS settings for talking to the operator: TLS 1.2/1.3, verified against `ca_file` (or the
+/// public web roots).
+fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, SourceError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => {
+            let ca = |why: String| SourceError::Ca {
+                path: path.to_path_buf(),
+                why,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
+            let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                .filter_map(Result::ok)
+                .collect();
+            if certs.is_empty() {
+                return Err(ca("holds no PEM certificate".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| ca(e.to_string()))?;
+            }
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .map_err(|e| SourceError::Ca {
+            path: ca_file.map(Path::to_path_buf).unwrap_or_default(),
+            why: e.to_string(),
+        })
+}
+
 impl OperatorSource {
-    /// A source for `config` feeding `shared`; refuses a URL that is not `http://`.
+    /// A source for `config` feeding `shared`; refuses a URL that is not `http://` or `https://`
+    /// and an unusable CA file.
     pub fn new(config: OperatorConfig, shared: Arc<Shared>) -> Result<OperatorSource, SourceError> {
-        if !config.url.starts_with("http://") {
+        if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
             return Err(SourceError::Url(config.url));
         }
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let tls = client_tls(config.ca_file.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(OperatorSource {
             config,
             shared,
@@ -478,7 +532,10 @@ mod tests {
         };
         assert!(matches!(
             next_table(None, bad_snapshot),
-            Err(SourceError::DigestMismatch { kind: "snapshot", .. })
+            Err(SourceError::DigestMismatch {
+                kind: "snapshot",
+                ..
+            })
         ));
     }
 
@@ -516,7 +573,11 @@ mod tests {
                 .expect("stat")
                 .permissions()
                 .mode();
-            assert_eq!(mode & 0o777, 0o600, "the table holds private keys: owner-only");
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "the table holds private keys: owner-only"
+            );
         }
         let b = Versioned::new(4, table(&[]));
         save_state(&dir, &b).expect("saved again");
@@ -530,7 +591,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_http_urls_are_accepted() {
+    async fn only_http_and_https_urls_are_accepted() {
         let shared = Arc::new(Shared::new(
             crate::metrics::Metrics::new().expect("metrics"),
         ));
@@ -538,10 +599,21 @@ mod tests {
             url: url.into(),
             token_file: PathBuf::from("/nonexistent"),
             state_dir: None,
+            ca_file: None,
         };
         assert!(matches!(
-            OperatorSource::new(config("https://op:8081"), shared),
+            OperatorSource::new(config("ftp://op:8081"), shared.clone()),
             Err(SourceError::Url(_))
+        ));
+        assert!(OperatorSource::new(config("https://op:8081"), shared.clone()).is_ok());
+        assert!(OperatorSource::new(config("http://127.0.0.1:8081"), shared.clone()).is_ok());
+        let bad_ca = OperatorConfig {
+            ca_file: Some(PathBuf::from("/nonexistent/ca.crt")),
+            ..config("https://op:8081")
+        };
+        assert!(matches!(
+            OperatorSource::new(bad_ca, shared),
+            Err(SourceError::Ca { .. })
         ));
     }
 }

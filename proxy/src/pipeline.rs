@@ -1,6 +1,6 @@
 //! The request pipeline: one function per request running the named phases in order
-//! (bound → route → ip filter → identify → authorize → limit → quota → forward → respond →
-//! log). Decisions are the pure functions of the phase modules; this file only sequences them.
+//! (bound → route → ip filter → identify → authorize → limit → quota → validate → forward →
+//! respond → log). Decisions are the pure functions of the phase modules; this file only sequences them.
 //!
 //! # Guarantees
 //! - The request reads one `Arc<Runtime>` at its start and uses it to the end.
@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +20,8 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 
 use crate::access_log::AccessRecord;
-use crate::body::LoggedBody;
+use crate::body::{Inner, LoggedBody};
+use crate::client_addr::TrustedProxies;
 use crate::forward::{self, ClientPool, ForwardContext};
 use crate::identify::{self, Caller};
 use crate::jwt::{JwksRegistry, JwksSettings};
@@ -28,7 +29,7 @@ use crate::limit::RateInfo;
 use crate::metrics::{Metrics, NONE};
 use crate::problem::Rejection;
 use crate::runtime::Runtime;
-use crate::{authorize, bounds, jwt, query, request_id, respond, route};
+use crate::{authorize, bounds, cors, jwt, query, request_id, respond, rewrite, route, validate};
 
 /// State shared by every request: the current table, metrics and backend pools.
 #[derive(Debug)]
@@ -41,6 +42,10 @@ pub struct Shared {
     pub clients: ClientPool,
     /// JWKS sources by `jwksUri`, kept across reloads.
     pub jwks: JwksRegistry,
+    /// Quotas counted in Redis (`--redis`); `None`: each subscription's in-memory counter.
+    pub shared_quota: Option<Arc<crate::shared_quota::SharedQuota>>,
+    /// Peers whose `X-Forwarded-For` is believed (see [`crate::client_addr`]).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Shared {
@@ -57,17 +62,21 @@ impl Shared {
             metrics,
             clients: ClientPool::default(),
             jwks,
+            shared_quota: None,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
 
 /// What the connection tells each request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The socket peer (the client, or the last proxy before us).
     pub peer: SocketAddr,
     /// Whether the connection-level framing check flagged this request (see [`crate::framing`]).
     pub conflicting_framing: bool,
+    /// The TLS session's client certificate; `None` on a plain listener.
+    pub tls: Option<Arc<crate::tls::TlsConn>>,
 }
 
 /// Answer one request. Never fails: rejections become problem responses.
@@ -78,11 +87,17 @@ pub async fn handle(
 ) -> Result<Response<LoggedBody>, Infallible> {
     let started = Instant::now();
     let request_id = request_id::from_headers(req.headers());
+    // Kept for the CORS headers of problem answers (browsers can then read 401/429 bodies).
+    let origin = req.headers().get(http::header::ORIGIN).cloned();
     let runtime = shared.runtime.load_full();
+    // The socket peer, or the client a trusted proxy in front of us vouches for.
+    let client_ip = shared
+        .trusted_proxies
+        .client_ip(conn.peer.ip(), req.headers());
     let mut record = AccessRecord {
         started,
         request_id: request_id.clone(),
-        client_ip: conn.peer.ip(),
+        client_ip,
         method: req.method().clone(),
         host: None,
         uri: req.uri().clone(),
@@ -95,14 +110,26 @@ pub async fn handle(
     };
     let outcome = match &runtime {
         None => Err(Rejection::NotReady),
-        Some(rt) => run(rt, &conn, req, &request_id, &mut record).await,
+        Some(rt) => {
+            let quotas = shared.shared_quota.as_deref();
+            run(rt, quotas, &conn, client_ip, req, &request_id, &mut record).await
+        }
     };
     let response = match outcome {
-        Ok(resp) => resp.map(Either::Left),
+        Ok(resp) => resp,
         Err(rejection) => {
             record.problem = Some(rejection.spec().slug);
             count_rejection(&shared.metrics, runtime.as_deref(), &record, &rejection);
-            rejection.to_response(&request_id).map(Either::Right)
+            let mut resp = rejection.to_response(&request_id);
+            let product_cors = runtime
+                .as_deref()
+                .zip(record.route)
+                .and_then(|(rt, r)| rt.route(r))
+                .and_then(|(p, _)| p.cors.as_ref());
+            if let Some(rules) = product_cors {
+                cors::apply_actual(rules, origin.as_ref(), resp.headers_mut());
+            }
+            resp.map(Either::Right)
         }
     };
     record.status = response.status();
@@ -142,11 +169,13 @@ fn count_rejection(metrics: &Metrics, rt: Option<&Runtime>, record: &AccessRecor
 
 async fn run(
     rt: &Runtime,
+    shared_quota: Option<&crate::shared_quota::SharedQuota>,
     conn: &ConnInfo,
+    client_ip: IpAddr,
     req: Request<Incoming>,
     request_id: &http::HeaderValue,
     record: &mut AccessRecord,
-) -> Result<Response<Incoming>, Rejection> {
+) -> Result<Response<Inner>, Rejection> {
     let (mut parts, body) = req.into_parts();
 
     // 1. Bound.
@@ -162,13 +191,37 @@ async fn run(
     let path = parts.uri.path();
     route::check_path(path)?;
     let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-    let route_ref = route::find(rt, host_str, path, &parts.method).into_result()?;
+    // A CORS preflight is routed by the method it asks about; it is the gateway's to answer
+    // only when that route's product has a `cors` policy (otherwise: the normal pipeline).
+    let preflight = cors::Preflight::parse(&parts.method, &parts.headers).and_then(|pre| {
+        match route::find(rt, host_str, path, &pre.method) {
+            route::RouteMatch::Found(r) if rt.route(r).is_some_and(|(p, _)| p.cors.is_some()) => {
+                Some((pre, r))
+            }
+            _ => None,
+        }
+    });
+    let route_ref = match &preflight {
+        Some((_, r)) => *r,
+        None => route::find(rt, host_str, path, &parts.method).into_result()?,
+    };
     record.route = Some(route_ref);
     let (product, route) = rt.route(route_ref).ok_or(Rejection::NoRoute)?;
 
-    // 3. Client address filter.
-    let peer = conn.peer.ip();
+    // 3. Client address filter (on the client address, see `client_addr`).
+    let peer = client_ip;
     authorize::check_ip_filters(&product.ip_filters, peer)?;
+
+    // 3b. CORS preflight: answered here, before any credential is asked for.
+    if let (Some((pre, _)), Some(rules)) = (&preflight, &product.cors) {
+        return Ok(respond::preflight(
+            rules,
+            pre,
+            route.methods,
+            &product.response_ops,
+            request_id,
+        ));
+    }
 
     // 4. Identify: the bearer token first when a `jwt` policy requires one, then the caller.
     let now = Utc::now();
@@ -179,6 +232,7 @@ async fn run(
         &parts.headers,
         parts.uri.query(),
         token.as_deref(),
+        conn.tls.as_deref(),
     )?;
 
     // 5–6. Authorize (token scopes, then the plan), rate limit, quota.
@@ -205,18 +259,51 @@ async fn run(
             })?);
         }
         if let Some(quota) = &plan.quota {
-            sub.quota
-                .take(quota, now)
-                .map_err(|q| Rejection::QuotaExceeded {
-                    retry_after_secs: q.retry_after_secs,
-                })?;
+            match shared_quota {
+                Some(shared) => {
+                    shared.take(&sub.id, quota, now).await?;
+                }
+                None => {
+                    sub.quota
+                        .take(quota, now)
+                        .map_err(|q| Rejection::QuotaExceeded {
+                            retry_after_secs: q.retry_after_secs,
+                        })?;
+                }
+            }
         }
     }
 
-    // 8. Forward. The bearer token is the gateway's to check, not the backend's to see.
-    if !product.jwt.is_empty() {
+    // 6b. Calls tied to no subscription (open routes, token-only callers): the per-IP limit.
+    if matches!(caller, Caller::Anonymous) {
+        if let Some(limiter) = &product.anonymous {
+            rate = Some(limiter.check(peer).map_err(|l| Rejection::RateLimited {
+                info: l.info,
+                retry_after_secs: l.retry_after_secs,
+            })?);
+        }
+    }
+
+    // 7. Validate: content type, body size and JSON checks, before the backend sees a byte.
+    let rules = product
+        .validation
+        .get(route_ref.route as usize)
+        .and_then(Option::as_ref);
+    let (body, body_guard) = validate::check(rules, &parts.headers, body).await?;
+
+    // 8. Forward. Credentials are the gateway's to check, not the backend's to see, unless a
+    // policy says to pass `Authorization` on (the key header is removed in `forward`).
+    if !product.forward_authorization {
         parts.headers.remove(http::header::AUTHORIZATION);
     }
+    if product.rewrite.is_some() {
+        rewrite::prepare_request(&mut parts.headers);
+    }
+    let client_origin = product
+        .cors
+        .as_ref()
+        .and_then(|_| parts.headers.get(http::header::ORIGIN).cloned());
+    let head = parts.method == http::Method::HEAD;
     let target = {
         let forward_path = route::rewrite(route, path);
         let forward_query: Option<Cow<'_, str>> = match (&product.key_query, parts.uri.query()) {
@@ -231,23 +318,30 @@ async fn run(
         )?
     };
     let ctx = ForwardContext {
-        peer,
+        // X-Forwarded-For gets the socket peer appended, as every hop does.
+        peer: conn.peer.ip(),
         host,
         key_header: product.key_header.as_ref(),
         ops: &product.request_ops,
         request_id,
     };
-    let upstream_req = forward::upstream_request(parts, Either::Left(body), target, &ctx);
+    let mut upstream_req = forward::upstream_request(parts, body, target, &ctx);
+    if conn.tls.is_some() {
+        let https = http::HeaderValue::from_static("https");
+        upstream_req
+            .headers_mut()
+            .insert(forward::X_FORWARDED_PROTO, https);
+    }
     let sent = Instant::now();
     let response = product.upstream.send(upstream_req).await;
     record.upstream_latency = Some(sent.elapsed());
-    let response = response?;
+    // A streamed body that went over maxBodyBytes broke the exchange: that is the client's 413.
+    let response = response.map_err(|e| body_guard.explain(e))?;
 
     // 9. Respond.
-    Ok(respond::finish(
-        response,
-        &product.response_ops,
-        rate.as_ref(),
-        request_id,
-    ))
+    let client = respond::ClientRequest {
+        origin: client_origin.as_ref(),
+        head,
+    };
+    respond::respond(response, product, rate.as_ref(), request_id, client).await
 }

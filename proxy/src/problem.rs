@@ -59,6 +59,15 @@ pub enum Rejection {
         /// The required scopes, space-separated, for the `scope` attribute.
         scope: Option<HeaderValue>,
     },
+    /// 400: the plain listener redirects to `https://` but the request names no usable host.
+    #[error("the request carries no usable Host header, so it cannot be redirected to HTTPS; send the host name the API is published on")]
+    MissingHost,
+    /// 401: the product requires a client certificate from its CA and none was verified.
+    #[error("this API requires a TLS client certificate issued by its certificate authority; connect over TLS and present one")]
+    ClientCertificateRequired,
+    /// 403: the client certificate is valid but no subscription of this API lists it.
+    #[error("the client certificate is valid, but no subscription of this API lists its fingerprint in clientCertificates; subscribe it, or send a subscription key")]
+    UnknownClientCertificate,
     /// 403: the token is valid but its subject is listed in no subscription of this API.
     #[error("the bearer token is valid, but no subscription of this API lists its subject (sub, azp or client_id) in jwtSubjects; subscribe, or send a subscription key")]
     TokenNotSubscribed,
@@ -124,9 +133,65 @@ pub enum Rejection {
         /// Whole seconds until the period ends (≥ 1).
         retry_after_secs: u64,
     },
+    /// 413: the request body is larger than the route's `maxBodyBytes` (request validation).
+    #[error("the request body is larger than {limit} bytes, the most this operation accepts")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// 415: the body's `Content-Type` is missing or not one the route accepts.
+    #[error("this operation accepts request bodies of these media types only: {accepted}; send one of them in Content-Type")]
+    UnsupportedMediaType {
+        /// The accepted media ranges, comma-separated (from the policy, not the request).
+        accepted: String,
+    },
+    /// 415: a compressed body on a route whose JSON is checked (untrusted bodies are not
+    /// inflated).
+    #[error("this operation checks JSON request bodies and does not accept a Content-Encoding; send the body uncompressed")]
+    EncodedBody,
+    /// 400: the JSON body exceeds a structural limit (which one and its value; never the body).
+    #[error("the JSON body exceeds the {kind} limit of {limit}")]
+    JsonLimitExceeded {
+        /// Which limit.
+        kind: crate::validate::json_scan::LimitKind,
+        /// Its configured value.
+        limit: u32,
+    },
+    /// 400: the body of a JSON-checked route is not JSON.
+    #[error("the request body is not valid JSON{}", offset.map_or(String::new(), |o| format!(" (at byte {o})")))]
+    InvalidJson {
+        /// Byte offset of the first problem, when known.
+        offset: Option<u64>,
+    },
+    /// 422: the JSON body does not satisfy the route's JSON Schema.
+    #[error(
+        "the JSON body does not match this operation's schema at {path:?} (keyword {keyword})"
+    )]
+    SchemaViolation {
+        /// JSON pointer to the failing value (`""` is the whole body), shortened when long.
+        path: String,
+        /// The schema keyword that failed.
+        keyword: String,
+    },
+    /// 408: a body that must be checked did not arrive in time.
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout {
+        /// The limit in seconds.
+        secs: u64,
+    },
+    /// 400: the request body could not be read (broken framing or connection).
+    #[error("the request body could not be read; its framing is invalid or the connection broke")]
+    BodyUnreadable,
+    /// 503: the route's request validation could not be loaded (a JSON Schema that does not
+    /// compile); bodies are refused rather than passed unchecked.
+    #[error("this operation's request validation is misconfigured; the API provider must fix it")]
+    ValidationUnavailable,
     /// 503: no routing table has been loaded yet.
     #[error("the gateway has not loaded its configuration yet; retry shortly")]
     NotReady,
+    /// 503: the shared quota store (Redis) is unreachable and the plan's quota is `failClosed`.
+    #[error("the quota of this subscription cannot be checked right now; retry shortly")]
+    QuotaStoreUnavailable,
     /// 502: the backend refused or could not be reached.
     #[error("the backend could not be reached")]
     BackendUnreachable,
@@ -136,6 +201,13 @@ pub enum Rejection {
     /// 502: the backend's scheme is not supported by this proxy version.
     #[error("the backend uses a scheme this gateway version cannot forward to")]
     BackendUnsupported,
+    /// 502: the TLS handshake with the backend failed (certificate not trusted, wrong name,
+    /// client certificate refused); nothing was forwarded.
+    #[error("the TLS connection to the backend could not be established")]
+    BackendTls,
+    /// 502: the product's backendTLS settings cannot be used; nothing is sent in plaintext.
+    #[error("the gateway's TLS settings for this backend are not usable")]
+    BackendTlsMisconfigured,
     /// 504: the backend did not connect or answer within the product's timeout.
     #[error("the backend did not answer in time")]
     BackendTimeout,
@@ -199,6 +271,17 @@ impl Rejection {
             Rejection::InsufficientScope { .. } => {
                 spec(S::FORBIDDEN, "insufficient-scope", "Insufficient scope")
             }
+            Rejection::MissingHost => spec(S::BAD_REQUEST, "missing-host", "Missing Host"),
+            Rejection::ClientCertificateRequired => spec(
+                S::UNAUTHORIZED,
+                "client-certificate-required",
+                "Client certificate required",
+            ),
+            Rejection::UnknownClientCertificate => spec(
+                S::FORBIDDEN,
+                "unknown-client-certificate",
+                "Client certificate not subscribed",
+            ),
             Rejection::TokenNotSubscribed => spec(
                 S::FORBIDDEN,
                 "token-not-subscribed",
@@ -254,7 +337,51 @@ impl Rejection {
             Rejection::QuotaExceeded { .. } => {
                 spec(S::TOO_MANY_REQUESTS, "quota-exceeded", "Quota exceeded")
             }
+            Rejection::BodyTooLarge { .. } => spec(
+                S::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+            ),
+            Rejection::UnsupportedMediaType { .. } => spec(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Rejection::EncodedBody => spec(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "encoded-body",
+                "Compressed request body not accepted",
+            ),
+            Rejection::JsonLimitExceeded { .. } => spec(
+                S::BAD_REQUEST,
+                "json-limit-exceeded",
+                "JSON body exceeds a limit",
+            ),
+            Rejection::InvalidJson { .. } => {
+                spec(S::BAD_REQUEST, "invalid-json", "Invalid JSON body")
+            }
+            Rejection::SchemaViolation { .. } => spec(
+                S::UNPROCESSABLE_ENTITY,
+                "schema-violation",
+                "JSON body does not match the schema",
+            ),
+            Rejection::BodyTimeout { .. } => {
+                spec(S::REQUEST_TIMEOUT, "body-timeout", "Request body timeout")
+            }
+            Rejection::BodyUnreadable => {
+                spec(S::BAD_REQUEST, "body-unreadable", "Request body unreadable")
+            }
+            Rejection::ValidationUnavailable => spec(
+                S::SERVICE_UNAVAILABLE,
+                "validation-unavailable",
+                "Request validation unavailable",
+            ),
             Rejection::NotReady => spec(S::SERVICE_UNAVAILABLE, "not-ready", "Gateway not ready"),
+            Rejection::QuotaStoreUnavailable => spec(
+                S::SERVICE_UNAVAILABLE,
+                "quota-store-unavailable",
+                "Quota store unavailable",
+            ),
             Rejection::BackendUnreachable => {
                 spec(S::BAD_GATEWAY, "backend-unreachable", "Backend unreachable")
             }
@@ -265,6 +392,14 @@ impl Rejection {
                 S::BAD_GATEWAY,
                 "backend-unsupported",
                 "Backend not supported",
+            ),
+            Rejection::BackendTls => {
+                spec(S::BAD_GATEWAY, "backend-tls-failed", "Backend TLS failed")
+            }
+            Rejection::BackendTlsMisconfigured => spec(
+                S::BAD_GATEWAY,
+                "backend-tls-misconfigured",
+                "Backend TLS misconfigured",
             ),
             Rejection::BackendTimeout => {
                 spec(S::GATEWAY_TIMEOUT, "backend-timeout", "Backend timeout")
@@ -307,6 +442,9 @@ impl Rejection {
             }
             Rejection::QuotaExceeded { retry_after_secs } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Rejection::QuotaStoreUnavailable => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // RFC 6750 §3: no error attribute when no credentials were sent (§3.1).
             Rejection::MissingToken => {
@@ -381,6 +519,9 @@ mod tests {
                 scope: Some(HeaderValue::from_static("weather.write")),
             },
             Rejection::TokenNotSubscribed,
+            Rejection::MissingHost,
+            Rejection::ClientCertificateRequired,
+            Rejection::UnknownClientCertificate,
             Rejection::SubscriptionSuspended,
             Rejection::SubscriptionCancelled,
             Rejection::SubscriptionExpired,
@@ -406,10 +547,30 @@ mod tests {
             Rejection::QuotaExceeded {
                 retry_after_secs: 10,
             },
+            Rejection::BodyTooLarge { limit: 10 },
+            Rejection::UnsupportedMediaType {
+                accepted: "application/json".into(),
+            },
+            Rejection::EncodedBody,
+            Rejection::JsonLimitExceeded {
+                kind: crate::validate::json_scan::LimitKind::Depth,
+                limit: 32,
+            },
+            Rejection::InvalidJson { offset: Some(3) },
+            Rejection::SchemaViolation {
+                path: "/a".into(),
+                keyword: "type".into(),
+            },
+            Rejection::BodyTimeout { secs: 30 },
+            Rejection::BodyUnreadable,
+            Rejection::ValidationUnavailable,
             Rejection::NotReady,
+            Rejection::QuotaStoreUnavailable,
             Rejection::BackendUnreachable,
             Rejection::BackendProtocol,
             Rejection::BackendUnsupported,
+            Rejection::BackendTls,
+            Rejection::BackendTlsMisconfigured,
             Rejection::BackendTimeout,
         ]
     }

@@ -6,39 +6,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{DateTime, Datelike, Days, Months, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use tollgate_crds::plan::QuotaPeriod;
 use tollgate_crds::table::QuotaEntry;
 
 const COUNT_BITS: u32 = 40;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
-/// The UTC calendar period that contains `now`: `[start, end)`.
-pub fn period_bounds(now: DateTime<Utc>, period: QuotaPeriod) -> (DateTime<Utc>, DateTime<Utc>) {
-    let today = now.date_naive();
-    let (start, end) = match period {
-        QuotaPeriod::Day => (today, today.checked_add_days(Days::new(1))),
-        QuotaPeriod::Week => {
-            let back = u64::from(today.weekday().num_days_from_monday());
-            let monday = today.checked_sub_days(Days::new(back)).unwrap_or(today);
-            (monday, monday.checked_add_days(Days::new(7)))
-        }
-        QuotaPeriod::Month => {
-            let first = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap_or(today);
-            (first, first.checked_add_months(Months::new(1)))
-        }
-    };
-    // `None` only at the end of chrono's calendar (year 262143); a day-long period is then fine.
-    let end = end.unwrap_or(today);
-    (
-        midnight(start),
-        midnight(end).max(midnight(start) + chrono::Duration::days(1)),
-    )
-}
-
-fn midnight(date: NaiveDate) -> DateTime<Utc> {
-    Utc.from_utc_datetime(&date.and_time(NaiveTime::MIN))
-}
+// Shared with the operator (status.usage) and the shared counter store's key names.
+pub use tollgate_crds::usage::period_bounds;
 
 /// Days since the Unix epoch of a UTC midnight (the counter's period tag).
 fn day_number(start: DateTime<Utc>) -> u64 {

@@ -1,13 +1,64 @@
-//! Response phase: what the client gets back from a backend response.
+//! Response phase: what the client gets back from a backend response (body rewrite, header
+//! policy, CORS), and the gateway's own answer to a CORS preflight.
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, SERVER};
 use http::{Response, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
 
+use crate::body::{Backend, Inner};
+use crate::cors::{self, CorsRt, Preflight};
 use crate::forward::apply_ops;
 use crate::hop_by_hop;
 use crate::limit::RateInfo;
+use crate::problem::Rejection;
 use crate::request_id::X_REQUEST_ID;
-use crate::runtime::HeaderOps;
+use crate::rewrite;
+use crate::runtime::{HeaderOps, ProductRt};
+
+/// What the respond step needs to know about the client's request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientRequest<'a> {
+    /// The request's `Origin`, for CORS.
+    pub origin: Option<&'a HeaderValue>,
+    /// Whether it was `HEAD` (no body to rewrite).
+    pub head: bool,
+}
+
+/// The respond step for a backend answer: `responseRewrite` on the body, then [`finish`], then
+/// the CORS headers of an actual request. Fails only when a buffered body breaks (502).
+pub async fn respond(
+    resp: Response<Incoming>,
+    product: &ProductRt,
+    rate: Option<&RateInfo>,
+    request_id: &HeaderValue,
+    client: ClientRequest<'_>,
+) -> Result<Response<Inner>, Rejection> {
+    let resp = match &product.rewrite {
+        Some(rules) => rewrite::apply(resp, rules, client.head, &product.id).await?,
+        None => resp.map(|b| Either::Left(Backend::Plain(b))),
+    };
+    let mut resp = finish(resp, &product.response_ops, rate, request_id);
+    if let Some(rules) = &product.cors {
+        cors::apply_actual(rules, client.origin, resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+/// The gateway's answer to a CORS preflight on a route with `route_methods`, with the product's
+/// response header policy and `X-Request-Id`.
+pub fn preflight(
+    rules: &CorsRt,
+    pre: &Preflight,
+    route_methods: u8,
+    ops: &HeaderOps,
+    request_id: &HeaderValue,
+) -> Response<Inner> {
+    let mut resp: Response<Full<Bytes>> = cors::preflight_response(rules, pre, route_methods);
+    rewrite_headers(resp.headers_mut(), ops, None, request_id);
+    resp.map(Either::Right)
+}
 
 /// Headers that fingerprint the backend; dropped even without a policy (DESIGN.md).
 pub const FINGERPRINTS: [HeaderName; 3] = [

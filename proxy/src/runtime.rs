@@ -23,7 +23,7 @@ use tollgate_crds::table::{
     BackendTarget, IpFilterEntry, JwtEntry, QuotaEntry, RateLimitEntry, RoutingTable,
 };
 
-use crate::forward::{Backend, ClientPool, Upstream};
+use crate::forward::{Backend, ClientPool, Upstream, UpstreamTls};
 use crate::jwt::scopes::ScopeRule;
 use crate::jwt::{IssuerKeys, IssuerRt, JwksRegistry, JwtPolicyRt};
 use crate::limit::RateCell;
@@ -66,6 +66,23 @@ pub struct ProductRt {
     pub jwt: Vec<ProductJwt>,
     /// JWT subject (`sub`, `azp` or `client_id` value) → subscription index, for this product.
     pub jwt_subjects: HashMap<String, u32>,
+    /// Per route index: the request validation that applies (every `requestValidation` of the
+    /// attached policies naming the route, merged); `None` when none does.
+    pub validation: Vec<Option<crate::validate::RouteValidation>>,
+    /// `clientCertificates`: the product's CA and whether a certificate is required.
+    pub client_auth: Option<Arc<crate::tls::ProductClientAuth>>,
+    /// Client certificate SHA-256 fingerprint → subscription index, for this product.
+    pub cert_subscriptions: HashMap<[u8; 32], u32>,
+    /// Per-client-IP limit for calls tied to no subscription: the first attached policy's
+    /// `anonymousRateLimit` (carried over across reloads while the rate is unchanged).
+    pub anonymous: Option<Arc<crate::anonymous::AnonymousLimiter>>,
+    /// CORS rules: those of the first attached policy with `cors`.
+    pub cors: Option<crate::cors::CorsRt>,
+    /// `responseRewrite` rules of all attached policies, in order; `None` when there are none.
+    pub rewrite: Option<Arc<crate::rewrite::Rules>>,
+    /// Whether the caller's `Authorization` header reaches the backend (some attached policy
+    /// has `forwardAuthorization`); otherwise it is stripped.
+    pub forward_authorization: bool,
 }
 
 /// A `jwt` policy as attached to one product: the shared policy (and its token cache) plus its
@@ -274,6 +291,20 @@ impl Runtime {
                 ))
             })
             .collect();
+        // Compiled once per table (schemas included), shared by every product using the policy.
+        let validation_policies: HashMap<&str, Arc<crate::validate::ValidationRt>> = table
+            .policies
+            .iter()
+            .filter_map(|p| {
+                let entry = p.request_validation.as_ref()?;
+                Some((
+                    p.id.as_str(),
+                    Arc::new(crate::validate::ValidationRt::build(
+                        &p.id, entry, &mut notes,
+                    )),
+                ))
+            })
+            .collect();
 
         let mut products = Vec::with_capacity(table.products.len());
         let mut product_index: HashMap<&str, u32> = HashMap::new();
@@ -324,6 +355,19 @@ impl Runtime {
                 }
                 parsed
             });
+            // The first attached policy with a backendTLS decides how the backend is reached.
+            let backend_tls = p.policies.iter().find_map(|pid| {
+                let policy = policies.get(pid.as_str())?;
+                Some(UpstreamTls {
+                    policy: &policy.id,
+                    entry: policy.backend_tls.as_ref()?,
+                })
+            });
+            let service_scheme = if backend_tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             let backend = match &p.backend {
                 BackendTarget::Url { url } => Backend::from_url(url),
                 BackendTarget::Service {
@@ -331,9 +375,19 @@ impl Runtime {
                     name,
                     port,
                     endpoints,
-                } => match endpoints.first() {
-                    Some(ep) => Backend::from_url(&format!("http://{ep}")),
-                    None => Backend::from_url(&format!("http://{name}.{namespace}.svc:{port}")),
+                } => match crate::balance::Endpoints::new(endpoints.iter().map(String::as_str)) {
+                    // Ready pods known (operator, EndpointSlices): balance across them directly.
+                    Some(pods) => Backend::Pods {
+                        scheme: if backend_tls.is_some() {
+                            http::uri::Scheme::HTTPS
+                        } else {
+                            http::uri::Scheme::HTTP
+                        },
+                        pods: Arc::new(pods),
+                    },
+                    None => Backend::from_url(&format!(
+                        "{service_scheme}://{name}.{namespace}.svc:{port}"
+                    )),
                 },
             };
             let routes = p
@@ -347,18 +401,72 @@ impl Runtime {
                     rewrite: r.rewrite.clone(),
                 })
                 .collect();
+            if let Some(t) = backend_tls.filter(|t| t.entry.insecure_skip_verify) {
+                tracing::warn!(
+                    target: "reload",
+                    product = %p.id,
+                    policy = %t.policy,
+                    "ApiPolicy {}: backendTLS insecureSkipVerify is set; the certificate of the backend of Product {} is not verified",
+                    t.policy,
+                    p.id
+                );
+            }
+            let upstream = Upstream::new(&p.id, backend, clients, p.timeouts, backend_tls);
+            if let Some(e) = upstream.tls_error() {
+                notes.push(format!(
+                    "Product {}: {e}; its requests are answered 502",
+                    p.id
+                ));
+            }
+            let attached: Vec<&tollgate_crds::table::PolicyEntry> = p
+                .policies
+                .iter()
+                .filter_map(|pid| policies.get(pid.as_str()).copied())
+                .collect();
+            // A held body may take as long to arrive as the backend may take to answer.
+            let validation_rules: Vec<_> = p
+                .policies
+                .iter()
+                .filter_map(|pid| validation_policies.get(pid.as_str()).cloned())
+                .collect();
+            let body_timeout = std::time::Duration::from_millis(p.timeouts.request_ms.max(1));
+            let validation = p
+                .routes
+                .iter()
+                .map(|r| {
+                    crate::validate::RouteValidation::for_route(
+                        &validation_rules,
+                        &r.name,
+                        body_timeout,
+                    )
+                })
+                .collect();
             products.push(ProductRt {
                 id: p.id.clone(),
                 subscription_required: p.subscription_required,
                 key_header,
                 key_query: p.key_location.query.clone(),
-                upstream: Upstream::new(backend, clients, p.timeouts),
+                upstream,
                 routes,
                 request_ops,
                 response_ops,
                 ip_filters,
                 jwt,
                 jwt_subjects: HashMap::new(),
+                validation,
+                client_auth: p.client_certificates.as_ref().map(|c| {
+                    Arc::new(crate::tls::ProductClientAuth::from_entry(
+                        &p.id, c, &mut notes,
+                    ))
+                }),
+                cert_subscriptions: HashMap::new(),
+                cors: attached
+                    .iter()
+                    .find_map(|pol| pol.cors.as_ref())
+                    .map(crate::cors::CorsRt::new),
+                rewrite: crate::rewrite::Rules::attached(&attached),
+                forward_authorization: attached.iter().any(|pol| pol.forward_authorization),
+                anonymous: anonymous_limiter(&p.id, &attached, previous, &mut notes),
             });
         }
 
@@ -389,6 +497,7 @@ impl Runtime {
         let mut by_key = HashMap::with_capacity(table.subscriptions.len() * 2);
         let mut by_subscription_id = HashMap::with_capacity(table.subscriptions.len());
         let mut ambiguous_subjects = Vec::new();
+        let mut ambiguous_certs = Vec::new();
         for s in &table.subscriptions {
             let Some(&plan) = plan_index.get(s.plan.as_str()) else {
                 notes.push(format!(
@@ -435,6 +544,17 @@ impl Runtime {
                         ambiguous_subjects.push((product, subject.clone()));
                     }
                 }
+                for fp in &s.client_certificates {
+                    let mut d = [0u8; 32];
+                    if hex::decode_to_slice(fp, &mut d).is_err() {
+                        notes.push(format!(
+                            "Subscription {}: a client certificate fingerprint is not 64 hex digits",
+                            s.id
+                        ));
+                    } else if prod.cert_subscriptions.insert(d, idx).is_some() {
+                        ambiguous_certs.push((product, d));
+                    }
+                }
             }
             subscriptions.push(SubscriptionRt {
                 id: s.id.clone(),
@@ -449,6 +569,15 @@ impl Runtime {
         }
 
         // A subject listed by two subscriptions of one product identifies neither (fail closed).
+        for (product, fp) in ambiguous_certs {
+            if let Some(prod) = product.and_then(|p| products.get_mut(p as usize)) {
+                prod.cert_subscriptions.remove(&fp);
+                notes.push(format!(
+                    "Product {}: a client certificate is listed by more than one subscription; it identifies none of them",
+                    prod.id
+                ));
+            }
+        }
         for (product, subject) in ambiguous_subjects {
             if let Some(prod) = product.and_then(|p| products.get_mut(p as usize)) {
                 prod.jwt_subjects.remove(&subject);
@@ -607,6 +736,32 @@ fn extend_ops(
             )),
         }
     }
+}
+
+/// The product's per-IP limiter: the first attached policy's `anonymousRateLimit`, taken over
+/// from `previous` when the product had one with the same rate (so a reload does not refill
+/// drained buckets).
+fn anonymous_limiter(
+    product: &str,
+    attached: &[&tollgate_crds::table::PolicyEntry],
+    previous: Option<&Runtime>,
+    notes: &mut Vec<String>,
+) -> Option<Arc<crate::anonymous::AnonymousLimiter>> {
+    let entry = attached.iter().find_map(|p| p.anonymous_rate_limit)?;
+    let carried = previous
+        .and_then(|prev| prev.products.iter().find(|p| p.id == product))
+        .and_then(|p| p.anonymous.clone())
+        .filter(|l| l.entry() == entry);
+    if carried.is_some() {
+        return carried;
+    }
+    let built = crate::anonymous::AnonymousLimiter::new(entry).map(Arc::new);
+    if built.is_none() {
+        notes.push(format!(
+            "Product {product}: anonymousRateLimit cannot be represented; anonymous calls are not limited"
+        ));
+    }
+    built
 }
 
 fn index_hosts(table: &RoutingTable, products: &[ProductRt]) -> HostIndex {

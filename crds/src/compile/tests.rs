@@ -539,7 +539,9 @@ fn service_backends_get_their_ready_endpoints_sorted() {
     };
     let backend = |set: &ManifestSet| set.compile().table.products[0].backend.clone();
     // No EndpointSlice information (standalone): the DNS name is used.
-    assert!(matches!(backend(&set), crate::table::BackendTarget::Service { endpoints, .. } if endpoints.is_empty()));
+    assert!(
+        matches!(backend(&set), crate::table::BackendTarget::Service { endpoints, .. } if endpoints.is_empty())
+    );
     set.snapshot.endpoints = vec![
         endpoints(&["10.0.0.9:8080", "10.0.0.2:8080", "10.0.0.9:8080"]),
         crate::snapshot::ServiceEndpoints {
@@ -553,5 +555,9 @@ fn service_backends_get_their_ready_endpoints_sorted() {
         "{first:?}"
     );
     set.snapshot.endpoints[0].addresses.reverse();
-    assert_eq!(backend(&set), first, "slice order does not change the table");
+    assert_eq!(
+        backend(&set),
+        first,
+        "slice order does not change the table"
+    );
 }

@@ -1,0 +1,434 @@
+//! The TLS acceptor at the edge: read the ClientHello, pick the configuration for its SNI name
+//! (server certificate from the [`CertStore`], client-certificate CAs from the table), finish
+//! the handshake.
+//!
+//! # Guarantees
+//! - TLS 1.2 and 1.3 only (rustls implements nothing older); ALPN `h2`, then `http/1.1`.
+//! - The client-certificate verifier of a configuration trusts the union of the CAs of the
+//!   products that can answer on the SNI name (products without hostnames answer any name; a
+//!   client without SNI may call any product, so it gets every product's CAs). A client that
+//!   sends no certificate is let through the handshake: whether a product needs one is decided
+//!   per request ([`crate::identify`]).
+//! - Configurations are cached per SNI name and rebuilt only when the table or the certificate
+//!   set changes, so a handshake does not parse CAs or build verifiers.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use rustls::pki_types::CertificateDer;
+use rustls::server::{Acceptor, ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::pipeline::Shared;
+use crate::route::normalise_host;
+use crate::runtime::Runtime;
+use crate::tls::cert_store::{CertSet, CertStore};
+use crate::tls::client_auth::TlsConn;
+
+/// How long a client may take to complete the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Configurations cached at most (SNI names are client input: bound the map).
+const MAX_CACHED_CONFIGS: usize = 1024;
+/// ALPN protocols offered, most preferred first.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Why a handshake did not complete (logged at debug level and counted).
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The client did not finish within [`HANDSHAKE_TIMEOUT`].
+    #[error("TLS handshake not completed within {0:?}")]
+    Timeout(Duration),
+    /// The ClientHello was malformed or offered nothing acceptable (e.g. only TLS 1.0/1.1).
+    #[error("TLS ClientHello refused: {0}")]
+    ClientHello(#[source] std::io::Error),
+    /// No configuration could be built (a bug: every input was validated when loaded).
+    #[error("TLS configuration for this name cannot be built: {0}")]
+    Config(#[source] rustls::Error),
+    /// The handshake failed (protocol error, a client certificate no CA verifies…).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] std::io::Error),
+}
+
+/// Handshake counters, also exported as `tollgate_tls_handshakes_total{outcome="ok|failed"}`.
+#[derive(Debug, Default)]
+pub struct EdgeStats {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    exported: Option<(IntCounter, IntCounter)>,
+}
+
+impl EdgeStats {
+    /// Counters registered in `registry` (kept unexported, with a warning, if that fails).
+    fn registered(registry: &Registry) -> EdgeStats {
+        let exported = IntCounterVec::new(
+            Opts::new(
+                "tollgate_tls_handshakes_total",
+                "TLS handshakes at the edge by outcome; failed counts timeouts, TLS 1.0/1.1 \
+                 hellos and client certificates no CA accepts.",
+            ),
+            &["outcome"],
+        )
+        .and_then(|vec| {
+            registry.register(Box::new(vec.clone()))?;
+            Ok((
+                vec.with_label_values(&["ok"]),
+                vec.with_label_values(&["failed"]),
+            ))
+        });
+        match exported {
+            Ok(counters) => EdgeStats {
+                exported: Some(counters),
+                ..EdgeStats::default()
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS handshake metrics not exported");
+                EdgeStats::default()
+            }
+        }
+    }
+
+    fn record(&self, ok: bool) {
+        let (counter, exported) = match (ok, &self.exported) {
+            (true, e) => (&self.ok, e.as_ref().map(|(ok, _)| ok)),
+            (false, e) => (&self.failed, e.as_ref().map(|(_, failed)| failed)),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = exported {
+            c.inc();
+        }
+    }
+
+    /// Completed handshakes.
+    pub fn handshakes(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Handshakes that failed or timed out.
+    pub fn handshakes_failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+struct ConfigCache {
+    /// Table version the cached configurations were built from (0: no table).
+    table: u64,
+    /// Certificate set generation they were built from.
+    certs: u64,
+    configs: HashMap<String, Arc<ServerConfig>>,
+}
+
+/// The edge acceptor: shared by every TLS connection of a listener.
+pub struct EdgeAcceptor {
+    shared: Arc<Shared>,
+    certs: Arc<CertStore>,
+    cache: Mutex<ConfigCache>,
+    timeout: Duration,
+    /// Handshake counters.
+    pub stats: EdgeStats,
+}
+
+impl fmt::Debug for EdgeAcceptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EdgeAcceptor")
+            .field("certs", &self.certs.dir())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves one certificate whatever the ClientHello says (chosen before the handshake).
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+impl EdgeAcceptor {
+    /// An acceptor serving `certs`, with client-certificate CAs from `shared`'s table.
+    pub fn new(shared: Arc<Shared>, certs: Arc<CertStore>) -> EdgeAcceptor {
+        EdgeAcceptor {
+            stats: EdgeStats::registered(shared.metrics.registry()),
+            shared,
+            certs,
+            cache: Mutex::new(ConfigCache::default()),
+            timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+
+    /// The certificate store.
+    pub fn certs(&self) -> &Arc<CertStore> {
+        &self.certs
+    }
+
+    /// Handshake on `io` (bounded by [`HANDSHAKE_TIMEOUT`]); counts the outcome.
+    ///
+    /// # Errors
+    /// [`HandshakeError`] when the client is too slow, offers only unsupported versions, or
+    /// presents a certificate no eligible CA verifies.
+    pub async fn accept<IO>(&self, io: IO) -> Result<(TlsStream<IO>, TlsConn), HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let outcome = match tokio::time::timeout(self.timeout, self.handshake(io)).await {
+            Ok(r) => r,
+            Err(_) => Err(HandshakeError::Timeout(self.timeout)),
+        };
+        self.stats.record(outcome.is_ok());
+        outcome
+    }
+
+    async fn handshake<IO>(&self, io: IO) -> Result<(TlsStream<IO>, TlsConn), HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), io)
+            .await
+            .map_err(HandshakeError::ClientHello)?;
+        let config = {
+            let hello = start.client_hello();
+            let sni = hello.server_name().map(normalise_host);
+            self.config_for(sni.as_deref())
+                .map_err(HandshakeError::Config)?
+        };
+        let tls = start
+            .into_stream(config)
+            .await
+            .map_err(HandshakeError::Handshake)?;
+        let conn = TlsConn::from_connection(tls.get_ref().1);
+        Ok((tls, conn))
+    }
+
+    /// The configuration for an SNI name (lowercased), from the cache when the table and the
+    /// certificates have not changed since it was built.
+    ///
+    /// # Errors
+    /// When rustls refuses the configuration (not expected: inputs were validated on load).
+    pub fn config_for(&self, sni: Option<&str>) -> Result<Arc<ServerConfig>, rustls::Error> {
+        let runtime = self.shared.runtime.load_full();
+        let table = runtime.as_ref().map_or(0, |rt| rt.version());
+        let certs = self.certs.current();
+        let key = sni.unwrap_or("");
+        {
+            // A poisoned lock only means a panic while holding it; the map is still valid.
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.table != table || cache.certs != certs.generation() {
+                cache.table = table;
+                cache.certs = certs.generation();
+                cache.configs.clear();
+            } else if let Some(config) = cache.configs.get(key) {
+                return Ok(config.clone());
+            }
+        }
+        let config = Arc::new(build_config(runtime.as_deref(), &certs, sni)?);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.table == table && cache.certs == certs.generation() {
+            if cache.configs.len() >= MAX_CACHED_CONFIGS {
+                cache.configs.clear();
+            }
+            cache.configs.insert(key.to_string(), config.clone());
+        }
+        Ok(config)
+    }
+}
+
+/// Build the configuration for one SNI name.
+fn build_config(
+    rt: Option<&Runtime>,
+    certs: &CertSet,
+    sni: Option<&str>,
+) -> Result<ServerConfig, rustls::Error> {
+    let served = certs.resolve(sni).key.clone();
+    let roots = rt.map(|rt| client_roots(rt, sni)).unwrap_or_default();
+    let verifier = if roots.is_empty() {
+        WebPkiClientVerifier::no_client_auth()
+    } else {
+        let mut store = RootCertStore::empty();
+        for root in roots {
+            // Each root was accepted when the table was built; a failure cannot happen here,
+            // and skipping one only makes fewer certificates pass (fail closed).
+            let _ = store.add(root);
+        }
+        WebPkiClientVerifier::builder_with_provider(Arc::new(store), crate::tls::provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?
+    };
+    let mut config = ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(Fixed(served)));
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// Indices of the products that can answer on `host`: those listing it (exactly or by
+/// wildcard) and those without hostnames; every product when the client sent no SNI.
+pub fn products_for_host(rt: &Runtime, host: Option<&str>) -> Vec<u32> {
+    let mut out: Vec<u32> = match host {
+        None => (0..rt.products.len())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect(),
+        Some(host) => {
+            let hosts = &rt.hosts;
+            let exact = hosts.exact.get(host).map(Vec::as_slice).unwrap_or(&[]);
+            let wildcard = hosts
+                .wildcard
+                .iter()
+                .filter(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+                .flat_map(|(_, refs)| refs.iter());
+            exact
+                .iter()
+                .chain(wildcard)
+                .chain(hosts.any.iter())
+                .map(|r| r.product)
+                .collect()
+        }
+    };
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The CA certificates of the products that can answer on `host` (deduplicated).
+fn client_roots(rt: &Runtime, host: Option<&str>) -> Vec<CertificateDer<'static>> {
+    let mut roots: Vec<CertificateDer<'static>> = Vec::new();
+    for p in products_for_host(rt, host) {
+        let Some(auth) = rt.product(p).and_then(|p| p.client_auth.as_ref()) else {
+            continue;
+        };
+        for root in auth.roots() {
+            if !roots.contains(root) {
+                roots.push(root.clone());
+            }
+        }
+    }
+    roots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::ClientPool;
+    use crate::metrics::Metrics;
+    use crate::tls::client_auth::test_certs::Ca;
+    use crate::tls::client_auth::ProductClientAuth;
+    use tollgate_crds::product::PathMatch;
+    use tollgate_crds::table::*;
+
+    fn product(id: &str, hosts: &[&str], ca: Option<&Ca>) -> ProductEntry {
+        ProductEntry {
+            id: id.into(),
+            display_name: id.into(),
+            hostnames: hosts.iter().map(|h| h.to_string()).collect(),
+            subscription_required: true,
+            key_location: KeyLookup {
+                header: Some("x-subscription-key".into()),
+                query: None,
+            },
+            backend: BackendTarget::Url {
+                url: "http://127.0.0.1:1".into(),
+            },
+            timeouts: TimeoutsMs::default(),
+            policies: vec![],
+            client_certificates: ca.map(|ca| ClientCertificatesEntry {
+                ca_pem: ca.pem(),
+                required: true,
+            }),
+            routes: vec![RouteEntry {
+                name: "r".into(),
+                path: "/".into(),
+                path_match: PathMatch::Prefix,
+                methods: vec![],
+                rewrite: None,
+            }],
+        }
+    }
+
+    fn runtime(products: Vec<ProductEntry>) -> Runtime {
+        let table = RoutingTable {
+            products,
+            plans: vec![],
+            subscriptions: vec![],
+            policies: vec![],
+        };
+        Runtime::build(&table, None, &ClientPool::default(), 1)
+    }
+
+    #[test]
+    fn roots_are_the_union_of_the_products_answering_on_the_name() {
+        let a = Ca::new("ca-a");
+        let b = Ca::new("ca-b");
+        let c = Ca::new("ca-c");
+        let rt = runtime(vec![
+            product("ns/a", &["a.test"], Some(&a)),
+            product("ns/b", &["*.wild.test"], Some(&b)),
+            product("ns/any", &[], Some(&c)),
+            product("ns/plain", &["a.test"], None),
+        ]);
+        let der = |ca: &Ca| ca.cert.der().clone();
+        let roots = client_roots(&rt, Some("a.test"));
+        assert_eq!(roots, vec![der(&a), der(&c)]);
+        let roots = client_roots(&rt, Some("x.wild.test"));
+        assert_eq!(roots, vec![der(&b), der(&c)]);
+        assert_eq!(client_roots(&rt, Some("other.test")), vec![der(&c)]);
+        assert_eq!(client_roots(&rt, None).len(), 3);
+        let auth = ProductClientAuth::build(
+            "ns/x",
+            &ClientCertificatesEntry {
+                ca_pem: a.pem(),
+                required: false,
+            },
+        )
+        .expect("auth");
+        assert_eq!(auth.roots(), &[der(&a)]);
+    }
+
+    #[test]
+    fn configs_are_cached_until_the_table_changes() {
+        let dir = std::env::temp_dir().join(format!("tollgate-edge-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (crt, key) = crate::tls::cert_store::test_server_certs::pair(&["a.test"]);
+        std::fs::write(dir.join("a.crt"), crt).expect("crt");
+        std::fs::write(dir.join("a.key"), key).expect("key");
+        let certs = Arc::new(CertStore::load(&dir).expect("certs"));
+        let shared = Arc::new(Shared::new(Metrics::new().expect("metrics")));
+        let edge = EdgeAcceptor::new(shared.clone(), certs);
+        let first = edge.config_for(Some("a.test")).expect("config");
+        let again = edge.config_for(Some("a.test")).expect("config");
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(
+            first.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        let ca = Ca::new("ca-a");
+        let mut rt = runtime(vec![product("ns/a", &["a.test"], Some(&ca))]);
+        rt = Runtime::build(
+            &RoutingTable {
+                products: vec![product("ns/a", &["a.test"], Some(&ca))],
+                plans: vec![],
+                subscriptions: vec![],
+                policies: vec![],
+            },
+            Some(&rt),
+            &ClientPool::default(),
+            2,
+        );
+        shared.runtime.store(Some(Arc::new(rt)));
+        let rebuilt = edge.config_for(Some("a.test")).expect("config");
+        assert!(!Arc::ptr_eq(&first, &rebuilt));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
