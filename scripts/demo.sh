@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The YourWeather demo (`make demo`): builds Tollgate and the demo weather backend, starts both,
-# runs a walk-through of curl calls that show 200, 401, 403, 404, 405 and 429 and the headers
+# runs a walk-through of curl calls that show 200, 204 (CORS), 401, 403, 404, 405 and 429 and the headers
 # Tollgate removes, then keeps serving until Ctrl-C.
 #
 #   scripts/demo.sh              # walk-through, then serve in the foreground
@@ -164,6 +164,15 @@ header_absent() { # header (case-insensitive) must not be in the last response
     fi
 }
 
+body_has() { # text that must be in the last response body
+    if grep -qF -- "$1" "$WORK/body"; then
+        say "${G}   ✔ body has $1${N}"
+    else
+        say "${R}   ✘ body lacks $1${N}"
+        FAILED+=("body lacks $1")
+    fi
+}
+
 header_is() { # header value
     local got
     got="$(tr -d '\r' <"$WORK/head" | awk -v h="$1" -F': ' 'tolower($1) == tolower(h) { print $2 }')"
@@ -187,6 +196,12 @@ header_absent Server
 header_absent X-Powered-By
 header_absent X-AspNet-Version
 header_is X-Backend-Saw-Key no
+body_has '"source":"YourWeather"'
+
+step "A browser preflight from the web app's origin: answered by Tollgate, no key needed" 204 \
+    -X OPTIONS -H "Origin: http://localhost:3000" -H "Access-Control-Request-Method: GET" \
+    -H "Access-Control-Request-Headers: x-subscription-key" "$GW/weather/current"
+header_is Access-Control-Allow-Origin "http://localhost:3000"
 
 step "No key: 401" 401 "$GW/weather/current"
 
