@@ -88,9 +88,16 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
-{{/* The operator's table endpoint as proxies reach it. */}}
+{{/* The operator Service's DNS name: proxies connect to it, so the distribution certificate must
+be valid for it. */}}
+{{- define "tollgate.operatorHost" -}}
+{{- printf "%s.%s.svc" (include "tollgate.operatorName" .) .Release.Namespace }}
+{{- end }}
+
+{{/* The operator's table endpoint as proxies reach it: https when operator.distributeTLS is set. */}}
 {{- define "tollgate.operatorURL" -}}
-{{- printf "http://%s.%s.svc:%v" (include "tollgate.operatorName" .) .Release.Namespace .Values.operator.distributePort }}
+{{- $scheme := ternary "https" "http" (ne .Values.operator.distributeTLS.secretName "") }}
+{{- printf "%s://%s:%v" $scheme (include "tollgate.operatorHost" .) .Values.operator.distributePort }}
 {{- end }}
 
 {{/* Topology spread: the given constraints, or a soft spread of the component over nodes. */}}
