@@ -79,6 +79,17 @@ impl Operator {
 
     /// [`Operator::start`] serving `/v1/table` on `table_port` (a restart at the same address).
     fn start_on(namespace: &str, name: &str, kubeconfig: &Path, table_port: u16) -> Operator {
+        Operator::start_with(namespace, name, kubeconfig, table_port, None)
+    }
+
+    /// [`Operator::start_on`], serving `/v1/table` over HTTPS with `tls` when given.
+    fn start_with(
+        namespace: &str,
+        name: &str,
+        kubeconfig: &Path,
+        table_port: u16,
+        tls: Option<&DistributionTls>,
+    ) -> Operator {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("{namespace}-{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
@@ -91,7 +102,15 @@ impl Operator {
                 "tollgate-operator-leader".to_string(),
             ),
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate-operator"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate-operator"));
+        if let Some(tls) = tls {
+            command
+                .arg("--distribute-tls-cert")
+                .arg(&tls.cert)
+                .arg("--distribute-tls-key")
+                .arg(&tls.key);
+        }
+        let child = command
             .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
             .args([
                 "--watch-namespace",
@@ -867,7 +886,7 @@ async fn operator_reconciles_the_weather_example() {
     eprintln!("MEASURED weather example ({objects} objects) all Ready in {to_ready:?}");
 
     let sub = wait_one::<Subscription>(&client, &ns, "hooli-gold", "hooli-gold", |_| true).await;
-    let status = sub.status.as_ref().expect("status");
+    let status = sub.status_ref().expect("status");
     assert_eq!(status.observed_generation, sub.metadata.generation);
     for c in &status.conditions {
         assert!(c.last_transition_time.is_some(), "{c:?}");
@@ -927,8 +946,7 @@ async fn operator_reconciles_the_weather_example() {
     assert_eq!(reason, tollgate_crds::reasons::PLAN_NOT_FOUND);
     assert!(message.contains("platinum"), "{message}");
     let resolved = dangling
-        .status
-        .as_ref()
+        .status_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "ResolvedRefs"))
         .expect("ResolvedRefs");
     assert_eq!(resolved.status, "False");
@@ -1285,6 +1303,35 @@ async fn operator_reconciles_the_weather_example() {
         .await;
 }
 
+/// Certificate files for the operator's HTTPS table endpoint, made with rcgen for `localhost`.
+struct DistributionTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl DistributionTls {
+    fn create(dir: &Path) -> DistributionTls {
+        std::fs::create_dir_all(dir).expect("tls dir");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &ca, &ca_key).expect("cert");
+        let files = DistributionTls {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        };
+        std::fs::write(&files.ca, ca.pem()).expect("write ca");
+        std::fs::write(&files.cert, cert.pem()).expect("write cert");
+        std::fs::write(&files.key, key.serialize_pem()).expect("write key");
+        files
+    }
+}
+
 /// `tollgate-proxy --from-operator` as a real process; killed when dropped.
 ///
 /// The proxy binary belongs to another package, so `CARGO_BIN_EXE_` cannot name it: the test
@@ -1311,13 +1358,26 @@ fn proxy_binary() -> PathBuf {
 }
 
 impl Proxy {
-    fn start(binary: &Path, name: &str, table_port: u16, token: &Path, state: &Path) -> Proxy {
+    /// Follow the operator over HTTPS, trusting `tls.ca`.
+    fn start(
+        binary: &Path,
+        name: &str,
+        table_port: u16,
+        token: &Path,
+        state: &Path,
+        tls: &DistributionTls,
+    ) -> Proxy {
         let port = free_port();
         let admin_port = free_port();
         let log = std::env::temp_dir().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(binary)
-            .args(["--from-operator", &format!("http://127.0.0.1:{table_port}")])
+            .args([
+                "--from-operator",
+                &format!("https://localhost:{table_port}"),
+            ])
+            .arg("--operator-ca")
+            .arg(&tls.ca)
             .arg("--token-file")
             .arg(token)
             .arg("--state-dir")
@@ -1456,12 +1516,14 @@ async fn proxy_follows_the_operator() {
     install_crds(&client).await;
     let ns = fresh_namespace(&client).await;
     eprintln!("namespace {ns}");
+    // The table travels over HTTPS, verified against a CA only this test knows.
+    let tls = DistributionTls::create(&std::env::temp_dir().join(format!("{ns}-tls")));
     let (kubeconfig, mut operator) = if on_kind() {
         let (leader, _standby) = Operator::in_cluster_pair(&client, &ns).await;
         (std::env::temp_dir().join("unused"), leader)
     } else {
         let kubeconfig = operator_kubeconfig(&client, &ns).await;
-        let operator = Operator::start(&ns, "op-p", &kubeconfig);
+        let operator = Operator::start_with(&ns, "op-p", &kubeconfig, free_port(), Some(&tls));
         operator.wait_ready().await;
         (kubeconfig, operator)
     };
@@ -1518,6 +1580,7 @@ async fn proxy_follows_the_operator() {
             operator.table_port,
             &token_file,
             &state,
+            &tls,
         )
     };
     let first = proxy.wait_for(&key, 200, "first table").await;
@@ -1555,6 +1618,111 @@ async fn proxy_follows_the_operator() {
         "no last-known-good file"
     );
 
+    // --- plan limit changes, new and deleted subscriptions, key rotations: each enforced by
+    // the proxy within a second, measured over several changes of each kind.
+    let plans: Api<Plan> = Api::namespaced(client.clone(), &ns);
+    let mut plan_changes = Vec::new();
+    for i in 0..6 {
+        let limited = i % 2 == 0;
+        let patch = if limited {
+            serde_json::json!({"spec": {"rateLimit": {"requests": 1, "period": "1h"}}})
+        } else {
+            serde_json::json!({"spec": {"rateLimit": null}})
+        };
+        let started = Instant::now();
+        plans
+            .patch("basic", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("patch plan");
+        if limited {
+            // A new rate gets a fresh bucket: one call passes, the next is refused.
+            proxy.wait_for(&key, 429, "plan limited to 1/h").await;
+        } else {
+            proxy.wait_for(&key, 200, "plan limit removed").await;
+        }
+        plan_changes.push(started.elapsed());
+    }
+    let subs: Api<Subscription> = Api::namespaced(client.clone(), &ns);
+    let (mut creates, mut deletes) = (Vec::new(), Vec::new());
+    for i in 0..4 {
+        let name = format!("temp-{i}");
+        let temp_key = format!("tg_e2e_temporary_subscription_key_{i:04}");
+        create(
+            &client,
+            &ns,
+            &yaml(&ns, &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-own}}\nstringData: {{primaryKey: {temp_key}}}")),
+        )
+        .await
+        .expect("create secret");
+        let started = Instant::now();
+        create(
+            &client,
+            &ns,
+            &yaml(&ns, &format!("apiVersion: tollgate.dev/v1alpha1\nkind: Subscription\nmetadata: {{name: {name}}}\nspec: {{plan: basic, subscriber: {{name: Temp}}, keys: {{secretRef: {{name: {name}-own}}}}}}")),
+        )
+        .await
+        .expect("create subscription");
+        proxy.wait_for(&temp_key, 200, "new subscription").await;
+        creates.push(started.elapsed());
+        let started = Instant::now();
+        subs.delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete subscription");
+        proxy.wait_for(&temp_key, 401, "deleted subscription").await;
+        deletes.push(started.elapsed());
+    }
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let mut rotations = Vec::new();
+    let mut current = key.clone();
+    for _ in 0..4 {
+        let started = Instant::now();
+        subs.patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {"tollgate.dev/rotate": "primary"}}
+            })),
+        )
+        .await
+        .expect("annotate");
+        let rotated = loop {
+            let s = secrets_api.get("acme-keys").await.expect("secret");
+            let k = secret_keys(&s)["primaryKey"].clone();
+            if k != current {
+                break k;
+            }
+            assert!(started.elapsed() < WAIT, "acme's key never rotated");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        proxy.wait_for(&rotated, 200, "rotated key").await;
+        proxy.wait_for(&current, 401, "old key refused").await;
+        rotations.push(started.elapsed());
+        current = rotated;
+    }
+    let key = current;
+    for (what, mut samples) in [
+        ("Plan rate-limit change", plan_changes),
+        ("new Subscription", creates),
+        ("deleted Subscription", deletes),
+        (
+            "key rotation (annotation → new key works, old refused)",
+            rotations,
+        ),
+    ] {
+        samples.sort();
+        eprintln!(
+            "MEASURED {what} → enforced by the proxy over {} changes: min {:?}, median {:?}, max {:?}",
+            samples.len(),
+            samples[0],
+            samples[samples.len() / 2],
+            samples[samples.len() - 1]
+        );
+        assert!(
+            samples[samples.len() - 1] < Duration::from_secs(1),
+            "{what} took over a second: {samples:?}"
+        );
+    }
+
     // --- the operator goes away: the proxy keeps serving
     if on_kind() {
         scale_operator(0);
@@ -1591,6 +1759,7 @@ async fn proxy_follows_the_operator() {
             operator.table_port,
             &token_file,
             &state,
+            &tls,
         );
         let from_file = proxy.wait_for(&key, 200, "serving from table.json").await;
         eprintln!(
@@ -1617,7 +1786,7 @@ async fn proxy_follows_the_operator() {
         scale_operator(2);
         Operator::in_cluster_pair(&client, &ns).await.0
     } else {
-        Operator::start_on(&ns, "op-p2", &kubeconfig, operator.table_port)
+        Operator::start_with(&ns, "op-p2", &kubeconfig, operator.table_port, Some(&tls))
     };
     proxy
         .wait_for(&key, 403, "change made during the outage")
