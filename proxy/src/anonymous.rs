@@ -10,17 +10,16 @@
 //!   flood of fresh addresses is limited as one caller rather than let through (fail closed).
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
+use governor::RateLimiter;
 use tollgate_crds::table::RateLimitEntry;
 
-use crate::limit::{ceil_secs, Limited, RateInfo};
+use crate::limit::{gcra, verdict, Limited, RateInfo};
 
 /// Most client addresses tracked per limiter (~100 bytes each).
 pub const MAX_TRACKED: usize = 100_000;
@@ -60,10 +59,7 @@ impl AnonymousLimiter<DefaultClock> {
 impl<C: Clock + Clone> AnonymousLimiter<C> {
     /// A limiter for `entry` on `clock` (tests use governor's fake clock).
     pub fn with_clock(entry: RateLimitEntry, clock: C) -> Option<Self> {
-        let burst = NonZeroU32::new(entry.burst.max(1))?;
-        let requests = u64::from(entry.requests.max(1));
-        let interval = Duration::from_nanos(entry.period_ms.saturating_mul(1_000_000) / requests);
-        let quota = Quota::with_period(interval)?.allow_burst(burst);
+        let (quota, interval) = gcra(entry)?;
         let limiter = RateLimiter::dashmap_with_clock(quota, clock.clone())
             .with_middleware::<StateInformationMiddleware>();
         Some(Self {
@@ -104,29 +100,12 @@ impl<C: Clock + Clone> AnonymousLimiter<C> {
         } else {
             ip_key(ip)
         };
-        let limit = self.entry.burst.max(1);
-        match self.limiter.check_key(&key) {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity().min(limit);
-                Ok(RateInfo {
-                    limit,
-                    remaining,
-                    reset_secs: ceil_secs(self.interval.saturating_mul(limit - remaining)),
-                })
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
-                let full = wait.saturating_add(self.interval.saturating_mul(limit - 1));
-                Err(Limited {
-                    info: RateInfo {
-                        limit,
-                        remaining: 0,
-                        reset_secs: ceil_secs(full).max(1),
-                    },
-                    retry_after_secs: ceil_secs(wait).max(1),
-                })
-            }
-        }
+        verdict(
+            self.entry,
+            self.interval,
+            &self.clock,
+            self.limiter.check_key(&key),
+        )
     }
 }
 

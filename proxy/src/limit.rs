@@ -8,9 +8,9 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
+use governor::middleware::{StateInformationMiddleware, StateSnapshot};
 use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use governor::{NotUntil, Quota, RateLimiter};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tollgate_crds::table::RateLimitEntry;
 
@@ -78,10 +78,7 @@ impl RateCell<DefaultClock> {
 impl<C: Clock + Clone> RateCell<C> {
     /// A full bucket for `entry` on `clock` (tests use governor's fake clock).
     pub fn with_clock(entry: RateLimitEntry, clock: C) -> Option<Self> {
-        let burst = NonZeroU32::new(entry.burst.max(1))?;
-        let requests = u64::from(entry.requests.max(1));
-        let interval = Duration::from_nanos(entry.period_ms.saturating_mul(1_000_000) / requests);
-        let quota = Quota::with_period(interval)?.allow_burst(burst);
+        let (quota, interval) = gcra(entry)?;
         let limiter = RateLimiter::direct_with_clock(quota, clock.clone())
             .with_middleware::<StateInformationMiddleware>();
         Some(Self {
@@ -99,29 +96,48 @@ impl<C: Clock + Clone> RateCell<C> {
 
     /// Take one request from the bucket.
     pub fn check(&self) -> Result<RateInfo, Limited> {
-        let limit = self.entry.burst.max(1);
-        match self.limiter.check() {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity().min(limit);
-                let refill = self.interval.saturating_mul(limit - remaining);
-                Ok(RateInfo {
+        verdict(self.entry, self.interval, &self.clock, self.limiter.check())
+    }
+}
+
+/// GCRA parameters for `entry`: the governor quota and the emission interval; `None` when the
+/// rate cannot be represented.
+pub(crate) fn gcra(entry: RateLimitEntry) -> Option<(Quota, Duration)> {
+    let burst = NonZeroU32::new(entry.burst.max(1))?;
+    let requests = u64::from(entry.requests.max(1));
+    let interval = Duration::from_nanos(entry.period_ms.saturating_mul(1_000_000) / requests);
+    Some((Quota::with_period(interval)?.allow_burst(burst), interval))
+}
+
+/// A GCRA decision as the `RateLimit-*` values to send, or the refusal with `Retry-After`.
+pub(crate) fn verdict<C: Clock>(
+    entry: RateLimitEntry,
+    interval: Duration,
+    clock: &C,
+    decision: Result<StateSnapshot, NotUntil<C::Instant>>,
+) -> Result<RateInfo, Limited> {
+    let limit = entry.burst.max(1);
+    match decision {
+        Ok(snapshot) => {
+            let remaining = snapshot.remaining_burst_capacity().min(limit);
+            let refill = interval.saturating_mul(limit - remaining);
+            Ok(RateInfo {
+                limit,
+                remaining,
+                reset_secs: ceil_secs(refill),
+            })
+        }
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(clock.now());
+            let full = wait.saturating_add(interval.saturating_mul(limit - 1));
+            Err(Limited {
+                info: RateInfo {
                     limit,
-                    remaining,
-                    reset_secs: ceil_secs(refill),
-                })
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
-                let full = wait.saturating_add(self.interval.saturating_mul(limit - 1));
-                Err(Limited {
-                    info: RateInfo {
-                        limit,
-                        remaining: 0,
-                        reset_secs: ceil_secs(full).max(1),
-                    },
-                    retry_after_secs: ceil_secs(wait).max(1),
-                })
-            }
+                    remaining: 0,
+                    reset_secs: ceil_secs(full).max(1),
+                },
+                retry_after_secs: ceil_secs(wait).max(1),
+            })
         }
     }
 }
