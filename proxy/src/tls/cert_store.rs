@@ -184,6 +184,9 @@ pub struct CertStore {
     dir: PathBuf,
     current: ArcSwap<CertSet>,
     generations: AtomicU64,
+    /// Content hash taken just before the first load: the watcher starts from it, so a change
+    /// made between the load and the watcher thread's start is still seen.
+    loaded_hash: Option<[u8; 32]>,
 }
 
 impl CertStore {
@@ -192,11 +195,13 @@ impl CertStore {
     /// # Errors
     /// The first [`CertError`] found (each names its file).
     pub fn load(dir: &Path) -> Result<CertStore, CertError> {
+        let loaded_hash = hash_dir(dir);
         let set = load_dir(dir, 1).map_err(|mut errors| errors.remove(0))?;
         Ok(CertStore {
             dir: dir.to_path_buf(),
             current: ArcSwap::from_pointee(set),
             generations: AtomicU64::new(1),
+            loaded_hash,
         })
     }
 
@@ -234,7 +239,7 @@ impl CertStore {
         std::thread::Builder::new()
             .name("tollgate-tls-certs".into())
             .spawn(move || {
-                let mut watcher = Watcher::new(&self.dir);
+                let mut watcher = Watcher::since(self.loaded_hash);
                 while !stop.load(Ordering::Acquire) {
                     std::thread::sleep(interval);
                     if watcher.changed(&self.dir) {
@@ -282,6 +287,15 @@ impl Watcher {
         Watcher {
             stats: stat_dir(dir),
             hash: hash_dir(dir),
+            polls: 0,
+        }
+    }
+
+    /// A watcher whose first poll compares contents with `hash` (taken when they were loaded).
+    fn since(hash: Option<[u8; 32]>) -> Watcher {
+        Watcher {
+            stats: Vec::new(),
+            hash,
             polls: 0,
         }
     }
@@ -552,5 +566,23 @@ mod tests {
         fs::write(d.0.join("a.key"), key).expect("write");
         assert!(w.changed(&d.0));
         assert!(!w.changed(&d.0));
+    }
+
+    #[test]
+    fn a_change_between_load_and_the_watchers_start_is_seen() {
+        let d = Dir::new("race");
+        d.put("a", &["a.test"]);
+        let store = CertStore::load(&d.0).expect("load");
+        // Renewed before the watcher thread got to run (a busy machine).
+        d.put("a", &["a.test", "b.test"]);
+        let mut w = Watcher::since(store.loaded_hash);
+        assert!(
+            w.changed(&d.0),
+            "the renewal made before the watcher started was missed"
+        );
+        assert!(!w.changed(&d.0));
+        // Nothing changed since the load: the first poll does not reload.
+        let quiet = CertStore::load(&d.0).expect("load");
+        assert!(!Watcher::since(quiet.loaded_hash).changed(&d.0));
     }
 }
