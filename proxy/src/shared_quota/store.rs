@@ -10,78 +10,29 @@
 //! tokens (see [`QuotaStore`]) live under `tollgate:quota-op:{…}:…` for two minutes.
 //!
 //! # Connection
-//! `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS with rustls, the system's trust
-//! roots), or `redis+unix:///path`. The password comes from the URL or from a file
-//! (`--redis-password-file`, re-read at start only; a trailing newline is ignored). Redis
-//! Sentinel and Cluster addresses are **not** supported by this build (a single endpoint: a
-//! primary, or a proxy such as a Sentinel-aware Service in front of it); the key hash tags are
-//! ready for Cluster.
+//! The addresses, password file and TLS settings are `tollgate-redis`'s (shared with the
+//! operator, which reads these counters for `status.usage`).
 //!
 //! Every operation is bounded by the configured timeout (default 50 ms), connection attempts
 //! included; the caller treats a timeout like any other failure.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, Script};
+use redis::Script;
+use tollgate_redis::RedisConn;
 
 /// Keys live this long after their period ends.
 pub const EXPIRY_MARGIN_SECS: i64 = 86_400;
 
-/// Default per-operation timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
-
-/// How to reach Redis (`--redis`, `--redis-password-file`, `--redis-timeout-ms`).
-#[derive(Clone)]
-pub struct RedisConfig {
-    /// `redis://`, `rediss://` or `redis+unix://` URL; may carry user and password.
-    pub url: String,
-    /// File holding the password (overrides one in the URL).
-    pub password_file: Option<PathBuf>,
-    /// Bound on every operation, connecting included.
-    pub timeout: Duration,
-}
-
-impl std::fmt::Debug for RedisConfig {
-    /// The URL may hold a password: only the scheme is shown.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = self.url.split("://").next().unwrap_or("");
-        f.debug_struct("RedisConfig")
-            .field("url", &format_args!("{scheme}://…"))
-            .field("password_file", &self.password_file)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
-impl RedisConfig {
-    /// `url` with the default timeout and no password file.
-    pub fn new(url: impl Into<String>) -> RedisConfig {
-        RedisConfig {
-            url: url.into(),
-            password_file: None,
-            timeout: DEFAULT_TIMEOUT,
-        }
-    }
-}
+pub use tollgate_redis::{RedisConfig, DEFAULT_TIMEOUT};
 
 /// Why the store could not be set up (at start) or an operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The URL is not a Redis URL this build accepts.
-    #[error("--redis: invalid Redis URL ({0}); expected redis://HOST:PORT, rediss://HOST:PORT or redis+unix:///PATH")]
-    Url(String),
-    /// The password file could not be read.
-    #[error("--redis-password-file {path}: {source}")]
-    PasswordFile {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The address, password file or client setup was refused.
+    #[error(transparent)]
+    Connect(#[from] tollgate_redis::ConnectError),
     /// Redis answered with an error or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -223,7 +174,7 @@ const MAX_ARG: u64 = 1 << 52;
 
 /// Counters in one Redis.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     timeout: Duration,
     grant: Script,
     cancel: Script,
@@ -243,31 +194,7 @@ impl RedisStore {
     /// Check the URL and read the password file; connects lazily (a Redis that is down at
     /// start is a degraded store, not a start failure). Call inside the tokio runtime.
     pub fn new(config: &RedisConfig) -> Result<RedisStore, StoreError> {
-        let mut info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            // The error text may quote the URL; keep the password out of logs.
-            .map_err(|e| StoreError::Url(format!("{:?}", e.kind())))?;
-        if let Some(path) = &config.password_file {
-            let password =
-                std::fs::read_to_string(path).map_err(|source| StoreError::PasswordFile {
-                    path: path.clone(),
-                    source,
-                })?;
-            let password = password.trim_end_matches(['\r', '\n']);
-            let settings = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis::Client::open(info)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            // Reconnect attempts in the background stay short; failures are the caller's to
-            // back off from.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let conn = tollgate_redis::connect(config)?;
         Ok(RedisStore {
             conn,
             timeout: config.timeout,

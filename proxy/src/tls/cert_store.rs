@@ -283,14 +283,6 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn new(dir: &Path) -> Watcher {
-        Watcher {
-            stats: stat_dir(dir),
-            hash: hash_dir(dir),
-            polls: 0,
-        }
-    }
-
     /// A watcher whose first poll compares contents with `hash` (taken when they were loaded).
     fn since(hash: Option<[u8; 32]>) -> Watcher {
         Watcher {
@@ -557,7 +549,7 @@ mod tests {
     fn watcher_sees_a_rename_into_place() {
         let d = Dir::new("watch");
         d.put("a", &["a.test"]);
-        let mut w = Watcher::new(&d.0);
+        let mut w = Watcher::since(hash_dir(&d.0));
         assert!(!w.changed(&d.0));
         let (crt, key) = pair(&["a.test"]);
         fs::write(d.0.join(".a.crt.tmp"), crt).expect("write");
