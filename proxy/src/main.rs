@@ -77,12 +77,18 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Switch::On, env = "TOLLGATE_ACCESS_LOG")]
     access_log: Switch,
     /// Count plan quotas in this Redis, shared by every proxy using it: redis://[:PASSWORD@]HOST:PORT,
-    /// rediss://… (TLS) or redis+unix:///PATH. Without it, quotas are counted in memory per process.
+    /// rediss://… (TLS), redis+unix:///PATH, redis+sentinel://[:PASSWORD@]HOST:PORT,…/MASTER[/DB]
+    /// (the primary the sentinels name) or redis+cluster://[:PASSWORD@]HOST:PORT,… (cluster seeds);
+    /// rediss+sentinel:// and rediss+cluster:// for TLS. Without it, quotas are counted in memory
+    /// per process.
     #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
     /// File holding the Redis password (instead of one in the URL).
     #[arg(long, env = "TOLLGATE_REDIS_PASSWORD_FILE", requires = "redis")]
     redis_password_file: Option<PathBuf>,
+    /// PEM bundle of the CAs to trust for rediss… addresses (instead of the system's roots).
+    #[arg(long, env = "TOLLGATE_REDIS_CA", requires = "redis")]
+    redis_ca: Option<PathBuf>,
     /// Bound on each Redis operation, in milliseconds; a failure switches to the plan's failure
     /// policy for a short back-off.
     #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=60_000))]
@@ -166,6 +172,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|url| tollgate_proxy::shared_quota::RedisConfig {
             url,
             password_file: args.redis_password_file,
+            ca_file: args.redis_ca,
             timeout: Duration::from_millis(args.redis_timeout_ms),
         });
     config.drain_timeout = Duration::from_secs(args.drain_seconds);

@@ -329,6 +329,7 @@ mod tests {
         let err = RedisStore::new(&RedisConfig {
             url: "redis://127.0.0.1:1".into(),
             password_file: Some("/nonexistent/tollgate-redis-password".into()),
+            ca_file: None,
             timeout: DEFAULT_TIMEOUT,
         })
         .expect_err("missing file");
@@ -351,6 +352,7 @@ mod tests {
         let store = RedisStore::new(&RedisConfig {
             url: "redis://127.0.0.1:1".into(),
             password_file: None,
+            ca_file: None,
             timeout: Duration::from_millis(50),
         })
         .expect("lazy store");
