@@ -52,8 +52,9 @@ operator_e2e() {
     local kubeconfig was_up=0 rc=0
     e2e/control-plane.sh status >/dev/null 2>&1 && was_up=1
     kubeconfig=$(e2e/control-plane.sh up | tail -n 1) || return 1
-    KUBECONFIG="$kubeconfig" TOLLGATE_E2E=1 \
-        cargo test -p tollgate-operator --test e2e -- --nocapture || rc=$?
+    # kubectl on PATH: the usage test reads `kubectl get subscriptions` as a user would.
+    (eval "$(e2e/control-plane.sh env)" && KUBECONFIG="$kubeconfig" TOLLGATE_E2E=1 \
+        cargo test -p tollgate-operator --test e2e -- --nocapture) || rc=$?
     ((was_up)) || e2e/control-plane.sh down || true
     return "$rc"
 }

@@ -29,7 +29,7 @@ pub use plan::{Plan, PlanSpec};
 pub use policy::{ApiPolicy, ApiPolicySpec};
 pub use product::{Product, ProductSpec};
 pub use snapshot::Snapshot;
-pub use subscription::{Subscription, SubscriptionSpec};
+pub use subscription::{QuotaUsage, Subscription, SubscriptionSpec, SubscriptionStatus};
 
 /// API group of every Tollgate kind.
 pub const GROUP: &str = "tollgate.dev";

@@ -4,7 +4,42 @@ use chrono::{DateTime, Utc};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use crate::plan::QuotaPeriod;
 use crate::status::ObjectStatus;
+
+/// A Subscription's status: the conditions every kind carries, plus quota usage.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionStatus {
+    /// Conditions and `observedGeneration` (written by the operator's compile pass).
+    #[serde(flatten)]
+    pub common: ObjectStatus,
+    /// Calls counted against the plan's quota in the current period, read from the shared
+    /// counters (Redis) by the operator every `--usage-interval`; absent when the plan has no
+    /// quota or the operator runs without `--redis`. Written under its own field manager, so
+    /// condition writes never erase it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<QuotaUsage>,
+}
+
+/// Quota usage in the current calendar period (UTC).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaUsage {
+    /// Calls counted in this period (may exceed `limit` by what proxies served while Redis was
+    /// unreachable under `FailOpen`).
+    pub used: u64,
+    /// The plan's quota.
+    pub limit: u64,
+    /// `limit − used`, never below 0.
+    pub remaining: u64,
+    /// `Day`, `Week` or `Month`.
+    pub period: QuotaPeriod,
+    /// Start of the period (RFC 3339, UTC).
+    pub period_start: String,
+    /// When the count resets (RFC 3339, UTC).
+    pub period_end: String,
+}
 
 /// One subscriber on one plan, with the credentials that identify it.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -13,13 +48,16 @@ use crate::status::ObjectStatus;
     version = "v1alpha1",
     kind = "Subscription",
     namespaced,
-    status = "ObjectStatus",
+    status = "SubscriptionStatus",
     shortname = "tgsub",
     category = "tollgate",
     printcolumn = r#"{"name":"Plan","type":"string","jsonPath":".spec.plan"}"#,
     printcolumn = r#"{"name":"Subscriber","type":"string","jsonPath":".spec.subscriber.name"}"#,
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".spec.state"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Used","type":"integer","jsonPath":".status.usage.used"}"#,
+    printcolumn = r#"{"name":"Quota","type":"integer","jsonPath":".status.usage.limit"}"#,
+    printcolumn = r#"{"name":"Resets","type":"date","jsonPath":".status.usage.periodEnd"}"#,
     printcolumn = r#"{"name":"Expires","type":"date","priority":1,"jsonPath":".spec.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

@@ -4,6 +4,8 @@
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, NaiveTime, TimeZone, Utc};
 
 use crate::plan::QuotaPeriod;
+use crate::subscription::QuotaUsage;
+use crate::table::QuotaEntry;
 
 /// The UTC calendar period that contains `now`: `[start, end)` (a month is a calendar month, a
 /// week starts on Monday).
@@ -48,6 +50,19 @@ pub fn counter_key(subscription: &str, period: QuotaPeriod, start: DateTime<Utc>
     )
 }
 
+/// What `status.usage` says for a counter of `used` units under `quota` at `now`.
+pub fn quota_usage(quota: &QuotaEntry, used: u64, now: DateTime<Utc>) -> QuotaUsage {
+    let (start, end) = period_bounds(now, quota.period);
+    QuotaUsage {
+        used,
+        limit: quota.requests,
+        remaining: quota.requests.saturating_sub(used),
+        period: quota.period,
+        period_start: start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        period_end: end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +97,23 @@ mod tests {
         assert_eq!(
             counter_key("weather/acme-free", QuotaPeriod::Month, start),
             "tollgate:quota:{weather/acme-free}:month:20261101"
+        );
+    }
+
+    #[test]
+    fn usage_of_a_monthly_quota() {
+        let q = QuotaEntry {
+            requests: 1000,
+            period: QuotaPeriod::Month,
+            failure_policy: crate::plan::FailurePolicy::FailOpen,
+        };
+        let u = quota_usage(&q, 1200, at("2026-11-23T08:00:00Z"));
+        assert_eq!((u.used, u.limit, u.remaining), (1200, 1000, 0));
+        assert_eq!(u.period_start, "2026-11-01T00:00:00Z");
+        assert_eq!(u.period_end, "2026-12-01T00:00:00Z");
+        assert_eq!(
+            quota_usage(&q, 1, at("2026-11-23T08:00:00Z")).remaining,
+            999
         );
     }
 }

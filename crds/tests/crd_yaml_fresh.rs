@@ -169,6 +169,12 @@ fn printer_columns_show_what_operators_ask_for() {
     assert!(columns("Plan").contains(&"Product".to_string()));
     assert!(columns("Subscription").contains(&"Plan".to_string()));
     assert!(columns("Subscription").contains(&"State".to_string()));
+    for usage in ["Used", "Quota", "Resets"] {
+        assert!(
+            columns("Subscription").contains(&usage.to_string()),
+            "{usage}"
+        );
+    }
 }
 
 #[test]

@@ -51,6 +51,9 @@ pub enum Error {
     /// rustls refused to build a server configuration.
     #[error("distribution TLS: {0}")]
     Tls(String),
+    /// `--redis` or `--redis-password-file` cannot be used.
+    #[error("{0}")]
+    Redis(#[from] tollgate_redis::ConnectError),
     /// A watch store was dropped before its first full list: the watch task died.
     #[error("the {kind} watch stopped before its first list completed")]
     StoreClosed {
@@ -70,6 +73,7 @@ impl Error {
             Error::Listen { .. } => "listen",
             Error::StoreClosed { .. } => "store_closed",
             Error::CompileFailed(_) => "compile_failed",
+            Error::Redis(_) => "redis",
         }
     }
 }

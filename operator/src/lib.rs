@@ -22,6 +22,7 @@ pub mod listener;
 pub mod metrics;
 pub mod status;
 pub mod tls;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,11 @@ pub struct Config {
     pub token_audience: String,
     /// Certificate and key of the table endpoint (`None`: plain HTTP).
     pub distribute_tls: Option<tls::TlsFiles>,
+    /// Redis holding the proxies' quota counters; with it the leader writes
+    /// `Subscription.status.usage` every `usage_interval`.
+    pub redis: Option<tollgate_redis::RedisConfig>,
+    /// Time between `status.usage` passes.
+    pub usage_interval: Duration,
 }
 
 /// Run the operator until `shutdown` turns true (SIGTERM in `main`).
@@ -149,6 +155,23 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
         controller: "tollgate-operator".into(),
         instance: Some(config.identity.clone()),
     };
+    if let Some(redis) = &config.redis {
+        let conn = tollgate_redis::connect(redis)?;
+        tracing::info!(interval = ?config.usage_interval, "writing Subscription status.usage from the quota counters in Redis");
+        distribution.push(tokio::spawn(
+            usage::UsageLoop {
+                client: client.clone(),
+                subscriptions: stores.subscriptions.clone(),
+                table: table_rx.clone(),
+                leader: leader_rx.clone(),
+                conn,
+                timeout: redis.timeout,
+                interval: config.usage_interval,
+                metrics: metrics.clone(),
+            }
+            .run(shutdown.clone()),
+        ));
+    }
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,

@@ -54,6 +54,23 @@ struct Args {
     /// Audience proxies' ServiceAccount tokens must be bound to (TokenReview).
     #[arg(long, default_value = "tollgate")]
     token_audience: String,
+    /// Redis holding the proxies' quota counters (the proxies' --redis: redis://, rediss://,
+    /// redis+sentinel://HOST:PORT,…/MASTER, redis+cluster://HOST:PORT,…): with it the leader
+    /// writes each Subscription's `status.usage`. Without it, no usage is shown.
+    #[arg(long, env = "TOLLGATE_REDIS_URL")]
+    redis: Option<String>,
+    /// File holding the Redis password (overrides one in the URL).
+    #[arg(long, requires = "redis")]
+    redis_password_file: Option<std::path::PathBuf>,
+    /// PEM bundle of the CAs to trust for rediss… addresses (instead of the system's roots).
+    #[arg(long, env = "TOLLGATE_REDIS_CA", requires = "redis")]
+    redis_ca: Option<std::path::PathBuf>,
+    /// Bound on each Redis read, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    redis_timeout_ms: u64,
+    /// Seconds between `status.usage` passes.
+    #[arg(long, default_value_t = 30)]
+    usage_interval_secs: u64,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -106,6 +123,14 @@ async fn main() -> anyhow::Result<()> {
                 (Some(cert), Some(key)) => Some(tollgate_operator::tls::TlsFiles { cert, key }),
                 _ => None,
             },
+            redis: args.redis.map(|url| {
+                let mut redis = tollgate_redis::RedisConfig::new(url);
+                redis.password_file = args.redis_password_file;
+                redis.ca_file = args.redis_ca;
+                redis.timeout = Duration::from_millis(args.redis_timeout_ms.max(1));
+                redis
+            }),
+            usage_interval: Duration::from_secs(args.usage_interval_secs.max(1)),
         },
         shutdown_rx,
     )

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub proxies_connected: IntGauge,
     /// TokenReviews sent to the API server (cache misses), by result.
     pub token_reviews: IntCounterVec,
+    /// Passes reading the quota counters from Redis, by result (`ok`, `error`).
+    pub usage_reads: IntCounterVec,
+    /// `status.usage` writes (only when the usage changed).
+    pub usage_writes: IntCounter,
 }
 
 impl Metrics {
@@ -125,9 +129,22 @@ impl Metrics {
                 &["result"],
             )
             .expect("static metric definition"),
+            usage_reads: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_operator_usage_reads_total",
+                    "Passes reading quota counters from Redis by result",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
+            usage_writes: IntCounter::new(
+                "tollgate_operator_usage_writes_total",
+                "Subscription status.usage writes",
+            )
+            .expect("static metric definition"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
             Box::new(m.reconciles.clone()),
             Box::new(m.reconcile_duration.clone()),
             Box::new(m.compiles.clone()),
@@ -141,6 +158,8 @@ impl Metrics {
             Box::new(m.distribution.clone()),
             Box::new(m.proxies_connected.clone()),
             Box::new(m.token_reviews.clone()),
+            Box::new(m.usage_reads.clone()),
+            Box::new(m.usage_writes.clone()),
         ];
         for c in collectors {
             m.registry

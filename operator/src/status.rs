@@ -52,7 +52,15 @@ macro_rules! has_status {
         }
     )*};
 }
-has_status!(Product => "Product", Plan => "Plan", Subscription => "Subscription", ApiPolicy => "ApiPolicy");
+has_status!(Product => "Product", Plan => "Plan", ApiPolicy => "ApiPolicy");
+
+impl HasStatus for Subscription {
+    const KIND: &'static str = "Subscription";
+    fn current_status(&self) -> Option<&ObjectStatus> {
+        // `usage` is the usage writer's (see `crate::usage`); conditions are compared alone.
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
 
 /// The diagnostics of one compile, grouped by object so each lookup is cheap.
 pub fn group_diagnostics(diagnostics: &[Diagnostic]) -> HashMap<&ObjectRef, Vec<Diagnostic>> {

@@ -90,6 +90,18 @@ impl Operator {
         table_port: u16,
         tls: Option<&DistributionTls>,
     ) -> Operator {
+        Operator::start_with_args(namespace, name, kubeconfig, table_port, tls, &[])
+    }
+
+    /// [`Operator::start_with`] with `extra` arguments.
+    fn start_with_args(
+        namespace: &str,
+        name: &str,
+        kubeconfig: &Path,
+        table_port: u16,
+        tls: Option<&DistributionTls>,
+        extra: &[String],
+    ) -> Operator {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("{namespace}-{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
@@ -122,6 +134,7 @@ impl Operator {
             .args(["--identity", name, "--lease-seconds", "3"])
             .args(["--distribute-listen", &format!("127.0.0.1:{table_port}")])
             .args(["--token-audience", "tollgate-e2e"])
+            .args(extra)
             .env("RUST_LOG", "info,tollgate_operator=debug,kube=info")
             .env("NO_COLOR", "1")
             .env("KUBECONFIG", kubeconfig)
@@ -321,7 +334,12 @@ macro_rules! status_ref {
         fn status_ref(&self) -> Option<&ObjectStatus> { self.status.as_ref() }
     })*};
 }
-status_ref!(Product, Plan, Subscription, ApiPolicy);
+status_ref!(Product, Plan, ApiPolicy);
+impl HasStatusRef for Subscription {
+    fn status_ref(&self) -> Option<&ObjectStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
 
 /// `(status, reason, message)` of the `Ready` condition.
 fn ready<K: HasStatusRef>(obj: &K) -> Option<(String, String, String)> {
@@ -1367,6 +1385,19 @@ impl Proxy {
         state: &Path,
         tls: &DistributionTls,
     ) -> Proxy {
+        Proxy::start_with_args(binary, name, table_port, token, state, tls, &[])
+    }
+
+    /// [`Proxy::start`] with `extra` arguments.
+    fn start_with_args(
+        binary: &Path,
+        name: &str,
+        table_port: u16,
+        token: &Path,
+        state: &Path,
+        tls: &DistributionTls,
+        extra: &[String],
+    ) -> Proxy {
         let port = free_port();
         let admin_port = free_port();
         let log = std::env::temp_dir().join(format!("{name}.log"));
@@ -1385,6 +1416,7 @@ impl Proxy {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--log-format", "text", "--access-log", "off"])
+            .args(extra)
             .env("NO_COLOR", "1")
             .stdout(Stdio::from(file.try_clone().expect("log file")))
             .stderr(Stdio::from(file))
@@ -1483,6 +1515,45 @@ async fn upstream() -> u16 {
     port
 }
 
+/// The primary key the operator generated into Secret `secret`.
+async fn generated_key(client: &Client, ns: &str, secret: &str) -> String {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(s) = secrets.get_opt(secret).await.expect("get secret") {
+            if let Some(k) = secret_keys(&s).get("primaryKey") {
+                return k.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "{secret} never generated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A ServiceAccount `proxy` in `ns` and a token of it for the operator's audience, in a file.
+async fn proxy_token(client: &Client, ns: &str) -> PathBuf {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "proxy"}})).expect("sa");
+    sas.create(&PostParams::default(), &sa)
+        .await
+        .expect("create sa");
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "spec": {"audiences": ["tollgate-e2e"], "expirationSeconds": 3600}
+    }))
+    .expect("token request");
+    let token = sas
+        .create_token_request("proxy", &PostParams::default(), &request)
+        .await
+        .expect("token")
+        .status
+        .expect("token status")
+        .token;
+    let token_file = std::env::temp_dir().join(format!("{ns}-proxy.token"));
+    std::fs::write(&token_file, &token).expect("write token");
+    token_file
+}
+
 fn set_state(
     client: &Client,
     ns: &str,
@@ -1536,38 +1607,9 @@ async fn proxy_follows_the_operator() {
     ] {
         create(&client, &ns, &yaml(&ns, &doc)).await.expect("create");
     }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let deadline = Instant::now() + WAIT;
-    let key = loop {
-        if let Some(s) = secrets.get_opt("acme-keys").await.expect("get secret") {
-            if let Some(k) = secret_keys(&s).get("primaryKey") {
-                break k.clone();
-            }
-        }
-        assert!(Instant::now() < deadline, "acme-keys never generated");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let key = generated_key(&client, &ns, "acme-keys").await;
 
-    // The proxy's own ServiceAccount and a token for the operator's audience.
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-    let sa: ServiceAccount =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "proxy"}})).expect("sa");
-    sas.create(&PostParams::default(), &sa)
-        .await
-        .expect("create sa");
-    let request: TokenRequest = serde_json::from_value(serde_json::json!({
-        "spec": {"audiences": ["tollgate-e2e"], "expirationSeconds": 3600}
-    }))
-    .expect("token request");
-    let token = sas
-        .create_token_request("proxy", &PostParams::default(), &request)
-        .await
-        .expect("token")
-        .status
-        .expect("token status")
-        .token;
-    let token_file = std::env::temp_dir().join(format!("{ns}-proxy.token"));
-    std::fs::write(&token_file, &token).expect("write token");
+    let token_file = proxy_token(&client, &ns).await;
     let state = std::env::temp_dir().join(format!("{ns}-proxy-state"));
 
     // --- a generated key works through the proxy
@@ -1797,6 +1839,7 @@ async fn proxy_follows_the_operator() {
         restarted.elapsed()
     );
     assert_eq!(proxy.metric("tollgate_operator_connected").await, Some(1.0));
+    let token = std::fs::read_to_string(&token_file).expect("token");
     for log in [operator.log_text(), proxy.log_text()] {
         assert!(!log.contains(&token), "the token is in a log");
         assert!(!log.contains(&key), "a key is in a log");
@@ -1811,4 +1854,328 @@ async fn proxy_follows_the_operator() {
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
         .await;
+}
+
+/// A `redis-server` on a free loopback port, no persistence; killed when dropped. The test
+/// command installs it (scripts/test.sh).
+struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    async fn start(name: &str) -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("{name}-redis"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (scripts/test.sh installs it)");
+        let server = RedisServer { child, port, dir };
+        let deadline = Instant::now() + WAIT;
+        while server.cli(&["PING"]).as_deref() != Some("PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis-cli` answer, trimmed; `None` when it fails.
+    fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `kubectl get subscriptions` in `ns`, as rows of columns by header name.
+fn kubectl_subscriptions(ns: &str) -> Vec<BTreeMap<String, String>> {
+    let out = Command::new("kubectl")
+        .args(["get", "subscriptions", "-n", ns])
+        .output()
+        .expect("kubectl on PATH (eval \"$(e2e/control-plane.sh env)\")");
+    assert!(
+        out.status.success(),
+        "kubectl get subscriptions: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split_whitespace().map(str::to_string))
+                .collect()
+        })
+        .collect()
+}
+
+/// `(USED, QUOTA)` of `name` as `kubectl get subscriptions` prints them.
+fn printed_usage(ns: &str, name: &str) -> Option<(String, String)> {
+    kubectl_subscriptions(ns)
+        .into_iter()
+        .find(|row| row.get("NAME").map(String::as_str) == Some(name))
+        .and_then(|row| Some((row.get("USED")?.clone(), row.get("QUOTA")?.clone())))
+}
+
+/// Wait until `kubectl get subscriptions` prints `(used, quota)` for `name`; how long it took.
+async fn wait_printed(ns: &str, name: &str, used: u64, quota: u64, what: &str) -> Duration {
+    let started = Instant::now();
+    let want = Some((used.to_string(), quota.to_string()));
+    loop {
+        let got = printed_usage(ns, name);
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{what}: kubectl get subscriptions printed {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Quota usage in status: the leader reads the counters the proxies keep in Redis and writes
+/// `status.usage`; `kubectl get subscriptions` shows it, it matches the counter, nothing is
+/// written while nothing changes, a plan change keeps the count and shows the new quota, and a
+/// plan without quota loses its usage (the conditions stay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_status_shows_quota_usage_from_redis() {
+    if !enabled("subscription_status_shows_quota_usage_from_redis") {
+        return;
+    }
+    if on_kind() {
+        // The chart's operator would need the same Redis as the proxies (values
+        // `redis.url`); the kind run covers the rest of the suite.
+        let _ = writeln!(
+            std::io::stderr(),
+            "*** SKIPPED subscription_status_shows_quota_usage_from_redis on kind: runs on the local control plane ***"
+        );
+        return;
+    }
+    let binary = proxy_binary();
+    let client = Client::try_default().await.expect("kube client");
+    install_crds(&client).await;
+    let ns = fresh_namespace(&client).await;
+    eprintln!("namespace {ns}");
+    let redis = RedisServer::start(&ns).await;
+    let tls = DistributionTls::create(&std::env::temp_dir().join(format!("{ns}-tls")));
+    let kubeconfig = operator_kubeconfig(&client, &ns).await;
+    let operator = Operator::start_with_args(
+        &ns,
+        "op-u",
+        &kubeconfig,
+        free_port(),
+        Some(&tls),
+        &[
+            "--redis".into(),
+            redis.url(),
+            "--usage-interval-secs".into(),
+            "1".into(),
+        ],
+    );
+    operator.wait_ready().await;
+
+    let backend = test_backend(&client, &ns).await;
+    for doc in [
+        format!("apiVersion: tollgate.dev/v1alpha1\nkind: Product\nmetadata: {{name: echo}}\nspec: {{{backend}, routes: [{{name: all, path: /}}]}}"),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Plan\nmetadata: {name: free}\nspec: {product: echo, quota: {requests: 5, period: Month}}".to_string(),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Subscription\nmetadata: {name: acme}\nspec: {plan: free, subscriber: {name: Acme, email: ops@acme.example}}".to_string(),
+    ] {
+        create(&client, &ns, &yaml(&ns, &doc)).await.expect("create");
+    }
+    let key = generated_key(&client, &ns, "acme-keys").await;
+    let token_file = proxy_token(&client, &ns).await;
+    let state = std::env::temp_dir().join(format!("{ns}-proxy-state"));
+    let proxy = Proxy::start_with_args(
+        &binary,
+        &format!("{ns}-proxy-u"),
+        operator.table_port,
+        &token_file,
+        &state,
+        &tls,
+        &["--redis".into(), redis.url()],
+    );
+    // The first 200 is the first call counted (earlier answers were 401: no table yet).
+    proxy.wait_for(&key, 200, "first table").await;
+    for _ in 0..2 {
+        assert_eq!(proxy.call(&key).await, Some(200));
+    }
+    let counted = Instant::now();
+
+    // --- usage in status = the counter (3 calls; the proxy gives back idle lease units in 2 s)
+    wait_printed(&ns, "acme", 3, 5, "three calls").await;
+    eprintln!(
+        "MEASURED 3 calls → `kubectl get subscriptions` shows USED 3 QUOTA 5 in {:?} after the last call (quota 5: counted per call, no lease; --usage-interval-secs 1)",
+        counted.elapsed()
+    );
+    let printed = Command::new("kubectl")
+        .args(["get", "subscriptions", "-n", &ns])
+        .output()
+        .expect("kubectl");
+    eprintln!(
+        "$ kubectl get subscriptions\n{}",
+        String::from_utf8_lossy(&printed.stdout)
+    );
+    let month = chrono::Utc::now().format("%Y%m01").to_string();
+    let counter_key = format!("tollgate:quota:{{{ns}/acme}}:month:{month}");
+    assert_eq!(redis.cli(&["GET", &counter_key]).as_deref(), Some("3"));
+    let subs: Api<Subscription> = Api::namespaced(client.clone(), &ns);
+    let acme = subs.get("acme").await.expect("get acme");
+    let status = acme.status.clone().expect("status");
+    let usage = status.usage.clone().expect("status.usage");
+    assert_eq!((usage.used, usage.limit, usage.remaining), (3, 5, 2));
+    assert!(usage.period_end.ends_with("T00:00:00Z"), "{usage:?}");
+    assert!(
+        ready(&acme).is_some_and(|(s, _, _)| s == "True"),
+        "the usage write must not disturb the conditions: {:?}",
+        status.common
+    );
+
+    // --- nothing changes → nothing is written (3 passes)
+    let writes = operator
+        .metric("tollgate_operator_usage_writes_total")
+        .await
+        .expect("usage writes metric");
+    let version = acme.resource_version();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let again = subs.get("acme").await.expect("get acme");
+    assert_eq!(
+        again.resource_version(),
+        version,
+        "a quiet subscription was rewritten"
+    );
+    assert_eq!(
+        operator
+            .metric("tollgate_operator_usage_writes_total")
+            .await,
+        Some(writes)
+    );
+    assert!(
+        operator
+            .metric("tollgate_operator_usage_reads_total{result=\"ok\"}")
+            .await
+            .unwrap_or(0.0)
+            >= 3.0
+    );
+
+    // --- a plan change keeps the count; the new quota shows and applies
+    let plans: Api<Plan> = Api::namespaced(client.clone(), &ns);
+    plans
+        .patch(
+            "free",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"quota": {"requests": 6}}})),
+        )
+        .await
+        .expect("raise the quota");
+    wait_printed(&ns, "acme", 3, 6, "quota raised to 6").await;
+    for _ in 0..3 {
+        assert_eq!(proxy.call(&key).await, Some(200));
+    }
+    assert_eq!(proxy.call(&key).await, Some(429), "quota of 6 used up");
+    wait_printed(&ns, "acme", 6, 6, "quota used up").await;
+    let usage = subs
+        .get("acme")
+        .await
+        .expect("get acme")
+        .status
+        .and_then(|s| s.usage)
+        .expect("usage");
+    assert_eq!(usage.remaining, 0);
+    assert_eq!(redis.cli(&["GET", &counter_key]).as_deref(), Some("6"));
+
+    // --- Redis gone: reads fail and are counted, statuses stay, the operator keeps running
+    drop(redis);
+    let deadline = Instant::now() + WAIT;
+    while operator
+        .metric("tollgate_operator_usage_reads_total{result=\"error\"}")
+        .await
+        .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(Instant::now() < deadline, "a failed read was not counted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(operator.get("/readyz").await.map(|(c, _)| c), Some(200));
+    assert!(operator
+        .log_text()
+        .contains("status.usage not updated; retrying every interval"));
+    let kept = subs
+        .get("acme")
+        .await
+        .expect("get acme")
+        .status
+        .and_then(|s| s.usage);
+    assert_eq!(
+        kept.map(|u| u.used),
+        Some(6),
+        "the last known usage stays while Redis is away"
+    );
+    // --- a plan without quota: the usage goes (no counter to read, so even with Redis away),
+    // the conditions stay
+    plans
+        .patch(
+            "free",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"quota": null}})),
+        )
+        .await
+        .expect("drop the quota");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let acme = subs.get("acme").await.expect("get acme");
+        let status = acme.status.clone().expect("status");
+        if status.usage.is_none() {
+            assert!(ready(&acme).is_some_and(|(s, _, _)| s == "True"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "usage never cleared: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        printed_usage(&ns, "acme"),
+        None,
+        "no USED/QUOTA values without a quota"
+    );
+
+    for log in [operator.log_text(), proxy.log_text()] {
+        assert!(!log.contains(&key), "a key is in a log");
+    }
+    remove_cluster_rbac(&client, &ns).await;
+    for file in [&operator.log, &proxy.log, &kubeconfig, &token_file] {
+        let _ = std::fs::remove_file(file);
+    }
 }
