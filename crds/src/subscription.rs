@@ -57,7 +57,7 @@ pub struct QuotaUsage {
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Used","type":"integer","jsonPath":".status.usage.used"}"#,
     printcolumn = r#"{"name":"Quota","type":"integer","jsonPath":".status.usage.limit"}"#,
-    printcolumn = r#"{"name":"Resets","type":"date","jsonPath":".status.usage.periodEnd"}"#,
+    printcolumn = r#"{"name":"Resets","type":"string","jsonPath":".status.usage.periodEnd"}"#,
     printcolumn = r#"{"name":"Expires","type":"date","priority":1,"jsonPath":".spec.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
