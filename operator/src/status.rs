@@ -184,6 +184,29 @@ pub fn plan<K: HasStatus>(
 ///
 /// [`Error::Kube`] naming the object when the API server refuses the write.
 pub async fn write<K: HasStatus>(client: &Client, object: &K, status: &ObjectStatus) -> Result<()> {
+    apply_status(
+        client,
+        object,
+        FIELD_MANAGER,
+        serde_json::json!(status),
+        "write status of",
+    )
+    .await
+}
+
+/// Server-side apply `status` (the fields `manager` owns) to the object's status subresource,
+/// forced; an object deleted meanwhile is not an error.
+///
+/// # Errors
+///
+/// [`Error::Kube`] naming the object and `action` when the API server refuses the write.
+pub async fn apply_status<K: HasStatus>(
+    client: &Client,
+    object: &K,
+    manager: &str,
+    status: serde_json::Value,
+    action: &'static str,
+) -> Result<()> {
     let ns = object.namespace().unwrap_or_default();
     let name = object.name_any();
     let api: Api<K> = Api::namespaced(client.clone(), &ns);
@@ -195,7 +218,7 @@ pub async fn write<K: HasStatus>(client: &Client, object: &K, status: &ObjectSta
     match api
         .patch_status(
             &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &PatchParams::apply(manager).force(),
             &Patch::Apply(&patch),
         )
         .await
@@ -204,7 +227,7 @@ pub async fn write<K: HasStatus>(client: &Client, object: &K, status: &ObjectSta
         // Deleted since the snapshot: nothing left to report on.
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(source) => Err(Error::Kube {
-            action: "write status of",
+            action,
             object: format!("{} {ns}/{name}", K::KIND),
             source,
         }),

@@ -19,9 +19,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
-use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::Store;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 use tollgate_crds::table::{QuotaEntry, RoutingTable};
 use tollgate_crds::usage::{counter_key, period_bounds, quota_usage};
@@ -130,35 +129,12 @@ async fn read(
 
 /// Apply `usage` (or its absence) to the Subscription's status.
 async fn write(client: &Client, sub: &Subscription, usage: Option<&QuotaUsage>) -> Result<()> {
-    let ns = sub.namespace().unwrap_or_default();
-    let name = sub.name_any();
-    let api: Api<Subscription> = Api::namespaced(client.clone(), &ns);
     let status = match usage {
         Some(u) => serde_json::json!({ "usage": u }),
         // Applying without the field drops it: this manager owned it.
         None => serde_json::json!({}),
     };
-    let patch = serde_json::json!({
-        "apiVersion": Subscription::api_version(&()),
-        "kind": Subscription::kind(&()),
-        "status": status,
-    });
-    match api
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(source) => Err(Error::Kube {
-            action: "write status.usage of",
-            object: format!("Subscription {ns}/{name}"),
-            source,
-        }),
-    }
+    crate::status::apply_status(client, sub, FIELD_MANAGER, status, "write status.usage of").await
 }
 
 /// One pass at `now`.
