@@ -119,7 +119,9 @@ pick_port() {
 	local p=${2:-} i
 	if [[ -z "$p" ]]; then
 		for i in $(seq 1 200); do
-			p=$((20000 + RANDOM % 40000))
+			# Below Linux's ephemeral range (32768+): outgoing connections made meanwhile can
+			# then not take the port between this check and the daemon's bind.
+			p=$((20000 + RANDOM % 12000))
 			if [[ "$TAKEN_PORTS" != *" $p "* ]] && ! port_in_use "$p"; then break; fi
 			p=
 			: "$i"
