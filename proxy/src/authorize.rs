@@ -9,8 +9,10 @@ use tollgate_crds::table::IpFilterEntry;
 
 use crate::jwt::scopes;
 use crate::jwt::verify::Verified;
+use crate::jwt::ProductJwt;
+use crate::message::methods::method_bit;
 use crate::problem::Rejection;
-use crate::runtime::{contains, method_bit, PlanRt, ProductJwt, RouteRef, SubscriptionRt};
+use crate::runtime::{contains, PlanRt, RouteRef, SubscriptionRt};
 
 /// ApiPolicy `ipFilter`s (every attached filter must admit the caller): deny wins, an empty
 /// allow list admits everyone. Runs before identification (DESIGN.md stage 3).

@@ -1,6 +1,6 @@
 //! Stage 1: bound the request before anything reads it.
 //!
-//! hyper is configured with larger buffers than these bounds (see [`crate::server`]) so that
+//! hyper is configured with larger buffers than these bounds (see [`crate::listen::server`]) so that
 //! these checks, not hyper, answer a request just over a bound, with a precise problem body.
 //! Far beyond them hyper answers by itself (431 for a head larger than its buffer, 414 for a
 //! URI over 64 KiB, 400 for unparsable heads) with an empty body; never 500.
@@ -64,7 +64,7 @@ pub fn host(uri: &Uri, headers: &HeaderMap) -> Result<Option<HeaderValue>, Rejec
 /// A header the proxy reads besides the key and Host: `X-Forwarded-For` must be visible ASCII
 /// (plus spaces) because the proxy appends to it.
 pub fn check_read_headers(headers: &HeaderMap) -> Result<(), Rejection> {
-    for v in headers.get_all(crate::forward::X_FORWARDED_FOR) {
+    for v in headers.get_all(crate::message::headers::X_FORWARDED_FOR) {
         if v.to_str().is_err() {
             return Err(Rejection::InvalidHeader("x-forwarded-for"));
         }

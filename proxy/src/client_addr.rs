@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use http::header::HeaderMap;
 use ipnet::IpNet;
 
-use crate::forward::X_FORWARDED_FOR;
+use crate::message::headers::X_FORWARDED_FOR;
 
 /// Networks whose `X-Forwarded-For` is believed (`--trusted-proxies`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

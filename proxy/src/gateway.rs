@@ -12,11 +12,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::jwt::{JwksRegistry, JwksSettings};
-use crate::metrics::Metrics;
-use crate::operator_source::{OperatorConfig, OperatorSource, SourceError};
-use crate::pipeline::Shared;
-use crate::reload::{DirSource, POLL_INTERVAL};
-use crate::{admin, server};
+use crate::listen::{admin, server};
+use crate::observe::metrics::Metrics;
+use crate::source::dir::{DirSource, POLL_INTERVAL};
+use crate::source::operator::{OperatorConfig, OperatorSource, SourceError};
+use crate::state::Shared;
 use rustls::pki_types::CertificateDer;
 
 /// How to run the gateway.
@@ -46,7 +46,7 @@ pub struct GatewayConfig {
     /// Answer every request on `listen` with a 308 to the TLS listener instead of serving it.
     pub redirect_http: bool,
     /// Count quotas in this Redis, shared by every proxy using it (`--redis`); `None`: in memory.
-    pub redis: Option<crate::shared_quota::RedisConfig>,
+    pub redis: Option<crate::limits::shared::RedisConfig>,
     /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxies`); empty: the socket
     /// peer is always the client.
     pub trusted_proxies: crate::client_addr::TrustedProxies,
@@ -102,7 +102,7 @@ pub enum StartError {
     TlsOptions(&'static str),
     /// The shared quota store is misconfigured (URL, password file).
     #[error(transparent)]
-    QuotaStore(#[from] crate::shared_quota::StoreError),
+    QuotaStore(#[from] crate::limits::shared::StoreError),
 }
 
 /// Bind the TLS listener, load its certificates and start watching them (when configured).
@@ -172,7 +172,7 @@ impl Gateway {
         shared.trusted_proxies = config.trusted_proxies.clone();
         if let Some(redis) = &config.redis {
             let quotas =
-                crate::shared_quota::SharedQuota::connect(redis, shared.metrics.registry())?;
+                crate::limits::shared::SharedQuota::connect(redis, shared.metrics.registry())?;
             shared.shared_quota = Some(Arc::new(quotas));
         }
         let shared = Arc::new(shared);

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::jwt::verify::Verified;
+use crate::message::query;
 use crate::problem::Rejection;
-use crate::query;
 use crate::runtime::{KeyDigest, ProductRt, Runtime};
 use crate::tls::TlsConn;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use tollgate_proxy::operator_source::OperatorConfig;
+use tollgate_proxy::source::operator::OperatorConfig;
 use tollgate_proxy::{Gateway, GatewayConfig};
 
 /// Tollgate gateway: serves the Products, Plans, Subscriptions and ApiPolicies in a directory of
@@ -35,7 +35,7 @@ struct Args {
     #[arg(
         long,
         env = "TOLLGATE_TOKEN_FILE",
-        default_value = tollgate_proxy::operator_source::DEFAULT_TOKEN_FILE,
+        default_value = tollgate_proxy::source::operator::DEFAULT_TOKEN_FILE,
         requires = "from_operator"
     )]
     token_file: PathBuf,
@@ -113,7 +113,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.access_log == Switch::Off {
         filter = filter.add_directive(
-            format!("{}=off", tollgate_proxy::access_log::TARGET)
+            format!("{}=off", tollgate_proxy::observe::access_log::TARGET)
                 .parse()
                 .context("access log filter")?,
         );
@@ -169,7 +169,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.redirect_http = args.redirect_http;
     config.redis = args
         .redis
-        .map(|url| tollgate_proxy::shared_quota::RedisConfig {
+        .map(|url| tollgate_proxy::limits::shared::RedisConfig {
             url,
             password_file: args.redis_password_file,
             ca_file: args.redis_ca,

@@ -11,8 +11,9 @@ use http::header::HeaderValue;
 use http::Method;
 use tollgate_crds::product::PathMatch;
 
+use crate::message::methods::{allow_value, method_bit};
 use crate::problem::Rejection;
-use crate::runtime::{allow_value, method_bit, RouteRef, RouteRt, Runtime};
+use crate::runtime::{RouteRef, RouteRt, Runtime};
 
 /// What [`find`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]

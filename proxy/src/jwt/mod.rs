@@ -21,14 +21,24 @@ use std::time::Instant;
 use http::header::{HeaderMap, AUTHORIZATION};
 
 use crate::problem::Rejection;
-use crate::runtime::ProductJwt;
 
 use self::cache::TokenCache;
 use self::fetch::JwksSource;
 use self::jwks::KeySet;
+use self::scopes::ScopeRule;
 use self::verify::{ClaimRules, TokenError, Verified, MAX_TOKEN_BYTES};
 
 pub use self::fetch::{JwksRegistry, JwksSettings};
+
+/// A `jwt` policy as attached to one product: the shared policy (and its token cache) plus its
+/// `requiredScopes` resolved against this product's route indices.
+#[derive(Debug)]
+pub struct ProductJwt {
+    /// The policy (shared by every product that uses it).
+    pub policy: Arc<JwtPolicyRt>,
+    /// Required scopes for this product's routes.
+    pub scopes: Vec<ScopeRule>,
+}
 
 /// Where an issuer's keys come from.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use http::HeaderValue;
 /// One `requiredScopes` entry, resolved against one product's routes.
 #[derive(Debug, Clone)]
 pub struct ScopeRule {
-    /// Method bits ([`crate::runtime::method_bit`]); 0 means every method.
+    /// Method bits ([`crate::message::methods::method_bit`]); 0 means every method.
     pub methods: u8,
     /// Route indices of the product; `None` means every route.
     pub routes: Option<Vec<u32>>,

@@ -27,9 +27,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
-use crate::pipeline::Shared;
 use crate::route::normalise_host;
 use crate::runtime::Runtime;
+use crate::state::Shared;
 use crate::tls::cert_store::{CertSet, CertStore};
 use crate::tls::client_auth::TlsConn;
 
@@ -321,7 +321,7 @@ fn client_roots(rt: &Runtime, host: Option<&str>) -> Vec<CertificateDer<'static>
 mod tests {
     use super::*;
     use crate::forward::ClientPool;
-    use crate::metrics::Metrics;
+    use crate::observe::metrics::Metrics;
     use crate::tls::client_auth::test_certs::Ca;
     use crate::tls::client_auth::ProductClientAuth;
     use tollgate_crds::product::PathMatch;

@@ -31,7 +31,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::json_scan::{JsonLimits, ScanError, Scanner};
 use super::schema::Schema;
-use crate::body::BoxError;
+use crate::message::body::BoxError;
 use crate::problem::Rejection;
 
 /// The declared `Content-Length`, when there is exactly one valid value.

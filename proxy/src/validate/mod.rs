@@ -32,8 +32,12 @@ use self::body::{BodyChecks, CountedBody, Overflow};
 use self::content_type::MediaRange;
 use self::json_scan::JsonLimits;
 use self::schema::Schema;
-use crate::forward::ForwardBody;
 use crate::problem::Rejection;
+
+/// What is sent to a backend: the client's body as it streams in, or a body the gateway already
+/// holds (request validation reads a bounded body before the backend may see a byte). The
+/// stream is a [`CountedBody`]: counted against `maxBodyBytes` when only a size limit applies.
+pub type ForwardBody = Either<CountedBody, Full<Bytes>>;
 
 /// One `requestValidation` block, compiled once per table load (its schema too).
 #[derive(Debug)]

@@ -28,8 +28,8 @@ use sha2::{Digest, Sha256};
 use tollgate_crds::table::RoutingTable;
 use tollgate_crds::{Compiled, Diagnostic, ManifestSet, Severity};
 
-use crate::pipeline::Shared;
 use crate::runtime::Runtime;
+use crate::state::Shared;
 
 /// Default polling interval.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);

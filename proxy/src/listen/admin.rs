@@ -13,9 +13,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::body::LoggedBody;
-use crate::pipeline::Shared;
+use crate::observe::logged_body::LoggedBody;
 use crate::problem;
+use crate::state::Shared;
 
 /// Answer one admin request.
 pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<LoggedBody> {

@@ -10,7 +10,7 @@ use hyper::body::{Body, Frame};
 use super::gzip::Inflater;
 use super::scan::{Replacer, Rules};
 use super::RewriteError;
-use crate::body::BoxError;
+use crate::message::body::BoxError;
 
 /// A backend body with the product's replacements applied as it streams.
 #[derive(Debug)]

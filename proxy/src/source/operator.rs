@@ -38,8 +38,8 @@ use tokio::sync::watch;
 use tollgate_crds::distribution::{apply, TableUpdate};
 use tollgate_crds::table::RoutingTable;
 
-use crate::pipeline::Shared;
-use crate::reload::{same_table, swap_in};
+use crate::source::dir::{same_table, swap_in};
+use crate::state::Shared;
 
 /// Where the kubelet projects the proxy's ServiceAccount token (the chart mounts it here).
 pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/tokens/tollgate";
@@ -593,7 +593,7 @@ mod tests {
     #[tokio::test]
     async fn only_http_and_https_urls_are_accepted() {
         let shared = Arc::new(Shared::new(
-            crate::metrics::Metrics::new().expect("metrics"),
+            crate::observe::metrics::Metrics::new().expect("metrics"),
         ));
         let config = |url: &str| OperatorConfig {
             url: url.into(),

@@ -1,21 +1,26 @@
 //! Response phase: what the client gets back from a backend response (body rewrite, header
 //! policy, CORS), and the gateway's own answer to a CORS preflight.
 
+pub mod body;
+pub mod cors;
+pub mod rewrite;
+
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, SERVER};
 use http::{Response, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use crate::body::{Backend, Inner};
-use crate::cors::{self, CorsRt, Preflight};
-use crate::forward::apply_ops;
-use crate::hop_by_hop;
-use crate::limit::RateInfo;
+use self::cors::{CorsRt, Preflight};
+use crate::limits::rate::RateInfo;
+use crate::message::headers::apply_ops;
+use crate::message::hop_by_hop;
+use crate::message::request_id::X_REQUEST_ID;
 use crate::problem::Rejection;
-use crate::request_id::X_REQUEST_ID;
-use crate::rewrite;
-use crate::runtime::{HeaderOps, ProductRt};
+use crate::respond::body::{Backend, Inner};
+
+use crate::message::headers::HeaderOps;
+use crate::runtime::ProductRt;
 
 /// What the respond step needs to know about the client's request.
 #[derive(Debug, Clone, Copy)]

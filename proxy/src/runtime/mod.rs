@@ -25,9 +25,10 @@ use tollgate_crds::table::{
 
 use crate::forward::{Backend, ClientPool, Upstream, UpstreamTls};
 use crate::jwt::scopes::ScopeRule;
-use crate::jwt::{IssuerKeys, IssuerRt, JwksRegistry, JwtPolicyRt};
-use crate::limit::RateCell;
-use crate::quota::QuotaCounter;
+use crate::jwt::{IssuerKeys, IssuerRt, JwksRegistry, JwtPolicyRt, ProductJwt};
+use crate::limits::quota::QuotaCounter;
+use crate::limits::rate::RateCell;
+use crate::message::headers::HeaderOps;
 
 /// A SHA-256 key digest.
 pub type KeyDigest = [u8; 32];
@@ -75,33 +76,14 @@ pub struct ProductRt {
     pub cert_subscriptions: HashMap<[u8; 32], u32>,
     /// Per-client-IP limit for calls tied to no subscription: the first attached policy's
     /// `anonymousRateLimit` (carried over across reloads while the rate is unchanged).
-    pub anonymous: Option<Arc<crate::anonymous::AnonymousLimiter>>,
+    pub anonymous: Option<Arc<crate::limits::anonymous::AnonymousLimiter>>,
     /// CORS rules: those of the first attached policy with `cors`.
-    pub cors: Option<crate::cors::CorsRt>,
+    pub cors: Option<crate::respond::cors::CorsRt>,
     /// `responseRewrite` rules of all attached policies, in order; `None` when there are none.
-    pub rewrite: Option<Arc<crate::rewrite::Rules>>,
+    pub rewrite: Option<Arc<crate::respond::rewrite::Rules>>,
     /// Whether the caller's `Authorization` header reaches the backend (some attached policy
     /// has `forwardAuthorization`); otherwise it is stripped.
     pub forward_authorization: bool,
-}
-
-/// A `jwt` policy as attached to one product: the shared policy (and its token cache) plus its
-/// `requiredScopes` resolved against this product's route indices.
-#[derive(Debug)]
-pub struct ProductJwt {
-    /// The policy (shared by every product that uses it).
-    pub policy: Arc<JwtPolicyRt>,
-    /// Required scopes for this product's routes.
-    pub scopes: Vec<ScopeRule>,
-}
-
-/// Header operations with names and values parsed once at build time.
-#[derive(Debug, Default, Clone)]
-pub struct HeaderOps {
-    /// Removed first.
-    pub remove: Vec<HeaderName>,
-    /// Then set (replacing).
-    pub set: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// A route, resolved.
@@ -205,39 +187,6 @@ pub struct Runtime {
     by_key: HashMap<KeyDigest, u32>,
     by_subscription_id: HashMap<String, u32>,
     notes: Vec<String>,
-}
-
-/// The bit for `method` in [`RouteRt::methods`]; methods a route cannot list get bit 7.
-pub fn method_bit(method: &http::Method) -> u8 {
-    match *method {
-        http::Method::GET => 1,
-        http::Method::HEAD => 1 << 1,
-        http::Method::POST => 1 << 2,
-        http::Method::PUT => 1 << 3,
-        http::Method::PATCH => 1 << 4,
-        http::Method::DELETE => 1 << 5,
-        http::Method::OPTIONS => 1 << 6,
-        _ => 1 << 7,
-    }
-}
-
-/// The `Allow` value for a method bit set, in a fixed order.
-pub fn allow_value(mask: u8) -> HeaderValue {
-    const ORDER: [(u8, &str); 7] = [
-        (1, "GET"),
-        (1 << 1, "HEAD"),
-        (1 << 2, "POST"),
-        (1 << 3, "PUT"),
-        (1 << 4, "PATCH"),
-        (1 << 5, "DELETE"),
-        (1 << 6, "OPTIONS"),
-    ];
-    let names: Vec<&str> = ORDER
-        .iter()
-        .filter(|(bit, _)| mask & bit != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    HeaderValue::from_str(&names.join(", ")).unwrap_or(HeaderValue::from_static(""))
 }
 
 fn crd_method_bit(m: Method) -> u8 {
@@ -375,7 +324,9 @@ impl Runtime {
                     name,
                     port,
                     endpoints,
-                } => match crate::balance::Endpoints::new(endpoints.iter().map(String::as_str)) {
+                } => match crate::forward::balance::Endpoints::new(
+                    endpoints.iter().map(String::as_str),
+                ) {
                     // Ready pods known (operator, EndpointSlices): balance across them directly.
                     Some(pods) => Backend::Pods {
                         scheme: if backend_tls.is_some() {
@@ -463,8 +414,8 @@ impl Runtime {
                 cors: attached
                     .iter()
                     .find_map(|pol| pol.cors.as_ref())
-                    .map(crate::cors::CorsRt::new),
-                rewrite: crate::rewrite::Rules::attached(&attached),
+                    .map(crate::respond::cors::CorsRt::new),
+                rewrite: crate::respond::rewrite::Rules::attached(&attached),
                 forward_authorization: attached.iter().any(|pol| pol.forward_authorization),
                 anonymous: anonymous_limiter(&p.id, &attached, previous, &mut notes),
             });
@@ -746,7 +697,7 @@ fn anonymous_limiter(
     attached: &[&tollgate_crds::table::PolicyEntry],
     previous: Option<&Runtime>,
     notes: &mut Vec<String>,
-) -> Option<Arc<crate::anonymous::AnonymousLimiter>> {
+) -> Option<Arc<crate::limits::anonymous::AnonymousLimiter>> {
     let entry = attached.iter().find_map(|p| p.anonymous_rate_limit)?;
     let carried = previous
         .and_then(|prev| prev.products.iter().find(|p| p.id == product))
@@ -755,7 +706,7 @@ fn anonymous_limiter(
     if carried.is_some() {
         return carried;
     }
-    let built = crate::anonymous::AnonymousLimiter::new(entry).map(Arc::new);
+    let built = crate::limits::anonymous::AnonymousLimiter::new(entry).map(Arc::new);
     if built.is_none() {
         notes.push(format!(
             "Product {product}: anonymousRateLimit cannot be represented; anonymous calls are not limited"

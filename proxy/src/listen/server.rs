@@ -19,10 +19,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::bounds::{MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
-use crate::framing::FramingGuard;
-use crate::pipeline::{self, ConnInfo, Shared};
+use crate::listen::framing::FramingGuard;
+use crate::message::request_id;
+use crate::pipeline::{self, ConnInfo};
 use crate::problem::Rejection;
-use crate::request_id;
+use crate::state::Shared;
 use crate::tls::EdgeAcceptor;
 
 /// hyper's read buffer: above our own URI + header bounds, so [`crate::bounds`] answers a

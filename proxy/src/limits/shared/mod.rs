@@ -1,6 +1,6 @@
 //! Cluster-wide quotas: one count per subscription and calendar period, kept in Redis and
 //! shared by every proxy started with `--redis URL`, served from local leases so most requests
-//! make no network round trip. Without `--redis` the in-memory [`crate::quota::QuotaCounter`]
+//! make no network round trip. Without `--redis` the in-memory [`crate::limits::quota::QuotaCounter`]
 //! counts per proxy process instead.
 //!
 //! # How a request is counted ([`SharedQuota::take`])
@@ -67,7 +67,7 @@ use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
 use tollgate_crds::plan::{FailurePolicy, QuotaPeriod};
 use tollgate_crds::table::QuotaEntry;
 
-use crate::quota::period_bounds;
+use crate::limits::quota::period_bounds;
 use lease::{GiveBack, Lease, LeaseConfig};
 pub use store::{QuotaStore, RedisConfig, RedisStore, StoreError};
 

@@ -3,16 +3,18 @@
 //! The request body is handed to the client as the `Incoming` stream and the response body comes
 //! back as a stream too: nothing is buffered in the proxy.
 
+pub mod backend_tls;
+pub mod balance;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
-use http_body_util::{Either, Full};
+
 use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -20,25 +22,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tollgate_crds::table::{BackendTlsEntry, TimeoutsMs};
 
-use crate::backend_tls::{find_rustls_error, BackendTls, BackendTlsError, TlsIdentity};
-use crate::balance::Endpoints;
-use crate::hop_by_hop;
+use crate::forward::backend_tls::{find_rustls_error, BackendTls, BackendTlsError, TlsIdentity};
+use crate::forward::balance::Endpoints;
+use crate::message::headers::{
+    apply_ops, HeaderOps, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+};
+use crate::message::hop_by_hop;
+use crate::message::request_id::X_REQUEST_ID;
 use crate::problem::Rejection;
-use crate::request_id::X_REQUEST_ID;
-use crate::runtime::HeaderOps;
-use crate::validate::body::CountedBody;
-
-/// `X-Forwarded-For`.
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-/// `X-Forwarded-Proto`.
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-/// `X-Forwarded-Host`.
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// What is sent to a backend: the client's body as it streams in, or a body the gateway already
-/// holds (request validation reads a bounded body before the backend may see a byte). The
-/// stream is a [`CountedBody`]: counted against `maxBodyBytes` when only a size limit applies.
-pub type ForwardBody = Either<CountedBody, Full<Bytes>>;
+use crate::validate::ForwardBody;
 
 /// The pooled HTTP/1.1 client type: plain TCP for `http://` backends, TLS for `https://`.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, ForwardBody>;
@@ -400,16 +392,6 @@ pub fn rewrite_headers(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
     }
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
     apply_ops(headers, ctx.ops);
-}
-
-/// Apply a policy's removes, then its sets.
-pub fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
-    for name in &ops.remove {
-        headers.remove(name);
-    }
-    for (name, value) in &ops.set {
-        headers.insert(name.clone(), value.clone());
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use http::header::HeaderValue;
 use http::{Method, StatusCode, Uri};
 
-use crate::metrics::NONE;
+use crate::observe::metrics::NONE;
 use crate::runtime::{RouteRef, Runtime};
 
 /// Target of access-log events (filter with `RUST_LOG=access=info`).

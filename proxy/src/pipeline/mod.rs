@@ -13,67 +13,33 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwapOption;
 use chrono::Utc;
 use http::{Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
-use crate::access_log::AccessRecord;
-use crate::body::{Inner, LoggedBody};
-use crate::client_addr::TrustedProxies;
-use crate::forward::{self, ClientPool, ForwardContext};
+use crate::observe::access_log::AccessRecord;
+use crate::observe::logged_body::LoggedBody;
+use crate::respond::body::Inner;
+
+use crate::forward::{self, ForwardContext};
 use crate::identify::{self, Caller};
-use crate::jwt::{JwksRegistry, JwksSettings};
-use crate::limit::RateInfo;
-use crate::metrics::{Metrics, NONE};
+
+use crate::limits::rate::RateInfo;
+use crate::message::{query, request_id};
+use crate::observe::metrics::{Metrics, NONE};
 use crate::problem::Rejection;
+use crate::respond::{cors, rewrite};
 use crate::runtime::Runtime;
-use crate::{authorize, bounds, cors, jwt, query, request_id, respond, rewrite, route, validate};
-
-/// State shared by every request: the current table, metrics and backend pools.
-#[derive(Debug)]
-pub struct Shared {
-    /// The table being served; `None` until the first successful load.
-    pub runtime: ArcSwapOption<Runtime>,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// Keep-alive pools to backends, kept across reloads.
-    pub clients: ClientPool,
-    /// JWKS sources by `jwksUri`, kept across reloads.
-    pub jwks: JwksRegistry,
-    /// Quotas counted in Redis (`--redis`); `None`: each subscription's in-memory counter.
-    pub shared_quota: Option<Arc<crate::shared_quota::SharedQuota>>,
-    /// Peers whose `X-Forwarded-For` is believed (see [`crate::client_addr`]).
-    pub trusted_proxies: TrustedProxies,
-}
-
-impl Shared {
-    /// Empty shared state (not ready until a table is stored).
-    pub fn new(metrics: Metrics) -> Shared {
-        Shared::with_jwks(metrics, JwksRegistry::new(JwksSettings::default()))
-    }
-
-    /// [`Shared::new`] with a JWKS registry (fetch timings, extra trust anchors). Build the
-    /// registry inside the tokio runtime: JWKS refreshes run on it.
-    pub fn with_jwks(metrics: Metrics, jwks: JwksRegistry) -> Shared {
-        Shared {
-            runtime: ArcSwapOption::empty(),
-            metrics,
-            clients: ClientPool::default(),
-            jwks,
-            shared_quota: None,
-            trusted_proxies: TrustedProxies::default(),
-        }
-    }
-}
+use crate::state::Shared;
+use crate::{authorize, bounds, jwt, respond, route, validate};
 
 /// What the connection tells each request.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The socket peer (the client, or the last proxy before us).
     pub peer: SocketAddr,
-    /// Whether the connection-level framing check flagged this request (see [`crate::framing`]).
+    /// Whether the connection-level framing check flagged this request (see [`crate::listen::framing`]).
     pub conflicting_framing: bool,
     /// The TLS session's client certificate; `None` on a plain listener.
     pub tls: Option<Arc<crate::tls::TlsConn>>,
@@ -169,7 +135,7 @@ fn count_rejection(metrics: &Metrics, rt: Option<&Runtime>, record: &AccessRecor
 
 async fn run(
     rt: &Runtime,
-    shared_quota: Option<&crate::shared_quota::SharedQuota>,
+    shared_quota: Option<&crate::limits::shared::SharedQuota>,
     conn: &ConnInfo,
     client_ip: IpAddr,
     req: Request<Incoming>,
@@ -330,7 +296,7 @@ async fn run(
         let https = http::HeaderValue::from_static("https");
         upstream_req
             .headers_mut()
-            .insert(forward::X_FORWARDED_PROTO, https);
+            .insert(crate::message::headers::X_FORWARDED_PROTO, https);
     }
     let sent = Instant::now();
     let response = product.upstream.send(upstream_req).await;

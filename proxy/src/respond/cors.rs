@@ -36,7 +36,7 @@ use http::header::{
 use http::{Method, Response, StatusCode};
 use tollgate_crds::table::CorsEntry;
 
-use crate::runtime::allow_value;
+use crate::message::methods::allow_value;
 
 const TRUE: HeaderValue = HeaderValue::from_static("true");
 const ANY: HeaderValue = HeaderValue::from_static("*");
@@ -55,7 +55,7 @@ pub enum Origins {
 #[derive(Debug, Clone)]
 pub struct CorsRt {
     origins: Origins,
-    /// Methods bit set ([`crate::runtime::method_bit`]); `None`: the route's methods.
+    /// Methods bit set ([`crate::message::methods::method_bit`]); `None`: the route's methods.
     methods: Option<u8>,
     /// Allowed request headers, lowercased; `any_header` when the list is `*` (no credentials).
     headers: Vec<String>,
@@ -88,7 +88,7 @@ impl CorsRt {
                 .iter()
                 .map(|m| http::Method::from_bytes(m.as_str().as_bytes()))
                 .filter_map(Result::ok)
-                .fold(0u8, |acc, m| acc | crate::runtime::method_bit(&m))
+                .fold(0u8, |acc, m| acc | crate::message::methods::method_bit(&m))
         });
         let any_header = !credentials && entry.allow_headers.iter().any(|h| h == "*");
         let headers = entry
@@ -129,7 +129,7 @@ impl CorsRt {
 
     /// Whether a preflight asking for `method` may proceed, given the route's method bits.
     fn method_allowed(&self, method: &Method, route_methods: u8) -> bool {
-        let bit = crate::runtime::method_bit(method);
+        let bit = crate::message::methods::method_bit(method);
         match self.methods {
             Some(mask) => mask & bit != 0,
             None => route_methods == 0 || route_methods & bit != 0,

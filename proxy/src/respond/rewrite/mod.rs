@@ -40,8 +40,8 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 
-use crate::body::{Backend, Inner};
 use crate::problem::Rejection;
+use crate::respond::body::{Backend, Inner};
 pub use scan::Rules;
 use stream::RewriteBody;
 

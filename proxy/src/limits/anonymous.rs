@@ -19,7 +19,7 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::RateLimiter;
 use tollgate_crds::table::RateLimitEntry;
 
-use crate::limit::{gcra, verdict, Limited, RateInfo};
+use crate::limits::rate::{gcra, verdict, Limited, RateInfo};
 
 /// Most client addresses tracked per limiter (~100 bytes each).
 pub const MAX_TRACKED: usize = 100_000;

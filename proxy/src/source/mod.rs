@@ -1,0 +1,6 @@
+//! Where tables come from: a directory of manifests ([`dir`]) or the operator ([`operator`]).
+//! Each compiles or receives a table, builds a [`crate::runtime::Runtime`] and swaps it into
+//! [`crate::state::Shared`]; in-flight requests keep the table they started with.
+
+pub mod dir;
+pub mod operator;

@@ -1,0 +1,50 @@
+//! What outlives a table: the table being served, metrics, backend pools, JWKS sources, the quota
+//! store and the trusted proxies. Sources swap the table in; listeners and the pipeline read it.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use crate::client_addr::TrustedProxies;
+use crate::forward::ClientPool;
+use crate::jwt::{JwksRegistry, JwksSettings};
+use crate::limits::shared::SharedQuota;
+use crate::observe::metrics::Metrics;
+use crate::runtime::Runtime;
+
+/// State shared by every request: the current table, metrics and backend pools.
+#[derive(Debug)]
+pub struct Shared {
+    /// The table being served; `None` until the first successful load.
+    pub runtime: ArcSwapOption<Runtime>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Keep-alive pools to backends, kept across reloads.
+    pub clients: ClientPool,
+    /// JWKS sources by `jwksUri`, kept across reloads.
+    pub jwks: JwksRegistry,
+    /// Quotas counted in Redis (`--redis`); `None`: each subscription's in-memory counter.
+    pub shared_quota: Option<Arc<SharedQuota>>,
+    /// Peers whose `X-Forwarded-For` is believed (see [`crate::client_addr`]).
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl Shared {
+    /// Empty shared state (not ready until a table is stored).
+    pub fn new(metrics: Metrics) -> Shared {
+        Shared::with_jwks(metrics, JwksRegistry::new(JwksSettings::default()))
+    }
+
+    /// [`Shared::new`] with a JWKS registry (fetch timings, extra trust anchors). Build the
+    /// registry inside the tokio runtime: JWKS refreshes run on it.
+    pub fn with_jwks(metrics: Metrics, jwks: JwksRegistry) -> Shared {
+        Shared {
+            runtime: ArcSwapOption::empty(),
+            metrics,
+            clients: ClientPool::default(),
+            jwks,
+            shared_quota: None,
+            trusted_proxies: TrustedProxies::default(),
+        }
+    }
+}
