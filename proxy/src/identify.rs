@@ -19,16 +19,50 @@ use subtle::ConstantTimeEq;
 use crate::jwt::verify::Verified;
 use crate::message::query;
 use crate::problem::Rejection;
-use crate::runtime::{KeyDigest, ProductRt, Runtime};
+use crate::runtime::{KeyDigest, PlanRt, ProductRt, Runtime, SubscriptionRt};
 use crate::tls::TlsConn;
 
 /// Who is calling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'rt> {
     /// The product does not require a subscription.
     Anonymous,
-    /// A subscription, by index.
-    Subscription(u32),
+    /// A subscription, with the plan it is on.
+    Subscription(Subscribed<'rt>),
+}
+
+/// A subscription the caller was identified as, as found: later phases use it as is and never
+/// look it up again.
+#[derive(Debug, Clone, Copy)]
+pub struct Subscribed<'rt> {
+    /// Index into [`Runtime::subscriptions`] (what the access log and metrics name).
+    pub index: u32,
+    /// The subscription.
+    pub subscription: &'rt SubscriptionRt,
+    /// Its plan.
+    pub plan: &'rt PlanRt,
+}
+
+impl Caller<'_> {
+    /// The subscription's index, if the caller is one.
+    pub fn subscription_index(&self) -> Option<u32> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::Subscription(s) => Some(s.index),
+        }
+    }
+}
+
+impl<'rt> Subscribed<'rt> {
+    /// The subscription at `index` of `rt`, with its plan; `None` when there is none.
+    fn at(rt: &'rt Runtime, index: u32) -> Option<Subscribed<'rt>> {
+        let subscription = rt.subscriptions.get(index as usize)?;
+        Some(Subscribed {
+            index,
+            subscription,
+            plan: rt.plan_of(subscription),
+        })
+    }
 }
 
 /// Identify the caller of `product` from the TLS connection's client certificate (if any), the
@@ -41,14 +75,14 @@ pub enum Caller {
 /// - Otherwise a key wins when one is sent; without a key, a verified token identifies the
 ///   subscription that lists its `sub`, `azp` or `client_id` (in that order) in `jwtSubjects`.
 /// - A verified certificate that no subscription lists, with no key or token, is refused (403).
-pub fn identify(
-    rt: &Runtime,
+pub fn identify<'rt>(
+    rt: &'rt Runtime,
     product: &ProductRt,
     headers: &HeaderMap,
     raw_query: Option<&str>,
     token: Option<&Verified>,
     tls: Option<&TlsConn>,
-) -> Result<Caller, Rejection> {
+) -> Result<Caller<'rt>, Rejection> {
     let certificate = match &product.client_auth {
         None => None,
         Some(auth) => match tls.and_then(|t| t.verified_for(auth)) {
@@ -60,12 +94,16 @@ pub fn identify(
         return Ok(Caller::Anonymous);
     }
     if let Some(fp) = certificate {
-        if let Some(&idx) = product.cert_subscriptions.get(fp) {
-            return Ok(Caller::Subscription(idx));
+        if let Some(caller) = product
+            .cert_subscriptions
+            .get(fp)
+            .and_then(|&idx| Subscribed::at(rt, idx))
+        {
+            return Ok(Caller::Subscription(caller));
         }
     }
     let key = match (extract_key(product, headers, raw_query), token) {
-        (Err(Rejection::MissingKey), Some(token)) => return by_subject(product, token),
+        (Err(Rejection::MissingKey), Some(token)) => return by_subject(rt, product, token),
         (Err(Rejection::MissingKey), None) if certificate.is_some() => {
             return Err(Rejection::UnknownClientCertificate)
         }
@@ -75,29 +113,32 @@ pub fn identify(
     let idx = rt
         .subscription_by_digest(&digest)
         .ok_or(Rejection::UnknownKey)?;
-    let sub = rt
-        .subscriptions
-        .get(idx as usize)
-        .ok_or(Rejection::UnknownKey)?;
+    let found = Subscribed::at(rt, idx).ok_or(Rejection::UnknownKey)?;
     // Compare against every stored digest without short-circuiting.
-    let matched = sub
+    let matched = found
+        .subscription
         .digests()
         .iter()
         .fold(subtle::Choice::from(0), |acc, d| acc | d.ct_eq(&digest));
     if bool::from(matched) {
-        Ok(Caller::Subscription(idx))
+        Ok(Caller::Subscription(found))
     } else {
         Err(Rejection::UnknownKey)
     }
 }
 
 /// The subscription whose `jwtSubjects` lists the token's `sub`, `azp` or `client_id`.
-fn by_subject(product: &ProductRt, token: &Verified) -> Result<Caller, Rejection> {
+fn by_subject<'rt>(
+    rt: &'rt Runtime,
+    product: &ProductRt,
+    token: &Verified,
+) -> Result<Caller<'rt>, Rejection> {
     [&token.sub, &token.azp, &token.client_id]
         .into_iter()
         .flatten()
         .find_map(|s| product.jwt_subjects.get(s.as_str()))
-        .map(|&idx| Caller::Subscription(idx))
+        .and_then(|&idx| Subscribed::at(rt, idx))
+        .map(Caller::Subscription)
         .ok_or(Rejection::TokenNotSubscribed)
 }
 
@@ -200,7 +241,7 @@ mod tests {
         query_name: Option<&str>,
         headers: &[(&str, &[u8])],
         q: Option<&str>,
-    ) -> Result<Caller, Rejection> {
+    ) -> Result<Option<u32>, Rejection> {
         let rt = Runtime::build(&table(query_name, true), None, &ClientPool::default(), 1);
         let mut h = HeaderMap::new();
         for (n, v) in headers {
@@ -209,18 +250,18 @@ mod tests {
                 HeaderValue::from_bytes(v).expect("value"),
             );
         }
-        identify(&rt, &rt.products[0], &h, q, None, None)
+        identify(&rt, &rt.products[0], &h, q, None, None).map(|c| c.subscription_index())
     }
 
     #[test]
     fn primary_and_secondary_keys_identify() {
         assert_eq!(
             run(None, &[("x-subscription-key", b"primary-key")], None),
-            Ok(Caller::Subscription(0))
+            Ok(Some(0))
         );
         assert_eq!(
             run(None, &[("X-Subscription-Key", b"secondary-key")], None),
-            Ok(Caller::Subscription(0))
+            Ok(Some(0))
         );
     }
 
@@ -268,7 +309,7 @@ mod tests {
                 &[],
                 Some("a=1&subscription-key=primary-key")
             ),
-            Ok(Caller::Subscription(0))
+            Ok(Some(0))
         );
         assert_eq!(
             run(
@@ -276,7 +317,7 @@ mod tests {
                 &[],
                 Some("subscription-key=primary%2Dkey")
             ),
-            Ok(Caller::Subscription(0))
+            Ok(Some(0))
         );
         assert_eq!(
             run(
@@ -304,8 +345,9 @@ mod tests {
     fn anonymous_when_not_required() {
         let rt = Runtime::build(&table(None, false), None, &ClientPool::default(), 1);
         assert_eq!(
-            identify(&rt, &rt.products[0], &HeaderMap::new(), None, None, None),
-            Ok(Caller::Anonymous)
+            identify(&rt, &rt.products[0], &HeaderMap::new(), None, None, None)
+                .map(|c| c.subscription_index()),
+            Ok(None)
         );
     }
 
@@ -325,7 +367,7 @@ mod tests {
         rt: &Runtime,
         conn: Option<&TlsConn>,
         key: Option<&str>,
-    ) -> Result<Caller, Rejection> {
+    ) -> Result<Option<u32>, Rejection> {
         let mut h = HeaderMap::new();
         if let Some(k) = key {
             h.insert(
@@ -333,7 +375,7 @@ mod tests {
                 HeaderValue::from_str(k).expect("value"),
             );
         }
-        identify(rt, &rt.products[0], &h, None, None, conn)
+        identify(rt, &rt.products[0], &h, None, None, conn).map(|c| c.subscription_index())
     }
 
     #[test]
@@ -346,10 +388,7 @@ mod tests {
         let rt = cert_runtime(&ca, true, true, listed.der().as_ref());
         let conn = |c: &rcgen::Certificate| TlsConn::new(vec![c.der().clone()]);
 
-        assert_eq!(
-            with_cert(&rt, Some(&conn(&listed)), None),
-            Ok(Caller::Subscription(0))
-        );
+        assert_eq!(with_cert(&rt, Some(&conn(&listed)), None), Ok(Some(0)));
         // Required: nothing, no TLS, or a chain from another CA is 401, keys or not.
         for c in [None, Some(TlsConn::new(vec![])), Some(conn(&foreign))] {
             assert_eq!(
@@ -364,7 +403,7 @@ mod tests {
         );
         assert_eq!(
             with_cert(&rt, Some(&conn(&unlisted)), Some("primary-key")),
-            Ok(Caller::Subscription(0))
+            Ok(Some(0))
         );
     }
 
@@ -376,14 +415,8 @@ mod tests {
         let (foreign, _) = other.client("foreign", false);
         let rt = cert_runtime(&ca, false, true, listed.der().as_ref());
         let conn = |c: &rcgen::Certificate| TlsConn::new(vec![c.der().clone()]);
-        assert_eq!(
-            with_cert(&rt, Some(&conn(&listed)), None),
-            Ok(Caller::Subscription(0))
-        );
-        assert_eq!(
-            with_cert(&rt, None, Some("primary-key")),
-            Ok(Caller::Subscription(0))
-        );
+        assert_eq!(with_cert(&rt, Some(&conn(&listed)), None), Ok(Some(0)));
+        assert_eq!(with_cert(&rt, None, Some("primary-key")), Ok(Some(0)));
         assert_eq!(with_cert(&rt, None, None), Err(Rejection::MissingKey));
         // A chain from another CA is no certificate for this product.
         assert_eq!(
@@ -396,9 +429,6 @@ mod tests {
             with_cert(&open, Some(&conn(&foreign)), None),
             Err(Rejection::ClientCertificateRequired)
         );
-        assert_eq!(
-            with_cert(&open, Some(&conn(&listed)), None),
-            Ok(Caller::Anonymous)
-        );
+        assert_eq!(with_cert(&open, Some(&conn(&listed)), None), Ok(None));
     }
 }

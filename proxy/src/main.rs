@@ -10,6 +10,9 @@ use clap::{Parser, ValueEnum};
 use tollgate_proxy::source::operator::OperatorConfig;
 use tollgate_proxy::{Gateway, GatewayConfig};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tollgate gateway: serves the Products, Plans, Subscriptions and ApiPolicies in a directory of
 /// manifests (reloading them when they change), or the table an operator distributes.
 #[derive(Debug, Parser)]
@@ -70,7 +73,8 @@ struct Args {
     /// Seconds to let in-flight requests finish on SIGTERM / Ctrl-C.
     #[arg(long, default_value_t = 10)]
     drain_seconds: u64,
-    /// Request worker threads (default: one per CPU, or TOKIO_WORKER_THREADS).
+    /// Request worker threads (default: one per CPU, or TOKIO_WORKER_THREADS). With 1, the
+    /// whole proxy runs on one thread (tokio's current-thread scheduler).
     #[arg(long, env = "TOLLGATE_THREADS")]
     threads: Option<usize>,
     /// Per-request access log (target `access`, one JSON line per request).
@@ -127,11 +131,18 @@ fn main() -> anyhow::Result<()> {
             .init(),
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.threads {
-        anyhow::ensure!(n >= 1, "--threads must be at least 1");
-        builder.worker_threads(n);
-    }
+    // One thread: tokio's current-thread scheduler, which wakes tasks without the work-stealing
+    // queues and cross-thread notifications a one-worker multi-thread runtime still pays for.
+    let mut builder = match args.threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = builder
         .enable_all()
         .build()

@@ -315,6 +315,11 @@ pub struct ForwardContext<'a> {
     pub host: Option<HeaderValue>,
     /// The product's key header, removed before forwarding.
     pub key_header: Option<&'a HeaderName>,
+    /// Whether `Authorization` is removed: credentials are the gateway's to check, not the
+    /// backend's to see, unless a policy has `forwardAuthorization`.
+    pub strip_authorization: bool,
+    /// Whether the client connection is TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
     /// Request header policy.
     pub ops: &'a HeaderOps,
     /// The request id.
@@ -370,6 +375,9 @@ pub fn rewrite_headers(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
     if let Some(name) = ctx.key_header {
         headers.remove(name);
     }
+    if ctx.strip_authorization {
+        headers.remove(header::AUTHORIZATION);
+    }
     // The client sets Host from the backend URI, as nginx's default `proxy_set_header Host`.
     headers.remove(header::HOST);
 
@@ -381,7 +389,8 @@ pub fn rewrite_headers(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if ctx.tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match &ctx.host {
         Some(h) => {
             headers.insert(X_FORWARDED_HOST, h.clone());
@@ -475,6 +484,8 @@ mod tests {
             peer: "127.0.0.1".parse().expect("ip"),
             host,
             key_header: Some(&key),
+            strip_authorization: true,
+            tls: false,
             ops: &ops,
             request_id: &id,
         };

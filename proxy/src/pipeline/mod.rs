@@ -206,49 +206,43 @@ async fn run(
         authorize::check_scopes(&product.jwt, route_ref, &parts.method, token)?;
     }
 
-    let mut rate: Option<RateInfo> = None;
-    if let Caller::Subscription(idx) = caller {
-        record.subscription = Some(idx);
-        let sub = rt
-            .subscriptions
-            .get(idx as usize)
-            .ok_or(Rejection::UnknownKey)?;
-        let plan = rt
-            .plans
-            .get(sub.plan as usize)
-            .ok_or(Rejection::RouteNotInPlan)?;
-        authorize::authorize(sub, plan, route_ref, peer, now)?;
-        if let Some(cell) = &sub.limiter {
-            rate = Some(cell.check().map_err(|l| Rejection::RateLimited {
-                info: l.info,
-                retry_after_secs: l.retry_after_secs,
-            })?);
-        }
-        if let Some(quota) = &plan.quota {
-            match shared_quota {
-                Some(shared) => {
-                    shared.take(&sub.id, quota, now).await?;
-                }
-                None => {
-                    sub.quota
-                        .take(quota, now)
-                        .map_err(|q| Rejection::QuotaExceeded {
-                            retry_after_secs: q.retry_after_secs,
-                        })?;
+    let rate: Option<RateInfo> = match caller {
+        Caller::Subscription(found) => {
+            record.subscription = Some(found.index);
+            let (sub, plan) = (found.subscription, found.plan);
+            authorize::authorize(sub, plan, route_ref, peer, now)?;
+            let rate = match &sub.limiter {
+                Some(cell) => Some(cell.check().map_err(|l| Rejection::RateLimited {
+                    info: l.info,
+                    retry_after_secs: l.retry_after_secs,
+                })?),
+                None => None,
+            };
+            if let Some(quota) = &plan.quota {
+                match shared_quota {
+                    Some(shared) => {
+                        shared.take(&sub.id, quota, now).await?;
+                    }
+                    None => {
+                        sub.quota
+                            .take(quota, now)
+                            .map_err(|q| Rejection::QuotaExceeded {
+                                retry_after_secs: q.retry_after_secs,
+                            })?;
+                    }
                 }
             }
+            rate
         }
-    }
-
-    // 6b. Calls tied to no subscription (open routes, token-only callers): the per-IP limit.
-    if matches!(caller, Caller::Anonymous) {
-        if let Some(limiter) = &product.anonymous {
-            rate = Some(limiter.check(peer).map_err(|l| Rejection::RateLimited {
+        // 6b. Calls tied to no subscription (open routes, token-only callers): the per-IP limit.
+        Caller::Anonymous => match &product.anonymous {
+            Some(limiter) => Some(limiter.check(peer).map_err(|l| Rejection::RateLimited {
                 info: l.info,
                 retry_after_secs: l.retry_after_secs,
-            })?);
-        }
-    }
+            })?),
+            None => None,
+        },
+    };
 
     // 7. Validate: content type, body size and JSON checks, before the backend sees a byte.
     let rules = product
@@ -257,11 +251,7 @@ async fn run(
         .and_then(Option::as_ref);
     let (body, body_guard) = validate::check(rules, &parts.headers, body).await?;
 
-    // 8. Forward. Credentials are the gateway's to check, not the backend's to see, unless a
-    // policy says to pass `Authorization` on (the key header is removed in `forward`).
-    if !product.forward_authorization {
-        parts.headers.remove(http::header::AUTHORIZATION);
-    }
+    // 8. Forward (credentials are stripped there, in one pass with the other header changes).
     if product.rewrite.is_some() {
         rewrite::prepare_request(&mut parts.headers);
     }
@@ -288,16 +278,12 @@ async fn run(
         peer: conn.peer.ip(),
         host,
         key_header: product.key_header.as_ref(),
+        strip_authorization: !product.forward_authorization,
+        tls: conn.tls.is_some(),
         ops: &product.request_ops,
         request_id,
     };
-    let mut upstream_req = forward::upstream_request(parts, body, target, &ctx);
-    if conn.tls.is_some() {
-        let https = http::HeaderValue::from_static("https");
-        upstream_req
-            .headers_mut()
-            .insert(crate::message::headers::X_FORWARDED_PROTO, https);
-    }
+    let upstream_req = forward::upstream_request(parts, body, target, &ctx);
     let sent = Instant::now();
     let response = product.upstream.send(upstream_req).await;
     record.upstream_latency = Some(sent.elapsed());

@@ -7,10 +7,14 @@
 //!   and quota counter it had in `previous`: a reload never refills a drained bucket or resets a
 //!   quota. A plan whose rate changed gets a fresh cell with the new rate; quota usage is kept
 //!   even when the plan changes.
+//! - Every subscription's plan index is in range: [`Runtime::build`] leaves out a subscription
+//!   whose plan is not in the table, so [`Runtime::plan_of`] cannot miss.
 //! - A request holds one `Arc<Runtime>` for its whole life, so a reload never changes the rules
 //!   under an in-flight request.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -164,7 +168,7 @@ impl SubscriptionRt {
 #[derive(Debug, Default)]
 pub struct HostIndex {
     /// Exact hostnames.
-    pub exact: HashMap<String, Vec<RouteRef>>,
+    pub exact: FxHashMap<String, Vec<RouteRef>>,
     /// `(".suffix", routes)` for `*.suffix`, longest suffix first.
     pub wildcard: Vec<(String, Vec<RouteRef>)>,
     /// Products without hostnames.
@@ -184,7 +188,9 @@ pub struct Runtime {
     pub subscriptions: Vec<SubscriptionRt>,
     /// Route candidates per host.
     pub hosts: HostIndex,
-    by_key: HashMap<KeyDigest, u32>,
+    /// Key digest → subscription. Fx, not SipHash: the digests are SHA-256 outputs the table
+    /// holds, so callers cannot choose colliding entries; a lookup costs a few instructions.
+    by_key: FxHashMap<KeyDigest, u32>,
     by_subscription_id: HashMap<String, u32>,
     notes: Vec<String>,
 }
@@ -445,7 +451,8 @@ impl Runtime {
         }
 
         let mut subscriptions = Vec::with_capacity(table.subscriptions.len());
-        let mut by_key = HashMap::with_capacity(table.subscriptions.len() * 2);
+        let mut by_key =
+            FxHashMap::with_capacity_and_hasher(table.subscriptions.len() * 2, Default::default());
         let mut by_subscription_id = HashMap::with_capacity(table.subscriptions.len());
         let mut ambiguous_subjects = Vec::new();
         let mut ambiguous_certs = Vec::new();
@@ -573,7 +580,13 @@ impl Runtime {
         self.by_key.get(digest).copied()
     }
 
-    /// The subscription with this id.
+    /// The plan of `subscription` (a subscription of this runtime).
+    pub fn plan_of(&self, subscription: &SubscriptionRt) -> &PlanRt {
+        // `build` keeps only subscriptions whose plan is in the table, so the index is in range.
+        &self.plans[subscription.plan as usize]
+    }
+
+    /// The subscription named `namespace/name`.
     pub fn subscription_by_id(&self, id: &str) -> Option<&SubscriptionRt> {
         self.by_subscription_id
             .get(id)
