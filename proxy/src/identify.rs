@@ -188,7 +188,7 @@ pub fn extract_key<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forward::ClientPool;
+    use crate::runtime::Registry;
     use crate::tls::client_auth::test_certs::Ca;
     use http::HeaderValue;
     use tollgate_crds::subscription::SubscriptionState;
@@ -242,7 +242,7 @@ mod tests {
         headers: &[(&str, &[u8])],
         q: Option<&str>,
     ) -> Result<Option<u32>, Rejection> {
-        let rt = Runtime::build(&table(query_name, true), None, &ClientPool::default(), 1);
+        let rt = Runtime::build(&table(query_name, true), &Registry::default(), 1);
         let mut h = HeaderMap::new();
         for (n, v) in headers {
             h.append(
@@ -343,7 +343,7 @@ mod tests {
 
     #[test]
     fn anonymous_when_not_required() {
-        let rt = Runtime::build(&table(None, false), None, &ClientPool::default(), 1);
+        let rt = Runtime::build(&table(None, false), &Registry::default(), 1);
         assert_eq!(
             identify(&rt, &rt.products[0], &HeaderMap::new(), None, None, None)
                 .map(|c| c.subscription_index()),
@@ -360,7 +360,7 @@ mod tests {
             required,
         });
         t.subscriptions[0].client_certificates = vec![hex::encode(Sha256::digest(listed))];
-        Runtime::build(&t, None, &ClientPool::default(), 1)
+        Runtime::build(&t, &Registry::default(), 1)
     }
 
     fn with_cert(

@@ -165,7 +165,7 @@ pub fn rewrite<'p>(route: &RouteRt, path: &'p str) -> Cow<'p, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forward::ClientPool;
+    use crate::runtime::Registry;
     use tollgate_crds::product::Method as M;
     use tollgate_crds::table::*;
 
@@ -204,7 +204,7 @@ mod tests {
             products,
             ..Default::default()
         };
-        Runtime::build(&table, None, &ClientPool::default(), 1)
+        Runtime::build(&table, &Registry::default(), 1)
     }
 
     fn name(rt: &Runtime, m: RouteMatch) -> String {

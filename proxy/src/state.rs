@@ -6,23 +6,21 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 
 use crate::client_addr::TrustedProxies;
-use crate::forward::ClientPool;
 use crate::jwt::{JwksRegistry, JwksSettings};
 use crate::limits::shared::SharedQuota;
 use crate::observe::metrics::Metrics;
-use crate::runtime::Runtime;
+use crate::runtime::{Registry, Runtime};
 
-/// State shared by every request: the current table, metrics and backend pools.
+/// State shared by every request: the current table, metrics, and what outlives tables.
 #[derive(Debug)]
 pub struct Shared {
     /// The table being served; `None` until the first successful load.
     pub runtime: ArcSwapOption<Runtime>,
     /// Metrics.
     pub metrics: Metrics,
-    /// Keep-alive pools to backends, kept across reloads.
-    pub clients: ClientPool,
-    /// JWKS sources by `jwksUri`, kept across reloads.
-    pub jwks: JwksRegistry,
+    /// What each new table takes over from the previous ones: pools, JWKS sources, limiter
+    /// cells and quota counters (by stable id).
+    pub registry: Registry,
     /// Quotas counted in Redis (`--redis`); `None`: each subscription's in-memory counter.
     pub shared_quota: Option<Arc<SharedQuota>>,
     /// Peers whose `X-Forwarded-For` is believed (see [`crate::client_addr`]).
@@ -41,8 +39,7 @@ impl Shared {
         Shared {
             runtime: ArcSwapOption::empty(),
             metrics,
-            clients: ClientPool::default(),
-            jwks,
+            registry: Registry::with_jwks(jwks),
             shared_quota: None,
             trusted_proxies: TrustedProxies::default(),
         }

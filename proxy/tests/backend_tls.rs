@@ -502,7 +502,7 @@ async fn insecure_skip_verify_accepts_a_self_signed_backend_and_warns() {
     assert_eq!(up.requests(), 1);
     // Reported by the proxy at every table load, naming the policy and the product.
     let warnings = || {
-        log_lines_with("\"product\":\"t/insecure\"")
+        log_lines_with("\"object\":\"t/insecure\"")
             .into_iter()
             .filter(|l| {
                 l.contains("\"WARN\"")

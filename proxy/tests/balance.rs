@@ -9,7 +9,8 @@ use http_body_util::{Either, Full};
 use tollgate_crds::table::{
     BackendTarget, KeyLookup, ProductEntry, RouteEntry, RoutingTable, TimeoutsMs,
 };
-use tollgate_proxy::forward::{self, ClientPool};
+use tollgate_proxy::forward;
+use tollgate_proxy::runtime::Registry;
 use tollgate_proxy::runtime::Runtime;
 
 fn table(endpoints: Vec<String>) -> RoutingTable {
@@ -61,12 +62,11 @@ async fn requests_are_spread_over_ready_pods_and_a_dead_pod_is_skipped() {
     let a = support::Upstream::start().await;
     let b = support::Upstream::start().await;
     let dead = support::closed_port().await;
-    let clients = ClientPool::default();
+    let registry = Registry::default();
 
     let rt = Runtime::build(
         &table(vec![a.addr.to_string(), b.addr.to_string()]),
-        None,
-        &clients,
+        &registry,
         1,
     );
     for _ in 0..10 {
@@ -76,8 +76,7 @@ async fn requests_are_spread_over_ready_pods_and_a_dead_pod_is_skipped() {
 
     let rt = Runtime::build(
         &table(vec![a.addr.to_string(), format!("127.0.0.1:{dead}")]),
-        None,
-        &clients,
+        &registry,
         2,
     );
     let statuses: Vec<u16> = {
@@ -97,7 +96,7 @@ async fn requests_are_spread_over_ready_pods_and_a_dead_pod_is_skipped() {
 
 #[tokio::test]
 async fn no_ready_pods_falls_back_to_the_service_name() {
-    let rt = Runtime::build(&table(vec![]), None, &ClientPool::default(), 1);
+    let rt = Runtime::build(&table(vec![]), &Registry::default(), 1);
     let uri =
         forward::target_uri(&rt.products[0].upstream.backend, "/x", Some("a=1")).expect("uri");
     assert_eq!(uri.to_string(), "http://api.w.svc:80/x?a=1");

@@ -150,7 +150,7 @@ impl Setup {
         assert!(
             secure.client_auth.is_some(),
             "clientCertificates compiled: {:?}",
-            rt.notes()
+            rt.diagnostics()
         );
         Setup {
             gw,

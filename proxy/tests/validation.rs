@@ -97,9 +97,9 @@ async fn setup(tag: &str) -> Setup {
         rt.products.len(),
         2,
         "both products compile: {:?}",
-        rt.notes()
+        rt.diagnostics()
     );
-    assert!(rt.notes().is_empty(), "{:?}", rt.notes());
+    assert!(rt.diagnostics().is_empty(), "{:?}", rt.diagnostics());
     Setup {
         gw,
         upstream,

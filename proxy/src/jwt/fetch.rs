@@ -381,8 +381,8 @@ impl JwksRegistry {
         }
     }
 
-    /// The source for `uri`: the one a previous table used, or a new one whose first fetch
-    /// starts now (so keys are usually there before the first request needs them).
+    /// The source for `uri`: the one a previous table used, or a new one that fetches nothing
+    /// until [`JwksRegistry::start`] (building a table does no I/O).
     pub fn source(&self, uri: &str) -> Arc<JwksSource> {
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         sources.retain(|_, w| w.strong_count() > 0);
@@ -390,9 +390,13 @@ impl JwksRegistry {
             return s;
         }
         let source = Arc::new(JwksSource::new(uri, self.settings));
-        source.start(self.handle.as_ref(), &self.roots);
         sources.insert(uri.to_string(), Arc::downgrade(&source));
         source
+    }
+
+    /// Start `source`'s background refresh (its first fetch now); no-op when it runs already.
+    pub fn start(&self, source: &Arc<JwksSource>) {
+        source.start(self.handle.as_ref(), &self.roots);
     }
 }
 

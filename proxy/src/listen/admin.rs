@@ -1,4 +1,4 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/diagnostics`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -44,6 +44,17 @@ pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<LoggedB
                 Bytes::from_static(b"not ready: no routing table loaded yet\n"),
             ),
         },
+        // What the table being served held that the proxy could not use, as JSON (see
+        // `runtime::diagnostics`); an empty list before the first table too.
+        "/diagnostics" => {
+            let runtime = shared.runtime.load();
+            let list = runtime.as_deref().map_or(&[][..], |rt| rt.diagnostics());
+            (
+                StatusCode::OK,
+                HeaderValue::from_static("application/json"),
+                Bytes::from(serde_json::to_vec(list).unwrap_or_else(|_| b"[]".to_vec())),
+            )
+        }
         "/metrics" => (
             StatusCode::OK,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -83,5 +94,89 @@ pub async fn serve(
             }
             _ = shutdown.changed() => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::metrics::Metrics;
+    use crate::runtime::{Registry, Runtime};
+    use http_body_util::BodyExt;
+    use tollgate_crds::subscription::SubscriptionState;
+    use tollgate_crds::table::{
+        BackendTarget, KeyLookup, PlanEntry, ProductEntry, RoutingTable, SubscriptionEntry,
+        TimeoutsMs,
+    };
+
+    fn table(digest: &str) -> RoutingTable {
+        RoutingTable {
+            products: vec![ProductEntry {
+                id: "ns/p".into(),
+                display_name: "p".into(),
+                hostnames: vec![],
+                subscription_required: true,
+                key_location: KeyLookup {
+                    header: Some("x-subscription-key".into()),
+                    query: None,
+                },
+                backend: BackendTarget::Url {
+                    url: "http://127.0.0.1:1".into(),
+                },
+                timeouts: TimeoutsMs::default(),
+                policies: vec![],
+                client_certificates: None,
+                routes: vec![],
+            }],
+            plans: vec![PlanEntry {
+                id: "ns/free".into(),
+                product: "ns/p".into(),
+                display_name: "Free".into(),
+                routes: vec![],
+                rate_limit: None,
+                quota: None,
+                scopes: vec![],
+            }],
+            subscriptions: vec![SubscriptionEntry {
+                id: "ns/acme".into(),
+                plan: "ns/free".into(),
+                product: "ns/p".into(),
+                state: SubscriptionState::Active,
+                key_digests: vec![digest.into()],
+                expires_at: None,
+                client_certificates: vec![],
+                jwt_subjects: vec![],
+                allowed_source_ranges: vec![],
+            }],
+            policies: vec![],
+        }
+    }
+
+    async fn diagnostics(shared: &Shared) -> serde_json::Value {
+        let resp = respond(shared, &Method::GET, "/diagnostics");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        serde_json::from_slice(&body).expect("json")
+    }
+
+    #[tokio::test]
+    async fn diagnostics_name_the_object_and_field_the_proxy_could_not_use() {
+        let shared = Shared::new(Metrics::new().expect("metrics"));
+        assert_eq!(diagnostics(&shared).await, serde_json::json!([]));
+
+        let good = "ab".repeat(32);
+        let rt = Runtime::build(&table(&good), &Registry::default(), 1);
+        shared.runtime.store(Some(Arc::new(rt)));
+        assert_eq!(diagnostics(&shared).await, serde_json::json!([]));
+
+        let rt = Runtime::build(&table("not-hex"), &Registry::default(), 2);
+        shared.runtime.store(Some(Arc::new(rt)));
+        let list = diagnostics(&shared).await;
+        assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+        assert_eq!(list[0]["kind"], "Subscription");
+        assert_eq!(list[0]["object"], "ns/acme");
+        assert_eq!(list[0]["field"], "keyDigests");
+        assert_eq!(list[0]["severity"], "error");
     }
 }

@@ -211,7 +211,7 @@ async fn run(
             record.subscription = Some(found.index);
             let (sub, plan) = (found.subscription, found.plan);
             authorize::authorize(sub, plan, route_ref, peer, now)?;
-            let rate = match &sub.limiter {
+            let rate = match &sub.cells.rate {
                 Some(cell) => Some(cell.check().map_err(|l| Rejection::RateLimited {
                     info: l.info,
                     retry_after_secs: l.retry_after_secs,
@@ -224,7 +224,8 @@ async fn run(
                         shared.take(&sub.id, quota, now).await?;
                     }
                     None => {
-                        sub.quota
+                        sub.cells
+                            .quota
                             .take(quota, now)
                             .map_err(|q| Rejection::QuotaExceeded {
                                 retry_after_secs: q.retry_after_secs,

@@ -204,30 +204,33 @@ pub enum Tick {
     Refused,
 }
 
-/// Whether `table` is the one already being served (same digest).
-pub fn same_table(shared: &Shared, table: &RoutingTable) -> bool {
+/// Whether the table with content digest `digest` is the one already being served.
+pub fn same_table(shared: &Shared, digest: &str) -> bool {
     shared
         .runtime
         .load()
         .as_deref()
-        .is_some_and(|prev| prev.table_digest() == table.digest())
+        .is_some_and(|prev| prev.table_digest() == digest)
 }
 
-/// Build a [`Runtime`] for `table` from the one being served and swap it in as `version`.
+/// Build a [`Runtime`] for `table` (content digest `digest`), start its I/O, swap it in as
+/// `version`, and log what could not be used.
 ///
 /// Every source (directory or operator) goes through here, so rate-limit and quota state of
-/// subscriptions that still exist, backend pools and fetched JWKS carry over the same way.
-pub fn swap_in(shared: &Shared, table: &RoutingTable, version: u64) {
-    let previous = shared.runtime.load_full();
-    let runtime = Runtime::build_with_jwks(
-        table,
-        previous.as_deref(),
-        &shared.clients,
-        &shared.jwks,
-        version,
-    );
-    for note in runtime.notes() {
-        tracing::warn!(target: "reload", "{note}");
+/// subscriptions that still exist, backend pools and fetched JWKS carry over the same way
+/// (from [`Shared::registry`]).
+pub fn swap_in_digested(shared: &Shared, table: &RoutingTable, digest: String, version: u64) {
+    let runtime = Runtime::build_digested(table, digest, &shared.registry, version);
+    crate::runtime::start(&runtime, &shared.registry);
+    for d in runtime.diagnostics() {
+        tracing::warn!(
+            target: "reload",
+            kind = ?d.kind,
+            object = %d.object,
+            field = d.field,
+            severity = ?d.severity,
+            "{d}"
+        );
     }
     tracing::info!(
         target: "reload",
@@ -238,7 +241,10 @@ pub fn swap_in(shared: &Shared, table: &RoutingTable, version: u64) {
         subscriptions = runtime.subscriptions.len(),
         "routing table loaded"
     );
-    shared.runtime.store(Some(Arc::new(runtime)));
+    // The previous table is dropped here (unless a request still holds it); then the
+    // registry forgets the cells no table uses any more.
+    drop(shared.runtime.swap(Some(Arc::new(runtime))));
+    shared.registry.sweep();
     shared.metrics.reload_succeeded(version);
 }
 
@@ -329,11 +335,13 @@ impl DirSource {
             log_diagnostic(d);
         }
         let table = &loaded.compiled.table;
-        if same_table(&self.shared, table) {
+        // Hashed once: serialising a large table is a large part of a reload.
+        let digest = table.digest();
+        if same_table(&self.shared, &digest) {
             return Tick::SameTable;
         }
         self.version += 1;
-        swap_in(&self.shared, table, self.version);
+        swap_in_digested(&self.shared, table, digest, self.version);
         Tick::Applied {
             version: self.version,
         }

@@ -320,8 +320,8 @@ fn client_roots(rt: &Runtime, host: Option<&str>) -> Vec<CertificateDer<'static>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forward::ClientPool;
     use crate::observe::metrics::Metrics;
+    use crate::runtime::Registry;
     use crate::tls::client_auth::test_certs::Ca;
     use crate::tls::client_auth::ProductClientAuth;
     use tollgate_crds::product::PathMatch;
@@ -363,7 +363,7 @@ mod tests {
             subscriptions: vec![],
             policies: vec![],
         };
-        Runtime::build(&table, None, &ClientPool::default(), 1)
+        Runtime::build(&table, &Registry::default(), 1)
     }
 
     #[test]
@@ -414,16 +414,14 @@ mod tests {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         );
         let ca = Ca::new("ca-a");
-        let mut rt = runtime(vec![product("ns/a", &["a.test"], Some(&ca))]);
-        rt = Runtime::build(
+        let rt = Runtime::build(
             &RoutingTable {
                 products: vec![product("ns/a", &["a.test"], Some(&ca))],
                 plans: vec![],
                 subscriptions: vec![],
                 policies: vec![],
             },
-            Some(&rt),
-            &ClientPool::default(),
+            &Registry::default(),
             2,
         );
         shared.runtime.store(Some(Arc::new(rt)));

@@ -60,15 +60,14 @@ pub struct ValidationRt {
 }
 
 impl ValidationRt {
-    /// Compile `entry` of policy `policy`; problems go to `notes`.
+    /// Compile `entry` of policy `policy`; problems go to `notes` (each a sentence about the
+    /// policy's `requestValidation`, which the caller names).
     pub fn build(policy: &str, entry: &RequestValidationEntry, notes: &mut Vec<String>) -> Self {
         let mut content_types = Vec::with_capacity(entry.content_types.len());
         for t in &entry.content_types {
             match MediaRange::parse(t) {
                 Some(r) => content_types.push(r),
-                None => notes.push(format!(
-                    "ApiPolicy {policy}: requestValidation content type {t:?} is not a media range; left out"
-                )),
+                None => notes.push(format!("content type {t:?} is not a media range; left out")),
             }
         }
         let accepted = content_types
@@ -79,7 +78,7 @@ impl ValidationRt {
         let schema = entry.json_schema.as_deref().map(|text| {
             Schema::compile(text).map(Arc::new).inspect_err(|e| {
                 notes.push(format!(
-                    "ApiPolicy {policy}: {e}; request bodies on its routes are refused (503)"
+                    "{e}; request bodies on its routes are refused (503)"
                 ));
             })
         });
@@ -321,7 +320,10 @@ mod tests {
         let rules = vec![Arc::new(ValidationRt::build("ns/bad", &bad, &mut notes))];
         let v = RouteValidation::for_route(&rules, "r", t).expect("applies");
         assert!(v.broken);
-        assert!(notes.iter().any(|n| n.contains("ns/bad")), "{notes:?}");
+        assert!(
+            notes.iter().any(|n| n.contains("refused (503)")),
+            "{notes:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,548 @@
+//! Building a [`Runtime`] from a [`RoutingTable`]: resolve names to indices, parse header
+//! names, backends and keys once, and take every stateful cell from the [`Registry`]. Pure:
+//! nothing here starts I/O or logs; what could not be used is returned as [`Diagnostic`]s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+use rustc_hash::FxHashMap;
+use tollgate_crds::product::Method;
+use tollgate_crds::table::{BackendTarget, JwtEntry, RoutingTable};
+
+use super::diagnostics::{Diagnostic, ObjectKind};
+use super::registry::Registry;
+use super::{PlanRt, ProductRt, RouteRt, Runtime, SubscriptionRt};
+use crate::forward::{Backend, Upstream, UpstreamTls};
+use crate::jwt::scopes::ScopeRule;
+use crate::jwt::{IssuerKeys, IssuerRt, JwksRegistry, JwtPolicyRt, ProductJwt};
+use crate::message::headers::HeaderOps;
+
+impl Runtime {
+    /// Index `table` as `version`, taking every stateful cell (limiters, quota counters,
+    /// pools, JWKS sources) from `registry` by stable id. Pure: no I/O is started here (see
+    /// [`super::start`]).
+    ///
+    /// Entries the proxy cannot use (a malformed digest, an invalid header name in a policy) are
+    /// left out or fail closed, and described in [`Runtime::diagnostics`]; the compiler
+    /// normally prevents them.
+    pub fn build(table: &RoutingTable, registry: &Registry, version: u64) -> Runtime {
+        Runtime::build_digested(table, table.digest(), registry, version)
+    }
+
+    /// [`Runtime::build`] for a table whose content digest the caller already has (the
+    /// operator names tables by digest; serialising a large table again to hash it is slow).
+    pub fn build_digested(
+        table: &RoutingTable,
+        digest: String,
+        registry: &Registry,
+        version: u64,
+    ) -> Runtime {
+        let mut diagnostics = Vec::new();
+        let notes = &mut diagnostics;
+        let policies: HashMap<&str, &tollgate_crds::table::PolicyEntry> =
+            table.policies.iter().map(|p| (p.id.as_str(), p)).collect();
+        let jwt_policies: HashMap<&str, Arc<JwtPolicyRt>> = table
+            .policies
+            .iter()
+            .filter_map(|p| {
+                let entry = p.jwt.as_ref()?;
+                Some((
+                    p.id.as_str(),
+                    Arc::new(jwt_policy(&p.id, entry, &registry.jwks, notes)),
+                ))
+            })
+            .collect();
+        // Compiled once per table (schemas included), shared by every product using the policy.
+        let validation_policies: HashMap<&str, Arc<crate::validate::ValidationRt>> = table
+            .policies
+            .iter()
+            .filter_map(|p| {
+                let entry = p.request_validation.as_ref()?;
+                Some((
+                    p.id.as_str(),
+                    Arc::new(validation_policy(&p.id, entry, notes)),
+                ))
+            })
+            .collect();
+
+        let mut products = Vec::with_capacity(table.products.len());
+        let mut product_index: HashMap<&str, u32> = HashMap::new();
+        for (i, p) in table.products.iter().enumerate() {
+            let Ok(idx) = u32::try_from(i) else { break };
+            product_index.insert(p.id.as_str(), idx);
+            let mut request_ops = HeaderOps::default();
+            let mut response_ops = HeaderOps::default();
+            let mut ip_filters = Vec::new();
+            let mut jwt = Vec::new();
+            for pid in &p.policies {
+                let Some(policy) = policies.get(pid.as_str()) else {
+                    notes.push(Diagnostic::warning(
+                        ObjectKind::Product,
+                        &p.id,
+                        "policies",
+                        format!("policy {pid} is not in the table; left out"),
+                    ));
+                    continue;
+                };
+                extend_ops(&mut request_ops, &policy.request_headers, &policy.id, notes);
+                extend_ops(
+                    &mut response_ops,
+                    &policy.response_headers,
+                    &policy.id,
+                    notes,
+                );
+                if let Some(f) = &policy.ip_filter {
+                    ip_filters.push(f.clone());
+                }
+                if let (Some(entry), Some(rt)) = (&policy.jwt, jwt_policies.get(pid.as_str())) {
+                    jwt.push(ProductJwt {
+                        policy: rt.clone(),
+                        scopes: scope_rules(entry, &p.routes),
+                    });
+                }
+            }
+            let key_header = p.key_location.header.as_deref().and_then(|h| {
+                let parsed = HeaderName::from_bytes(h.as_bytes()).ok();
+                if parsed.is_none() {
+                    notes.push(Diagnostic::error(
+                        ObjectKind::Product,
+                        &p.id,
+                        "keyLocation.header",
+                        "not a valid header name; no key is found in a header",
+                    ));
+                }
+                parsed
+            });
+            // The first attached policy with a backendTLS decides how the backend is reached.
+            let backend_tls = p.policies.iter().find_map(|pid| {
+                let policy = policies.get(pid.as_str())?;
+                Some(UpstreamTls {
+                    policy: &policy.id,
+                    entry: policy.backend_tls.as_ref()?,
+                })
+            });
+            let service_scheme = if backend_tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let backend = match &p.backend {
+                BackendTarget::Url { url } => Backend::from_url(url),
+                BackendTarget::Service {
+                    namespace,
+                    name,
+                    port,
+                    endpoints,
+                } => match crate::forward::balance::Endpoints::new(
+                    endpoints.iter().map(String::as_str),
+                ) {
+                    // Ready pods known (operator, EndpointSlices): balance across them directly.
+                    Some(pods) => Backend::Pods {
+                        scheme: if backend_tls.is_some() {
+                            http::uri::Scheme::HTTPS
+                        } else {
+                            http::uri::Scheme::HTTP
+                        },
+                        pods: Arc::new(pods),
+                    },
+                    None => Backend::from_url(&format!(
+                        "{service_scheme}://{name}.{namespace}.svc:{port}"
+                    )),
+                },
+            };
+            let routes = p
+                .routes
+                .iter()
+                .map(|r| RouteRt {
+                    name: r.name.clone(),
+                    path: r.path.clone(),
+                    path_match: r.path_match,
+                    methods: r.methods.iter().fold(0, |m, x| m | crd_method_bit(*x)),
+                    rewrite: r.rewrite.clone(),
+                })
+                .collect();
+            if let Some(t) = backend_tls.filter(|t| t.entry.insecure_skip_verify) {
+                notes.push(Diagnostic::warning(
+                    ObjectKind::Product,
+                    &p.id,
+                    "backendTLS.insecureSkipVerify",
+                    format!(
+                        "set by ApiPolicy {}; the certificate of this product's backend is not verified",
+                        t.policy
+                    ),
+                ));
+            }
+            let upstream =
+                Upstream::new(&p.id, backend, &registry.clients, p.timeouts, backend_tls);
+            if let Some(e) = upstream.tls_error() {
+                notes.push(Diagnostic::error(
+                    ObjectKind::Product,
+                    &p.id,
+                    "backendTLS",
+                    format!("{e}; its requests are answered 502"),
+                ));
+            }
+            let attached: Vec<&tollgate_crds::table::PolicyEntry> = p
+                .policies
+                .iter()
+                .filter_map(|pid| policies.get(pid.as_str()).copied())
+                .collect();
+            // A held body may take as long to arrive as the backend may take to answer.
+            let validation_rules: Vec<_> = p
+                .policies
+                .iter()
+                .filter_map(|pid| validation_policies.get(pid.as_str()).cloned())
+                .collect();
+            let body_timeout = std::time::Duration::from_millis(p.timeouts.request_ms.max(1));
+            let validation = p
+                .routes
+                .iter()
+                .map(|r| {
+                    crate::validate::RouteValidation::for_route(
+                        &validation_rules,
+                        &r.name,
+                        body_timeout,
+                    )
+                })
+                .collect();
+            products.push(ProductRt {
+                id: p.id.clone(),
+                subscription_required: p.subscription_required,
+                key_header,
+                key_query: p.key_location.query.clone(),
+                upstream,
+                routes,
+                request_ops,
+                response_ops,
+                ip_filters,
+                jwt,
+                jwt_subjects: FxHashMap::default(),
+                validation,
+                client_auth: p
+                    .client_certificates
+                    .as_ref()
+                    .map(|c| Arc::new(client_auth(&p.id, c, notes))),
+                cert_subscriptions: FxHashMap::default(),
+                cors: attached
+                    .iter()
+                    .find_map(|pol| pol.cors.as_ref())
+                    .map(crate::respond::cors::CorsRt::new),
+                rewrite: crate::respond::rewrite::Rules::attached(&attached),
+                forward_authorization: attached.iter().any(|pol| pol.forward_authorization),
+                anonymous: anonymous_limiter(&p.id, &attached, registry, notes),
+            });
+        }
+
+        let mut plans = Vec::with_capacity(table.plans.len());
+        let mut plan_index: HashMap<&str, u32> = HashMap::new();
+        for (i, plan) in table.plans.iter().enumerate() {
+            let Ok(idx) = u32::try_from(i) else { break };
+            plan_index.insert(plan.id.as_str(), idx);
+            let product = product_index.get(plan.product.as_str()).copied();
+            let routes = match product.and_then(|p| products.get(p as usize)) {
+                Some(prod) => prod
+                    .routes
+                    .iter()
+                    .map(|r| plan.routes.iter().any(|n| n == &r.name))
+                    .collect(),
+                None => Vec::new(),
+            };
+            plans.push(PlanRt {
+                id: plan.id.clone(),
+                product,
+                routes,
+                rate: plan.rate_limit,
+                quota: plan.quota,
+            });
+        }
+
+        let mut subscriptions = Vec::with_capacity(table.subscriptions.len());
+        let mut by_key =
+            FxHashMap::with_capacity_and_hasher(table.subscriptions.len() * 2, Default::default());
+        let mut ambiguous_subjects = Vec::new();
+        let mut ambiguous_certs = Vec::new();
+        let mut plan_reported = vec![false; plans.len()];
+        for s in &table.subscriptions {
+            let Some(&plan) = plan_index.get(s.plan.as_str()) else {
+                notes.push(Diagnostic::error(
+                    ObjectKind::Subscription,
+                    &s.id,
+                    "plan",
+                    format!("plan {} is not in the table; its keys are refused", s.plan),
+                ));
+                continue;
+            };
+            let Ok(idx) = u32::try_from(subscriptions.len()) else {
+                break;
+            };
+            let rate = plans.get(plan as usize).and_then(|p| p.rate);
+            let (cells, unrepresentable) = registry.subscription(&s.id, rate);
+            // Once per plan, not once per subscription on it.
+            let first = plan_reported
+                .get_mut(plan as usize)
+                .is_some_and(|seen| !std::mem::replace(seen, true));
+            if let Some(e) = unrepresentable.filter(|_| first) {
+                notes.push(Diagnostic::warning(
+                    ObjectKind::Plan,
+                    &s.plan,
+                    "rateLimit",
+                    format!("{e}; its subscriptions are not rate limited"),
+                ));
+            }
+            let mut digests = Vec::with_capacity(s.key_digests.len());
+            for hex_digest in &s.key_digests {
+                let mut d = [0u8; 32];
+                if hex::decode_to_slice(hex_digest, &mut d).is_err() {
+                    notes.push(Diagnostic::error(
+                        ObjectKind::Subscription,
+                        &s.id,
+                        "keyDigests",
+                        "a key digest is not 64 hex digits; that key is refused",
+                    ));
+                    continue;
+                }
+                by_key.insert(d, idx);
+                digests.push(d);
+            }
+            let product = plans.get(plan as usize).and_then(|p| p.product);
+            if let Some(prod) = product.and_then(|p| products.get_mut(p as usize)) {
+                for subject in &s.jwt_subjects {
+                    if prod.jwt_subjects.insert(subject.clone(), idx).is_some() {
+                        ambiguous_subjects.push((product, subject.clone()));
+                    }
+                }
+                for fp in &s.client_certificates {
+                    let mut d = [0u8; 32];
+                    if hex::decode_to_slice(fp, &mut d).is_err() {
+                        notes.push(Diagnostic::error(
+                            ObjectKind::Subscription,
+                            &s.id,
+                            "clientCertificates",
+                            "a fingerprint is not 64 hex digits; that certificate is refused",
+                        ));
+                    } else if prod.cert_subscriptions.insert(d, idx).is_some() {
+                        ambiguous_certs.push((product, d));
+                    }
+                }
+            }
+            subscriptions.push(SubscriptionRt {
+                id: s.id.clone(),
+                plan,
+                state: s.state,
+                expires_at: s.expires_at,
+                allowed_source_ranges: s.allowed_source_ranges.clone(),
+                cells,
+                digests,
+            });
+        }
+
+        // A subject listed by two subscriptions of one product identifies neither (fail closed).
+        for (product, fp) in ambiguous_certs {
+            if let Some(prod) = product.and_then(|p| products.get_mut(p as usize)) {
+                prod.cert_subscriptions.remove(&fp);
+                notes.push(Diagnostic::warning(
+                    ObjectKind::Product,
+                    &prod.id,
+                    "clientCertificates",
+                    "a client certificate is listed by more than one subscription; it identifies none of them",
+                ));
+            }
+        }
+        for (product, subject) in ambiguous_subjects {
+            if let Some(prod) = product.and_then(|p| products.get_mut(p as usize)) {
+                prod.jwt_subjects.remove(&subject);
+                notes.push(Diagnostic::warning(
+                    ObjectKind::Product,
+                    &prod.id,
+                    "jwtSubjects",
+                    "a JWT subject is listed by more than one subscription; tokens with it identify none of them",
+                ));
+            }
+        }
+
+        let hosts = super::hosts::index(table, &products);
+        Runtime {
+            version,
+            digest,
+            products,
+            plans,
+            subscriptions,
+            hosts,
+            by_key,
+            diagnostics,
+        }
+    }
+}
+
+fn crd_method_bit(m: Method) -> u8 {
+    match m {
+        Method::Get => 1,
+        Method::Head => 1 << 1,
+        Method::Post => 1 << 2,
+        Method::Put => 1 << 3,
+        Method::Patch => 1 << 4,
+        Method::Delete => 1 << 5,
+        Method::Options => 1 << 6,
+    }
+}
+
+/// Build one `jwt` policy; issuers whose keys cannot be had are kept but refuse every token.
+fn jwt_policy(
+    id: &str,
+    entry: &JwtEntry,
+    jwks: &JwksRegistry,
+    notes: &mut Vec<Diagnostic>,
+) -> JwtPolicyRt {
+    let issuers = entry
+        .issuers
+        .iter()
+        .map(|i| {
+            let keys = match (&i.jwks_uri, &i.jwks) {
+                (Some(uri), _) if crate::jwt::fetch::uri_allowed(uri) => {
+                    IssuerKeys::Remote(jwks.source(uri))
+                }
+                (Some(_), _) => {
+                    notes.push(Diagnostic::error(
+                        ObjectKind::ApiPolicy,
+                        id,
+                        "jwt.issuers.jwksUri",
+                        format!(
+                            "issuer {}: jwksUri is neither https:// nor http:// to a loopback address; its tokens are refused",
+                            i.issuer
+                        ),
+                    ));
+                    IssuerKeys::Unavailable
+                }
+                (None, Some(doc)) => match crate::jwt::jwks::KeySet::parse(doc.as_bytes()) {
+                    Ok(keys) => IssuerKeys::Inline(Arc::new(keys)),
+                    Err(e) => {
+                        notes.push(Diagnostic::error(
+                            ObjectKind::ApiPolicy,
+                            id,
+                            "jwt.issuers.jwks",
+                            format!("issuer {}: inline jwks: {e}; its tokens are refused", i.issuer),
+                        ));
+                        IssuerKeys::Unavailable
+                    }
+                },
+                (None, None) => IssuerKeys::Unavailable,
+            };
+            IssuerRt {
+                issuer: i.issuer.clone(),
+                audiences: i.audiences.clone(),
+                keys,
+            }
+        })
+        .collect();
+    JwtPolicyRt::new(
+        id.to_string(),
+        issuers,
+        entry.clock_skew_secs,
+        crate::jwt::cache::DEFAULT_CAPACITY,
+    )
+}
+
+/// Resolve `requiredScopes` against one product's routes (names that are not routes of this
+/// product match nothing here).
+fn scope_rules(entry: &JwtEntry, routes: &[tollgate_crds::table::RouteEntry]) -> Vec<ScopeRule> {
+    entry
+        .required_scopes
+        .iter()
+        .map(|r| {
+            let methods = r.methods.iter().fold(0, |m, x| m | crd_method_bit(*x));
+            let routes = (!r.routes.is_empty()).then(|| {
+                routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, route)| r.routes.contains(&route.name))
+                    .filter_map(|(i, _)| u32::try_from(i).ok())
+                    .collect()
+            });
+            ScopeRule::new(methods, routes, r.scopes.clone())
+        })
+        .collect()
+}
+
+fn extend_ops(
+    ops: &mut HeaderOps,
+    entry: &tollgate_crds::table::HeaderOpsEntry,
+    policy: &str,
+    notes: &mut Vec<Diagnostic>,
+) {
+    for name in &entry.remove {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) => ops.remove.push(n),
+            Err(_) => notes.push(Diagnostic::warning(
+                ObjectKind::ApiPolicy,
+                policy,
+                "headers.remove",
+                format!("header name {name:?} is invalid; left out"),
+            )),
+        }
+    }
+    for (name, value) in &entry.set {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(n), Ok(v)) => ops.set.push((n, v)),
+            _ => notes.push(Diagnostic::warning(
+                ObjectKind::ApiPolicy,
+                policy,
+                "headers.set",
+                format!("header {name:?} cannot be set to that value; left out"),
+            )),
+        }
+    }
+}
+
+/// The product's per-IP limiter: the first attached policy's `anonymousRateLimit`, the one a
+/// previous table used when the rate is the same (so a reload does not refill drained buckets).
+fn anonymous_limiter(
+    product: &str,
+    attached: &[&tollgate_crds::table::PolicyEntry],
+    registry: &Registry,
+    notes: &mut Vec<Diagnostic>,
+) -> Option<Arc<crate::limits::anonymous::AnonymousLimiter>> {
+    let entry = attached.iter().find_map(|p| p.anonymous_rate_limit)?;
+    registry
+        .anonymous(product, entry)
+        .inspect_err(|e| {
+            notes.push(Diagnostic::warning(
+                ObjectKind::Product,
+                product,
+                "anonymousRateLimit",
+                format!("{e}; anonymous calls are not limited"),
+            ));
+        })
+        .ok()
+}
+
+/// A `requestValidation`, compiled once per table and shared by the products using it.
+fn validation_policy(
+    id: &str,
+    entry: &tollgate_crds::table::RequestValidationEntry,
+    notes: &mut Vec<Diagnostic>,
+) -> crate::validate::ValidationRt {
+    let mut problems = Vec::new();
+    let built = crate::validate::ValidationRt::build(id, entry, &mut problems);
+    notes.extend(problems.into_iter().map(|message| {
+        Diagnostic::warning(ObjectKind::ApiPolicy, id, "requestValidation", message)
+    }));
+    built
+}
+
+/// A product's `clientCertificates`; an unusable CA bundle accepts no certificate (fail closed).
+fn client_auth(
+    product: &str,
+    entry: &tollgate_crds::table::ClientCertificatesEntry,
+    notes: &mut Vec<Diagnostic>,
+) -> crate::tls::ProductClientAuth {
+    let mut problems = Vec::new();
+    let built = crate::tls::ProductClientAuth::from_entry(product, entry, &mut problems);
+    notes.extend(problems.into_iter().map(|message| {
+        Diagnostic::error(ObjectKind::Product, product, "clientCertificates", message)
+    }));
+    built
+}
