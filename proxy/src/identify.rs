@@ -45,6 +45,7 @@ pub struct Subscribed<'rt> {
 
 impl Caller<'_> {
     /// The subscription's index, if the caller is one.
+    #[cfg(test)]
     pub fn subscription_index(&self) -> Option<u32> {
         match self {
             Caller::Anonymous => None,

@@ -20,26 +20,26 @@
 
 #![warn(missing_docs)]
 
-pub mod authorize;
-pub mod bounds;
+pub(crate) mod authorize;
+pub(crate) mod bounds;
 pub mod client_addr;
 pub mod forward;
 pub mod gateway;
-pub mod identify;
+pub(crate) mod identify;
 pub mod jwt;
 pub mod limits;
-pub mod listen;
-pub mod message;
+pub(crate) mod listen;
+pub(crate) mod message;
 pub mod observe;
-pub mod pipeline;
+pub(crate) mod pipeline;
 pub mod problem;
-pub mod respond;
-pub mod route;
+pub(crate) mod respond;
+pub(crate) mod route;
 pub mod runtime;
 pub mod source;
 pub mod state;
-pub mod tls;
-pub mod validate;
+pub(crate) mod tls;
+pub(crate) mod validate;
 
 pub use gateway::{Gateway, GatewayConfig, StartError};
 pub use problem::Rejection;

@@ -164,6 +164,7 @@ enum Framing {
 
 impl Watcher {
     /// Whether the watcher stopped following the connection.
+    #[cfg(test)]
     pub fn is_dormant(&self) -> bool {
         self.state == State::Dormant
     }

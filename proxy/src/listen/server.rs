@@ -76,7 +76,7 @@ pub async fn serve(
 }
 
 /// [`serve`] over TLS: each connection is handshaken by `edge` (bounded by
-/// [`crate::tls::HANDSHAKE_TIMEOUT`]; a failure is logged at debug level and counted in
+/// [`crate::tls::edge::HANDSHAKE_TIMEOUT`]; a failure is logged at debug level and counted in
 /// `edge.stats`), then served as HTTP/1.1 or h2 as ALPN chose.
 pub async fn serve_tls(
     listener: TcpListener,

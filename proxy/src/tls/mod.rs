@@ -20,7 +20,7 @@ use rustls::crypto::CryptoProvider;
 
 pub use cert_store::{CertError, CertStore};
 pub use client_auth::{ProductClientAuth, TlsConn};
-pub use edge::{EdgeAcceptor, HANDSHAKE_TIMEOUT};
+pub use edge::EdgeAcceptor;
 
 /// The crypto provider of every TLS object the proxy builds (ring), independent of any
 /// process-wide default another library may install.

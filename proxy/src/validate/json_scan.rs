@@ -246,6 +246,7 @@ impl Scanner {
     }
 
     /// Open containers right now (the stack never holds more than `max_depth`).
+    #[cfg(test)]
     pub fn depth(&self) -> usize {
         self.stack.len()
     }
@@ -601,7 +602,8 @@ impl Scanner {
     }
 }
 
-/// Scan a whole document at once (tests and small bodies).
+/// Scan a whole document at once (tests).
+#[cfg(test)]
 pub fn scan(doc: &[u8], limits: JsonLimits) -> Result<(), ScanError> {
     let mut s = Scanner::new(limits);
     s.feed(doc)?;

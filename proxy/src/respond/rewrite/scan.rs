@@ -143,6 +143,7 @@ impl Replacer {
     }
 
     /// Bytes currently held back (at most `longest − 1`).
+    #[cfg(test)]
     pub fn carried(&self) -> usize {
         self.carry.len()
     }
