@@ -10,4 +10,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 COUNTS="${COUNTS:-100000 1000000}"
 # shellcheck disable=SC2086 # COUNTS is a list of numbers
-cargo run -q --release --locked -p tollgate-proxy --example table_scale -- $COUNTS
+MIMALLOC_PURGE_DELAY=0 cargo run -q --release --locked -p tollgate-proxy --example table_scale -- $COUNTS

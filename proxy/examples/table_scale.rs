@@ -9,9 +9,10 @@
 //! with a key Secret each) are generated as YAML and parsed (reported separately, as the issue
 //! asks), compiled from the parsed objects, built into a runtime and swapped in; then one
 //! subscription is suspended and the table is rebuilt and swapped again while the first
-//! runtime's cells carry over. RSS is read from /proc before and after each step; the runtime's
-//! share is the growth across `build` with the parsed objects and the compiled table still held
-//! (so it is not memory the allocator took back from them), divided by N.
+//! runtime's cells carry over. Memory: process RSS once only the runtime (and the registry of its
+//! cells) is left — parsed objects, YAML and compiled table dropped — minus RSS before the
+//! manifests were made, divided by N. `bench/scale.sh` sets `MIMALLOC_PURGE_DELAY=0` so freed
+//! pages leave RSS at once instead of being kept for reuse.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,10 +82,11 @@ fn main() {
         "build ms",
         "swap ms",
         "rebuild ms",
-        "runtime B/sub",
+        "RSS B/sub",
         "total ms"
     );
     for n in counts {
+        let before = rss_bytes();
         let shared = Shared::new(Metrics::new().expect("metrics"));
         let yaml = manifests(n, None);
 
@@ -97,14 +99,20 @@ fn main() {
         let t = Instant::now();
         let compiled = set.compile();
         let compile = ms(t);
-        assert_eq!(compiled.table.subscriptions.len(), n, "every subscription compiles");
+        assert_eq!(
+            compiled.table.subscriptions.len(),
+            n,
+            "every subscription compiles"
+        );
 
-        let before = rss_bytes();
         let t = Instant::now();
         let runtime = Runtime::build(&compiled.table, &shared.registry, 1);
         let build = ms(t);
-        let runtime_bytes = rss_bytes().saturating_sub(before);
-        assert!(runtime.diagnostics().is_empty(), "{:?}", runtime.diagnostics());
+        assert!(
+            runtime.diagnostics().is_empty(),
+            "{:?}",
+            runtime.diagnostics()
+        );
 
         let t = Instant::now();
         drop(shared.runtime.swap(Some(Arc::new(runtime))));
@@ -121,6 +129,8 @@ fn main() {
         drop(shared.runtime.swap(Some(Arc::new(next))));
         shared.registry.sweep();
         let rebuild = ms(t);
+        drop((set, compiled, changed, recompiled));
+        let runtime_bytes = rss_bytes().saturating_sub(before);
 
         println!(
             "{n:>9} {parse:>10.0} {compile:>11.0} {build:>10.0} {swap:>9.1} {rebuild:>12.0} {:>13} {:>14.0}",

@@ -52,7 +52,7 @@ impl<C: Clock> std::fmt::Debug for AnonymousLimiter<C> {
 impl AnonymousLimiter<DefaultClock> {
     /// A limiter for `entry` on the real clock; `None` when the rate cannot be represented.
     pub fn new(entry: RateLimitEntry) -> Option<Self> {
-        Self::with_clock(entry, DefaultClock::default())
+        Self::with_clock(entry, crate::limits::rate::real_clock())
     }
 }
 

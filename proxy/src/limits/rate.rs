@@ -68,10 +68,18 @@ impl<C: Clock> std::fmt::Debug for RateCell<C> {
     }
 }
 
+/// The real clock, made once and cloned into every cell: making one probes the CPU's time
+/// stamp counter (CPUID), which traps to the hypervisor in a VM and cost ~40 µs per subscription
+/// when a table of 100,000 was built (4.5 s instead of 0.2 s).
+pub fn real_clock() -> DefaultClock {
+    static CLOCK: std::sync::OnceLock<DefaultClock> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(DefaultClock::default).clone()
+}
+
 impl RateCell<DefaultClock> {
     /// A full bucket for `entry` on the real clock; `None` when the rate cannot be represented.
     pub fn new(entry: RateLimitEntry) -> Option<Self> {
-        Self::with_clock(entry, DefaultClock::default())
+        Self::with_clock(entry, real_clock())
     }
 }
 

@@ -68,7 +68,6 @@ fn truncate(path: &str) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
