@@ -155,7 +155,7 @@ mod tests {
     fn source_ranges() {
         let p = plan(0, vec![true]);
         let mut s = sub(SubscriptionState::Active);
-        s.allowed_source_ranges = vec!["10.0.0.0/8".parse().expect("net")];
+        s.allowed_source_ranges = Box::new(["10.0.0.0/8".parse().expect("net")]);
         assert_eq!(authorize(&s, &p, R0, ip("10.1.2.3"), now()), Ok(()));
         assert_eq!(authorize(&s, &p, R0, ip("::ffff:10.1.2.3"), now()), Ok(()));
         assert_eq!(

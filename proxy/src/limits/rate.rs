@@ -57,7 +57,6 @@ pub struct RateCell<C: Clock = DefaultClock> {
     entry: RateLimitEntry,
     interval: Duration,
     limiter: Gcra<C>,
-    clock: C,
 }
 
 impl<C: Clock> std::fmt::Debug for RateCell<C> {
@@ -87,13 +86,12 @@ impl<C: Clock + Clone> RateCell<C> {
     /// A full bucket for `entry` on `clock` (tests use governor's fake clock).
     pub fn with_clock(entry: RateLimitEntry, clock: C) -> Option<Self> {
         let (quota, interval) = gcra(entry)?;
-        let limiter = RateLimiter::direct_with_clock(quota, clock.clone())
+        let limiter = RateLimiter::direct_with_clock(quota, clock)
             .with_middleware::<StateInformationMiddleware>();
         Some(Self {
             entry,
             interval,
             limiter,
-            clock,
         })
     }
 
@@ -104,7 +102,12 @@ impl<C: Clock + Clone> RateCell<C> {
 
     /// Take one request from the bucket.
     pub fn check(&self) -> Result<RateInfo, Limited> {
-        verdict(self.entry, self.interval, &self.clock, self.limiter.check())
+        verdict(
+            self.entry,
+            self.interval,
+            self.limiter.clock(),
+            self.limiter.check(),
+        )
     }
 }
 

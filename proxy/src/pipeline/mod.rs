@@ -76,10 +76,7 @@ pub async fn handle(
     };
     let outcome = match &runtime {
         None => Err(Rejection::NotReady),
-        Some(rt) => {
-            let quotas = shared.shared_quota.as_deref();
-            run(rt, quotas, &conn, client_ip, req, &request_id, &mut record).await
-        }
+        Some(rt) => run(rt, &shared, &conn, client_ip, req, &request_id, &mut record).await,
     };
     let response = match outcome {
         Ok(resp) => resp,
@@ -135,7 +132,7 @@ fn count_rejection(metrics: &Metrics, rt: Option<&Runtime>, record: &AccessRecor
 
 async fn run(
     rt: &Runtime,
-    shared_quota: Option<&crate::limits::shared::SharedQuota>,
+    shared: &Shared,
     conn: &ConnInfo,
     client_ip: IpAddr,
     req: Request<Incoming>,
@@ -211,7 +208,8 @@ async fn run(
             record.subscription = Some(found.index);
             let (sub, plan) = (found.subscription, found.plan);
             authorize::authorize(sub, plan, route_ref, peer, now)?;
-            let rate = match &sub.cells.rate {
+            let cells = sub.cells(plan, &shared.registry);
+            let rate = match &cells.rate {
                 Some(cell) => Some(cell.check().map_err(|l| Rejection::RateLimited {
                     info: l.info,
                     retry_after_secs: l.retry_after_secs,
@@ -219,12 +217,12 @@ async fn run(
                 None => None,
             };
             if let Some(quota) = &plan.quota {
-                match shared_quota {
-                    Some(shared) => {
-                        shared.take(&sub.id, quota, now).await?;
+                match shared.shared_quota.as_deref() {
+                    Some(store) => {
+                        store.take(&sub.id, quota, now).await?;
                     }
                     None => {
-                        sub.cells
+                        cells
                             .quota
                             .take(quota, now)
                             .map_err(|q| Rejection::QuotaExceeded {

@@ -248,11 +248,23 @@ impl Runtime {
                     .collect(),
                 None => Vec::new(),
             };
+            let rate = plan.rate_limit.filter(|&r| {
+                let usable = crate::limits::rate::gcra(r).is_some();
+                if !usable {
+                    notes.push(Diagnostic::warning(
+                        ObjectKind::Plan,
+                        &plan.id,
+                        "rateLimit",
+                        "the rate cannot be represented; its subscriptions are not rate limited",
+                    ));
+                }
+                usable
+            });
             plans.push(PlanRt {
                 id: plan.id.clone(),
                 product,
                 routes,
-                rate: plan.rate_limit,
+                rate,
                 quota: plan.quota,
             });
         }
@@ -262,7 +274,6 @@ impl Runtime {
             FxHashMap::with_capacity_and_hasher(table.subscriptions.len() * 2, Default::default());
         let mut ambiguous_subjects = Vec::new();
         let mut ambiguous_certs = Vec::new();
-        let mut plan_reported = vec![false; plans.len()];
         for s in &table.subscriptions {
             let Some(&plan) = plan_index.get(s.plan.as_str()) else {
                 notes.push(Diagnostic::error(
@@ -277,18 +288,9 @@ impl Runtime {
                 break;
             };
             let rate = plans.get(plan as usize).and_then(|p| p.rate);
-            let (cells, unrepresentable) = registry.subscription(&s.id, rate);
-            // Once per plan, not once per subscription on it.
-            let first = plan_reported
-                .get_mut(plan as usize)
-                .is_some_and(|seen| !std::mem::replace(seen, true));
-            if let Some(e) = unrepresentable.filter(|_| first) {
-                notes.push(Diagnostic::warning(
-                    ObjectKind::Plan,
-                    &s.plan,
-                    "rateLimit",
-                    format!("{e}; its subscriptions are not rate limited"),
-                ));
+            let cells = std::sync::OnceLock::new();
+            if let Some(live) = registry.live_subscription(&s.id, rate) {
+                let _ = cells.set(live);
             }
             let mut digests = Vec::with_capacity(s.key_digests.len());
             for hex_digest in &s.key_digests {
@@ -331,9 +333,9 @@ impl Runtime {
                 plan,
                 state: s.state,
                 expires_at: s.expires_at,
-                allowed_source_ranges: s.allowed_source_ranges.clone(),
+                allowed_source_ranges: s.allowed_source_ranges.clone().into_boxed_slice(),
                 cells,
-                digests,
+                digests: digests.into_boxed_slice(),
             });
         }
 

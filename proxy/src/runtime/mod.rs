@@ -19,7 +19,7 @@ mod hosts;
 pub mod registry;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use http::header::HeaderName;
@@ -134,13 +134,20 @@ pub struct SubscriptionRt {
     /// Calls after this instant are refused.
     pub expires_at: Option<DateTime<Utc>>,
     /// Client ranges; empty means anywhere.
-    pub allowed_source_ranges: Vec<IpNet>,
-    /// Its rate-limit cell and quota counter (from the [`Registry`], kept across reloads).
-    pub cells: Arc<SubscriptionCells>,
-    digests: Vec<KeyDigest>,
+    pub allowed_source_ranges: Box<[IpNet]>,
+    /// Its rate-limit cell and quota counter: taken from the [`Registry`] at build when a
+    /// table before used them, else made on the first call (see [`SubscriptionRt::cells`]).
+    cells: OnceLock<Arc<SubscriptionCells>>,
+    digests: Box<[KeyDigest]>,
 }
 
 impl SubscriptionRt {
+    /// Its cells for `plan` (its plan in this runtime), made on the first call.
+    pub fn cells(&self, plan: &PlanRt, registry: &Registry) -> &SubscriptionCells {
+        self.cells
+            .get_or_init(|| registry.subscription(&self.id, plan.rate).0)
+    }
+
     /// The digests of this subscription's keys.
     pub fn digests(&self) -> &[KeyDigest] {
         &self.digests
@@ -156,9 +163,9 @@ impl SubscriptionRt {
             plan: 0,
             state,
             expires_at: None,
-            allowed_source_ranges: Vec::new(),
-            cells: Arc::default(),
-            digests: Vec::new(),
+            allowed_source_ranges: Box::default(),
+            cells: OnceLock::new(),
+            digests: Box::default(),
         }
     }
 }

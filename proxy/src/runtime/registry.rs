@@ -83,6 +83,28 @@ impl Registry {
     ) -> (Arc<SubscriptionCells>, Option<Unrepresentable>) {
         let mut map = lock(&self.subscriptions);
         let old = map.get(id).and_then(Weak::upgrade);
+        Self::cells_for(&mut map, id, old, rate)
+    }
+
+    /// The cells of subscription `id` if some table still uses them (with a new rate cell if
+    /// `rate` changed), else `None`: a table takes over live cells when it is built and makes
+    /// new ones only on a subscription's first call, so idle subscriptions cost no cells.
+    pub fn live_subscription(
+        &self,
+        id: &str,
+        rate: Option<RateLimitEntry>,
+    ) -> Option<Arc<SubscriptionCells>> {
+        let mut map = lock(&self.subscriptions);
+        let old = map.get(id).and_then(Weak::upgrade)?;
+        Some(Self::cells_for(&mut map, id, Some(old), rate).0)
+    }
+
+    fn cells_for(
+        map: &mut HashMap<Box<str>, Weak<SubscriptionCells>>,
+        id: &str,
+        old: Option<Arc<SubscriptionCells>>,
+        rate: Option<RateLimitEntry>,
+    ) -> (Arc<SubscriptionCells>, Option<Unrepresentable>) {
         if let Some(old) = &old {
             if old.rate.as_ref().map(RateCell::entry) == rate {
                 return (old.clone(), None);
@@ -176,7 +198,13 @@ mod tests {
             Arc::ptr_eq(&a.quota, &changed.quota),
             "the quota counter is kept across a plan change"
         );
-        drop((a, again, changed));
+        assert!(
+            reg.live_subscription("ns/b", Some(rate(10))).is_none(),
+            "no cells are made for a subscription that was never called"
+        );
+        let live = reg.live_subscription("ns/a", Some(rate(20))).expect("live");
+        assert!(Arc::ptr_eq(&live, &changed));
+        drop((a, again, changed, live));
         reg.sweep();
         assert_eq!(reg.live_cells(), (0, 0), "unused cells are forgotten");
         let (fresh, _) = reg.subscription("ns/a", Some(rate(10)));
