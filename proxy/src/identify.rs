@@ -111,17 +111,13 @@ pub fn identify<'rt>(
         (key, _) => key?,
     };
     let digest: KeyDigest = Sha256::digest(&key).into();
-    let idx = rt
+    let (stored, idx) = rt
         .subscription_by_digest(&digest)
         .ok_or(Rejection::UnknownKey)?;
     let found = Subscribed::at(rt, idx).ok_or(Rejection::UnknownKey)?;
-    // Compare against every stored digest without short-circuiting.
-    let matched = found
-        .subscription
-        .digests()
-        .iter()
-        .fold(subtle::Choice::from(0), |acc, d| acc | d.ct_eq(&digest));
-    if bool::from(matched) {
+    // The index found it by equality already; this constant-time check is what the decision
+    // rests on, so no early-exit comparison decides whether a key is accepted.
+    if bool::from(stored.ct_eq(&digest)) {
         Ok(Caller::Subscription(found))
     } else {
         Err(Rejection::UnknownKey)

@@ -134,7 +134,7 @@ impl AccessRecord {
             product: route.map_or(NONE, |(p, _)| p.id.as_str()),
             route: route.map_or(NONE, |(_, r)| r.name.as_str()),
             plan,
-            subscription: sub.map_or(NONE, |s| s.id.as_str()),
+            subscription: sub.map_or(NONE, |s| &*s.id),
             problem: self.problem.unwrap_or(""),
             upstream_ms: self
                 .upstream_latency

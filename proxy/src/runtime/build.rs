@@ -292,7 +292,6 @@ impl Runtime {
             if let Some(live) = registry.live_subscription(&s.id, rate) {
                 let _ = cells.set(live);
             }
-            let mut digests = Vec::with_capacity(s.key_digests.len());
             for hex_digest in &s.key_digests {
                 let mut d = [0u8; 32];
                 if hex::decode_to_slice(hex_digest, &mut d).is_err() {
@@ -305,7 +304,6 @@ impl Runtime {
                     continue;
                 }
                 by_key.insert(d, idx);
-                digests.push(d);
             }
             let product = plans.get(plan as usize).and_then(|p| p.product);
             if let Some(prod) = product.and_then(|p| products.get_mut(p as usize)) {
@@ -329,13 +327,12 @@ impl Runtime {
                 }
             }
             subscriptions.push(SubscriptionRt {
-                id: s.id.clone(),
+                id: s.id.as_str().into(),
                 plan,
                 state: s.state,
                 expires_at: s.expires_at,
                 allowed_source_ranges: s.allowed_source_ranges.clone().into_boxed_slice(),
                 cells,
-                digests: digests.into_boxed_slice(),
             });
         }
 
