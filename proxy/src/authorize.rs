@@ -39,7 +39,7 @@ pub fn authorize(
         SubscriptionState::Suspended => return Err(Rejection::SubscriptionSuspended),
         SubscriptionState::Cancelled => return Err(Rejection::SubscriptionCancelled),
     }
-    if sub.expires_at.is_some_and(|at| now >= at) {
+    if sub.expires_at().is_some_and(|at| now >= at) {
         return Err(Rejection::SubscriptionExpired);
     }
     if plan.product != Some(route.product) {
@@ -53,7 +53,7 @@ pub fn authorize(
     {
         return Err(Rejection::RouteNotInPlan);
     }
-    let ranges = &sub.allowed_source_ranges;
+    let ranges = sub.allowed_source_ranges();
     if !ranges.is_empty() && !contains(ranges, peer.to_canonical()) {
         return Err(Rejection::SourceNotAllowed);
     }
@@ -132,7 +132,10 @@ mod tests {
             Err(Rejection::SubscriptionCancelled)
         );
         let mut expired = sub(SubscriptionState::Active);
-        expired.expires_at = Some(now());
+        expired.restrictions = Some(Box::new(crate::runtime::Restrictions {
+            expires_at: Some(now()),
+            ..Default::default()
+        }));
         assert_eq!(
             authorize(&expired, &p, R0, local, now()),
             Err(Rejection::SubscriptionExpired)
@@ -155,7 +158,10 @@ mod tests {
     fn source_ranges() {
         let p = plan(0, vec![true]);
         let mut s = sub(SubscriptionState::Active);
-        s.allowed_source_ranges = Box::new(["10.0.0.0/8".parse().expect("net")]);
+        s.restrictions = Some(Box::new(crate::runtime::Restrictions {
+            allowed_source_ranges: Box::new(["10.0.0.0/8".parse().expect("net")]),
+            ..Default::default()
+        }));
         assert_eq!(authorize(&s, &p, R0, ip("10.1.2.3"), now()), Ok(()));
         assert_eq!(authorize(&s, &p, R0, ip("::ffff:10.1.2.3"), now()), Ok(()));
         assert_eq!(

@@ -330,8 +330,14 @@ impl Runtime {
                 id: s.id.as_str().into(),
                 plan,
                 state: s.state,
-                expires_at: s.expires_at,
-                allowed_source_ranges: s.allowed_source_ranges.clone().into_boxed_slice(),
+                restrictions: (s.expires_at.is_some() || !s.allowed_source_ranges.is_empty()).then(
+                    || {
+                        Box::new(super::Restrictions {
+                            expires_at: s.expires_at,
+                            allowed_source_ranges: s.allowed_source_ranges.clone().into(),
+                        })
+                    },
+                ),
                 cells,
             });
         }
