@@ -9,7 +9,7 @@ help:
 	@echo "make test   everything CI runs: fmt, clippy, all tests, the demo as a smoke test (scripts/test.sh)"
 	@echo "make crds   regenerate $(CRD_YAML) from the Rust types"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
-	@echo "make bench  backend vs nginx vs tollgate-proxy under the same load (bench/run.sh)"
+	@echo "make bench  backend, nginx and HAProxy (plain and same policy), tollgate-proxy under the same load (bench/run.sh)"
 
 demo:
 	scripts/demo.sh

@@ -1,45 +1,52 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: the demo backend directly, nginx as a plain reverse proxy in front of
-# it, and tollgate-proxy (key auth + plan check + rate limit + quota + header policy) in front of
-# it, under the same wrk load. Prints requests/s, p50 and p99 for each and the ratios.
+# Side-by-side benchmark: the demo backend directly; nginx and haproxy as plain reverse proxies in
+# front of it; nginx and haproxy configured with the same policy as the gateway's bench route (key
+# lookup -> 401, a per-key rate limit that never trips, header changes); and tollgate-proxy (key
+# auth + plan check + rate limit + quota + header policy) in front of it, all under the same wrk
+# load. Prints requests/s, p50 and p99 for each and the ratios.
 #
-#   bench/run.sh                          # 15 s per target, 32 connections
+#   bench/run.sh                          # 15 s per target, 32 connections, all six targets
 #   DURATION=5s CONNECTIONS=64 bench/run.sh
+#   SCENARIOS="nginx-policy tollgate" bench/run.sh
 #
 # Env: DURATION (15s), CONNECTIONS (32), WRK_THREADS (1), WARMUP (3s), BENCH_REDIS (0: 1 adds a
 # Redis-backed quota run, see the end of this file), SCENARIOS
-# ("direct nginx tollgate"), SERVER_CPU (0), LOAD_CPU (1), BACKEND_PORT (19000),
-# NGINX_PORT (19080), TOLLGATE_PORT (19180), TOLLGATE_ADMIN_PORT (19901); a default port that is
-# taken is replaced by the next free one, a port set in the environment must be free.
-# Raw outputs go to bench/results/<timestamp>/ (gitignored).
+# ("direct nginx nginx-policy haproxy haproxy-policy tollgate"), SERVER_CPU (0), LOAD_CPU (1),
+# PROXY_BIN / BACKEND_BIN (binaries to measure instead of building them), BACKEND_PORT (19000),
+# NGINX_PORT (19080), HAPROXY_PORT (19480), TOLLGATE_PORT (19180), TOLLGATE_ADMIN_PORT (19901);
+# a default port that is taken is replaced by the next free one, a port set in the environment
+# must be free. Raw outputs go to bench/results/<timestamp>/ (gitignored).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 DURATION="${DURATION:-15s}"
 CONNECTIONS="${CONNECTIONS:-32}"
 WRK_THREADS="${WRK_THREADS:-1}"
 WARMUP="${WARMUP:-3s}"
-SCENARIOS="${SCENARIOS:-direct nginx tollgate}"
+ALL_SCENARIOS="direct nginx nginx-policy haproxy haproxy-policy tollgate"
+SCENARIOS="${SCENARIOS:-$ALL_SCENARIOS}"
 SERVER_CPU="${SERVER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
-MANIFESTS="$ROOT/bench/manifests"
-LUA="$ROOT/bench/wrk-key.lua"
-KEY_HEADER="X-Subscription-Key"
-KEY="$(sed -n 's/.*wrk.headers\["X-Subscription-Key"\] = "\(.*\)".*/\1/p' "$LUA")"
+LUA="$BENCH_LUA"
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+for s in $SCENARIOS; do
+    [[ " $ALL_SCENARIOS " == *" $s "* ]] || die "unknown scenario '$s' (${ALL_SCENARIOS// /, })"
+done
+has_scenario() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 # --- tools -------------------------------------------------------------------------------------
 
 # shellcheck source=scripts/apt.sh
 source "$ROOT/scripts/apt.sh"
 
-# package:command pairs; nginx lives in /usr/sbin, which may not be on a non-root PATH.
-export PATH="$PATH:/usr/sbin:/sbin"
-ensure_apt_packages nginx:nginx wrk:wrk curl:curl util-linux:taskset
+# package:command pairs
+tools=(nginx:nginx wrk:wrk curl:curl util-linux:taskset)
+if has_scenario haproxy || has_scenario haproxy-policy; then tools+=(haproxy:haproxy); fi
+ensure_apt_packages "${tools[@]}"
 
 NCPU="$(nproc)"
 if ((NCPU < 2)); then
@@ -48,14 +55,9 @@ if ((NCPU < 2)); then
     LOAD_CPU=0
 fi
 
-log "building release binaries"
-packages=(-p tollgate-demo-backend)
-[[ " $SCENARIOS " == *" tollgate "* ]] && packages+=(-p tollgate-proxy)
-cargo build --release -q "${packages[@]}"
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-BACKEND_BIN="$TARGET_DIR/release/tollgate-demo-backend"
-PROXY_BIN="$TARGET_DIR/release/tollgate-proxy"
-[[ -x "$BACKEND_BIN" ]] || die "release binary not found: $BACKEND_BIN"
+need_proxy=0
+if has_scenario tollgate || [[ "${BENCH_JWT:-0}" == 1 || "${BENCH_REDIS:-0}" == 1 ]]; then need_proxy=1; fi
+bench_binaries "$need_proxy"
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 RESULTS="$ROOT/bench/results/$STAMP"
@@ -76,30 +78,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# Ports: the one given in the environment (it must be free), else the first free one from a default.
-TAKEN=()
-pick_port() { # VAR default
-    local var="$1" port="${!1:-}"
-    if [[ -n "$port" ]]; then
-        port_in_use "$port" && die "$var=$port: port $port on 127.0.0.1 is in use"
-    else
-        port="$2"
-        while port_in_use "$port" || [[ " ${TAKEN[*]} " == *" $port "* ]]; do port=$((port + 1)); done
-    fi
-    TAKEN+=("$port")
-    printf -v "$var" '%s' "$port"
-}
 pick_port BACKEND_PORT 19000
 pick_port NGINX_PORT 19080
 pick_port TOLLGATE_PORT 19180
 pick_port TOLLGATE_ADMIN_PORT 19901
+pick_port HAPROXY_PORT 19480
 # The committed manifests name 127.0.0.1:19000; the gateway reads a copy pointed at BACKEND_PORT.
-mkdir -p "$WORK/manifests"
-sed "s|http://127.0.0.1:19000|http://127.0.0.1:$BACKEND_PORT|" "$MANIFESTS/bench.yaml" >"$WORK/manifests/bench.yaml"
-grep -q "url: http://127.0.0.1:$BACKEND_PORT\$" "$WORK/manifests/bench.yaml" \
-    || die "bench/manifests/bench.yaml no longer has backend url http://127.0.0.1:19000; update bench/run.sh"
+# shellcheck disable=SC2153 # BACKEND_PORT is set by pick_port
+bench_manifests "$WORK/manifests" "$BACKEND_PORT"
 
 wait_http() { # url, expected status, what
     local i code
@@ -109,6 +95,25 @@ wait_http() { # url, expected status, what
         sleep 0.1
     done
     die "$3 did not answer $2 on $1 (last: ${code:-none}); see $RESULTS"
+}
+
+# The policy targets must really enforce: a wrong key and no key get 401, the bench key gets 200
+# with the header changes on the answer. Checked before measuring; any miss stops the run.
+check_policy() { # name url
+    local name="$1" url="$2" code headers
+    code="$(curl -s -o /dev/null -w '%{http_code}' -H "$KEY_HEADER: not-the-bench-key" "$url" || true)"
+    [[ "$code" == 401 ]] || die "$name: a wrong key got ${code:-no answer}, not 401: the policy is not enforced"
+    code="$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)"
+    [[ "$code" == 401 ]] || die "$name: no key got ${code:-no answer}, not 401: the policy is not enforced"
+    headers="$(curl -s -D - -o /dev/null -H "$KEY_HEADER: $KEY" "$url" | tr -d '\r' || true)"
+    grep -q '^HTTP/[0-9.]* 200' <<<"$headers" || die "$name: the bench key did not get 200: $headers"
+    grep -qi '^x-request-id: ' <<<"$headers" || die "$name: no X-Request-Id on the answer"
+    # nginx-light cannot drop its own Server header (see bench/lib.sh); the others must.
+    if [[ "$name" != nginx-policy ]] && grep -qi '^server:' <<<"$headers"; then
+        die "$name: the answer still has a Server header"
+    fi
+    echo "$name: wrong key 401, no key 401, bench key 200" >>"$RESULTS/policy-checks.txt"
+    log "$name: enforces (wrong key 401, no key 401, bench key 200)"
 }
 
 stop_pid() {
@@ -181,49 +186,41 @@ scenario_direct() {
     stop_pid "$BACKEND_PID"
 }
 
-scenario_nginx() {
+# nginx and nginx-policy: one worker process (master_process on, so the CPU count includes the
+# master, which does nothing under load). The configuration comes from nginx_conf in bench/lib.sh.
+run_nginx() { # name variant
+    local name="$1" variant="$2"
     start_backend "$LOAD_CPU"
-    mkdir -p "$WORK/nginx/logs"
-    local user_line=""
-    ((EUID == 0)) && user_line="user root;"
-    cat >"$WORK/nginx/nginx.conf" <<EOF
-# Generated by bench/run.sh: nginx as a plain reverse proxy, one worker, keep-alive upstream.
-$user_line
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    upstream backend {
-        server 127.0.0.1:$BACKEND_PORT;
-        keepalive 64;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-        }
-    }
-}
-EOF
-    cp "$WORK/nginx/nginx.conf" "$RESULTS/nginx.conf"
-    taskset -c "$SERVER_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log" \
-        >"$RESULTS/nginx.log" 2>&1 &
+    nginx_conf "$WORK/$name" "$NGINX_PORT" "$BACKEND_PORT" "$variant" on
+    cp "$WORK/$name/nginx.conf" "$RESULTS/$name.conf"
+    taskset -c "$SERVER_CPU" nginx -p "$WORK/$name" -c "$WORK/$name/nginx.conf" -e "$WORK/$name/logs/error.log" \
+        >"$RESULTS/$name.log" 2>&1 &
     local nginx_pid=$!
     PIDS+=("$nginx_pid")
-    wait_http "http://127.0.0.1:$NGINX_PORT/bench" 200 "nginx"
-    run_wrk nginx "http://127.0.0.1:$NGINX_PORT/bench" "$nginx_pid"
+    wait_http "http://127.0.0.1:$NGINX_PORT/bench" 200 "$name"
+    [[ "$variant" == policy ]] && check_policy "$name" "http://127.0.0.1:$NGINX_PORT/bench"
+    run_wrk "$name" "http://127.0.0.1:$NGINX_PORT/bench" "$nginx_pid"
+    cp "$WORK/$name/logs/error.log" "$RESULTS/$name.error.log" 2>/dev/null || true
     stop_pid "$nginx_pid"
+    stop_pid "$BACKEND_PID"
+}
+
+# haproxy and haproxy-policy: one process, one thread (nbthread 1), in the foreground (-db). The
+# configuration comes from haproxy_conf in bench/lib.sh.
+run_haproxy() { # name variant
+    local name="$1" variant="$2"
+    start_backend "$LOAD_CPU"
+    haproxy_conf "$WORK/$name" "$HAPROXY_PORT" "$BACKEND_PORT" "$variant"
+    cp "$WORK/$name/haproxy.cfg" "$RESULTS/$name.cfg"
+    haproxy -c -q -f "$WORK/$name/haproxy.cfg" >"$RESULTS/$name.check.log" 2>&1 \
+        || die "$name: haproxy rejects its configuration; see $RESULTS/$name.check.log"
+    taskset -c "$SERVER_CPU" haproxy -db -f "$WORK/$name/haproxy.cfg" >"$RESULTS/$name.log" 2>&1 &
+    local haproxy_pid=$!
+    PIDS+=("$haproxy_pid")
+    wait_http "http://127.0.0.1:$HAPROXY_PORT/bench" 200 "$name"
+    [[ "$variant" == policy ]] && check_policy "$name" "http://127.0.0.1:$HAPROXY_PORT/bench"
+    run_wrk "$name" "http://127.0.0.1:$HAPROXY_PORT/bench" "$haproxy_pid"
+    stop_pid "$haproxy_pid"
     stop_pid "$BACKEND_PID"
 }
 
@@ -231,12 +228,9 @@ scenario_tollgate() {
     start_backend "$LOAD_CPU"
     # One worker thread, for fairness with nginx's one worker process. Prefer the proxy's own flag;
     # TOKIO_WORKER_THREADS is honoured by tokio's default multi-thread runtime either way.
-    local args=(--from-dir "$WORK/manifests" --listen "127.0.0.1:$TOLLGATE_PORT" --admin-listen "127.0.0.1:$TOLLGATE_ADMIN_PORT")
-    local help
-    help="$("$PROXY_BIN" --help 2>&1 || true)"
-    grep -q -- '--threads' <<<"$help" && args+=(--threads 1)
-    # nginx runs with access_log off; quiet the proxy's per-request log the same way when it can.
-    grep -q -- '--access-log' <<<"$help" && args+=(--access-log off)
+    # nginx runs with access_log off; tollgate_args quiets the proxy's per-request log the same way.
+    tollgate_args "$WORK/manifests" "$TOLLGATE_PORT" "$TOLLGATE_ADMIN_PORT"
+    local args=("${TOLLGATE_ARGS[@]}")
     TOKIO_WORKER_THREADS=1 RUST_LOG="${BENCH_RUST_LOG:-warn}" taskset -c "$SERVER_CPU" "$PROXY_BIN" "${args[@]}" \
         >"$RESULTS/tollgate.log" 2>&1 &
     local proxy_pid=$!
@@ -244,6 +238,7 @@ scenario_tollgate() {
     echo "TOKIO_WORKER_THREADS=1 RUST_LOG=${BENCH_RUST_LOG:-warn} $PROXY_BIN ${args[*]}" >"$RESULTS/tollgate.cmd"
     wait_http "http://127.0.0.1:$TOLLGATE_ADMIN_PORT/readyz" 200 "tollgate-proxy's /readyz"
     wait_http "http://127.0.0.1:$TOLLGATE_PORT/bench" 200 "tollgate-proxy"
+    check_policy tollgate "http://127.0.0.1:$TOLLGATE_PORT/bench"
     local threads
     threads="$(find "/proc/$proxy_pid/task" -mindepth 1 -maxdepth 1 | wc -l)"
     echo "tollgate-proxy threads (all kinds): $threads" >"$RESULTS/tollgate.threads"
@@ -259,15 +254,23 @@ scenario_tollgate() {
     echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1) x $NCPU"
     echo "kernel: $(uname -r)"
     echo "nginx: $(nginx -v 2>&1)"
+    if command -v haproxy >/dev/null; then echo "haproxy: $(haproxy -v 2>&1 | head -1)"; fi
+    echo "backend binary: $BACKEND_BIN"
+    if [[ -n "$PROXY_BIN" ]]; then echo "tollgate-proxy binary: $PROXY_BIN"; fi
     echo "wrk: $(wrk -v 2>&1 | head -1)"
     echo "load: wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency (after $WARMUP warm-up), pinned to CPU $LOAD_CPU"
     echo "server under test pinned to CPU $SERVER_CPU; backend on CPU $LOAD_CPU except in 'direct'"
+    echo "scenarios: $SCENARIOS"
 } | tee "$RESULTS/env.txt" >&2
 
 for s in $SCENARIOS; do
     case "$s" in
-        direct | nginx | tollgate) "scenario_$s" ;;
-        *) die "unknown scenario '$s' (direct, nginx, tollgate)" ;;
+        direct) scenario_direct ;;
+        nginx) run_nginx nginx plain ;;
+        nginx-policy) run_nginx nginx-policy policy ;;
+        haproxy) run_haproxy haproxy plain ;;
+        haproxy-policy) run_haproxy haproxy-policy policy ;;
+        tollgate) scenario_tollgate ;;
     esac
 done
 
@@ -296,14 +299,14 @@ summary() { # name -> "rps p50ms p99ms non2xx errors servercpu loadcpu proccpu"
 TABLE="$RESULTS/summary.txt"
 {
     echo
-    printf '%-10s %11s %8s %8s %7s %6s %8s %8s %8s %12s\n' target "requests/s" "p50 ms" "p99 ms" non-2xx errors "CPU $SERVER_CPU" "CPU $LOAD_CPU" "server" "req/CPU-s"
+    printf '%-14s %11s %8s %8s %7s %6s %8s %8s %8s %12s\n' target "requests/s" "p50 ms" "p99 ms" non-2xx errors "CPU $SERVER_CPU" "CPU $LOAD_CPU" "server" "req/CPU-s"
     declare -A RPS P99 EFF
     for s in $SCENARIOS; do
         read -r rps p50 p99 non2xx errs scpu lcpu pcpu <<<"$(summary "$s")"
         RPS[$s]=$rps
         P99[$s]=$p99
         EFF[$s]=$(awk -v r="$rps" -v p="$pcpu" 'BEGIN { printf "%.0f", (p > 0 ? r * 100 / p : 0) }')
-        printf '%-10s %11.0f %8.3f %8.3f %7d %6d %7s%% %7s%% %7s%% %12s\n' \
+        printf '%-14s %11.0f %8.3f %8.3f %7d %6d %7s%% %7s%% %7s%% %12s\n' \
             "$s" "$rps" "$p50" "$p99" "$non2xx" "$errs" "$scpu" "$lcpu" "$pcpu" "${EFF[$s]}"
     done
     echo
@@ -311,11 +314,17 @@ TABLE="$RESULTS/summary.txt"
         if [[ -n "${RPS[$1]:-}" && -n "${RPS[$2]:-}" ]]; then
             awk -v a="${RPS[$1]}" -v b="${RPS[$2]}" -v pa="${P99[$1]}" -v pb="${P99[$2]}" \
                 -v ea="${EFF[$1]}" -v eb="${EFF[$2]}" -v l="$1/$2" \
-                'BEGIN { printf "%-17s requests/s x%.2f   p99 %+.3f ms   req/CPU-s x%.2f\n", l, (b ? a / b : 0), pa - pb, (eb ? ea / eb : 0) }'
+                'BEGIN { printf "%-23s requests/s x%.2f   p99 %+.3f ms   req/CPU-s x%.2f\n", l, (b ? a / b : 0), pa - pb, (eb ? ea / eb : 0) }'
         fi
     }
     ratio tollgate nginx
+    ratio tollgate nginx-policy
+    ratio tollgate haproxy
+    ratio tollgate haproxy-policy
     ratio tollgate direct
+    ratio nginx-policy nginx
+    ratio haproxy-policy haproxy
+    ratio haproxy nginx
     ratio nginx direct
     echo
     echo "CPU $SERVER_CPU / CPU $LOAD_CPU: how busy each CPU was during the run (everything on it). The server under test"
