@@ -59,7 +59,7 @@ pub fn normalise_host(raw: &str) -> Cow<'_, str> {
 /// Reject paths a backend could interpret differently from the gateway: not starting with `/`,
 /// `.`/`..` segments (plain or percent-encoded), encoded `/` or `\`, or a raw `\`.
 pub fn check_path(path: &str) -> Result<(), Rejection> {
-    if !path.starts_with('/') || path.contains('\\') {
+    if !path.starts_with('/') || path.as_bytes().contains(&b'\\') {
         return Err(Rejection::BadPath);
     }
     let encoded_separator = path.as_bytes().windows(3).any(|w| {
@@ -72,16 +72,28 @@ pub fn check_path(path: &str) -> Result<(), Rejection> {
     if encoded_separator {
         return Err(Rejection::BadPath);
     }
-    for segment in path.split('/') {
-        if segment.is_empty() || segment.len() > 6 {
-            continue;
-        }
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        if decoded == "." || decoded == ".." {
-            return Err(Rejection::BadPath);
-        }
+    // Byte-wise and without allocating: this runs on every request.
+    if path.as_bytes().split(|&b| b == b'/').any(is_dot_segment) {
+        return Err(Rejection::BadPath);
     }
     Ok(())
+}
+
+/// Whether `segment` is `.` or `..`, each dot written as `.` or `%2e`/`%2E`.
+fn is_dot_segment(segment: &[u8]) -> bool {
+    let (mut dots, mut rest) = (0, segment);
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return false,
+        };
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
 }
 
 /// Whether `route` matches `path` (segment-aware for prefixes).
@@ -352,5 +364,20 @@ mod tests {
         r.path_match = PathMatch::Exact;
         r.rewrite = Some("/v1".into());
         assert_eq!(rewrite(&r, "/weather/current"), "/v1");
+    }
+
+    proptest::proptest! {
+        /// The byte-wise check decides exactly as the definition it replaced: lowercase the
+        /// segment, decode `%2e`, compare with `.` and `..`.
+        #[test]
+        fn dot_segments_as_defined(segment in "[.%2eE/a]{0,8}") {
+            for part in segment.split('/') {
+                let by_definition = part.len() <= 6 && {
+                    let decoded = part.to_ascii_lowercase().replace("%2e", ".");
+                    decoded == "." || decoded == ".."
+                };
+                proptest::prop_assert_eq!(is_dot_segment(part.as_bytes()), by_definition, "{:?}", part);
+            }
+        }
     }
 }
