@@ -4,15 +4,15 @@
 # a quota), wait until it serves, and report resident memory (VmRSS) and the growth per
 # subscription. Also reports the time from start to /readyz (read + compile + index).
 #
-#   bench/memory.sh                 # N=10000 and N=100000
+#   bench/memory.sh                 # N=100000 and N=1000000 (the design scale)
 #   COUNTS="1000 50000" bench/memory.sh
 #
-# Env: COUNTS ("10000 100000"), PROFILE (release), PORT (19280), ADMIN_PORT (19281).
+# Env: COUNTS ("100000 1000000"), PROFILE (release), PORT (19280), ADMIN_PORT (19281).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-COUNTS="${COUNTS:-10000 100000}"
+COUNTS="${COUNTS:-100000 1000000}"
 PROFILE="${PROFILE:-release}"
 PORT="${PORT:-19280}"
 ADMIN_PORT="${ADMIN_PORT:-19281}"
@@ -59,7 +59,8 @@ measure() { # N
     "$BIN" --from-dir "$d" --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
         --access-log off --threads 1 >"$WORK/log-$n" 2>&1 &
     PID=$!
-    for _ in $(seq 1 600); do
+    # Up to 5 minutes: 1M subscriptions' YAML takes ~30 s to parse on a quiet 2-CPU machine.
+    for _ in $(seq 1 3000); do
         curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break
         sleep 0.1
     done
