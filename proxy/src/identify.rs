@@ -188,50 +188,14 @@ mod tests {
     use crate::runtime::Registry;
     use crate::tls::client_auth::test_certs::Ca;
     use http::HeaderValue;
-    use tollgate_crds::subscription::SubscriptionState;
     use tollgate_crds::table::*;
 
     fn table(query: Option<&str>, required: bool) -> RoutingTable {
-        RoutingTable {
-            products: vec![ProductEntry {
-                id: "ns/p".into(),
-                display_name: "p".into(),
-                hostnames: vec![],
-                subscription_required: required,
-                key_location: KeyLookup {
-                    header: Some("x-subscription-key".into()),
-                    query: query.map(str::to_string),
-                },
-                backend: BackendTarget::Url {
-                    url: "http://127.0.0.1:1".into(),
-                },
-                timeouts: TimeoutsMs::default(),
-                policies: vec![],
-                client_certificates: None,
-                routes: vec![],
-            }],
-            plans: vec![PlanEntry {
-                id: "ns/free".into(),
-                product: "ns/p".into(),
-                display_name: "Free".into(),
-                routes: vec![],
-                rate_limit: None,
-                quota: None,
-                scopes: vec![],
-            }],
-            subscriptions: vec![SubscriptionEntry {
-                id: "ns/acme".into(),
-                plan: "ns/free".into(),
-                product: "ns/p".into(),
-                state: SubscriptionState::Active,
-                key_digests: vec![key_digest("primary-key"), key_digest("secondary-key")],
-                expires_at: None,
-                client_certificates: vec![],
-                jwt_subjects: vec![],
-                allowed_source_ranges: vec![],
-            }],
-            policies: vec![],
-        }
+        let (primary, secondary) = (key_digest("primary-key"), key_digest("secondary-key"));
+        let mut t = crate::runtime::fixtures::one_subscription(&[&primary, &secondary]);
+        t.products[0].subscription_required = required;
+        t.products[0].key_location.query = query.map(str::to_string);
+        t
     }
 
     fn run(

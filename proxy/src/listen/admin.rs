@@ -101,56 +101,9 @@ pub async fn serve(
 mod tests {
     use super::*;
     use crate::observe::metrics::Metrics;
+    use crate::runtime::fixtures::one_subscription;
     use crate::runtime::{Registry, Runtime};
     use http_body_util::BodyExt;
-    use tollgate_crds::subscription::SubscriptionState;
-    use tollgate_crds::table::{
-        BackendTarget, KeyLookup, PlanEntry, ProductEntry, RoutingTable, SubscriptionEntry,
-        TimeoutsMs,
-    };
-
-    fn table(digest: &str) -> RoutingTable {
-        RoutingTable {
-            products: vec![ProductEntry {
-                id: "ns/p".into(),
-                display_name: "p".into(),
-                hostnames: vec![],
-                subscription_required: true,
-                key_location: KeyLookup {
-                    header: Some("x-subscription-key".into()),
-                    query: None,
-                },
-                backend: BackendTarget::Url {
-                    url: "http://127.0.0.1:1".into(),
-                },
-                timeouts: TimeoutsMs::default(),
-                policies: vec![],
-                client_certificates: None,
-                routes: vec![],
-            }],
-            plans: vec![PlanEntry {
-                id: "ns/free".into(),
-                product: "ns/p".into(),
-                display_name: "Free".into(),
-                routes: vec![],
-                rate_limit: None,
-                quota: None,
-                scopes: vec![],
-            }],
-            subscriptions: vec![SubscriptionEntry {
-                id: "ns/acme".into(),
-                plan: "ns/free".into(),
-                product: "ns/p".into(),
-                state: SubscriptionState::Active,
-                key_digests: vec![digest.into()],
-                expires_at: None,
-                client_certificates: vec![],
-                jwt_subjects: vec![],
-                allowed_source_ranges: vec![],
-            }],
-            policies: vec![],
-        }
-    }
 
     async fn diagnostics(shared: &Shared) -> serde_json::Value {
         let resp = respond(shared, &Method::GET, "/diagnostics");
@@ -166,11 +119,11 @@ mod tests {
         assert_eq!(diagnostics(&shared).await, serde_json::json!([]));
 
         let good = "ab".repeat(32);
-        let rt = Runtime::build(&table(&good), &Registry::default(), 1);
+        let rt = Runtime::build(&one_subscription(&[&good]), &Registry::default(), 1);
         shared.runtime.store(Some(Arc::new(rt)));
         assert_eq!(diagnostics(&shared).await, serde_json::json!([]));
 
-        let rt = Runtime::build(&table("not-hex"), &Registry::default(), 2);
+        let rt = Runtime::build(&one_subscription(&["not-hex"]), &Registry::default(), 2);
         shared.runtime.store(Some(Arc::new(rt)));
         let list = diagnostics(&shared).await;
         assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");

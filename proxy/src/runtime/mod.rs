@@ -275,6 +275,80 @@ pub fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&ip))
 }
 
+/// Table entries for unit tests: one product with a key header, its plan, a subscription.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use tollgate_crds::subscription::SubscriptionState;
+    use tollgate_crds::table::{
+        BackendTarget, KeyLookup, PlanEntry, ProductEntry, RoutingTable, SubscriptionEntry,
+        TimeoutsMs,
+    };
+
+    /// Product `id` on a closed loopback port, keys in `X-Subscription-Key`, no routes.
+    pub fn product(id: &str) -> ProductEntry {
+        ProductEntry {
+            id: id.into(),
+            display_name: "p".into(),
+            hostnames: vec![],
+            subscription_required: true,
+            key_location: KeyLookup {
+                header: Some("x-subscription-key".into()),
+                query: None,
+            },
+            backend: BackendTarget::Url {
+                url: "http://127.0.0.1:1".into(),
+            },
+            timeouts: TimeoutsMs::default(),
+            policies: vec![],
+            client_certificates: None,
+            routes: vec![],
+        }
+    }
+
+    /// Plan `id` of `product`, every route, no limits.
+    pub fn plan(id: &str, product: &str) -> PlanEntry {
+        PlanEntry {
+            id: id.into(),
+            product: product.into(),
+            display_name: "Free".into(),
+            routes: vec![],
+            rate_limit: None,
+            quota: None,
+            scopes: vec![],
+        }
+    }
+
+    /// Active subscription `id` on `plan` of `product` with these key digests (hex).
+    pub fn subscription(
+        id: &str,
+        plan: &str,
+        product: &str,
+        digests: &[&str],
+    ) -> SubscriptionEntry {
+        SubscriptionEntry {
+            id: id.into(),
+            plan: plan.into(),
+            product: product.into(),
+            state: SubscriptionState::Active,
+            key_digests: digests.iter().map(|d| d.to_string()).collect(),
+            expires_at: None,
+            client_certificates: vec![],
+            jwt_subjects: vec![],
+            allowed_source_ranges: vec![],
+        }
+    }
+
+    /// `ns/p`, its plan `ns/free`, and `ns/acme` with `digests`.
+    pub fn one_subscription(digests: &[&str]) -> RoutingTable {
+        RoutingTable {
+            products: vec![product("ns/p")],
+            plans: vec![plan("ns/free", "ns/p")],
+            subscriptions: vec![subscription("ns/acme", "ns/free", "ns/p", digests)],
+            policies: vec![],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
