@@ -62,10 +62,12 @@ pub const ALL_KEYS: [&str; 12] = [
 /// A loopback HTTP server that echoes the request as JSON.
 ///
 /// It sets `Server`, `X-Powered-By`, `X-AspNet-Version` and `X-Internal` on every response,
-/// sleeps for `x-echo-sleep-ms` milliseconds when asked, and counts requests.
+/// sleeps for `x-echo-sleep-ms` milliseconds when asked, and counts requests and accepted
+/// connections.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicUsize>,
+    pub accepts: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -75,12 +77,15 @@ impl Upstream {
             .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(AtomicUsize::new(0));
+        let accepts = Arc::new(AtomicUsize::new(0));
         let counter = requests.clone();
+        let accepted = accepts.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -93,7 +98,11 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, requests }
+        Upstream {
+            addr,
+            requests,
+            accepts,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -102,6 +111,11 @@ impl Upstream {
 
     pub fn count(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
     }
 }
 
