@@ -109,7 +109,7 @@ pub enum BackendTlsError {
 /// A usable client-side TLS configuration for one backend identity.
 #[derive(Clone)]
 pub struct BackendTls {
-    /// The rustls configuration (no ALPN: hyper-rustls sets it).
+    /// The rustls configuration (no ALPN: the forward client sets `http/1.1` on its copy).
     pub config: Arc<ClientConfig>,
     /// SNI and the name the certificate must carry; `None` uses the backend URL's host.
     pub server_name: Option<ServerName<'static>>,
@@ -332,8 +332,9 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
 /// The rustls error somewhere in `e`'s cause chain, if the failure was a TLS one.
 ///
-/// `std::io::Error::source` skips the error it wraps, and hyper-rustls wraps rustls errors in
-/// two `io::Error`s, so wrapped errors are entered through `get_ref`.
+/// `std::io::Error::source` skips the error it wraps, and tokio-rustls wraps rustls errors in an
+/// `io::Error` (hyper-rustls in two; hyper keeps the `io::Error` as its cause), so wrapped errors
+/// are entered through `get_ref`.
 pub fn find_rustls_error<'a>(
     e: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a rustls::Error> {
@@ -388,7 +389,7 @@ mod tests {
         assert!(!tls.insecure_skip_verify);
         assert!(
             tls.config.alpn_protocols.is_empty(),
-            "hyper-rustls refuses preset ALPN"
+            "ALPN is the client's to set"
         );
     }
 
