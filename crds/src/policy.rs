@@ -44,7 +44,7 @@ pub struct ApiPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_validation: Option<RequestValidation>,
     /// TLS (and client certificate) for connections to the backend.
-    // DESIGN.md spells it `backendTLS`; camelCase alone would give `backendTls`.
+    // The documented field name is `backendTLS`; camelCase alone would give `backendTls`.
     #[serde(
         default,
         rename = "backendTLS",

@@ -223,7 +223,7 @@ fn schema_limits_and_enums() {
         states,
         &serde_json::json!(["Active", "Suspended", "Cancelled"])
     );
-    // The DESIGN.md spelling of ApiPolicy's backend TLS field.
+    // The documented spelling of ApiPolicy's backend TLS field.
     at(&schema("ApiPolicy"), "spec.backendTLS");
 }
 

@@ -15,7 +15,7 @@ use crate::problem::Rejection;
 use crate::runtime::{contains, PlanRt, RouteRef, SubscriptionRt};
 
 /// ApiPolicy `ipFilter`s (every attached filter must admit the caller): deny wins, an empty
-/// allow list admits everyone. Runs before identification (DESIGN.md stage 3).
+/// allow list admits everyone. Runs before identification (pipeline stage 3, docs/architecture.md).
 pub fn check_ip_filters(filters: &[IpFilterEntry], peer: IpAddr) -> Result<(), Rejection> {
     let peer = peer.to_canonical();
     for f in filters {

@@ -65,7 +65,7 @@ pub fn preflight(
     resp.map(Either::Right)
 }
 
-/// Headers that fingerprint the backend; dropped even without a policy (DESIGN.md).
+/// Headers that fingerprint the backend; dropped even without a policy (README, "ApiPolicy").
 pub const FINGERPRINTS: [HeaderName; 3] = [
     SERVER,
     HeaderName::from_static("x-powered-by"),
