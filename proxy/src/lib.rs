@@ -43,7 +43,3 @@ pub(crate) mod validate;
 
 pub use gateway::{Gateway, GatewayConfig, StartError};
 pub use problem::Rejection;
-
-// TEMPORARY aliases while problem.rs is edited elsewhere; removed in the same change.
-use limits::rate as limit;
-use message::request_id;
