@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
-
 use hyper::body::Incoming;
-
 use tollgate_crds::table::{BackendTlsEntry, TimeoutsMs};
 
 use crate::forward::backend_tls::{BackendTls, BackendTlsError};

@@ -18,17 +18,15 @@ use http::{Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
-use crate::observe::access_log::AccessRecord;
-use crate::observe::logged_body::LoggedBody;
-use crate::respond::body::Inner;
-
 use crate::forward::{self, ForwardContext};
 use crate::identify::{self, Caller};
-
 use crate::limits::rate::RateInfo;
 use crate::message::{query, request_id};
+use crate::observe::access_log::AccessRecord;
+use crate::observe::logged_body::LoggedBody;
 use crate::observe::metrics::{Metrics, NONE};
 use crate::problem::Rejection;
+use crate::respond::body::Inner;
 use crate::respond::{cors, rewrite};
 use crate::runtime::Runtime;
 use crate::state::Shared;
