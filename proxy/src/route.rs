@@ -183,21 +183,9 @@ mod tests {
 
     fn product(id: &str, hostnames: &[&str], routes: Vec<RouteEntry>) -> ProductEntry {
         ProductEntry {
-            id: id.into(),
-            display_name: id.into(),
             hostnames: hostnames.iter().map(|h| h.to_string()).collect(),
-            subscription_required: true,
-            key_location: KeyLookup {
-                header: Some("x-subscription-key".into()),
-                query: None,
-            },
-            backend: BackendTarget::Url {
-                url: "http://127.0.0.1:1".into(),
-            },
-            timeouts: TimeoutsMs::default(),
-            policies: vec![],
-            client_certificates: None,
             routes,
+            ..crate::runtime::fixtures::product(id)
         }
     }
 

@@ -355,21 +355,14 @@ mod tests {
     use crate::jwt::IssuerKeys;
     use tollgate_crds::product::Method;
     use tollgate_crds::table::{
-        BackendTarget, JwtEntry, JwtIssuerEntry, KeyLookup, PlanEntry, PolicyEntry, ProductEntry,
-        RequiredScopesEntry, RouteEntry, RoutingTable, SubscriptionEntry, TimeoutsMs,
+        JwtEntry, JwtIssuerEntry, PlanEntry, PolicyEntry, ProductEntry, RequiredScopesEntry,
+        RouteEntry, RoutingTable, SubscriptionEntry,
     };
 
     fn sub(id: &str, subjects: &[&str]) -> SubscriptionEntry {
         SubscriptionEntry {
-            id: id.into(),
-            plan: "ns/plan".into(),
-            product: "ns/p".into(),
-            state: SubscriptionState::Active,
-            key_digests: vec![],
-            expires_at: None,
-            client_certificates: vec![],
             jwt_subjects: subjects.iter().map(|s| s.to_string()).collect(),
-            allowed_source_ranges: vec![],
+            ..fixtures::subscription(id, "ns/plan", "ns/p", &[])
         }
     }
 
@@ -387,30 +380,13 @@ mod tests {
     fn jwt_policies_subjects_and_scope_routes() {
         let table = RoutingTable {
             products: vec![ProductEntry {
-                id: "ns/p".into(),
-                display_name: "p".into(),
-                hostnames: vec![],
-                subscription_required: true,
-                key_location: KeyLookup {
-                    header: Some("x-subscription-key".into()),
-                    query: None,
-                },
-                backend: BackendTarget::Url {
-                    url: "http://127.0.0.1:1".into(),
-                },
-                timeouts: TimeoutsMs::default(),
                 policies: vec!["ns/auth".into()],
-                client_certificates: None,
                 routes: vec![route("current"), route("alerts")],
+                ..fixtures::product("ns/p")
             }],
             plans: vec![PlanEntry {
-                id: "ns/plan".into(),
-                product: "ns/p".into(),
-                display_name: "plan".into(),
                 routes: vec!["alerts".into(), "current".into()],
-                rate_limit: None,
-                quota: None,
-                scopes: vec![],
+                ..fixtures::plan("ns/plan", "ns/p")
             }],
             subscriptions: vec![
                 sub("ns/a", &["alice", "shared"]),

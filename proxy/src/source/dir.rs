@@ -219,7 +219,7 @@ pub fn same_table(shared: &Shared, digest: &str) -> bool {
 /// Every source (directory or operator) goes through here, so rate-limit and quota state of
 /// subscriptions that still exist, backend pools and fetched JWKS carry over the same way
 /// (from [`Shared::registry`]).
-pub fn swap_in_digested(shared: &Shared, table: &RoutingTable, digest: String, version: u64) {
+pub fn swap_in(shared: &Shared, table: &RoutingTable, digest: String, version: u64) {
     let runtime = Runtime::build_digested(table, digest, &shared.registry, version);
     crate::runtime::start(&runtime, &shared.registry);
     for d in runtime.diagnostics() {
@@ -341,7 +341,7 @@ impl DirSource {
             return Tick::SameTable;
         }
         self.version += 1;
-        swap_in_digested(&self.shared, table, digest, self.version);
+        swap_in(&self.shared, table, digest, self.version);
         Tick::Applied {
             version: self.version,
         }

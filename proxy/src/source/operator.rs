@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use tollgate_crds::distribution::{apply, TableUpdate};
 use tollgate_crds::table::RoutingTable;
 
-use crate::source::dir::{same_table, swap_in_digested};
+use crate::source::dir::{same_table, swap_in};
 use crate::state::Shared;
 
 /// Where the kubelet projects the proxy's ServiceAccount token (the chart mounts it here).
@@ -384,7 +384,7 @@ impl OperatorSource {
         // operator version is being served.
         let serving = self.shared.runtime.load().as_deref().map(|r| r.version());
         if !same_table(&self.shared, &next.digest) || serving != Some(next.version) {
-            swap_in_digested(&self.shared, &next.table, next.digest.clone(), next.version);
+            swap_in(&self.shared, &next.table, next.digest.clone(), next.version);
         }
         if let Some(dir) = &self.config.state_dir {
             if let Err(e) = save_state(dir, &next) {
@@ -412,7 +412,7 @@ impl OperatorSource {
                     "operator unreachable: serving the last-known-good table from {}",
                     dir.join(STATE_FILE).display()
                 );
-                swap_in_digested(
+                swap_in(
                     &self.shared,
                     &state.table,
                     state.digest.clone(),

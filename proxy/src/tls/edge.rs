@@ -329,19 +329,7 @@ mod tests {
 
     fn product(id: &str, hosts: &[&str], ca: Option<&Ca>) -> ProductEntry {
         ProductEntry {
-            id: id.into(),
-            display_name: id.into(),
             hostnames: hosts.iter().map(|h| h.to_string()).collect(),
-            subscription_required: true,
-            key_location: KeyLookup {
-                header: Some("x-subscription-key".into()),
-                query: None,
-            },
-            backend: BackendTarget::Url {
-                url: "http://127.0.0.1:1".into(),
-            },
-            timeouts: TimeoutsMs::default(),
-            policies: vec![],
             client_certificates: ca.map(|ca| ClientCertificatesEntry {
                 ca_pem: ca.pem(),
                 required: true,
@@ -353,6 +341,7 @@ mod tests {
                 methods: vec![],
                 rewrite: None,
             }],
+            ..crate::runtime::fixtures::product(id)
         }
     }
 
