@@ -531,20 +531,26 @@ async fn fail_open_keeps_serving_while_redis_hangs_and_catches_up() {
     let during = Arc::new(Tally::default());
     load(&refs, 1_500, 6, during.clone()).await;
     let c = client();
-    let degraded = proxies[0].metrics(&c).await;
-    assert_eq!(
-        metric(&degraded, "tollgate_quota_mode{mode=\"degraded\"}"),
-        1.0,
-        "{degraded}"
-    );
+    // A proxy whose lease still covers its share never asks the frozen Redis (this flaked on a
+    // loaded machine): keep calling proxy 0 until it has had to. A lease is at most 1,000 units,
+    // so this ends.
+    const DEGRADED: &str = "tollgate_quota_mode{mode=\"degraded\"}";
+    let mut sent = 1_500;
+    let mut degraded = proxies[0].metrics(&c).await;
+    while metric(&degraded, DEGRADED) != 1.0 && sent < 1_500 + 1_500 {
+        load(&[&proxies[0]], 250, 6, during.clone()).await;
+        sent += 250;
+        degraded = proxies[0].metrics(&c).await;
+    }
+    assert_eq!(metric(&degraded, DEGRADED), 1.0, "{degraded}");
     assert!(metric(&degraded, "tollgate_redis_errors_total") >= 1.0);
     redis.pause(false);
     let slowest = during.slowest_ms.load(Ordering::SeqCst);
     eprintln!(
-        "Redis frozen: served {} of 1500, slowest request {slowest} ms (timeout {TIMEOUT_MS} ms)",
+        "Redis frozen: served {} of {sent}, slowest request {slowest} ms (timeout {TIMEOUT_MS} ms)",
         during.ok()
     );
-    assert_eq!(during.ok(), 1_500, "failOpen serves every request");
+    assert_eq!(during.ok(), sent, "failOpen serves every request");
     assert!(
         slowest < TIMEOUT_MS + 450,
         "a request took {slowest} ms with a {TIMEOUT_MS} ms store timeout"
@@ -572,7 +578,7 @@ async fn fail_open_keeps_serving_while_redis_hangs_and_catches_up() {
         p.stop();
     }
     let served = tally.ok() + during.ok();
-    assert_eq!(served, 2_100);
+    assert_eq!(served, 600 + sent);
     assert_eq!(redis.get(&month_key()).await, Some(served));
 }
 
