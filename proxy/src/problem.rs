@@ -104,8 +104,9 @@ macro_rules! problems {
 }
 
 problems! {
-    /// `..` segment, encoded `/` or `\`, or a path that is not origin-form.
-    #[error("the request path contains a '.' or '..' segment, an encoded '/' or '\\', or does not start with '/'; send a normalised path")]
+    /// A segment that reads as `.` or `..` (also with `;`-parameters, or percent-encoded once
+    /// or twice), an encoded `/` or `\`, or a path that is not origin-form.
+    #[error("the request path contains a '.' or '..' segment (also when followed by ';' parameters or percent-encoded once or twice, as in '..;' or '%252e'), an encoded '/' or '\\', or does not start with '/'; send a normalised path")]
     BadPath => (BAD_REQUEST, "bad-path", "Bad request path", []),
 
     /// A header the proxy reads is not visible ASCII.

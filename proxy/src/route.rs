@@ -57,43 +57,115 @@ pub fn normalise_host(raw: &str) -> Cow<'_, str> {
 }
 
 /// Reject paths a backend could interpret differently from the gateway: not starting with `/`,
-/// `.`/`..` segments (plain or percent-encoded), encoded `/` or `\`, or a raw `\`.
+/// a raw `\`, or a segment that some backend reads as `.`/`..` or as containing a separator.
+///
+/// Servlet containers (Tomcat, Spring) drop `;`-parameters from a segment before resolving
+/// dot-segments (`/..;/` is `/../`), and some backends or the proxies in front of them decode
+/// the path once more than the gateway does (`%252e` → `%2e` → `.`). So a segment is refused
+/// when, after up to two rounds of percent-decoding and without its `;`-parameters, it is `.`
+/// or `..`, or when decoding reveals a `/` or `\`. Everything else is forwarded verbatim.
 pub fn check_path(path: &str) -> Result<(), Rejection> {
     if !path.starts_with('/') || path.as_bytes().contains(&b'\\') {
         return Err(Rejection::BadPath);
     }
-    let encoded_separator = path.as_bytes().windows(3).any(|w| {
-        w[0] == b'%'
-            && matches!(
-                (w[1], w[2].to_ascii_lowercase()),
-                (b'2', b'f') | (b'5', b'c')
-            )
-    });
-    if encoded_separator {
-        return Err(Rejection::BadPath);
-    }
-    // Byte-wise and without allocating: this runs on every request.
-    if path.as_bytes().split(|&b| b == b'/').any(is_dot_segment) {
+    // Byte-wise and without allocating: this runs on every request, and most segments hold
+    // neither a `.` nor a `%`, which is all the per-segment checks look at first.
+    let ambiguous = path
+        .as_bytes()
+        .split(|&b| b == b'/')
+        .any(|segment| is_dot_segment(segment) || hides_separator(segment));
+    if ambiguous {
         return Err(Rejection::BadPath);
     }
     Ok(())
 }
 
-/// Whether `segment` is `.` or `..`, each dot written as `.` or `%2e`/`%2E`.
+/// Whether `segment` reads as `.` or `..` once percent-decoded up to twice and cut at its first
+/// `;` (its parameters): `..`, `%2e%2E`, `..;`, `.;x=1`, `%2e%2e;`, `..%3b`, `%252e%252e`.
+/// `...`, `..foo` or `.well-known` are not dot-segments.
 fn is_dot_segment(segment: &[u8]) -> bool {
-    let (mut dots, mut rest) = (0, segment);
-    while !rest.is_empty() {
-        rest = match rest {
-            [b'.', tail @ ..] => tail,
-            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+    if !segment.iter().any(|&b| b == b'.' || b == b'%') {
+        return false;
+    }
+    let mut dots = 0;
+    for b in Decode::new(Decode::new(segment.iter().copied())) {
+        match b {
+            b'.' if dots < 2 => dots += 1,
+            b';' => break,
             _ => return false,
-        };
-        dots += 1;
-        if dots > 2 {
-            return false;
         }
     }
     dots > 0
+}
+
+/// Whether percent-decoding `segment` up to twice yields a `/` or `\` (`%2f`, `%5C`, `%252f`):
+/// a backend that decodes before splitting would see other segments than the gateway routed on.
+fn hides_separator(segment: &[u8]) -> bool {
+    segment.contains(&b'%')
+        && Decode::new(Decode::new(segment.iter().copied())).any(|b| b == b'/' || b == b'\\')
+}
+
+/// One round of percent-decoding over a byte stream: `%` and two hex digits become that byte,
+/// anything else (a lone `%`, `%zz`) passes through unchanged. Streaming, so that two rounds
+/// stacked need no buffer.
+struct Decode<I: Iterator<Item = u8>> {
+    inner: I,
+    /// Bytes read ahead after a `%` that did not start an escape, oldest first.
+    ahead: [u8; 2],
+    queued: usize,
+}
+
+impl<I: Iterator<Item = u8>> Decode<I> {
+    fn new(inner: I) -> Self {
+        Decode {
+            inner,
+            ahead: [0; 2],
+            queued: 0,
+        }
+    }
+
+    fn pull(&mut self) -> Option<u8> {
+        if self.queued > 0 {
+            let b = self.ahead[0];
+            self.ahead[0] = self.ahead[1];
+            self.queued -= 1;
+            Some(b)
+        } else {
+            self.inner.next()
+        }
+    }
+}
+
+impl<I: Iterator<Item = u8>> Iterator for Decode<I> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.pull()?;
+        if b != b'%' {
+            return Some(b);
+        }
+        while self.queued < 2 {
+            let Some(next) = self.inner.next() else { break };
+            self.ahead[self.queued] = next;
+            self.queued += 1;
+        }
+        if self.queued == 2 {
+            if let (Some(hi), Some(lo)) = (hex(self.ahead[0]), hex(self.ahead[1])) {
+                self.queued = 0;
+                return Some((hi << 4) | lo);
+            }
+        }
+        Some(b'%')
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// Whether `route` matches `path` (segment-aware for prefixes).
@@ -303,6 +375,7 @@ mod tests {
         assert!(matches!(normalise_host("plain"), Cow::Borrowed("plain")));
     }
 
+    /// Paths refused with `bad-path` and paths that must keep working, in one table.
     #[test]
     fn dangerous_paths_are_rejected() {
         for bad in [
@@ -318,6 +391,31 @@ mod tests {
             "/a\\b",
             "relative",
             "*",
+            // `;`-parameters dropped, as servlet containers do before resolving dot-segments.
+            "/current/..;/forecast",
+            "/current/..;x=1/forecast",
+            "/%2e%2e;/",
+            "/.;/",
+            "/a/.;",
+            "/%2e;x=1/",
+            "/a/..;",
+            // An encoded `;` inside what becomes a dot-segment.
+            "/..%3b/",
+            "/..%3B/x",
+            "/%2e%2e%3bx/",
+            // One more round of percent-decoding.
+            "/%252e%252e/",
+            "/%252E%252E/x",
+            "/a/%252e/b",
+            "/%252e%252e%253b/",
+            "/%252e%252e;/",
+            "/.%252e/",
+            "/%2%65%2%65/",
+            "/%25%32%65%25%32%65/",
+            // A separator that a second decoding reveals.
+            "/a%252fb",
+            "/a%255Cb",
+            "/a%25%32%66b",
         ] {
             assert_eq!(check_path(bad), Err(Rejection::BadPath), "{bad}");
         }
@@ -326,8 +424,23 @@ mod tests {
             "/a/b",
             "/a/...",
             "/a/.well-known",
+            "/.well-known/x",
             "/a%20b",
             "/a/b.json",
+            "/a;b/c",
+            "/v1/items;version=2",
+            "/..foo",
+            "/%2e%2efoo",
+            "/%252e%252efoo",
+            "/...;/",
+            "/;x/",
+            "/a;/b",
+            "/%25",
+            "/%",
+            "/%2",
+            "/100%25/x",
+            "/a%253bb",
+            "/a/.x;..",
         ] {
             assert_eq!(check_path(ok), Ok(()), "{ok}");
         }
@@ -354,17 +467,68 @@ mod tests {
         assert_eq!(rewrite(&r, "/weather/current"), "/v1");
     }
 
+    /// One round of percent-decoding, written plainly: the definition [`Decode`] streams.
+    fn decode(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let escape = bytes.get(i + 1..i + 3).and_then(|h| {
+                let h = std::str::from_utf8(h).ok()?;
+                u8::from_str_radix(h, 16)
+                    .ok()
+                    .filter(|_| h.bytes().all(|b| b.is_ascii_hexdigit()))
+            });
+            match escape {
+                Some(b) if bytes[i] == b'%' => {
+                    out.push(b);
+                    i += 3;
+                }
+                _ => {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// Path pieces built from the tokens the checks care about, so encoded and double-encoded
+    /// dots, `;` and separators meet in every combination (plain random bytes rarely spell
+    /// `%252e`).
+    fn segments() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::strategy::Strategy;
+        let tokens = vec![
+            ".", "%2e", "%2E", "%25", "%252e", "%252E", "%3b", "%253B", ";", "a", "%2f", "%252F",
+            "%5c", "%255c", "%", "2", "e", "/", "%32", "%65",
+        ];
+        proptest::collection::vec(proptest::sample::select(tokens), 0..8).prop_map(|t| t.concat())
+    }
+
     proptest::proptest! {
-        /// The byte-wise check decides exactly as the definition it replaced: lowercase the
-        /// segment, decode `%2e`, compare with `.` and `..`.
+        /// The byte-wise checks decide exactly as their definitions: decode twice, cut at the
+        /// first `;`, compare with `.` and `..`; or look for a decoded `/` or `\`.
         #[test]
-        fn dot_segments_as_defined(segment in "[.%2eE/a]{0,8}") {
+        fn dot_segments_and_separators_as_defined(segment in segments()) {
             for part in segment.split('/') {
-                let by_definition = part.len() <= 6 && {
-                    let decoded = part.to_ascii_lowercase().replace("%2e", ".");
-                    decoded == "." || decoded == ".."
-                };
-                proptest::prop_assert_eq!(is_dot_segment(part.as_bytes()), by_definition, "{:?}", part);
+                let twice = decode(&decode(part.as_bytes()));
+                let base = twice.split(|&b| b == b';').next().unwrap_or_default();
+                let dot = base == b"." || base == b"..";
+                proptest::prop_assert_eq!(is_dot_segment(part.as_bytes()), dot, "{:?}", part);
+                let separator = twice.contains(&b'/') || twice.contains(&b'\\');
+                proptest::prop_assert_eq!(hides_separator(part.as_bytes()), separator, "{:?}", part);
+            }
+        }
+
+        /// Every segment the older check refused (`.`/`..` with dots plain or as `%2e`) is
+        /// still refused: the new forms only add to it.
+        #[test]
+        fn older_dot_segments_stay_refused(segment in "[.%2eE]{0,8}") {
+            let old = segment.len() <= 6 && {
+                let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+                decoded == "." || decoded == ".."
+            };
+            if old {
+                proptest::prop_assert!(is_dot_segment(segment.as_bytes()), "{:?}", segment);
             }
         }
     }

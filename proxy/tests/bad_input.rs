@@ -122,11 +122,40 @@ async fn dangerous_paths_are_400() {
         "/weather/current/%2e%2e/x",
         "/weather%2Fcurrent",
         "/weather/./current",
+        // Forms a servlet container (`;`-parameters dropped) or a backend that decodes once
+        // more reads as `..`: routed as `current`, each would reach the backend's `forecast`
+        // with a key whose plan (free) only includes `current`.
+        "/weather/current/..;/forecast",
+        "/weather/current/..;x=1/forecast",
+        "/weather/current/%2e%2e;/forecast",
+        "/weather/current/..%3b/forecast",
+        "/weather/current/%252e%252e/forecast",
+        "/weather/current/.;/x",
+        "/weather/current/%2e;x=1/x",
+        "/weather/current%252fx",
     ] {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-Subscription-Key: {GOLD_PRIMARY}\r\nConnection: close\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-Subscription-Key: {FREE_KEY}\r\nConnection: close\r\n\r\n");
         assert_raw_problem(&raw(addr, req.as_bytes()).await, 400, "bad-path");
     }
     assert_eq!(gw.upstream.count(), 0);
+}
+
+/// `;`-parameters and names that only start like a dot-segment are ordinary paths: routed and
+/// forwarded verbatim.
+#[tokio::test]
+async fn paths_that_merely_look_like_dot_segments_are_forwarded_verbatim() {
+    let gw = TestGateway::start("ok-path").await;
+    for path in [
+        "/weather/current/a;b/c",
+        "/weather/current/items;version=2",
+        "/weather/current/..foo",
+        "/weather/current/%2e%2efoo",
+        "/weather/current/.well-known/x",
+    ] {
+        let r = gw.get_with_key(path, GOLD_PRIMARY).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.json()["path"], format!("/backend{path}"), "{path}");
+    }
 }
 
 #[tokio::test]
