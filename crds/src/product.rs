@@ -68,6 +68,27 @@ pub struct ProductSpec {
     /// fingerprint identifies a Subscription (its `clientCertificates`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificates: Option<ClientCertificates>,
+
+    /// Request headers whose name contains `_` (`X_User`, `Content_Length`): `Drop` (default)
+    /// removes them before forwarding, `Allow` forwards them, `Reject` answers 400. CGI and WSGI
+    /// backends read `_` and `-` as the same character, so such a header can stand in for one
+    /// the gateway checked or set.
+    #[serde(default)]
+    pub headers_with_underscores: UnderscoreHeaders,
+}
+
+/// What a product does with request header names that contain `_`.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash,
+)]
+pub enum UnderscoreHeaders {
+    /// Remove them before forwarding (as nginx's `underscores_in_headers off`).
+    #[default]
+    Drop,
+    /// Forward them unchanged.
+    Allow,
+    /// Refuse the request with 400 `invalid-header-name`.
+    Reject,
 }
 
 /// Client-certificate callers of a product.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::plan::{FailurePolicy, QuotaPeriod};
-use crate::product::{Method, PathMatch};
+use crate::product::{Method, PathMatch, UnderscoreHeaders};
 use crate::subscription::SubscriptionState;
 
 /// Identifier of an object inside the table: `namespace/name`.
@@ -63,6 +63,14 @@ pub struct ProductEntry {
     /// Client certificates the edge asks for, and whether they are required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificates: Option<ClientCertificatesEntry>,
+    /// Request headers with `_` in their name: dropped (default), forwarded or refused.
+    /// Left out when `Drop`, so tables (and their digests) from before the field are unchanged.
+    #[serde(default, skip_serializing_if = "is_drop")]
+    pub headers_with_underscores: UnderscoreHeaders,
+}
+
+fn is_drop(u: &UnderscoreHeaders) -> bool {
+    *u == UnderscoreHeaders::Drop
 }
 
 /// Callers present client certificates signed by `ca_pem`; a certificate's fingerprint maps to a

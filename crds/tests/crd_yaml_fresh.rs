@@ -212,6 +212,12 @@ fn schema_limits_and_enums() {
     let methods = &at(&product, "spec.routes.[].methods.[]")["enum"];
     assert_eq!(methods.as_array().map(Vec::len), Some(7), "{methods}");
     assert_eq!(at(&product, "spec.backend.service.port")["minimum"], 1.0);
+    let underscores = at(&product, "spec.headersWithUnderscores");
+    assert_eq!(
+        underscores["enum"],
+        serde_json::json!(["Drop", "Allow", "Reject"])
+    );
+    assert_eq!(underscores["default"], "Drop");
     let plan = schema("Plan");
     assert_eq!(at(&plan, "spec.rateLimit.requests")["minimum"], 1.0);
     assert_eq!(at(&plan, "spec.quota.requests")["minimum"], 1.0);

@@ -109,6 +109,7 @@ fn product() -> impl Strategy<Value = Product> {
                     policies: policies.into_iter().map(str::to_string).collect(),
                     timeouts: None,
                     client_certificates: None,
+                    headers_with_underscores: Default::default(),
                 },
             );
             p.metadata = meta(ns, &format!("p{n}"), created);

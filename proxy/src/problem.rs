@@ -109,6 +109,10 @@ problems! {
     #[error("the request path contains a '.' or '..' segment (also when followed by ';' parameters or percent-encoded once or twice, as in '..;' or '%252e'), an encoded '/' or '\\', or does not start with '/'; send a normalised path")]
     BadPath => (BAD_REQUEST, "bad-path", "Bad request path", []),
 
+    /// A header name with `_` on a product whose `headersWithUnderscores` is `Reject`.
+    #[error("the request carries a header whose name contains '_', which this API refuses (some backends read '_' as '-'); send header names with '-' only")]
+    InvalidHeaderName => (BAD_REQUEST, "invalid-header-name", "Invalid header name", []),
+
     /// A header the proxy reads is not visible ASCII.
     #[error("a header the gateway reads ({0}) is not valid visible ASCII")]
     InvalidHeader(&'static str) => (BAD_REQUEST, "invalid-header", "Invalid header value", []),
@@ -475,6 +479,7 @@ mod tests {
         use ProblemKind as K;
         match kind {
             K::BadPath => Rejection::BadPath,
+            K::InvalidHeaderName => Rejection::InvalidHeaderName,
             K::InvalidHeader => Rejection::InvalidHeader("host"),
             K::InvalidKey => Rejection::InvalidKey,
             K::AmbiguousKey => Rejection::AmbiguousKey,

@@ -40,6 +40,7 @@ fn table(endpoints: Vec<String>) -> RoutingTable {
                 rewrite: None,
             }],
             client_certificates: None,
+            headers_with_underscores: Default::default(),
         }],
         ..RoutingTable::default()
     }

@@ -313,6 +313,7 @@ fn compile_one(
         policies: policy_ids,
         routes,
         client_certificates,
+        headers_with_underscores: spec.headers_with_underscores,
     })
 }
 

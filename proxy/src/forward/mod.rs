@@ -16,12 +16,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use tollgate_crds::product::UnderscoreHeaders;
 use tollgate_crds::table::{BackendTlsEntry, TimeoutsMs};
 
 use crate::forward::backend_tls::{BackendTls, BackendTlsError};
 use crate::forward::balance::Endpoints;
 use crate::message::headers::{
-    apply_ops, HeaderOps, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    any_underscored, apply_ops, remove_underscored, HeaderOps, X_FORWARDED_FOR, X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
 };
 use crate::message::hop_by_hop;
 use crate::message::request_id::X_REQUEST_ID;
@@ -262,6 +264,30 @@ pub fn target_uri(backend: &Backend, path: &str, query: Option<&str>) -> Result<
         .map_err(|_| Rejection::BadPath)
 }
 
+/// Refuse a request with a header name containing `_` when the product's
+/// `headersWithUnderscores` is `Reject`. The product's own key header is exempt: the gateway
+/// reads it and never forwards it.
+pub fn check_header_names(
+    mode: UnderscoreHeaders,
+    headers: &HeaderMap,
+    key_header: Option<&HeaderName>,
+) -> Result<(), Rejection> {
+    if mode == UnderscoreHeaders::Reject && any_underscored(headers, key_header) {
+        return Err(Rejection::InvalidHeaderName);
+    }
+    Ok(())
+}
+
+/// With `headersWithUnderscores: Drop` (the default), remove header fields with `_` in their
+/// name before the backend sees them; returns how many field lines went. Runs before the
+/// policies' header changes, so a header a policy sets is kept whatever its name.
+pub fn drop_header_names(mode: UnderscoreHeaders, headers: &mut HeaderMap) -> usize {
+    match mode {
+        UnderscoreHeaders::Drop => remove_underscored(headers),
+        UnderscoreHeaders::Allow | UnderscoreHeaders::Reject => 0,
+    }
+}
+
 /// Turn the client's request parts into the backend's request, with the same body stream.
 pub fn upstream_request(
     mut parts: http::request::Parts,
@@ -406,6 +432,70 @@ mod tests {
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_REQUEST_ID], "rid");
         assert_eq!(h["x-gateway"], "tollgate");
+    }
+
+    #[test]
+    fn underscore_header_names_per_mode() {
+        let request = || {
+            let mut h = HeaderMap::new();
+            h.insert("x_user", HeaderValue::from_static("admin"));
+            h.insert("content_length", HeaderValue::from_static("5"));
+            h.insert("x-user", HeaderValue::from_static("alice"));
+            h
+        };
+        let key = HeaderName::from_static("x_key");
+        let mut only_key = HeaderMap::new();
+        only_key.insert(key.clone(), HeaderValue::from_static("k"));
+
+        let mut h = request();
+        assert_eq!(
+            check_header_names(UnderscoreHeaders::Drop, &h, None),
+            Ok(())
+        );
+        assert_eq!(drop_header_names(UnderscoreHeaders::Drop, &mut h), 2);
+        assert_eq!(h.len(), 1);
+
+        let mut h = request();
+        assert_eq!(
+            check_header_names(UnderscoreHeaders::Allow, &h, None),
+            Ok(())
+        );
+        assert_eq!(drop_header_names(UnderscoreHeaders::Allow, &mut h), 0);
+        assert_eq!(h.len(), 3);
+
+        assert_eq!(
+            check_header_names(UnderscoreHeaders::Reject, &request(), None),
+            Err(Rejection::InvalidHeaderName)
+        );
+        assert_eq!(
+            check_header_names(UnderscoreHeaders::Reject, &only_key, Some(&key)),
+            Ok(()),
+            "the product's own key header is the gateway's to read"
+        );
+
+        // A header a policy sets survives the drop, whatever its name.
+        let mut h = request();
+        drop_header_names(UnderscoreHeaders::Drop, &mut h);
+        let ops = HeaderOps {
+            remove: vec![],
+            set: vec![(
+                HeaderName::from_static("x_gateway"),
+                HeaderValue::from_static("tollgate"),
+            )],
+        };
+        let id = HeaderValue::from_static("rid");
+        let ctx = ForwardContext {
+            peer: "127.0.0.1".parse().expect("ip"),
+            host: None,
+            key_header: None,
+            strip_authorization: true,
+            tls: false,
+            ops: &ops,
+            request_id: &id,
+        };
+        rewrite_headers(&mut h, &ctx);
+        assert_eq!(h["x_gateway"], "tollgate");
+        assert!(!h.contains_key("x_user"));
     }
 
     fn timeouts() -> TimeoutsMs {

@@ -25,6 +25,7 @@ pub struct Metrics {
     reloads_failed: IntCounter,
     rate_limited: IntCounterVec,
     quota_exceeded: IntCounterVec,
+    underscore_headers_dropped: IntCounterVec,
     operator_connected: IntGauge,
     table_updates: IntCounterVec,
 }
@@ -85,6 +86,13 @@ impl Metrics {
             ),
             &["product", "plan"],
         )?;
+        let underscore_headers_dropped = IntCounterVec::new(
+            Opts::new(
+                "tollgate_underscore_headers_dropped_total",
+                "Request header fields with '_' in their name removed before forwarding.",
+            ),
+            &["product"],
+        )?;
         let operator_connected = IntGauge::new(
             "tollgate_operator_connected",
             "1 while the last exchange with the operator succeeded (cluster mode), else 0.",
@@ -105,6 +113,7 @@ impl Metrics {
         registry.register(Box::new(reloads_failed.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(quota_exceeded.clone()))?;
+        registry.register(Box::new(underscore_headers_dropped.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -114,6 +123,7 @@ impl Metrics {
             reloads_failed,
             rate_limited,
             quota_exceeded,
+            underscore_headers_dropped,
             operator_connected,
             table_updates,
         })
@@ -147,6 +157,13 @@ impl Metrics {
         self.quota_exceeded
             .with_label_values(&[product, plan])
             .inc();
+    }
+
+    /// Count header fields with `_` in their name removed before forwarding.
+    pub fn underscore_headers_dropped(&self, product: &str, fields: usize) {
+        self.underscore_headers_dropped
+            .with_label_values(&[product])
+            .inc_by(u64::try_from(fields).unwrap_or(u64::MAX));
     }
 
     /// A table was swapped in.
@@ -200,6 +217,7 @@ mod tests {
         m.observe_request("ns/p", "r", NONE, StatusCode::OK, Duration::from_millis(2));
         m.rate_limited("ns/p", "ns/free");
         m.quota_exceeded("ns/p", "ns/free");
+        m.underscore_headers_dropped("ns/p", 2);
         m.reload_succeeded(3);
         m.reload_failed();
         let text = m.render();
@@ -211,6 +229,7 @@ mod tests {
             "tollgate_reloads_failed_total 1",
             r#"tollgate_rate_limited_total{plan="ns/free",product="ns/p"} 1"#,
             r#"tollgate_quota_exceeded_total{plan="ns/free",product="ns/p"} 1"#,
+            r#"tollgate_underscore_headers_dropped_total{product="ns/p"} 2"#,
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -172,6 +172,13 @@ async fn run(
     // 3. Client address filter (on the client address, see `client_addr`).
     let peer = client_ip;
     authorize::check_ip_filters(&product.ip_filters, peer)?;
+    // Header names with `_`, on a product that refuses them: before anything else reads the
+    // request or spends the caller's limits.
+    forward::check_header_names(
+        product.headers_with_underscores,
+        &parts.headers,
+        product.key_header.as_ref(),
+    )?;
 
     // 3b. CORS preflight: answered here, before any credential is asked for.
     if let (Some((pre, _)), Some(rules)) = (&preflight, &product.cors) {
@@ -280,6 +287,14 @@ async fn run(
         ops: &product.request_ops,
         request_id,
     };
+    let dropped = forward::drop_header_names(product.headers_with_underscores, &mut parts.headers);
+    if dropped > 0 {
+        // How many, never the values (they may be credentials).
+        shared
+            .metrics
+            .underscore_headers_dropped(&product.id, dropped);
+        tracing::debug!(target: "forward", product = %product.id, fields = dropped, "removed request header fields with '_' in their name");
+    }
     let upstream_req = forward::upstream_request(parts, body, target, &ctx);
     let sent = Instant::now();
     let response = product.upstream.send(upstream_req).await;

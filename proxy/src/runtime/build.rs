@@ -230,6 +230,7 @@ impl Runtime {
                     .map(crate::respond::cors::CorsRt::new),
                 rewrite: crate::respond::rewrite::Rules::attached(&attached),
                 forward_authorization: attached.iter().any(|pol| pol.forward_authorization),
+                headers_with_underscores: p.headers_with_underscores,
                 anonymous: anonymous_limiter(&p.id, &attached, registry, notes),
             });
         }

@@ -90,6 +90,8 @@ pub struct ProductRt {
     /// Whether the caller's `Authorization` header reaches the backend (some attached policy
     /// has `forwardAuthorization`); otherwise it is stripped.
     pub forward_authorization: bool,
+    /// What happens to request header names with `_`: dropped, forwarded or refused.
+    pub headers_with_underscores: tollgate_crds::product::UnderscoreHeaders,
 }
 
 /// A route, resolved.
@@ -301,6 +303,7 @@ pub(crate) mod fixtures {
             timeouts: TimeoutsMs::default(),
             policies: vec![],
             client_certificates: None,
+            headers_with_underscores: Default::default(),
             routes: vec![],
         }
     }
