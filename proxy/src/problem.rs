@@ -205,6 +205,10 @@ problems! {
     #[error("no API operation matches this host and path")]
     NoRoute => (NOT_FOUND, "no-route", "No matching route", []),
 
+    /// The admin listener has no such path.
+    #[error("the admin listener serves /healthz, /readyz, /metrics and /diagnostics only")]
+    AdminNotFound => (NOT_FOUND, "not-found", "Not found", []),
+
     /// A route matches the path but not the method.
     #[error("this operation does not accept this method; see the Allow header")]
     MethodNotAllowed {
@@ -454,19 +458,6 @@ fn insufficient_scope_challenge(scope: Option<&HeaderValue>) -> HeaderValue {
     HeaderValue::from_bytes(&v).unwrap_or(HeaderValue::from_static(BASE))
 }
 
-/// Build a problem response for a status hyper or the admin listener decides (no [`Rejection`]).
-pub fn plain(status: StatusCode, slug: &'static str, title: &'static str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({
-        "type": format!("{PROBLEM_BASE}{slug}"),
-        "title": title,
-        "status": status.as_u16(),
-    });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, PROBLEM_JSON);
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,6 +494,7 @@ mod tests {
             K::SourceNotAllowed => Rejection::SourceNotAllowed,
             K::IpDenied => Rejection::IpDenied,
             K::NoRoute => Rejection::NoRoute,
+            K::AdminNotFound => Rejection::AdminNotFound,
             K::MethodNotAllowed => Rejection::MethodNotAllowed {
                 allow: HeaderValue::from_static("GET"),
             },

@@ -47,7 +47,10 @@ async fn health_ready_and_metrics_move_with_traffic() {
         assert!(m.contains(line), "{line} missing in\n{m}");
     }
     let missing = send(&gw.client, "GET", &gw.admin_url("/nope"), &[]).await;
-    assert_eq!(missing.status, 404);
+    missing.assert_problem(404, "not-found");
+    let post = send(&gw.client, "POST", &gw.admin_url("/healthz"), &[]).await;
+    post.assert_problem(405, "method-not-allowed");
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
 }
 
 #[tokio::test]

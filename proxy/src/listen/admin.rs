@@ -13,21 +13,23 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::message::request_id;
 use crate::observe::logged_body::LoggedBody;
-use crate::problem;
+use crate::problem::Rejection;
 use crate::state::Shared;
 
 /// Answer one admin request.
 pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<LoggedBody> {
+    // The admin listener keeps no ids of its own; a fresh one lets an answer be quoted.
+    let problem = |rejection: Rejection| {
+        rejection
+            .to_response(&request_id::generate())
+            .map(|b| LoggedBody::new(http_body_util::Either::Right(b), None))
+    };
     if method != Method::GET && method != Method::HEAD {
-        let mut r = problem::plain(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            "Method not allowed",
-        );
-        r.headers_mut()
-            .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r.map(|b| LoggedBody::new(http_body_util::Either::Right(b), None));
+        return problem(Rejection::MethodNotAllowed {
+            allow: HeaderValue::from_static("GET, HEAD"),
+        });
     }
     let text = HeaderValue::from_static("text/plain; charset=utf-8");
     let (status, content_type, body) = match path {
@@ -60,10 +62,7 @@ pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<LoggedB
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             Bytes::from(shared.metrics.render()),
         ),
-        _ => {
-            return problem::plain(StatusCode::NOT_FOUND, "not-found", "Not found")
-                .map(|b| LoggedBody::new(http_body_util::Either::Right(b), None))
-        }
+        _ => return problem(Rejection::AdminNotFound),
     };
     let mut response = Response::new(LoggedBody::full(body));
     *response.status_mut() = status;
@@ -111,6 +110,45 @@ mod tests {
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         serde_json::from_slice(&body).expect("json")
+    }
+
+    /// The admin listener's refusals are declared problems: type, title, detail and headers
+    /// from `problems!`, like every other answer.
+    #[tokio::test]
+    async fn admin_refusals_are_declared_problems() {
+        let shared = Shared::new(Metrics::new().expect("metrics"));
+        for (method, path, status, slug, allow) in [
+            (Method::GET, "/nope", 404, "not-found", None),
+            (
+                Method::POST,
+                "/healthz",
+                405,
+                "method-not-allowed",
+                Some("GET, HEAD"),
+            ),
+        ] {
+            let resp = respond(&shared, &method, path);
+            assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+            assert_eq!(resp.headers()[CONTENT_TYPE], "application/problem+json");
+            assert_eq!(
+                resp.headers()
+                    .get(http::header::ALLOW)
+                    .map(|v| v.to_str().ok()),
+                allow.map(Some),
+                "{method} {path}"
+            );
+            assert!(
+                resp.headers().contains_key("x-request-id"),
+                "{method} {path}"
+            );
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(v["type"], format!("https://tollgate.dev/problems/{slug}"));
+            assert!(
+                v["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                "{method} {path}: {v}"
+            );
+        }
     }
 
     #[tokio::test]
