@@ -237,8 +237,9 @@ problems! {
         limit: usize,
     } => (REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large", "Header fields too large", []),
 
-    /// The plan's rate limit is exhausted.
-    #[error("rate limit exceeded for this subscription; retry after the number of seconds in Retry-After")]
+    /// The plan's rate limit, or the `anonymousRateLimit` of calls tied to no subscription, is
+    /// exhausted (one detail for both: an anonymous caller has no subscription to be told about).
+    #[error("the rate limit for these calls (per subscription, or per client address for calls tied to no subscription) is exceeded; retry after the number of seconds in Retry-After")]
     RateLimited {
         /// Limit state for the `RateLimit-*` headers.
         info: RateInfo,

@@ -69,6 +69,11 @@ async fn a_forged_forwarded_for_from_an_untrusted_peer_changes_nothing() {
     let third = get(&gw, Some("2001:db8::77")).await;
     assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(third.headers.contains_key("retry-after"));
+    // The caller has no subscription: the detail must not tell it about one.
+    let v = third.assert_problem(429, "rate-limited");
+    let detail = v["detail"].as_str().unwrap_or_default();
+    assert!(!detail.contains("for this subscription"), "{detail}");
+    assert!(detail.contains("client address"), "{detail}");
     gw.shutdown().await;
 }
 
