@@ -2,9 +2,10 @@
 //!
 //! Bodies are `application/problem+json` (RFC 9457). A detail is a fixed sentence per kind, filled
 //! in at most with a configured bound, the name of a header, a token error's fixed reason, the
-//! media types a policy accepts or a location in a JSON body: it never echoes a key, the query
-//! string, a header value or a backend address, so nothing a caller sent (or the proxy knows about
-//! the inside) can leak through an error.
+//! media types a policy accepts or a location in a JSON body (for `schema-violation`, a JSON
+//! pointer made of the member names in the caller's body, shortened; never a value): it never
+//! echoes a key, the query string, a header value or a backend address, so no credential or
+//! value a caller sent (nor what the proxy knows about the inside) can leak through an error.
 //!
 //! Each kind is one row of the `problems!` invocation below, which generates [`Rejection`],
 //! [`ProblemKind`] and their [`ProblemSpec`]s from it; `proxy/tests/status_table.rs` holds the
