@@ -27,6 +27,10 @@ pub struct Metrics {
     quota_exceeded: IntCounterVec,
     operator_connected: IntGauge,
     table_updates: IntCounterVec,
+    client_errors: IntCounterVec,
+    /// The `body-unreadable` child of `client_errors`, resolved once: every streamed body holds
+    /// a clone.
+    body_unreadable: IntCounter,
 }
 
 /// `2xx`, `4xx`… for a status.
@@ -96,6 +100,15 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let client_errors = IntCounterVec::new(
+            Opts::new(
+                "tollgate_client_errors_total",
+                "Requests refused for the client's own framing faults (ambiguous framing, unsupported transfer coding, bad Host, a request body that broke off), by problem type.",
+            ),
+            &["problem"],
+        )?;
+        let body_unreadable = client_errors.with_label_values(&["body-unreadable"]);
+        registry.register(Box::new(client_errors.clone()))?;
         registry.register(Box::new(operator_connected.clone()))?;
         registry.register(Box::new(table_updates.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -116,6 +129,8 @@ impl Metrics {
             quota_exceeded,
             operator_connected,
             table_updates,
+            client_errors,
+            body_unreadable,
         })
     }
 
@@ -147,6 +162,18 @@ impl Metrics {
         self.quota_exceeded
             .with_label_values(&[product, plan])
             .inc();
+    }
+
+    /// Count a request refused for the client's framing or host; `problem` is the problem
+    /// type's slug (a fixed word from [`crate::problem`]).
+    pub fn client_error(&self, problem: &str) {
+        self.client_errors.with_label_values(&[problem]).inc();
+    }
+
+    /// The counter of request bodies that broke off (malformed chunking, a client that closed
+    /// early): the client's fault, counted apart from backend errors, whenever it is found.
+    pub fn body_unreadable(&self) -> IntCounter {
+        self.body_unreadable.clone()
     }
 
     /// A table was swapped in.
@@ -202,6 +229,8 @@ mod tests {
         m.quota_exceeded("ns/p", "ns/free");
         m.reload_succeeded(3);
         m.reload_failed();
+        m.client_error("bad-host");
+        m.body_unreadable().inc();
         let text = m.render();
         for needle in [
             r#"tollgate_requests_total{plan="none",product="ns/p",route="r",status_class="2xx"} 1"#,
@@ -211,6 +240,8 @@ mod tests {
             "tollgate_reloads_failed_total 1",
             r#"tollgate_rate_limited_total{plan="ns/free",product="ns/p"} 1"#,
             r#"tollgate_quota_exceeded_total{plan="ns/free",product="ns/p"} 1"#,
+            r#"tollgate_client_errors_total{problem="bad-host"} 1"#,
+            r#"tollgate_client_errors_total{problem="body-unreadable"} 1"#,
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
