@@ -478,3 +478,93 @@ async fn the_smuggling_corpus() {
         .count();
     assert_eq!(fives, not_implemented, "{metrics}");
 }
+
+/// A client body that breaks off after the backend's answer has started cannot become a 400;
+/// the backend request is still aborted (its connection closed), the client's connection is
+/// closed, and the fault is counted as the client's.
+#[tokio::test]
+async fn a_body_that_breaks_off_after_the_answer_started_is_still_the_clients() {
+    // A backend that answers as soon as it has a head, with a response that does not end.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend = format!("http://{}", listener.local_addr().expect("addr"));
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<usize>();
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut answered = false;
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+            if !answered && seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                answered = true;
+                let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n";
+                if stream.write_all(head).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = closed_tx.send(seen.len());
+    });
+    let dir = TempDir::new("smuggling-late");
+    dir.write("products.yaml", &products_yaml(&backend, closed_port().await));
+    dir.write("plans.yaml", &plans_yaml(1));
+    dir.write("subscriptions.yaml", &subscriptions_yaml());
+    let gateway = start_gateway(dir.path()).await;
+
+    let mut conn = TcpStream::connect(gateway.proxy_addr())
+        .await
+        .expect("connect");
+    conn
+        .write_all(&post("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n"))
+        .await
+        .expect("write");
+    // The answer starts.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n2\r\nok\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk))
+            .await
+            .expect("the answer starts")
+            .expect("read");
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200 OK"), "{got:?}");
+    // Then the body breaks off: a chunk size that is not hex.
+    conn.write_all(b"zz\r\nbad\r\n").await.expect("write");
+
+    let backend_saw = tokio::time::timeout(Duration::from_secs(5), closed_rx)
+        .await
+        .expect("the backend connection is closed: the upstream request was aborted")
+        .expect("backend task");
+    assert!(backend_saw > 0);
+    // The client's connection ends too (its answer cannot be completed).
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the client connection is closed");
+    let counted = eventually(Duration::from_secs(2), || async {
+        let metrics = send(
+            &client(),
+            "GET",
+            &format!("http://{}/metrics", gateway.admin_addr()),
+            &[],
+        )
+        .await
+        .text();
+        metrics.contains(r#"tollgate_client_errors_total{problem="body-unreadable"} 1"#)
+    })
+    .await;
+    assert!(counted, "the broken body is counted as the client's error");
+}
