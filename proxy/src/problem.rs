@@ -13,7 +13,7 @@
 
 use bytes::Bytes;
 use http::header::{
-    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+    HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{Response, StatusCode};
 use http_body_util::Full;
@@ -128,8 +128,32 @@ problems! {
 
     /// Both `Content-Length` and `Transfer-Encoding`: a request-smuggling shape.
     #[error("the request carries both Content-Length and Transfer-Encoding; send exactly one")]
-    ConflictingFraming
-        => (BAD_REQUEST, "conflicting-framing", "Both Content-Length and Transfer-Encoding", []),
+    ConflictingFraming => (
+        BAD_REQUEST,
+        "conflicting-framing",
+        "Both Content-Length and Transfer-Encoding",
+        ["connection"]
+    ),
+
+    /// A transfer coding other than `chunked` (RFC 9112 §6.1): the body would reach the backend
+    /// re-framed with the coding dropped.
+    #[error("the request uses a transfer coding other than chunked; send the body with Transfer-Encoding: chunked alone, or with a Content-Length")]
+    UnsupportedTransferCoding => (
+        NOT_IMPLEMENTED,
+        "unsupported-transfer-coding",
+        "Transfer coding not supported",
+        ["connection"]
+    ),
+
+    /// `Content-Length` or `Transfer-Encoding` malformed, out of range or repeated (names which).
+    #[error("the request's {0} header is malformed, out of range or repeated; send one Content-Length of at most 9223372036854775807, or Transfer-Encoding: chunked once and alone")]
+    BadFraming(&'static str)
+        => (BAD_REQUEST, "bad-framing", "Invalid message framing", ["connection"]),
+
+    /// `Host` missing (HTTP/1.1), repeated, not a valid `host[:port]`, or naming another host
+    /// than the request target.
+    #[error("the request must name its host once: one Host header with a valid host[:port], the same as the request target's authority when it has one")]
+    BadHost => (BAD_REQUEST, "bad-host", "Invalid Host", []),
 
     /// The product requires a key and none was sent.
     #[error("this API requires a subscription key; send it in the header named by the API's documentation")]
@@ -404,6 +428,12 @@ impl Rejection {
         // The values come from the variant's data; the unit tests hold the names sent here to
         // `spec.headers` for every kind.
         match self {
+            // The connection's framing is in doubt: hyper must not read a next request from it.
+            Rejection::ConflictingFraming
+            | Rejection::UnsupportedTransferCoding
+            | Rejection::BadFraming(_) => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             Rejection::MethodNotAllowed { allow } => {
                 headers.insert(ALLOW, allow.clone());
             }
@@ -477,6 +507,9 @@ mod tests {
             K::InvalidKey => Rejection::InvalidKey,
             K::AmbiguousKey => Rejection::AmbiguousKey,
             K::ConflictingFraming => Rejection::ConflictingFraming,
+            K::UnsupportedTransferCoding => Rejection::UnsupportedTransferCoding,
+            K::BadFraming => Rejection::BadFraming("Content-Length"),
+            K::BadHost => Rejection::BadHost,
             K::MissingKey => Rejection::MissingKey,
             K::UnknownKey => Rejection::UnknownKey,
             K::MissingToken => Rejection::MissingToken,
@@ -563,8 +596,11 @@ mod tests {
     fn no_rejection_is_a_server_error_of_our_own() {
         for r in all() {
             let s = r.status();
+            // 501 is the client's too: a transfer coding it should not have used (RFC 9112 §6.1).
             assert!(
-                s.is_client_error() || matches!(s.as_u16(), 502..=504),
+                s.is_client_error()
+                    || matches!(s.as_u16(), 502..=504)
+                    || r == Rejection::UnsupportedTransferCoding,
                 "{r:?}"
             );
         }

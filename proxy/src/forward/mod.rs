@@ -168,8 +168,8 @@ impl Upstream {
         self.tls_error.as_ref()
     }
 
-    /// Send `req`; map a TLS failure to 502 (logged with its reason), a timeout to 504 and
-    /// connection failures to 502.
+    /// Send `req`; map a client body that broke off to 400, a TLS failure to 502 (logged with
+    /// its reason), a timeout to 504 and connection failures to 502.
     pub async fn send(&self, req: Request<ForwardBody>) -> Result<Response<Incoming>, Rejection> {
         let Some(client) = &self.client else {
             return Err(Rejection::BackendTlsMisconfigured);
@@ -183,6 +183,11 @@ impl Upstream {
             Err(_elapsed) => Err(Rejection::BackendTimeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
+                // The client's body broke off on its way through: its fault, not the backend's
+                // (hyper closed the backend connection; the body stream counted and logged it).
+                if e.is_client_body_fault() {
+                    return Err(Rejection::BodyUnreadable);
+                }
                 if let Some(tls) = e.rustls_error() {
                     // The reason (unknown issuer, name mismatch, alert from the backend) is for
                     // the operator; the client only learns that TLS to the backend failed.

@@ -38,6 +38,7 @@ use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 
 use crate::forward::backend_tls::{find_rustls_error, BackendTls, TlsIdentity};
+use crate::validate::body::ClientBodyError;
 use crate::validate::ForwardBody;
 
 /// How long a connection may sit idle before it is closed (the backend's own keep-alive
@@ -202,6 +203,22 @@ pub(super) enum ClientError {
 impl ClientError {
     pub(super) fn is_connect(&self) -> bool {
         matches!(self, ClientError::ConnectTimeout | ClientError::Connect(_))
+    }
+
+    /// Whether the exchange failed because the client's request body broke off (hyper reports
+    /// the body stream's error, a [`ClientBodyError`], as the cause of its own).
+    pub(super) fn is_client_body_fault(&self) -> bool {
+        let ClientError::Http(e) = self else {
+            return false;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cause {
+            if c.is::<ClientBodyError>() {
+                return true;
+            }
+            cause = c.source();
+        }
+        false
     }
 
     pub(super) fn rustls_error(&self) -> Option<&rustls::Error> {

@@ -135,7 +135,7 @@ async fn accept_loop(
                                 let service = service_fn(move |req| {
                                     let conn = ConnInfo {
                                         peer,
-                                        conflicting_framing: guard.next_request_flagged(),
+                                        framing: guard.next_request_fault(),
                                         tls: info.clone(),
                                     };
                                     pipeline::handle(shared.clone(), conn, req)
@@ -190,7 +190,7 @@ fn serve_plain(
     let service = service_fn(move |req| {
         let conn = ConnInfo {
             peer,
-            conflicting_framing: guard.next_request_flagged(),
+            framing: guard.next_request_fault(),
             tls: None,
         };
         pipeline::handle(shared.clone(), conn, req)

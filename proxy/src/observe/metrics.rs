@@ -28,6 +28,10 @@ pub struct Metrics {
     underscore_headers_dropped: IntCounterVec,
     operator_connected: IntGauge,
     table_updates: IntCounterVec,
+    client_errors: IntCounterVec,
+    /// The `body-unreadable` child of `client_errors`, resolved once: every streamed body holds
+    /// a clone.
+    body_unreadable: IntCounter,
 }
 
 /// `2xx`, `4xx`… for a status.
@@ -104,6 +108,15 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let client_errors = IntCounterVec::new(
+            Opts::new(
+                "tollgate_client_errors_total",
+                "Requests refused for the client's own framing faults (ambiguous framing, unsupported transfer coding, bad Host, a request body that broke off), by problem type.",
+            ),
+            &["problem"],
+        )?;
+        let body_unreadable = client_errors.with_label_values(&["body-unreadable"]);
+        registry.register(Box::new(client_errors.clone()))?;
         registry.register(Box::new(operator_connected.clone()))?;
         registry.register(Box::new(table_updates.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -126,6 +139,8 @@ impl Metrics {
             underscore_headers_dropped,
             operator_connected,
             table_updates,
+            client_errors,
+            body_unreadable,
         })
     }
 
@@ -164,6 +179,18 @@ impl Metrics {
         self.underscore_headers_dropped
             .with_label_values(&[product])
             .inc_by(u64::try_from(fields).unwrap_or(u64::MAX));
+    }
+
+    /// Count a request refused for the client's framing or host; `problem` is the problem
+    /// type's slug (a fixed word from [`crate::problem`]).
+    pub fn client_error(&self, problem: &str) {
+        self.client_errors.with_label_values(&[problem]).inc();
+    }
+
+    /// The counter of request bodies that broke off (malformed chunking, a client that closed
+    /// early): the client's fault, counted apart from backend errors, whenever it is found.
+    pub fn body_unreadable(&self) -> IntCounter {
+        self.body_unreadable.clone()
     }
 
     /// A table was swapped in.
@@ -220,6 +247,8 @@ mod tests {
         m.underscore_headers_dropped("ns/p", 2);
         m.reload_succeeded(3);
         m.reload_failed();
+        m.client_error("bad-host");
+        m.body_unreadable().inc();
         let text = m.render();
         for needle in [
             r#"tollgate_requests_total{plan="none",product="ns/p",route="r",status_class="2xx"} 1"#,
@@ -230,6 +259,8 @@ mod tests {
             r#"tollgate_rate_limited_total{plan="ns/free",product="ns/p"} 1"#,
             r#"tollgate_quota_exceeded_total{plan="ns/free",product="ns/p"} 1"#,
             r#"tollgate_underscore_headers_dropped_total{product="ns/p"} 2"#,
+            r#"tollgate_client_errors_total{problem="bad-host"} 1"#,
+            r#"tollgate_client_errors_total{problem="body-unreadable"} 1"#,
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -37,8 +37,9 @@ use crate::{authorize, bounds, jwt, respond, route, validate};
 pub struct ConnInfo {
     /// The socket peer (the client, or the last proxy before us).
     pub peer: SocketAddr,
-    /// Whether the connection-level framing check flagged this request (see [`crate::listen::framing`]).
-    pub conflicting_framing: bool,
+    /// The connection-level framing watcher's verdict on this request's raw head, when it
+    /// found a fault (see [`crate::listen::framing`]).
+    pub framing: Option<bounds::FramingFault>,
     /// The TLS session's client certificate; `None` on a plain listener.
     pub tls: Option<Arc<crate::tls::TlsConn>>,
 }
@@ -124,6 +125,12 @@ fn count_rejection(metrics: &Metrics, rt: Option<&Runtime>, record: &AccessRecor
     match r {
         Rejection::RateLimited { .. } => metrics.rate_limited(product, plan),
         Rejection::QuotaExceeded { .. } => metrics.quota_exceeded(product, plan),
+        // Refused at the edge for the client's framing or host. (An unreadable body is counted
+        // where it is found, by the body stream: see `validate::body::CountedBody`.)
+        Rejection::ConflictingFraming
+        | Rejection::UnsupportedTransferCoding
+        | Rejection::BadFraming(_)
+        | Rejection::BadHost => metrics.client_error(r.spec().slug),
         _ => {}
     }
 }
@@ -139,11 +146,9 @@ async fn run(
 ) -> Result<Response<Inner>, Rejection> {
     let (mut parts, body) = req.into_parts();
 
-    // 1. Bound.
-    if conn.conflicting_framing {
-        return Err(Rejection::ConflictingFraming);
-    }
-    bounds::check(&parts.uri, &parts.headers)?;
+    // 1. Bound (framing first: nothing of an ambiguous request is read or forwarded).
+    bounds::check(&parts.uri, &parts.headers, conn.framing)?;
+    bounds::check_host(parts.version, &parts.uri, &parts.headers)?;
     let host = bounds::host(&parts.uri, &parts.headers)?;
     record.host.clone_from(&host);
     bounds::check_read_headers(&parts.headers)?;
@@ -253,7 +258,13 @@ async fn run(
         .validation
         .get(route_ref.route as usize)
         .and_then(Option::as_ref);
-    let (body, body_guard) = validate::check(rules, &parts.headers, body).await?;
+    let (body, body_guard) = validate::check(
+        rules,
+        &parts.headers,
+        body,
+        shared.metrics.body_unreadable(),
+    )
+    .await?;
 
     // 8. Forward (credentials are stripped there, in one pass with the other header changes).
     if product.rewrite.is_some() {

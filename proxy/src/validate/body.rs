@@ -28,6 +28,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, CONTENT_LENGTH};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use prometheus::IntCounter;
 
 use super::json_scan::{JsonLimits, ScanError, Scanner};
 use super::schema::Schema;
@@ -68,6 +69,14 @@ pub struct TooLarge {
     pub limit: u64,
 }
 
+/// The client's request body broke off: malformed chunked framing or a connection closed before
+/// the declared length (the error the backend connection sees, wrapping hyper's). The forward
+/// phase finds it in the backend exchange's error and answers `400 body-unreadable`: the client's
+/// fault, not the backend's.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body could not be read")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
 #[derive(Debug)]
 struct Cap {
     limit: u64,
@@ -75,21 +84,31 @@ struct Cap {
     overflow: Overflow,
 }
 
-/// The client's body on its way to the backend, optionally counted against a limit.
+/// The client's body on its way to the backend (or into a held buffer), optionally counted
+/// against a limit. A read error of the client's body is its fault: it is counted in
+/// `unreadable` and logged here, the one place every body passes, whether or not the backend's
+/// answer had already started, and handed on as a [`ClientBodyError`] (which fails the backend
+/// exchange: hyper closes that connection, so the backend never takes a truncated body for a
+/// whole one).
 #[derive(Debug)]
 pub struct CountedBody {
     inner: Incoming,
     cap: Option<Cap>,
+    unreadable: IntCounter,
 }
 
 impl CountedBody {
-    /// Pass `inner` through unchanged.
-    pub fn unlimited(inner: Incoming) -> CountedBody {
-        CountedBody { inner, cap: None }
+    /// Pass `inner` through unchanged; a read error counts in `unreadable`.
+    pub fn unlimited(inner: Incoming, unreadable: IntCounter) -> CountedBody {
+        CountedBody {
+            inner,
+            cap: None,
+            unreadable,
+        }
     }
 
     /// Pass `inner` through, failing the stream once more than `limit` bytes have passed.
-    pub fn capped(inner: Incoming, limit: u64) -> (CountedBody, Overflow) {
+    pub fn capped(inner: Incoming, limit: u64, unreadable: IntCounter) -> (CountedBody, Overflow) {
         let overflow = Overflow::default();
         let body = CountedBody {
             inner,
@@ -98,6 +117,7 @@ impl CountedBody {
                 seen: 0,
                 overflow: overflow.clone(),
             }),
+            unreadable,
         };
         (body, overflow)
     }
@@ -115,7 +135,15 @@ impl Body for CountedBody {
         let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                this.unreadable.inc();
+                tracing::info!(
+                    target: "request",
+                    error = %e,
+                    "the client's request body broke off (invalid chunked framing or an early close); the backend request is aborted"
+                );
+                return Poll::Ready(Some(Err(Box::new(ClientBodyError(e)))));
+            }
             Poll::Ready(Some(Ok(frame))) => frame,
         };
         if let (Some(cap), Some(data)) = (this.cap.as_mut(), frame.data_ref()) {
@@ -153,7 +181,7 @@ pub struct BodyChecks<'a> {
 /// Read the whole body under `checks`, refusing at the first violation; the bytes are
 /// returned only when every check passed.
 pub async fn read_checked(
-    body: Incoming,
+    body: CountedBody,
     declared: Option<u64>,
     checks: &BodyChecks<'_>,
 ) -> Result<Bytes, Rejection> {
@@ -166,7 +194,7 @@ pub async fn read_checked(
 }
 
 async fn read_inner(
-    mut body: Incoming,
+    mut body: CountedBody,
     declared: Option<u64>,
     checks: &BodyChecks<'_>,
 ) -> Result<Bytes, Rejection> {

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use http::header::HeaderMap;
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Incoming};
+use prometheus::IntCounter;
 use tollgate_crds::table::{RequestValidationEntry, DEFAULT_VALIDATED_BODY_BYTES};
 
 use self::body::{BodyChecks, CountedBody, Overflow};
@@ -188,23 +189,26 @@ impl BodyGuard {
 
 /// The validate phase: check the request against its route's rules and return the body to
 /// forward (the client's stream, counted when limited; or the held, checked bytes).
+///
+/// `unreadable` counts a client body that breaks off (see [`CountedBody`]).
 pub async fn check(
     rules: Option<&RouteValidation>,
     headers: &HeaderMap,
     body: Incoming,
+    unreadable: IntCounter,
 ) -> Result<(ForwardBody, BodyGuard), Rejection> {
-    let pass = |body| {
+    let pass = |body, unreadable| {
         Ok((
-            Either::Left(CountedBody::unlimited(body)),
+            Either::Left(CountedBody::unlimited(body, unreadable)),
             BodyGuard::default(),
         ))
     };
     let Some(v) = rules else {
-        return pass(body);
+        return pass(body, unreadable);
     };
     // Nothing to check without a body (a GET, or `Content-Length: 0`).
     if body.is_end_stream() {
-        return pass(body);
+        return pass(body, unreadable);
     }
     if v.broken {
         return Err(Rejection::ValidationUnavailable);
@@ -232,14 +236,15 @@ pub async fn check(
             schemas: &v.schemas,
             timeout: v.body_timeout,
         };
+        let body = CountedBody::unlimited(body, unreadable);
         let bytes: Bytes = body::read_checked(body, declared, &checks).await?;
         return Ok((Either::Right(Full::new(bytes)), BodyGuard::default()));
     }
     if let Some(max) = v.max_body_bytes {
-        let (body, overflow) = CountedBody::capped(body, max);
+        let (body, overflow) = CountedBody::capped(body, max, unreadable);
         return Ok((Either::Left(body), BodyGuard(Some((overflow, max)))));
     }
-    pass(body)
+    pass(body, unreadable)
 }
 
 #[cfg(test)]
