@@ -3,4 +3,5 @@
 
 pub mod admin;
 pub mod framing;
+pub mod limits;
 pub mod server;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Label value for "no product/route/plan" (unmatched or anonymous requests).
@@ -27,6 +27,22 @@ pub struct Metrics {
     quota_exceeded: IntCounterVec,
     operator_connected: IntGauge,
     table_updates: IntCounterVec,
+    open_connections: IntGaugeVec,
+    connections_shed: IntCounterVec,
+    connections_silent: IntCounterVec,
+}
+
+/// The connection metrics of one proxy listener (`http` or `https`), resolved once.
+#[derive(Debug, Clone)]
+pub struct ListenerMetrics {
+    /// Connections open now.
+    pub open: IntGauge,
+    /// Connections shed because the listener was full.
+    pub shed_listener: IntCounter,
+    /// Connections shed because their client address held its maximum.
+    pub shed_client: IntCounter,
+    /// Connections closed because they sent nothing within the first-byte timeout.
+    pub silent: IntCounter,
 }
 
 /// `2xx`, `4xx`… for a status.
@@ -96,6 +112,30 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let open_connections = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_open_connections",
+                "Client connections open now, by proxy listener (http or https).",
+            ),
+            &["listener"],
+        )?;
+        let connections_shed = IntCounterVec::new(
+            Opts::new(
+                "tollgate_connections_shed_total",
+                "Client connections closed at accept because a connection limit was reached, by listener and limit (listener_limit or client_limit).",
+            ),
+            &["listener", "reason"],
+        )?;
+        let connections_silent = IntCounterVec::new(
+            Opts::new(
+                "tollgate_connections_silent_closed_total",
+                "Client connections closed because they sent no byte within the first-byte timeout, by listener.",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(connections_shed.clone()))?;
+        registry.register(Box::new(connections_silent.clone()))?;
         registry.register(Box::new(operator_connected.clone()))?;
         registry.register(Box::new(table_updates.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -116,7 +156,24 @@ impl Metrics {
             quota_exceeded,
             operator_connected,
             table_updates,
+            open_connections,
+            connections_shed,
+            connections_silent,
         })
+    }
+
+    /// The connection metrics of the proxy listener named `listener` (`http` or `https`).
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            open: self.open_connections.with_label_values(&[listener]),
+            shed_listener: self
+                .connections_shed
+                .with_label_values(&[listener, "listener_limit"]),
+            shed_client: self
+                .connections_shed
+                .with_label_values(&[listener, "client_limit"]),
+            silent: self.connections_silent.with_label_values(&[listener]),
+        }
     }
 
     /// Count one answered request.
@@ -202,6 +259,11 @@ mod tests {
         m.quota_exceeded("ns/p", "ns/free");
         m.reload_succeeded(3);
         m.reload_failed();
+        let http = m.listener("http");
+        http.open.inc();
+        http.shed_listener.inc();
+        http.shed_client.inc();
+        http.silent.inc();
         let text = m.render();
         for needle in [
             r#"tollgate_requests_total{plan="none",product="ns/p",route="r",status_class="2xx"} 1"#,
@@ -211,6 +273,10 @@ mod tests {
             "tollgate_reloads_failed_total 1",
             r#"tollgate_rate_limited_total{plan="ns/free",product="ns/p"} 1"#,
             r#"tollgate_quota_exceeded_total{plan="ns/free",product="ns/p"} 1"#,
+            r#"tollgate_open_connections{listener="http"} 1"#,
+            r#"tollgate_connections_shed_total{listener="http",reason="listener_limit"} 1"#,
+            r#"tollgate_connections_shed_total{listener="http",reason="client_limit"} 1"#,
+            r#"tollgate_connections_silent_closed_total{listener="http"} 1"#,
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
