@@ -131,7 +131,8 @@ fn listener_limits(
     tracing::info!(
         max_connections_per_listener = max,
         max_connections_per_client = limits.max_per_client,
-        first_byte_timeout_ms = u64::try_from(limits.first_byte_timeout.as_millis()).unwrap_or(u64::MAX),
+        first_byte_timeout_ms =
+            u64::try_from(limits.first_byte_timeout.as_millis()).unwrap_or(u64::MAX),
         head_timeout_ms = u64::try_from(limits.head_timeout.as_millis()).unwrap_or(u64::MAX),
         open_file_limit = fd.map(|f| f.soft),
         "connection limits"
@@ -170,9 +171,8 @@ async fn start_tls(
         (None, None) => return Ok(None),
     };
     let store = Arc::new(crate::tls::CertStore::load(dir)?);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let listener =
+        crate::listen::limits::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
@@ -229,9 +229,7 @@ impl Gateway {
         }
 
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
+            crate::listen::limits::bind(addr).map_err(|source| StartError::Bind { addr, source })
         };
         let proxy = bind(config.listen).await?;
         let admin = bind(config.admin_listen).await?;

@@ -138,9 +138,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_head_timeout() {
     let mut l = limits(None, None, 10_000);
     l.head_timeout = Duration::from_millis(500);
     let (gw, _up, _dir) = start("idle", l).await;
-    let mut stream = TcpStream::connect(gw.proxy_addr())
-        .await
-        .expect("connect");
+    let mut stream = TcpStream::connect(gw.proxy_addr()).await.expect("connect");
     stream.write_all(GET).await.expect("write");
     let started = Instant::now();
     // The answer comes, then the connection stays idle until the server closes it.
@@ -149,7 +147,10 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_head_timeout() {
         .expect("an idle keep-alive connection is closed within 5 s");
     let elapsed = started.elapsed();
     assert_eq!(raw_status(&answer), 200, "{answer}");
-    assert!(elapsed >= Duration::from_millis(450), "closed after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(450),
+        "closed after {elapsed:?}"
+    );
     eprintln!("idle keep-alive connection closed {elapsed:?} after its request");
 }
 
@@ -392,10 +393,7 @@ async fn the_binary_raises_its_open_file_limit_to_the_hard_limit() {
         "{log}"
     );
     // The default cap follows: 40 % of 300.
-    assert!(
-        log.contains("max_connections_per_listener=120"),
-        "{log}"
-    );
+    assert!(log.contains("max_connections_per_listener=120"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,27 @@ pub const DEFAULT_CLIENT_SHARE_PERCENT: u64 = 40;
 /// refuses a soft limit above it anyway).
 const UNLIMITED_TARGET: u64 = 1 << 20;
 
+/// Pending connections the kernel queues for a listener before `accept` (the standard library's
+/// 128 overflows in a burst of a few hundred connects: each dropped SYN costs its client a 1 s
+/// retransmission, where being shed costs it well under a millisecond). The kernel caps it at
+/// `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind a listener with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as the standard library sets).
+///
+/// # Errors
+/// When the socket cannot be created, bound or put into listening state.
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The connection bounds of the proxy listeners (not the admin listener).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
@@ -394,10 +415,7 @@ mod tests {
         let a = t.try_admit(ip("127.0.0.1")).expect("first");
         let b = t.try_admit(ip("127.0.0.2")).expect("second");
         assert_eq!(t.open(), 2);
-        assert_eq!(
-            t.try_admit(ip("127.0.0.3")).err(),
-            Some(Shed::ListenerFull)
-        );
+        assert_eq!(t.try_admit(ip("127.0.0.3")).err(), Some(Shed::ListenerFull));
         assert_eq!(t.open(), 2, "a shed connection does not count");
         drop(a);
         assert_eq!(t.open(), 1);
@@ -424,10 +442,7 @@ mod tests {
         // Two addresses of one /64 are one client; another /64 is another.
         let _v1 = t.try_admit(ip("2001:db8::1")).expect("v1");
         let _v2 = t.try_admit(ip("2001:db8::ffff:2")).expect("v2");
-        assert_eq!(
-            t.try_admit(ip("2001:db8::3")).err(),
-            Some(Shed::ClientFull)
-        );
+        assert_eq!(t.try_admit(ip("2001:db8::3")).err(), Some(Shed::ClientFull));
         let _w = t.try_admit(ip("2001:db8:0:1::1")).expect("other /64");
         assert_eq!(t.open(), 6);
     }
@@ -468,14 +483,16 @@ mod tests {
         let counter = prometheus::IntCounter::new("t", "t").expect("counter");
         // Silent: the read fails with TimedOut after the deadline.
         let (a, _keep) = tokio::io::duplex(64);
-        let mut silent = FirstByteDeadline::new(a, Duration::from_millis(50), Some(counter.clone()));
+        let mut silent =
+            FirstByteDeadline::new(a, Duration::from_millis(50), Some(counter.clone()));
         let mut buf = [0u8; 8];
         let err = silent.read(&mut buf).await.expect_err("times out");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(counter.get(), 1);
         // Part of the h2 preface does not start a request: still timed.
         let (a, mut b) = tokio::io::duplex(64);
-        let mut teaser = FirstByteDeadline::new(a, Duration::from_millis(50), Some(counter.clone()));
+        let mut teaser =
+            FirstByteDeadline::new(a, Duration::from_millis(50), Some(counter.clone()));
         b.write_all(b"PRI * HT").await.expect("write");
         assert_eq!(teaser.read(&mut buf).await.expect("read"), 8);
         let err = teaser.read(&mut buf).await.expect_err("times out");
@@ -492,7 +509,8 @@ mod tests {
         assert_eq!(counter.get(), 2);
         // One HTTP/1 byte in time: later silence is hyper's head timeout's business.
         let (a, mut b) = tokio::io::duplex(64);
-        let mut talker = FirstByteDeadline::new(a, Duration::from_millis(50), Some(counter.clone()));
+        let mut talker =
+            FirstByteDeadline::new(a, Duration::from_millis(50), Some(counter.clone()));
         b.write_all(b"G").await.expect("write");
         assert_eq!(talker.read(&mut buf).await.expect("read"), 1);
         let later = tokio::time::timeout(Duration::from_millis(150), talker.read(&mut buf)).await;

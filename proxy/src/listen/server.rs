@@ -14,8 +14,8 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, LOCATION};
 use http::uri::Authority;
 use http::{Request, Response, StatusCode};
-use hyper::body::Body as _;
 use http_body_util::Full;
+use hyper::body::Body as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -152,7 +152,14 @@ pub async fn serve_redirect(
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    accept_loop(listener, Mode::Redirect(https_port), limits, shutdown, drain).await;
+    accept_loop(
+        listener,
+        Mode::Redirect(https_port),
+        limits,
+        shutdown,
+        drain,
+    )
+    .await;
 }
 
 async fn accept_loop(
