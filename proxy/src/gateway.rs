@@ -12,12 +12,18 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::jwt::{JwksRegistry, JwksSettings};
+use crate::listen::limits::{default_max_connections, fd_limit, ConnTracker};
+use crate::listen::server::ListenerLimits;
 use crate::listen::{admin, server};
 use crate::observe::metrics::Metrics;
 use crate::source::dir::{DirSource, POLL_INTERVAL};
 use crate::source::operator::{OperatorConfig, OperatorSource, SourceError};
 use crate::state::Shared;
 use rustls::pki_types::CertificateDer;
+
+pub use crate::listen::limits::{
+    raise_fd_limit, ConnLimits, FdLimit, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_HEAD_TIMEOUT,
+};
 
 /// How to run the gateway.
 #[derive(Debug, Clone)]
@@ -50,6 +56,8 @@ pub struct GatewayConfig {
     /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxies`); empty: the socket
     /// peer is always the client.
     pub trusted_proxies: crate::client_addr::TrustedProxies,
+    /// Connection caps and timeouts of the proxy listeners (not the admin listener).
+    pub conn_limits: ConnLimits,
 }
 
 impl GatewayConfig {
@@ -69,6 +77,7 @@ impl GatewayConfig {
             redirect_http: false,
             redis: None,
             trusted_proxies: crate::client_addr::TrustedProxies::default(),
+            conn_limits: ConnLimits::default(),
         }
     }
 }
@@ -105,6 +114,37 @@ pub enum StartError {
     QuotaStore(#[from] crate::limits::shared::StoreError),
 }
 
+/// The caps and timeouts of each proxy listener, by metrics label (`http`, `https`): the
+/// configured cap, or the default derived from the open-file limit, split between the
+/// listeners. Logs what is in force.
+fn listener_limits(
+    limits: ConnLimits,
+    shared: Arc<Shared>,
+    with_tls: bool,
+) -> impl Fn(&str) -> ListenerLimits {
+    let listeners = if with_tls { 2 } else { 1 };
+    let fd = fd_limit().ok();
+    let max = limits.max_connections.unwrap_or_else(|| {
+        // Unknown limit (not on Linux): the common default of 1024.
+        default_max_connections(fd.map_or(1024, |f| f.soft), listeners)
+    });
+    tracing::info!(
+        max_connections_per_listener = max,
+        max_connections_per_client = limits.max_per_client,
+        first_byte_timeout_ms =
+            u64::try_from(limits.first_byte_timeout.as_millis()).unwrap_or(u64::MAX),
+        head_timeout_ms = u64::try_from(limits.head_timeout.as_millis()).unwrap_or(u64::MAX),
+        open_file_limit = fd.map(|f| f.soft),
+        "connection limits"
+    );
+    move |name| ListenerLimits {
+        tracker: ConnTracker::new(max, limits.max_per_client),
+        first_byte_timeout: limits.first_byte_timeout,
+        head_timeout: limits.head_timeout,
+        metrics: shared.metrics.listener(name),
+    }
+}
+
 /// Bind the TLS listener, load its certificates and start watching them (when configured).
 async fn start_tls(
     config: &GatewayConfig,
@@ -131,9 +171,8 @@ async fn start_tls(
         (None, None) => return Ok(None),
     };
     let store = Arc::new(crate::tls::CertStore::load(dir)?);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let listener =
+        crate::listen::limits::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
@@ -190,9 +229,7 @@ impl Gateway {
         }
 
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
+            crate::listen::limits::bind(addr).map_err(|source| StartError::Bind { addr, source })
         };
         let proxy = bind(config.listen).await?;
         let admin = bind(config.admin_listen).await?;
@@ -216,18 +253,21 @@ impl Gateway {
                 .map_err(StartError::Watcher)?;
         }
 
+        let limits = listener_limits(config.conn_limits, shared.clone(), tls.is_some());
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = vec![
             match (&tls, config.redirect_http) {
                 (Some((tls_addr, _)), true) => tokio::spawn(server::serve_redirect(
                     proxy,
                     tls_addr.port(),
+                    limits("http"),
                     rx.clone(),
                     config.drain_timeout,
                 )),
                 _ => tokio::spawn(server::serve(
                     proxy,
                     shared.clone(),
+                    limits("http"),
                     rx.clone(),
                     config.drain_timeout,
                 )),
@@ -239,6 +279,7 @@ impl Gateway {
                 listener,
                 shared.clone(),
                 edge.clone(),
+                limits("https"),
                 rx.clone(),
                 config.drain_timeout,
             )));

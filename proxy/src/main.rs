@@ -97,6 +97,24 @@ struct Args {
     /// policy for a short back-off.
     #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     redis_timeout_ms: u64,
+    /// Client connections each proxy listener holds at once; more are answered 503 overloaded
+    /// (plain HTTP) or closed (TLS) at accept. Default: 40 % of the open-file limit, split
+    /// between the plain and TLS listeners (each connection may need a backend connection too).
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
+    /// Client connections one client address (IPv6: one /64) may hold on a listener. Default:
+    /// no bound. Counts socket peers: behind a load balancer every client has its address.
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS_PER_CLIENT", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_client: Option<u64>,
+    /// Close a connection that sends no byte within this many milliseconds of accept (of the
+    /// TLS handshake on the TLS listener).
+    #[arg(long, env = "TOLLGATE_FIRST_BYTE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    first_byte_timeout_ms: u64,
+    /// Close a connection whose request head is not complete this many milliseconds after the
+    /// proxy started waiting for it: from its first byte, and on a keep-alive connection from
+    /// the end of the previous response (the idle bound between requests).
+    #[arg(long, env = "TOLLGATE_REQUEST_HEAD_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    request_head_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,6 +148,25 @@ fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    // Every client connection costs a descriptor (two with its backend connection): use all the
+    // descriptors the hard limit allows, as a default soft limit of 1024 would cap the gateway
+    // at a few hundred clients. The connection caps are derived from the result.
+    match tollgate_proxy::gateway::raise_fd_limit() {
+        Ok(fd) => match fd.raised_from {
+            Some(from) => tracing::info!(
+                from,
+                to = fd.soft,
+                hard = fd.hard,
+                "raised the open-file limit"
+            ),
+            None => tracing::info!(
+                soft = fd.soft,
+                hard = fd.hard,
+                "open-file limit already at its maximum"
+            ),
+        },
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit; keeping it"),
     }
     // One thread: tokio's current-thread scheduler, which wakes tasks without the work-stealing
     // queues and cross-thread notifications a one-worker multi-thread runtime still pays for.
@@ -187,6 +224,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             timeout: Duration::from_millis(args.redis_timeout_ms),
         });
     config.drain_timeout = Duration::from_secs(args.drain_seconds);
+    let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    config.conn_limits = tollgate_proxy::gateway::ConnLimits {
+        max_connections: args.max_connections.map(to_usize),
+        max_per_client: args.max_connections_per_client.map(to_usize),
+        first_byte_timeout: Duration::from_millis(args.first_byte_timeout_ms),
+        head_timeout: Duration::from_millis(args.request_head_timeout_ms),
+    };
     let gateway = Gateway::start(config).await?;
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");

@@ -353,6 +353,12 @@ problems! {
     #[error("the gateway has not loaded its configuration yet; retry shortly")]
     NotReady => (SERVICE_UNAVAILABLE, "not-ready", "Gateway not ready", []),
 
+    /// A proxy listener (or this client address) holds its maximum of connections: the
+    /// connection is answered at accept, before reading a request, and closed.
+    #[error("the gateway is at its connection limit; retry after the number of seconds in Retry-After")]
+    Overloaded
+        => (SERVICE_UNAVAILABLE, "overloaded", "Gateway overloaded", ["retry-after", "connection"]),
+
     /// The shared quota store (Redis) is unreachable and the plan's quota is `failClosed`.
     #[error("the quota of this subscription cannot be checked right now; retry shortly")]
     QuotaStoreUnavailable => (
@@ -449,6 +455,10 @@ impl Rejection {
             }
             Rejection::QuotaStoreUnavailable => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Rejection::Overloaded => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             // RFC 6750 §3: no error attribute when no credentials were sent (§3.1).
             Rejection::MissingToken => {
@@ -565,6 +575,7 @@ mod tests {
             K::BodyUnreadable => Rejection::BodyUnreadable,
             K::ValidationUnavailable => Rejection::ValidationUnavailable,
             K::NotReady => Rejection::NotReady,
+            K::Overloaded => Rejection::Overloaded,
             K::QuotaStoreUnavailable => Rejection::QuotaStoreUnavailable,
             K::BackendUnreachable => Rejection::BackendUnreachable,
             K::BackendProtocol => Rejection::BackendProtocol,

@@ -1,6 +1,8 @@
 //! Sockets: the proxy listener ([`server`], with the connection-level framing check in
-//! [`framing`]) and the admin listener ([`admin`]: health, readiness, metrics).
+//! [`framing`] and the connection caps and timeouts in [`limits`]) and the admin listener
+//! ([`admin`]: health, readiness, metrics).
 
 pub mod admin;
 pub mod framing;
+pub mod limits;
 pub mod server;

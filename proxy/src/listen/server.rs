@@ -1,26 +1,35 @@
 //! The proxy listeners: accept loops, per-connection HTTP (1.1 and h2 — h2c in plain text, h2
-//! by ALPN over TLS), the TLS handshake, the plain-to-TLS redirect, graceful drain.
+//! by ALPN over TLS), the TLS handshake, the plain-to-TLS redirect, graceful drain, and the
+//! connection limits of [`super::limits`] (caps with shedding at accept, first-byte timeout).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, LOCATION};
 use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
+use hyper::body::Body as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::IntGauge;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::bounds::{MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
 use crate::listen::framing::FramingGuard;
+use crate::listen::limits::{ConnPermit, ConnTracker, FirstByteDeadline, Shed};
 use crate::message::request_id;
+use crate::observe::metrics::ListenerMetrics;
 use crate::pipeline::{self, ConnInfo};
 use crate::problem::Rejection;
 use crate::state::Shared;
@@ -34,11 +43,19 @@ pub const HYPER_MAX_BUF: usize = 4 * (MAX_URI_BYTES + MAX_HEADER_BYTES);
 /// request it parses (a 4x margin cost ~3% CPU in a profile); far beyond the bound, hyper
 /// answers a bare 431.
 pub const HYPER_MAX_HEADERS: usize = MAX_HEADERS + 1;
-/// How long a client may take to send a request head (slow-loris bound).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a shed connection is kept to read what the client already sent, so that closing it
+/// does not reset the connection before the client has read the 503.
+const SHED_LINGER: Duration = Duration::from_millis(250);
+/// At most this many bytes are read from a shed connection.
+const SHED_DRAIN_BYTES: usize = 64 * 1024;
+/// At most one warning per this interval while a listener sheds (the metric counts each).
+const SHED_WARN_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The connection builder with the proxy's limits.
-pub fn http_builder() -> auto::Builder<TokioExecutor> {
+/// The connection builder with the proxy's limits. `head_timeout` bounds how long hyper waits
+/// for a request head (slow-loris bound): from its first byte, and on a keep-alive HTTP/1
+/// connection from the end of the previous response, so an idle keep-alive connection is
+/// closed after it too (hyper starts the timer whenever it waits for a head).
+pub fn http_builder(head_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -46,12 +63,48 @@ pub fn http_builder() -> auto::Builder<TokioExecutor> {
         .max_buf_size(HYPER_MAX_BUF)
         .max_headers(HYPER_MAX_HEADERS)
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(head_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(HYPER_MAX_BUF).unwrap_or(u32::MAX));
     builder
+}
+
+/// The connection bounds and metrics of one proxy listener.
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    /// Admits or sheds each accepted connection (the caps).
+    pub tracker: Arc<ConnTracker>,
+    /// A connection silent this long after accept (after the TLS handshake) is closed.
+    pub first_byte_timeout: Duration,
+    /// hyper's request-head timeout (also bounds idle keep-alive HTTP/1 connections).
+    pub head_timeout: Duration,
+    /// The listener's connection metrics.
+    pub metrics: ListenerMetrics,
+}
+
+/// An admitted connection: its slot in the tracker and in the open-connections gauge, both
+/// given back when the connection's task ends.
+struct Held {
+    _permit: ConnPermit,
+    open: IntGauge,
+}
+
+impl Held {
+    fn new(permit: ConnPermit, open: &IntGauge) -> Held {
+        open.inc();
+        Held {
+            _permit: permit,
+            open: open.clone(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 /// What a listener does with each connection.
@@ -69,10 +122,11 @@ enum Mode {
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    limits: ListenerLimits,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    accept_loop(listener, Mode::Plain(shared), shutdown, drain).await;
+    accept_loop(listener, Mode::Plain(shared), limits, shutdown, drain).await;
 }
 
 /// [`serve`] over TLS: each connection is handshaken by `edge` (bounded by
@@ -82,10 +136,11 @@ pub async fn serve_tls(
     listener: TcpListener,
     shared: Arc<Shared>,
     edge: Arc<EdgeAcceptor>,
+    limits: ListenerLimits,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    accept_loop(listener, Mode::Tls(shared, edge), shutdown, drain).await;
+    accept_loop(listener, Mode::Tls(shared, edge), limits, shutdown, drain).await;
 }
 
 /// Answer every request on `listener` with `308` to the same host and path over `https://` on
@@ -93,35 +148,58 @@ pub async fn serve_tls(
 pub async fn serve_redirect(
     listener: TcpListener,
     https_port: u16,
+    limits: ListenerLimits,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    accept_loop(listener, Mode::Redirect(https_port), shutdown, drain).await;
+    accept_loop(
+        listener,
+        Mode::Redirect(https_port),
+        limits,
+        shutdown,
+        drain,
+    )
+    .await;
 }
 
 async fn accept_loop(
     listener: TcpListener,
     mode: Mode,
+    limits: ListenerLimits,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let builder = Arc::new(http_builder());
+    let builder = Arc::new(http_builder(limits.head_timeout));
     let graceful = GracefulShutdown::new();
+    let mut shedder = Shedder::new(&limits, !matches!(mode, Mode::Tls(..)));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Over a cap: answer (or close) at once and keep accepting, so the excess
+                    // costs one descriptor for a moment instead of failing `accept` for all.
+                    let held = match limits.tracker.try_admit(peer.ip()) {
+                        Ok(permit) => Held::new(permit, &limits.metrics.open),
+                        Err(reason) => {
+                            shedder.shed(stream, reason);
+                            continue;
+                        }
+                    };
                     // Small responses must not wait for Nagle.
                     let _ = stream.set_nodelay(true);
+                    let first_byte = limits.first_byte_timeout;
+                    let silent = Some(limits.metrics.silent.clone());
                     match &mode {
                         Mode::Plain(shared) => {
-                            serve_plain(&builder, &graceful, shared.clone(), stream, peer);
+                            let stream = FirstByteDeadline::new(stream, first_byte, silent);
+                            serve_plain(&builder, &graceful, shared.clone(), stream, peer, held);
                         }
                         Mode::Tls(shared, edge) => {
                             let watcher = graceful.watcher();
                             let (builder, shared, edge) =
                                 (builder.clone(), shared.clone(), edge.clone());
                             tokio::spawn(async move {
+                                let _held = held;
                                 let (tls, info) = match edge.accept(stream).await {
                                     Ok(accepted) => accepted,
                                     Err(e) => {
@@ -131,6 +209,9 @@ async fn accept_loop(
                                     }
                                 };
                                 let info = Some(Arc::new(info));
+                                // The handshake has its own bound; from here the client has
+                                // `first_byte` to start its first request.
+                                let tls = FirstByteDeadline::new(tls, first_byte, silent);
                                 let (io, guard) = FramingGuard::wrap(tls);
                                 let service = service_fn(move |req| {
                                     let conn = ConnInfo {
@@ -151,11 +232,13 @@ async fn accept_loop(
                             let service = service_fn(move |req| async move {
                                 Ok::<_, Infallible>(redirect(&req, port))
                             });
+                            let stream = FirstByteDeadline::new(stream, first_byte, silent);
                             let conn = builder
                                 .serve_connection(TokioIo::new(stream), service)
                                 .into_owned();
                             let conn = graceful.watch(conn);
                             tokio::spawn(async move {
+                                let _held = held;
                                 if let Err(e) = conn.await {
                                     tracing::debug!(error = %e, "connection ended with an error");
                                 }
@@ -183,8 +266,9 @@ fn serve_plain(
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: FirstByteDeadline<TcpStream>,
     peer: SocketAddr,
+    held: Held,
 ) {
     let (io, guard) = FramingGuard::wrap(stream);
     let service = service_fn(move |req| {
@@ -200,10 +284,113 @@ fn serve_plain(
         .into_owned();
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
+        let _held = held;
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
     });
+}
+
+/// Sheds connections over a cap: counts them, warns now and then, and on a plain-text listener
+/// answers `503 overloaded` (with `Connection: close` and `Retry-After`) before closing; on the
+/// TLS listener it closes at once (an answer would need a handshake first).
+struct Shedder {
+    metrics: ListenerMetrics,
+    answer: bool,
+    /// Shed connections still being drained, and the most that may be: each holds a descriptor
+    /// beyond the cap, so past the bound a shed connection is closed without an answer.
+    lingering: Arc<AtomicUsize>,
+    max_lingering: usize,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+impl Shedder {
+    fn new(limits: &ListenerLimits, answer: bool) -> Shedder {
+        Shedder {
+            metrics: limits.metrics.clone(),
+            answer,
+            lingering: Arc::new(AtomicUsize::new(0)),
+            max_lingering: (limits.tracker.max_total() / 8).max(8),
+            last_warning: Mutex::new(None),
+        }
+    }
+
+    fn shed(&mut self, stream: TcpStream, reason: Shed) {
+        match reason {
+            Shed::ListenerFull => self.metrics.shed_listener.inc(),
+            Shed::ClientFull => self.metrics.shed_client.inc(),
+        }
+        self.warn(reason);
+        if !self.answer {
+            return;
+        }
+        // A fresh socket's send buffer is empty: one non-blocking write sends the whole answer,
+        // or the client is already gone.
+        let _ = stream.try_write(&overloaded_response());
+        let _ = socket2::SockRef::from(&stream).shutdown(Shutdown::Write);
+        if self.lingering.fetch_add(1, Ordering::AcqRel) >= self.max_lingering {
+            self.lingering.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let lingering = self.lingering.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(SHED_LINGER, drain_until_closed(stream)).await;
+            lingering.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+
+    fn warn(&self, reason: Shed) {
+        let now = Instant::now();
+        let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < SHED_WARN_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        tracing::warn!(
+            reason = reason.as_str(),
+            shed_listener_limit = self.metrics.shed_listener.get(),
+            shed_client_limit = self.metrics.shed_client.get(),
+            "connection limit reached: shedding new connections (at most one warning per 5 s; see tollgate_connections_shed_total)"
+        );
+    }
+}
+
+/// Read and drop what the client sent until it closes (bounded by [`SHED_DRAIN_BYTES`]): closing
+/// a socket with unread data resets it, and a reset can destroy the 503 before the client reads it.
+async fn drain_until_closed(mut stream: TcpStream) {
+    let mut buf = [0u8; 4096];
+    let mut read = 0;
+    while read < SHED_DRAIN_BYTES {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => read += n,
+        }
+    }
+}
+
+/// The bytes of a `503 overloaded` answer, with a fresh request id.
+fn overloaded_response() -> Vec<u8> {
+    let response = Rejection::Overloaded.to_response(&request_id::generate());
+    let (parts, mut body) = response.into_parts();
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"HTTP/1.1 503 Service Unavailable\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // A `Full` body is ready at once: one poll yields all of it, no waker is ever used.
+    let mut data = Vec::new();
+    let mut cx = Context::from_waker(Waker::noop());
+    while let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) {
+        if let Ok(chunk) = frame.into_data() {
+            data.extend_from_slice(&chunk);
+        }
+    }
+    out.extend_from_slice(format!("content-length: {}\r\n\r\n", data.len()).as_bytes());
+    out.extend_from_slice(&data);
+    out
 }
 
 /// `308` to `https://<host>[:port]<path-and-query>`, or the 400 problem for a missing or
@@ -274,6 +461,26 @@ mod tests {
             location("http://abs.example/p", None, 443),
             (308, Some("https://abs.example/p".into()))
         );
+    }
+
+    #[test]
+    fn overloaded_answer_is_a_complete_503_problem_that_closes() {
+        let bytes = overloaded_response();
+        let text = String::from_utf8(bytes).expect("ascii");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        let head = head.to_ascii_lowercase();
+        for line in [
+            "content-type: application/problem+json",
+            "connection: close",
+            "retry-after: 1",
+            &format!("content-length: {}", body.len()),
+        ] {
+            assert!(head.contains(line), "{line} missing in {head}");
+        }
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(v["type"], "https://tollgate.dev/problems/overloaded");
+        assert_eq!(v["status"], 503);
     }
 
     #[test]

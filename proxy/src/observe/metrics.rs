@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Label value for "no product/route/plan" (unmatched or anonymous requests).
@@ -32,6 +32,22 @@ pub struct Metrics {
     /// The `body-unreadable` child of `client_errors`, resolved once: every streamed body holds
     /// a clone.
     body_unreadable: IntCounter,
+    open_connections: IntGaugeVec,
+    connections_shed: IntCounterVec,
+    connections_silent: IntCounterVec,
+}
+
+/// The connection metrics of one proxy listener (`http` or `https`), resolved once.
+#[derive(Debug, Clone)]
+pub struct ListenerMetrics {
+    /// Connections open now.
+    pub open: IntGauge,
+    /// Connections shed because the listener was full.
+    pub shed_listener: IntCounter,
+    /// Connections shed because their client address held its maximum.
+    pub shed_client: IntCounter,
+    /// Connections closed because they sent nothing within the first-byte timeout.
+    pub silent: IntCounter,
 }
 
 /// `2xx`, `4xx`… for a status.
@@ -117,6 +133,30 @@ impl Metrics {
         )?;
         let body_unreadable = client_errors.with_label_values(&["body-unreadable"]);
         registry.register(Box::new(client_errors.clone()))?;
+        let open_connections = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_open_connections",
+                "Client connections open now, by proxy listener (http or https).",
+            ),
+            &["listener"],
+        )?;
+        let connections_shed = IntCounterVec::new(
+            Opts::new(
+                "tollgate_connections_shed_total",
+                "Client connections closed at accept because a connection limit was reached, by listener and limit (listener_limit or client_limit).",
+            ),
+            &["listener", "reason"],
+        )?;
+        let connections_silent = IntCounterVec::new(
+            Opts::new(
+                "tollgate_connections_silent_closed_total",
+                "Client connections closed because they sent no byte within the first-byte timeout, by listener.",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(connections_shed.clone()))?;
+        registry.register(Box::new(connections_silent.clone()))?;
         registry.register(Box::new(operator_connected.clone()))?;
         registry.register(Box::new(table_updates.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -141,7 +181,24 @@ impl Metrics {
             table_updates,
             client_errors,
             body_unreadable,
+            open_connections,
+            connections_shed,
+            connections_silent,
         })
+    }
+
+    /// The connection metrics of the proxy listener named `listener` (`http` or `https`).
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            open: self.open_connections.with_label_values(&[listener]),
+            shed_listener: self
+                .connections_shed
+                .with_label_values(&[listener, "listener_limit"]),
+            shed_client: self
+                .connections_shed
+                .with_label_values(&[listener, "client_limit"]),
+            silent: self.connections_silent.with_label_values(&[listener]),
+        }
     }
 
     /// Count one answered request.
@@ -249,6 +306,11 @@ mod tests {
         m.reload_failed();
         m.client_error("bad-host");
         m.body_unreadable().inc();
+        let http = m.listener("http");
+        http.open.inc();
+        http.shed_listener.inc();
+        http.shed_client.inc();
+        http.silent.inc();
         let text = m.render();
         for needle in [
             r#"tollgate_requests_total{plan="none",product="ns/p",route="r",status_class="2xx"} 1"#,
@@ -261,6 +323,10 @@ mod tests {
             r#"tollgate_underscore_headers_dropped_total{product="ns/p"} 2"#,
             r#"tollgate_client_errors_total{problem="bad-host"} 1"#,
             r#"tollgate_client_errors_total{problem="body-unreadable"} 1"#,
+            r#"tollgate_open_connections{listener="http"} 1"#,
+            r#"tollgate_connections_shed_total{listener="http",reason="listener_limit"} 1"#,
+            r#"tollgate_connections_shed_total{listener="http",reason="client_limit"} 1"#,
+            r#"tollgate_connections_silent_closed_total{listener="http"} 1"#,
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
