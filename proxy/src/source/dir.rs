@@ -28,6 +28,7 @@
 //! (name, size, mtime) list. Contents are hashed when that list changes, and every few seconds
 //! regardless, because a same-size edit within a coarse mtime tick changes neither size nor mtime.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -343,6 +344,9 @@ pub struct DirSource {
     polls: u32,
     version: u64,
     last_read_error: Option<String>,
+    /// The errors of the last refused reload, already logged: a file that stays bad is
+    /// reported once, not again on every change elsewhere in the directory.
+    reported: BTreeSet<Diagnostic>,
 }
 
 impl DirSource {
@@ -361,6 +365,7 @@ impl DirSource {
             polls: 0,
             version: 0,
             last_read_error: None,
+            reported: BTreeSet::new(),
         }
     }
 
@@ -495,21 +500,31 @@ impl DirSource {
     }
 
     fn refuse(&mut self, refused: &Refused) -> Tick {
+        let mut before = 0;
         if let Refused::Manifests(problems) = refused {
-            for d in problems {
+            let current: BTreeSet<Diagnostic> = problems.iter().cloned().collect();
+            for d in current.difference(&self.reported) {
                 log_diagnostic(d);
             }
+            before = current.intersection(&self.reported).count();
+            self.reported = current;
         }
+        let repeated = if before > 0 {
+            format!(" ({before} of them reported before, unchanged)")
+        } else {
+            String::new()
+        };
         tracing::error!(
             target: "reload",
             dir = %self.dir.display(),
-            "reload refused, the last good table keeps serving: {refused}"
+            "reload refused, the last good table keeps serving: {refused}{repeated}"
         );
         self.shared.metrics.reload_failed();
         Tick::Refused
     }
 
     fn apply(&mut self, loaded: Loaded) -> Tick {
+        self.reported.clear();
         for d in loaded.warnings.iter().chain(&loaded.compiled.diagnostics) {
             log_diagnostic(d);
         }
