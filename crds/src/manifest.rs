@@ -22,8 +22,17 @@
 //! - The same kind/namespace/name twice: the later definition (in `add_file` order) is an error
 //!   and is left out; the first is kept.
 //!
+//! - **Reading is bounded** ([`Limits`]): a file larger than `max_file_bytes`, or a document nesting
+//!   deeper than `max_depth`, is a [`MANIFEST_LIMIT_EXCEEDED`](reasons::MANIFEST_LIMIT_EXCEEDED)
+//!   error naming the file and the limit. The YAML parser's cost grows with the nesting depth on
+//!   every token (a 200 KB file of `[[[[…` took seconds to refuse) and its memory with the file
+//!   size, so both are checked before the text reaches it; the depth by a linear pre-scan that
+//!   can only refuse documents that really are deeper (see `nesting`).
+//!
 //! No I/O happens here: the caller reads the files and calls [`ManifestSet::add_file`] once per
-//! file, in sorted file-name order, so that "the later one" is well defined.
+//! file, in sorted file-name order, so that "the later one" is well defined. A caller reading
+//! from disk should check the size from the file's metadata first ([`Limits::check_size`]) and
+//! report a file that is too large with [`ManifestSet::add_limit_error`], so it never reads it.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -39,6 +48,104 @@ use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::snapshot::Snapshot;
 use crate::spelling::did_you_mean;
 use crate::{reasons, ApiPolicy, Plan, Product, Subscription};
+
+mod nesting;
+
+/// Default bound on one manifest file's size: 4 MiB (a cluster stores at most about 1.5 MiB per
+/// object, so no real manifest comes close).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// Default bound on nesting (mappings, sequences and brackets inside each other). Tollgate's own
+/// kinds nest fewer than 10 levels; `serde_yaml_ng` refuses past 128 anyway, but only after
+/// parsing the whole document.
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+
+/// Bounds on what reading one manifest file may cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest file accepted, in bytes.
+    pub max_file_bytes: u64,
+    /// Deepest nesting accepted in any document.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+impl Limits {
+    /// Refuse `file` if `len` bytes is over [`max_file_bytes`](Self::max_file_bytes).
+    pub fn check_size(&self, file: &str, len: u64) -> Result<(), LimitError> {
+        if len > self.max_file_bytes {
+            return Err(LimitError::TooLarge {
+                file: file.to_string(),
+                len,
+                limit: self.max_file_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A manifest file over one of the [`Limits`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// The file is larger than `max_file_bytes`.
+    #[error("{file}: {}", self.detail())]
+    TooLarge {
+        /// File name.
+        file: String,
+        /// Its size in bytes (at least; it may have been cut off there).
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A document nests deeper than `max_depth`.
+    #[error("{file}: {}", self.detail())]
+    TooDeep {
+        /// File name.
+        file: String,
+        /// 1-based document number in the file.
+        document: usize,
+        /// 1-based line of the file where the limit was passed.
+        line: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl LimitError {
+    /// The file concerned.
+    pub fn file(&self) -> &str {
+        match self {
+            LimitError::TooLarge { file, .. } | LimitError::TooDeep { file, .. } => file,
+        }
+    }
+
+    /// The message without the file name (diagnostics carry the file separately).
+    fn detail(&self) -> String {
+        match self {
+            LimitError::TooLarge { len, limit, .. } => format!(
+                "{len} bytes, over the limit of {limit} bytes per manifest file; split it into \
+                 smaller files (or raise --max-manifest-bytes). It was not read"
+            ),
+            LimitError::TooDeep {
+                document,
+                line,
+                limit,
+                ..
+            } => format!(
+                "document {document} nests deeper than {limit} levels (mappings, sequences or \
+                 brackets inside each other) at line {line}; no Tollgate object needs that many \
+                 (or raise --max-manifest-depth)"
+            ),
+        }
+    }
+}
 
 /// `apiVersion` of the Tollgate kinds.
 const TOLLGATE_API_VERSION: &str = "tollgate.dev/v1alpha1";
@@ -90,10 +197,51 @@ impl ManifestSet {
     /// Add every document of one (multi-document) YAML file.
     ///
     /// Never fails: every problem becomes a [`Diagnostic`] in [`problems`](Self::problems).
+    /// Reading is bounded by the default [`Limits`].
     pub fn add_file(&mut self, file: &str, text: &str) {
+        self.add_file_within(file, text, &Limits::default());
+    }
+
+    /// [`add_file`](Self::add_file) within `limits`: a file over the size limit is not parsed at
+    /// all; a document nesting deeper than the depth limit is reported and not parsed (the other
+    /// documents still are).
+    pub fn add_file_within(&mut self, file: &str, text: &str, limits: &Limits) {
+        if let Err(e) = limits.check_size(file, text.len() as u64) {
+            self.add_limit_error(&e);
+            return;
+        }
         for doc in split_documents(text) {
+            if let Some(line) = nesting::nesting_exceeds(&doc.text, limits.max_depth) {
+                self.add_limit_error(&LimitError::TooDeep {
+                    file: file.to_string(),
+                    document: doc.number,
+                    line: doc.offset + line + 1,
+                    limit: limits.max_depth,
+                });
+                continue;
+            }
             self.add_document(file, &doc);
         }
+    }
+
+    /// Report a file over a limit (e.g. found too large from its metadata, and so never read).
+    pub fn add_limit_error(&mut self, e: &LimitError) {
+        let name = match e {
+            LimitError::TooLarge { .. } => "(whole file)".to_string(),
+            LimitError::TooDeep { document, .. } => document.to_string(),
+        };
+        self.problems.push(Diagnostic {
+            object: ObjectRef {
+                kind: "Document".into(),
+                namespace: String::new(),
+                name,
+            },
+            severity: Severity::Error,
+            field: String::new(),
+            reason: reasons::MANIFEST_LIMIT_EXCEEDED.to_string(),
+            message: e.detail(),
+            file: Some(e.file().to_string()),
+        });
     }
 
     /// Compile what was read: the table, and every diagnostic (reading problems first merged with
@@ -863,6 +1011,53 @@ mod tests {
             "{}",
             set.problems[1].message
         );
+    }
+
+    #[test]
+    fn files_over_the_limits_are_refused_naming_file_and_limit() {
+        let limits = Limits {
+            max_file_bytes: 100,
+            max_depth: 4,
+        };
+        let mut set = ManifestSet::default();
+        set.add_file_within("big.yaml", &"#".repeat(101), &limits);
+        let deep = format!("{PLAN}---\na: [[[[[1]]]]]\n");
+        set.add_file_within(
+            "deep.yaml",
+            &deep,
+            &Limits {
+                max_file_bytes: 1000,
+                ..limits
+            },
+        );
+        assert_eq!(
+            reasons(&set),
+            [
+                reasons::MANIFEST_LIMIT_EXCEEDED,
+                reasons::MANIFEST_LIMIT_EXCEEDED
+            ]
+        );
+        let big = set.problems[0].to_string();
+        assert!(
+            big.starts_with("big.yaml: ") && big.contains("101 bytes, over the limit of 100"),
+            "{big}"
+        );
+        let deep = set.problems[1].to_string();
+        assert!(
+            deep.starts_with("deep.yaml: Document 2 ")
+                && deep.contains("deeper than 4 levels")
+                && deep.contains("line 6"),
+            "{deep}"
+        );
+        // The other document of the deep file still loads.
+        assert_eq!(set.snapshot.plans.len(), 1);
+        // A real 200 KB bracket bomb is refused at once (the parser took seconds).
+        let bomb = "[".repeat(200_000);
+        let started = std::time::Instant::now();
+        let mut set = ManifestSet::default();
+        set.add_file("bomb.yaml", &bomb);
+        assert_eq!(reasons(&set), [reasons::MANIFEST_LIMIT_EXCEEDED]);
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub const UNKNOWN_KIND: &str = "UnknownKind";
 pub const IGNORED_KIND: &str = "IgnoredKind";
 /// The same kind/namespace/name defined twice.
 pub const DUPLICATE_OBJECT: &str = "DuplicateObject";
+/// A manifest file is larger, or a document nests deeper, than the reader's limits.
+pub const MANIFEST_LIMIT_EXCEEDED: &str = "ManifestLimitExceeded";
 
 // --- Product ---
 
@@ -120,6 +122,7 @@ pub const ALL_REASONS: &[&str] = &[
     UNKNOWN_KIND,
     IGNORED_KIND,
     DUPLICATE_OBJECT,
+    MANIFEST_LIMIT_EXCEEDED,
     INVALID_BACKEND,
     INVALID_HOSTNAME,
     INVALID_PATH,

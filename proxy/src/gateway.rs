@@ -16,7 +16,7 @@ use crate::listen::limits::{default_max_connections, fd_limit, ConnTracker};
 use crate::listen::server::ListenerLimits;
 use crate::listen::{admin, server};
 use crate::observe::metrics::Metrics;
-use crate::source::dir::{DirSource, POLL_INTERVAL};
+use crate::source::dir::{DirSource, POLL_INTERVAL, SETTLE_WINDOW};
 use crate::source::operator::{OperatorConfig, OperatorSource, SourceError};
 use crate::state::Shared;
 use rustls::pki_types::CertificateDer;
@@ -38,6 +38,10 @@ pub struct GatewayConfig {
     pub admin_listen: SocketAddr,
     /// How often the directory is checked.
     pub poll_interval: Duration,
+    /// How long the directory must be quiet before a change is applied (`--settle-ms`).
+    pub settle_window: Duration,
+    /// Bounds on each manifest file (`--max-manifest-bytes`, `--max-manifest-depth`).
+    pub manifest_limits: tollgate_crds::manifest::Limits,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
     /// JWKS fetch timings (timeout, refresh bounds, staleness bound).
@@ -69,6 +73,8 @@ impl GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             poll_interval: POLL_INTERVAL,
+            settle_window: SETTLE_WINDOW,
+            manifest_limits: tollgate_crds::manifest::Limits::default(),
             drain_timeout: Duration::from_secs(10),
             jwks: JwksSettings::default(),
             jwks_extra_roots: Vec::new(),
@@ -201,8 +207,9 @@ impl Gateway {
     /// Load the directory once, bind both listeners and start serving and watching.
     ///
     /// The first load runs before the listeners accept, so a valid directory is served from the
-    /// first request. A refused first load is logged; the gateway then answers 503 until a
-    /// later poll succeeds.
+    /// first request; it waits for the directory to settle (at most the settle window, less if
+    /// the files are older). A refused first load is logged; the gateway then answers 503 until
+    /// a later poll succeeds.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, StartError> {
         let mut shared = Shared::with_jwks(
             Metrics::new()?,
@@ -222,8 +229,10 @@ impl Gateway {
         match &config.operator {
             Some(op) => operator_source = Some(OperatorSource::new(op.clone(), shared.clone())?),
             None => {
-                let mut source = DirSource::new(config.from_dir.clone(), shared.clone());
-                source.tick();
+                let mut source = DirSource::new(config.from_dir.clone(), shared.clone())
+                    .with_settle(config.settle_window)
+                    .with_limits(config.manifest_limits);
+                source.first_load(config.poll_interval).await;
                 dir_source = Some(source);
             }
         }

@@ -26,6 +26,18 @@ struct Args {
         conflicts_with = "from_operator"
     )]
     from_dir: Option<PathBuf>,
+    /// Apply a change to --from-dir only once the directory has been quiet this many
+    /// milliseconds (a file caught half-written is never served); writers should still replace
+    /// files by atomic rename.
+    #[arg(long, env = "TOLLGATE_SETTLE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    settle_ms: u64,
+    /// Largest manifest file read from --from-dir, in bytes; a larger file refuses the reload
+    /// without being read.
+    #[arg(long, env = "TOLLGATE_MAX_MANIFEST_BYTES", default_value_t = tollgate_crds::manifest::DEFAULT_MAX_FILE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    max_manifest_bytes: u64,
+    /// Deepest nesting (mappings, sequences, brackets) accepted in a --from-dir manifest.
+    #[arg(long, env = "TOLLGATE_MAX_MANIFEST_DEPTH", default_value_t = tollgate_crds::manifest::DEFAULT_MAX_DEPTH as u16, value_parser = clap::value_parser!(u16).range(8..=128))]
+    max_manifest_depth: u16,
     /// Follow the operator's table at this base URL (https://HOST:PORT of its
     /// --distribute-listen; http:// only on loopback or inside a mesh).
     #[arg(long, env = "TOLLGATE_FROM_OPERATOR")]
@@ -208,6 +220,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             config
         }
         (None, None) => anyhow::bail!("one of --from-dir or --from-operator is required"),
+    };
+    config.settle_window = Duration::from_millis(args.settle_ms);
+    config.manifest_limits = tollgate_crds::manifest::Limits {
+        max_file_bytes: args.max_manifest_bytes,
+        max_depth: usize::from(args.max_manifest_depth),
     };
     config.listen = args.listen;
     config.trusted_proxies = args.trusted_proxies.unwrap_or_default();

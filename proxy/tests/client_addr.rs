@@ -40,6 +40,8 @@ async fn gateway(dir: &std::path::Path, trusted: &str) -> Gateway {
     config.listen = "[::1]:0".parse().expect("addr");
     config.admin_listen = "127.0.0.1:0".parse().expect("addr");
     config.drain_timeout = Duration::from_secs(1);
+    // Tests write files and wait for them: a short settle window (one test keeps the default).
+    config.settle_window = Duration::from_millis(50);
     config.trusted_proxies = TrustedProxies::new(parse_list(trusted).expect("cidrs"));
     Gateway::start(config).await.expect("gateway starts")
 }

@@ -163,3 +163,106 @@ async fn a_bad_object_is_left_out_and_the_rest_swaps_in() {
         "the compile diagnostic names file, object and reason: {text}"
     );
 }
+
+#[tokio::test]
+async fn a_costly_bad_file_is_refused_at_once_reported_once_and_does_not_hold_up_the_fix() {
+    let logs = capture_logs();
+    let gw = TestGateway::start("reload-bomb").await;
+    let version = gw.table_version();
+    // 200 KB of nested brackets: the YAML parser took seconds of a core to refuse it.
+    gw.dir.write("bomb.yaml", &"[".repeat(200_000));
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            gw.metrics()
+                .await
+                .contains("tollgate_reloads_failed_total 1")
+        })
+        .await,
+        "the bad file is refused within 2 s"
+    );
+    // A change elsewhere while it sits there: refused too (a bad file refuses the whole
+    // reload), at once, and the bad file is not reported again.
+    gw.dir.write("plans.yaml", &plans_yaml(7));
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            gw.metrics()
+                .await
+                .contains("tollgate_reloads_failed_total 2")
+        })
+        .await,
+        "the next reload is not held up by the bad file"
+    );
+    assert_eq!(
+        gw.table_version(),
+        version,
+        "the last good table keeps serving"
+    );
+    let text = logs.contents();
+    let reports = text
+        .lines()
+        .filter(|l| l.contains("bomb.yaml") && l.contains("ManifestLimitExceeded"))
+        .count();
+    assert_eq!(
+        reports, 1,
+        "the bad file is reported once, naming file and limit: {text}"
+    );
+    assert!(text.contains("deeper than 64 levels"), "{text}");
+    // Removed: the waiting good change applies promptly.
+    std::fs::remove_file(gw.dir.path().join("bomb.yaml")).expect("remove");
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            gw.get_with_key("/weather/current", LIMITED_KEY)
+                .await
+                .header("ratelimit-limit")
+                == Some("7")
+        })
+        .await,
+        "the good change applies within a second of the bad file going"
+    );
+}
+
+/// The layout of a Kubernetes ConfigMap volume: each manifest is a symlink through `..data`,
+/// itself a symlink to a timestamped directory, and an update swaps `..data` by rename.
+#[tokio::test]
+async fn a_configmap_volume_update_is_applied() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::symlink;
+        let upstream = Upstream::start().await;
+        let dir = TempDir::new("reload-configmap");
+        let products = products_yaml(&upstream.url(), closed_port().await);
+        let publish = |generation: &str, limited: u32| {
+            let data = dir.path().join(generation);
+            std::fs::create_dir(&data).expect("data dir");
+            std::fs::write(data.join("products.yaml"), &products).expect("write");
+            std::fs::write(data.join("plans.yaml"), plans_yaml(limited)).expect("write");
+            std::fs::write(data.join("subscriptions.yaml"), subscriptions_yaml()).expect("write");
+            let tmp = dir.path().join("..data_tmp");
+            symlink(generation, &tmp).expect("symlink");
+            std::fs::rename(&tmp, dir.path().join("..data")).expect("swap ..data");
+        };
+        publish("..2026_12_04_1", 3);
+        for name in ["products.yaml", "plans.yaml", "subscriptions.yaml"] {
+            symlink(format!("..data/{name}"), dir.path().join(name)).expect("symlink");
+        }
+        let gateway = start_gateway(dir.path()).await;
+        let client = client();
+        let url = format!("http://{}/weather/current", gateway.proxy_addr());
+        let limit = || async {
+            send(&client, "GET", &url, &[("x-subscription-key", LIMITED_KEY)])
+                .await
+                .header("ratelimit-limit")
+                .map(str::to_string)
+        };
+        assert_eq!(limit().await.as_deref(), Some("3"));
+        publish("..2026_12_04_2", 9);
+        std::fs::remove_dir_all(dir.path().join("..2026_12_04_1")).expect("old generation");
+        assert!(
+            eventually(Duration::from_secs(2), || async {
+                limit().await.as_deref() == Some("9")
+            })
+            .await,
+            "the swapped ConfigMap is served"
+        );
+    }
+}

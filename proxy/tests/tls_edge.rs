@@ -400,6 +400,7 @@ async fn a_bad_certificate_directory_is_a_startup_error_naming_the_file() {
         config.tls_listen = Some("127.0.0.1:0".parse().expect("addr"));
         config.tls_dir = dir.map(|d| d.to_path_buf());
         config.redirect_http = redirect;
+        config.settle_window = std::time::Duration::from_millis(50);
         tollgate_proxy::Gateway::start(config)
     };
     let e = start(false, Some(certs.path()))

@@ -10,6 +10,16 @@
 //!   swaps in.
 //! - The gateway is ready once one load has succeeded (even an empty table). A first load that
 //!   is refused leaves it not ready (`/readyz` 503, requests 503) until the directory is fixed.
+//! - **A change is applied only once the directory has been quiet for the settle window**
+//!   (default [`SETTLE_WINDOW`]), and only if nothing moved while it was read and compiled: the
+//!   (name, size, mtime) list is compared right after reading, and the contents are read and
+//!   hashed again just before the swap. A file written in two steps (a Subscription whose
+//!   `state: Suspended` line comes second, a Product whose `policies:` line comes second) is
+//!   otherwise caught in between and served, opening access the finished file closes. Writers
+//!   should still replace files by atomic rename (as Kubernetes ConfigMap volumes do): the window
+//!   only covers pauses shorter than itself.
+//! - Reading is bounded ([`Limits`]): a file over the size limit is refused from its metadata,
+//!   without being read; a document nesting too deeply is refused before the YAML parser sees it.
 //!
 //! # Why polling
 //! The directory is polled (every 200 ms by default) instead of using inotify: editors save by
@@ -18,13 +28,16 @@
 //! (name, size, mtime) list. Contents are hashed when that list changes, and every few seconds
 //! regardless, because a same-size edit within a coarse mtime tick changes neither size nor mtime.
 
+use std::collections::BTreeSet;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
+use tollgate_crds::manifest::{LimitError, Limits};
 use tollgate_crds::table::RoutingTable;
 use tollgate_crds::{Compiled, Diagnostic, ManifestSet, Severity};
 
@@ -33,6 +46,11 @@ use crate::state::Shared;
 
 /// Default polling interval.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Default settle window: how long the directory must be quiet before a change is applied.
+pub const SETTLE_WINDOW: Duration = Duration::from_secs(1);
+/// How long the first load waits beyond the settle window for a directory that keeps changing,
+/// before the gateway starts without a table (not ready) and leaves the load to the watcher.
+const FIRST_LOAD_EXTRA_WAIT: Duration = Duration::from_secs(1);
 /// Every this many polls the contents are hashed even if sizes and mtimes did not change.
 const FULL_CHECK_EVERY: u32 = 10;
 
@@ -54,6 +72,13 @@ pub enum ReadError {
         /// File name.
         file: String,
     },
+    /// A file went away between listing and reading (being replaced): not an error, the
+    /// directory is still changing.
+    #[error("{file} changed while it was read")]
+    Moved {
+        /// File name.
+        file: String,
+    },
 }
 
 /// One manifest file.
@@ -61,8 +86,10 @@ pub enum ReadError {
 pub struct ManifestFile {
     /// File name (no directory), as diagnostics show it.
     pub name: String,
-    /// Contents.
+    /// Contents (empty when `over_limit`).
     pub text: String,
+    /// Set when the file is over the size limit: it was not read.
+    pub over_limit: Option<LimitError>,
 }
 
 /// Why a reload was refused.
@@ -126,26 +153,69 @@ fn stat_dir(dir: &Path) -> Result<Vec<FileStat>, ReadError> {
     Ok(stats)
 }
 
-/// Read every manifest in `dir`, sorted by file name.
-pub fn read_manifests(dir: &Path) -> Result<Vec<ManifestFile>, ReadError> {
-    stat_dir(dir)?
-        .into_iter()
+/// Read every manifest in `dir`, sorted by file name, within `limits`.
+pub fn read_manifests(dir: &Path, limits: &Limits) -> Result<Vec<ManifestFile>, ReadError> {
+    read_listed(dir, &stat_dir(dir)?, limits)
+}
+
+/// Read the files of `stats`. A file over the size limit is refused from its metadata and never
+/// read (a 50 MB file must not cost 50 MB, let alone the parser's multiple of it); the read
+/// itself is bounded too, in case the file grew since.
+fn read_listed(
+    dir: &Path,
+    stats: &[FileStat],
+    limits: &Limits,
+) -> Result<Vec<ManifestFile>, ReadError> {
+    stats
+        .iter()
         .map(|s| {
             let path = dir.join(&s.name);
-            let bytes = fs::read(&path).map_err(|source| ReadError::Io { path, source })?;
+            let moved = |source: std::io::Error, path: PathBuf| {
+                if source.kind() == std::io::ErrorKind::NotFound {
+                    ReadError::Moved {
+                        file: s.name.clone(),
+                    }
+                } else {
+                    ReadError::Io { path, source }
+                }
+            };
+            let file = fs::File::open(&path).map_err(|e| moved(e, path.clone()))?;
+            let len = file.metadata().map_err(|e| moved(e, path.clone()))?.len();
+            let too_large = |len| ManifestFile {
+                name: s.name.clone(),
+                text: String::new(),
+                over_limit: limits.check_size(&s.name, len).err(),
+            };
+            if len > limits.max_file_bytes {
+                return Ok(too_large(len));
+            }
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.take(limits.max_file_bytes.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(|e| moved(e, path.clone()))?;
+            if bytes.len() as u64 > limits.max_file_bytes {
+                return Ok(too_large(bytes.len() as u64));
+            }
             let text = String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8 {
                 file: s.name.clone(),
             })?;
-            Ok(ManifestFile { name: s.name, text })
+            Ok(ManifestFile {
+                name: s.name.clone(),
+                text,
+                over_limit: None,
+            })
         })
         .collect()
 }
 
-/// Parse and compile manifests (pure). Manifest errors refuse the whole set.
-pub fn load(files: &[ManifestFile]) -> Result<Loaded, Refused> {
+/// Parse and compile manifests (pure), within `limits`. Manifest errors refuse the whole set.
+pub fn load(files: &[ManifestFile], limits: &Limits) -> Result<Loaded, Refused> {
     let mut set = ManifestSet::default();
     for f in files {
-        set.add_file(&f.name, &f.text);
+        match &f.over_limit {
+            Some(e) => set.add_limit_error(e),
+            None => set.add_file_within(&f.name, &f.text, limits),
+        }
     }
     let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) = std::mem::take(&mut set.problems)
         .into_iter()
@@ -168,6 +238,10 @@ fn content_hash(files: &[ManifestFile]) -> [u8; 32] {
         h.update(f.name.as_bytes());
         h.update((f.text.len() as u64).to_le_bytes());
         h.update(f.text.as_bytes());
+        // A file too large to read is told apart by its size.
+        if let Some(LimitError::TooLarge { len, .. }) = &f.over_limit {
+            h.update(len.to_le_bytes());
+        }
     }
     h.finalize().into()
 }
@@ -193,6 +267,9 @@ fn log_diagnostic(d: &Diagnostic) {
 pub enum Tick {
     /// Nothing changed.
     Unchanged,
+    /// A change was seen, but the directory has not been quiet for the settle window yet, or
+    /// it moved while being read: nothing is applied until it settles.
+    Settling,
     /// A new table is being served.
     Applied {
         /// Its version.
@@ -253,61 +330,168 @@ pub fn swap_in(shared: &Shared, table: &RoutingTable, digest: String, version: u
 pub struct DirSource {
     dir: PathBuf,
     shared: Arc<Shared>,
-    last_stat: Option<Vec<FileStat>>,
-    last_hash: Option<[u8; 32]>,
+    settle: Duration,
+    limits: Limits,
+    /// The (name, size, mtime) list at the last poll.
+    seen: Option<Vec<FileStat>>,
+    /// When `seen` (or the contents) last moved.
+    changed_at: Instant,
+    /// A change was seen that has not been loaded (applied or refused) yet.
+    dirty: bool,
+    /// Content hash of the last set loaded, applied or refused (a set that stays bad is
+    /// reported once).
+    loaded_hash: Option<[u8; 32]>,
     polls: u32,
     version: u64,
     last_read_error: Option<String>,
+    /// The errors of the last refused reload, already logged: a file that stays bad is
+    /// reported once, not again on every change elsewhere in the directory.
+    reported: BTreeSet<Diagnostic>,
 }
 
 impl DirSource {
-    /// A source for `dir` feeding `shared`. Nothing is read until [`DirSource::tick`].
+    /// A source for `dir` feeding `shared`, with the default settle window and limits. Nothing
+    /// is read until [`DirSource::tick`].
     pub fn new(dir: PathBuf, shared: Arc<Shared>) -> DirSource {
         DirSource {
             dir,
             shared,
-            last_stat: None,
-            last_hash: None,
+            settle: SETTLE_WINDOW,
+            limits: Limits::default(),
+            seen: None,
+            changed_at: Instant::now(),
+            dirty: true,
+            loaded_hash: None,
             polls: 0,
             version: 0,
             last_read_error: None,
+            reported: BTreeSet::new(),
         }
     }
 
-    /// Check the directory once; reload if it changed.
+    /// How long the directory must be quiet before a change is applied.
+    pub fn with_settle(mut self, settle: Duration) -> DirSource {
+        self.settle = settle;
+        self
+    }
+
+    /// Bounds on each manifest file.
+    pub fn with_limits(mut self, limits: Limits) -> DirSource {
+        self.limits = limits;
+        self
+    }
+
+    /// The first load, before the gateway serves: the directory must be quiet for the settle
+    /// window like any change, but the files' own mtimes count as quiet time, so a directory
+    /// nobody touched recently loads at once. A directory that keeps changing is left to the
+    /// watcher after a bounded wait (the gateway then starts not ready).
+    pub async fn first_load(&mut self, poll: Duration) -> Tick {
+        let now = Instant::now();
+        self.changed_at = match newest_mtime(&self.dir).and_then(|t| t.elapsed().ok()) {
+            // Quiet since its newest mtime (at most the settle window matters).
+            Some(age) => now.checked_sub(age.min(self.settle)).unwrap_or(now),
+            // A future or unknown mtime proves nothing: wait the whole window.
+            None => now,
+        };
+        self.seen = stat_dir(&self.dir).ok();
+        let deadline = now + self.settle + FIRST_LOAD_EXTRA_WAIT;
+        loop {
+            match self.tick() {
+                Tick::Settling if Instant::now() < deadline => {
+                    tokio::time::sleep(poll.min(self.settle).max(Duration::from_millis(10))).await
+                }
+                tick => return tick,
+            }
+        }
+    }
+
+    /// Check the directory once; reload if it changed and has settled.
     pub fn tick(&mut self) -> Tick {
+        self.tick_at(Instant::now())
+    }
+
+    /// [`tick`](Self::tick) as if at `now` (the settle window is measured against it).
+    pub fn tick_at(&mut self, now: Instant) -> Tick {
         self.polls = self.polls.wrapping_add(1);
         let stat = match stat_dir(&self.dir) {
             Ok(s) => s,
             Err(e) => return self.refuse_read(e),
         };
+        if self.seen.as_ref() != Some(&stat) {
+            self.seen = Some(stat.clone());
+            self.changed_at = now;
+            self.dirty = true;
+        }
         let full_check = self.polls.is_multiple_of(FULL_CHECK_EVERY);
-        if self.last_stat.as_ref() == Some(&stat) && !full_check {
+        if !self.dirty && !full_check {
             return Tick::Unchanged;
         }
-        self.last_stat = Some(stat);
-        let files = match read_manifests(&self.dir) {
-            Ok(f) => f,
-            Err(e) => return self.refuse_read(e),
+        if self.dirty && now.saturating_duration_since(self.changed_at) < self.settle {
+            return Tick::Settling;
+        }
+        let files = match self.read_settled(&stat, now) {
+            Ok(files) => files,
+            Err(tick) => return tick,
         };
-        self.last_read_error = None;
         let hash = content_hash(&files);
-        if self.last_hash == Some(hash) {
+        if self.loaded_hash == Some(hash) {
+            self.dirty = false;
             return Tick::Unchanged;
         }
-        self.last_hash = Some(hash);
-        match load(&files) {
+        if !self.dirty {
+            // The periodic full check found new contents behind an unchanged (name, size,
+            // mtime) list: a change seen now, which must settle like any other.
+            self.dirty = true;
+            self.changed_at = now;
+            return Tick::Settling;
+        }
+        let result = load(&files, &self.limits);
+        // Parsing and compiling take a while: apply only what is still on disk.
+        match self.read_settled(&stat, now) {
+            Ok(again) if content_hash(&again) == hash => {}
+            Ok(_) => return self.moved(now),
+            Err(tick) => return tick,
+        }
+        self.loaded_hash = Some(hash);
+        self.dirty = false;
+        match result {
             Err(refused) => self.refuse(&refused),
             Ok(loaded) => self.apply(loaded),
         }
+    }
+
+    /// Read the files of `stat` and check the listing did not move meanwhile; `Err` is the tick
+    /// to return (still settling, or the directory is unreadable).
+    fn read_settled(&mut self, stat: &[FileStat], now: Instant) -> Result<Vec<ManifestFile>, Tick> {
+        let files = match read_listed(&self.dir, stat, &self.limits) {
+            Ok(f) => f,
+            Err(ReadError::Moved { .. }) => return Err(self.moved(now)),
+            Err(e) => return Err(self.refuse_read(e)),
+        };
+        match stat_dir(&self.dir) {
+            Ok(after) if after == stat => {}
+            Ok(_) => return Err(self.moved(now)),
+            Err(e) => return Err(self.refuse_read(e)),
+        }
+        self.last_read_error = None;
+        Ok(files)
+    }
+
+    /// The directory changed while it was read: wait for it to settle again.
+    fn moved(&mut self, now: Instant) -> Tick {
+        self.seen = stat_dir(&self.dir).ok();
+        self.changed_at = now;
+        self.dirty = true;
+        Tick::Settling
     }
 
     /// A directory that cannot be read is reported (and counted) once per distinct error, not
     /// on every poll.
     fn refuse_read(&mut self, e: ReadError) -> Tick {
         let message = e.to_string();
-        self.last_stat = None;
-        self.last_hash = None;
+        self.seen = None;
+        self.loaded_hash = None;
+        self.dirty = true;
         if self.last_read_error.as_ref() == Some(&message) {
             return Tick::Refused;
         }
@@ -316,21 +500,31 @@ impl DirSource {
     }
 
     fn refuse(&mut self, refused: &Refused) -> Tick {
+        let mut before = 0;
         if let Refused::Manifests(problems) = refused {
-            for d in problems {
+            let current: BTreeSet<Diagnostic> = problems.iter().cloned().collect();
+            for d in current.difference(&self.reported) {
                 log_diagnostic(d);
             }
+            before = current.intersection(&self.reported).count();
+            self.reported = current;
         }
+        let repeated = if before > 0 {
+            format!(" ({before} of them reported before, unchanged)")
+        } else {
+            String::new()
+        };
         tracing::error!(
             target: "reload",
             dir = %self.dir.display(),
-            "reload refused, the last good table keeps serving: {refused}"
+            "reload refused, the last good table keeps serving: {refused}{repeated}"
         );
         self.shared.metrics.reload_failed();
         Tick::Refused
     }
 
     fn apply(&mut self, loaded: Loaded) -> Tick {
+        self.reported.clear();
         for d in loaded.warnings.iter().chain(&loaded.compiled.diagnostics) {
             log_diagnostic(d);
         }
@@ -365,9 +559,93 @@ impl DirSource {
     }
 }
 
+/// The newest mtime of the directory and its manifests (`None` if none can be read).
+fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    let files = stat_dir(dir).ok()?;
+    let dir_mtime = fs::metadata(dir).and_then(|m| m.modified()).ok();
+    files
+        .iter()
+        .map(|f| f.modified)
+        .chain([dir_mtime])
+        .collect::<Option<Vec<SystemTime>>>()?
+        .into_iter()
+        .max()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PLAN: &str =
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Plan\nmetadata: {name: p}\nspec: {product: x}\n";
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tollgate-dir-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    fn source(dir: &Path) -> DirSource {
+        let shared = Arc::new(Shared::new(
+            crate::observe::metrics::Metrics::new().expect("metrics"),
+        ));
+        DirSource::new(dir.to_path_buf(), shared).with_settle(Duration::from_secs(1))
+    }
+
+    #[test]
+    fn a_change_applies_only_after_the_settle_window_of_quiet() {
+        let dir = temp_dir("settle");
+        let mut src = source(&dir);
+        let t0 = Instant::now();
+        assert_eq!(src.tick_at(t0), Tick::Settling, "a fresh source waits too");
+        assert_eq!(
+            src.tick_at(t0 + Duration::from_secs(1)),
+            Tick::Applied { version: 1 }
+        );
+        fs::write(dir.join("a.yaml"), PLAN).expect("write");
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(src.tick_at(t1), Tick::Settling);
+        // Another write inside the window restarts it.
+        fs::write(dir.join("a.yaml"), format!("{PLAN}# more\n")).expect("write");
+        let t2 = t1 + Duration::from_millis(900);
+        assert_eq!(src.tick_at(t2), Tick::Settling);
+        assert_eq!(src.tick_at(t2 + Duration::from_millis(900)), Tick::Settling);
+        // Loaded (the Plan's product does not exist, so the table is the same, empty one).
+        assert_eq!(src.tick_at(t2 + Duration::from_secs(1)), Tick::SameTable);
+        assert_eq!(src.tick_at(t2 + Duration::from_secs(2)), Tick::Unchanged);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused_unread() {
+        let dir = temp_dir("size");
+        fs::write(dir.join("big.yaml"), "#".repeat(2000)).expect("write");
+        let limits = Limits {
+            max_file_bytes: 1000,
+            ..Limits::default()
+        };
+        let files = read_manifests(&dir, &limits).expect("read");
+        assert_eq!(files[0].text, "", "not read");
+        let Err(Refused::Manifests(errors)) = load(&files, &limits) else {
+            panic!("refused");
+        };
+        assert_eq!(
+            errors[0].reason,
+            tollgate_crds::reasons::MANIFEST_LIMIT_EXCEEDED
+        );
+        assert!(
+            errors[0].to_string().starts_with("big.yaml: "),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[0].message.contains("limit of 1000 bytes"),
+            "{}",
+            errors[0]
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn manifest_names() {
@@ -380,18 +658,14 @@ mod tests {
 
     #[test]
     fn hash_depends_on_names_and_contents() {
-        let a = vec![ManifestFile {
-            name: "a.yaml".into(),
-            text: "x".into(),
-        }];
-        let b = vec![ManifestFile {
-            name: "b.yaml".into(),
-            text: "x".into(),
-        }];
-        let c = vec![ManifestFile {
-            name: "a.yaml".into(),
-            text: "y".into(),
-        }];
+        let file = |name: &str, text: &str| ManifestFile {
+            name: name.into(),
+            text: text.into(),
+            over_limit: None,
+        };
+        let a = vec![file("a.yaml", "x")];
+        let b = vec![file("b.yaml", "x")];
+        let c = vec![file("a.yaml", "y")];
         assert_ne!(content_hash(&a), content_hash(&b));
         assert_ne!(content_hash(&a), content_hash(&c));
         assert_eq!(content_hash(&a), content_hash(&a.clone()));

@@ -292,6 +292,8 @@ pub async fn start_gateway_trusting(
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.admin_listen = "127.0.0.1:0".parse().expect("addr");
     config.drain_timeout = Duration::from_secs(2);
+    // Tests write files and wait for them: a short settle window (one test keeps the default).
+    config.settle_window = Duration::from_millis(50);
     config.jwks = jwks;
     config.jwks_extra_roots = roots;
     Gateway::start(config).await.expect("gateway starts")

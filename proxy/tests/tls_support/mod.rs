@@ -327,5 +327,7 @@ pub async fn start_tls_gateway(manifests: &Path, certs: &Path, redirect_http: bo
     config.tls_dir = Some(certs.to_path_buf());
     config.redirect_http = redirect_http;
     config.drain_timeout = Duration::from_secs(2);
+    // Tests write files and wait for them: a short settle window (one test keeps the default).
+    config.settle_window = Duration::from_millis(50);
     Gateway::start(config).await.expect("gateway starts")
 }
