@@ -136,7 +136,7 @@ done
 # ----------------------------------------------- flags exist, pod specs are hardened --
 
 # The binaries' --help is the truth about flags (cargo build is a no-op when they are current).
-if cargo build -q -p tollgate-operator -p tollgate-proxy --bins 2>"$WORK/build.log"; then
+if cargo build -q --locked -p tollgate-operator -p tollgate-proxy --bins 2>"$WORK/build.log"; then
 	target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 	"$target/debug/tollgate-operator" --help >"$WORK/tollgate-operator.help"
 	"$target/debug/tollgate-proxy" --help >"$WORK/tollgate-proxy.help"
@@ -328,7 +328,7 @@ EOF
 	log "operator e2e suite with the operator under the chart's ServiceAccount $NAMESPACE/$sa"
 	if TOLLGATE_E2E=1 TOLLGATE_E2E_OPERATOR_KUBECONFIG="$WORK/operator.kubeconfig" \
 		TOLLGATE_E2E_OPERATOR_NAMESPACE="$NAMESPACE" \
-		cargo test -p tollgate-operator --test e2e -- --nocapture >"$WORK/suite.log" 2>&1; then
+		cargo test --locked -p tollgate-operator --test e2e -- --nocapture >"$WORK/suite.log" 2>&1; then
 		grep -E '^test result:|MEASURED' "$WORK/suite.log" >&2 || true
 		if grep -q 'SKIPPED' "$WORK/suite.log"; then
 			fail "the operator e2e suite skipped tests"
