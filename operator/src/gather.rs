@@ -58,8 +58,7 @@ impl<K> Watched<K>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    /// Caches over the given stores (tests build them from `reflector::store()`).
-    pub fn new(stores: Vec<Store<K>>) -> Self {
+    fn new(stores: Vec<Store<K>>) -> Self {
         Watched { stores }
     }
 
@@ -208,20 +207,19 @@ pub fn start(
     } else {
         namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
-    let namespace = scopes.as_slice();
     let stores = Stores {
-        products: reflect::<Product>(client, namespace, &changed, &metrics, &mut tasks, |_| {}),
-        plans: reflect::<Plan>(client, namespace, &changed, &metrics, &mut tasks, |_| {}),
+        products: reflect::<Product>(client, &scopes, &changed, &metrics, &mut tasks, |_| {}),
+        plans: reflect::<Plan>(client, &scopes, &changed, &metrics, &mut tasks, |_| {}),
         subscriptions: reflect::<Subscription>(
             client,
-            namespace,
+            &scopes,
             &changed,
             &metrics,
             &mut tasks,
             |_| {},
         ),
-        policies: reflect::<ApiPolicy>(client, namespace, &changed, &metrics, &mut tasks, |_| {}),
-        secrets: reflect::<Secret>(client, namespace, &changed, &metrics, &mut tasks, |s| {
+        policies: reflect::<ApiPolicy>(client, &scopes, &changed, &metrics, &mut tasks, |_| {}),
+        secrets: reflect::<Secret>(client, &scopes, &changed, &metrics, &mut tasks, |s| {
             if is_key_secret(s) {
                 return;
             }
@@ -234,13 +232,13 @@ pub fn start(
                 s.data = None;
             }
         }),
-        services: reflect::<Service>(client, namespace, &changed, &metrics, &mut tasks, |s| {
+        services: reflect::<Service>(client, &scopes, &changed, &metrics, &mut tasks, |s| {
             // Only the ports are read; the status and most of the spec are churn.
             s.status = None;
         }),
         endpoint_slices: reflect::<EndpointSlice>(
             client,
-            namespace,
+            &scopes,
             &changed,
             &metrics,
             &mut tasks,
