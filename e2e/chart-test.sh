@@ -91,6 +91,14 @@ refuse_with "/proxy/replicas': got string, want integer" "the schema refuses a s
 	render "$WORK/x.yaml" --set-string proxy.replicas=two
 refuse_with "operator.serviceAccount.name is required" "serviceAccount.create=false needs a name" \
 	render "$WORK/x.yaml" --set operator.serviceAccount.create=false
+refuse_with "/operator/watchNamespaces/0" "the schema refuses a namespace name Kubernetes would refuse" \
+	render "$WORK/x.yaml" --set "operator.watchNamespaces={Team_A}"
+refuse_with "needs admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (Kubernetes 1.30 or later)" \
+	"the Secret admission policy is refused for Kubernetes before 1.30, saying how to opt out" \
+	"$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version 1.29.0
+check "with operator.secretWritePolicy.enabled=false it renders for Kubernetes 1.29, without the policy" \
+	bash -c 'out=$("$@") && ! grep -q ValidatingAdmissionPolicy <<<"$out"' _ \
+	"$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version 1.29.0 --set operator.secretWritePolicy.enabled=false
 
 check "every value in values.yaml is documented in charts/tollgate/README.md" \
 	python3 - "$CHART/values.yaml" "$CHART/README.md" <<'PY'
