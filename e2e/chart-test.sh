@@ -91,6 +91,14 @@ refuse_with "/proxy/replicas': got string, want integer" "the schema refuses a s
 	render "$WORK/x.yaml" --set-string proxy.replicas=two
 refuse_with "operator.serviceAccount.name is required" "serviceAccount.create=false needs a name" \
 	render "$WORK/x.yaml" --set operator.serviceAccount.create=false
+refuse_with "/operator/watchNamespaces/0" "the schema refuses a namespace name Kubernetes would refuse" \
+	render "$WORK/x.yaml" --set "operator.watchNamespaces={Team_A}"
+refuse_with "needs admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (Kubernetes 1.30 or later)" \
+	"the Secret admission policy is refused for Kubernetes before 1.30, saying how to opt out" \
+	"$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version 1.29.0
+check "with operator.secretWritePolicy.enabled=false it renders for Kubernetes 1.29, without the policy" \
+	bash -c 'out=$("$@") && ! grep -q ValidatingAdmissionPolicy <<<"$out"' _ \
+	"$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version 1.29.0 --set operator.secretWritePolicy.enabled=false
 
 check "every value in values.yaml is documented in charts/tollgate/README.md" \
 	python3 - "$CHART/values.yaml" "$CHART/README.md" <<'PY'
@@ -136,7 +144,7 @@ done
 # ----------------------------------------------- flags exist, pod specs are hardened --
 
 # The binaries' --help is the truth about flags (cargo build is a no-op when they are current).
-if cargo build -q -p tollgate-operator -p tollgate-proxy --bins 2>"$WORK/build.log"; then
+if cargo build -q --locked -p tollgate-operator -p tollgate-proxy --bins 2>"$WORK/build.log"; then
 	target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 	"$target/debug/tollgate-operator" --help >"$WORK/tollgate-operator.help"
 	"$target/debug/tollgate-proxy" --help >"$WORK/tollgate-proxy.help"
@@ -212,8 +220,11 @@ control_plane_tests() {
 	check "apply the chart's CRDs" $k apply --server-side --force-conflicts -f "$CHART/crds/tollgate.dev.yaml"
 	check "the CRDs are Established" $k wait --for=condition=Established --timeout=60s -f "$CHART/crds/tollgate.dev.yaml"
 	$k create namespace "$NAMESPACE" --dry-run=client -o yaml | $k apply -f - >/dev/null
-	# all-on-values.yaml limits the operator to namespace `weather`: its RoleBinding goes there.
-	$k create namespace weather --dry-run=client -o yaml | $k apply -f - >/dev/null
+	# all-on-values.yaml limits the operator to namespaces `weather` and `weather-eu`: its Roles go there.
+	local n
+	for n in weather weather-eu; do
+		$k create namespace "$n" --dry-run=client -o yaml | $k apply -f - >/dev/null
+	done
 	check "kubectl apply --dry-run=server (default rendering)" \
 		$k apply --dry-run=server -f "$WORK/default.yaml"
 	# ServiceMonitors need the Prometheus Operator's CRDs, which this control plane does not
@@ -237,8 +248,9 @@ PY
 
 	# The chart's ServiceAccounts and RBAC, for real.
 	"$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" \
-		--show-only templates/serviceaccounts.yaml --show-only templates/rbac.yaml >"$WORK/rbac.yaml"
-	check "create the chart's ServiceAccounts and RBAC" $k apply -f "$WORK/rbac.yaml"
+		--show-only templates/serviceaccounts.yaml --show-only templates/rbac.yaml \
+		--show-only templates/secret-policy.yaml >"$WORK/rbac.yaml"
+	check "create the chart's ServiceAccounts, RBAC and Secret admission policy" $k apply -f "$WORK/rbac.yaml"
 	local sa=tollgate-operator proxy_sa=tollgate-proxy token
 	token=$($k -n "$NAMESPACE" create token "$sa" --duration=3h) || { fail "kubectl create token $sa"; return; }
 	local server ca
@@ -314,6 +326,9 @@ EOF
 	# And one granted request really works.
 	check "operator lists Secrets in every namespace" "${op[@]}" get secrets -A -o name
 
+	secret_policy_tests "$k" "${op[@]}"
+	namespaced_rbac_tests "$k" "$server" "$ca"
+
 	if [[ "${CHART_TEST_SUITE:-1}" == 0 ]]; then
 		log "operator e2e suite under the chart's identity: skipped (CHART_TEST_SUITE=0)"
 		return
@@ -321,7 +336,7 @@ EOF
 	log "operator e2e suite with the operator under the chart's ServiceAccount $NAMESPACE/$sa"
 	if TOLLGATE_E2E=1 TOLLGATE_E2E_OPERATOR_KUBECONFIG="$WORK/operator.kubeconfig" \
 		TOLLGATE_E2E_OPERATOR_NAMESPACE="$NAMESPACE" \
-		cargo test -p tollgate-operator --test e2e -- --nocapture >"$WORK/suite.log" 2>&1; then
+		cargo test --locked -p tollgate-operator --test e2e -- --nocapture >"$WORK/suite.log" 2>&1; then
 		grep -E '^test result:|MEASURED' "$WORK/suite.log" >&2 || true
 		if grep -q 'SKIPPED' "$WORK/suite.log"; then
 			fail "the operator e2e suite skipped tests"
@@ -333,6 +348,151 @@ EOF
 		grep -E 'panicked|FAILED|failures:|^test ' "$WORK/suite.log" | head -n 40 >&2
 		KEEP_WORK=1
 	fi
+}
+
+# The chart's ValidatingAdmissionPolicy, on the real API server: acting as the operator's
+# ServiceAccount, writing a Tollgate key Secret is allowed, writing any other Secret is refused
+# with the policy's message. Namespace $POLICY_NS; the Subscription is the key Secret's owner.
+POLICY_NS=tg-policy-test
+POLICY_MESSAGE="may write only the key Secrets it generates"
+POLICY_OLD_MESSAGE="may change only the key Secrets it generated"
+secret_policy_tests() { # KUBECTL OPERATOR-KUBECTL...
+	local k=$1
+	shift
+	local op=("$@")
+	$k create namespace "$POLICY_NS" --dry-run=client -o yaml | $k apply -f - >/dev/null
+	# A policy is enforced a moment after it is created: poll with a server-side dry run (admission
+	# runs on dry runs, nothing is stored) until a plain Secret is refused.
+	local start=$SECONDS active=0
+	while ((SECONDS - start < 30)); do
+		if ! "${op[@]}" -n "$POLICY_NS" create secret generic probe --from-literal=a=b \
+			--dry-run=server >"$WORK/req.log" 2>&1 && grep -q "$POLICY_MESSAGE" "$WORK/req.log"; then
+			active=1
+			break
+		fi
+		sleep 0.2
+	done
+	if ((active)); then pass "the Secret admission policy is in force (within $((SECONDS - start + 1)) s)"; else
+		fail "the Secret admission policy refused no write within 30 s: $(head -c 300 "$WORK/req.log")"
+		return
+	fi
+
+	# refused_by_policy DESCRIPTION PATTERN COMMAND...: the request fails with the policy's message.
+	refused_by_policy() {
+		local what=$1 pattern=$2
+		shift 2
+		if "$@" >"$WORK/req.log" 2>&1; then
+			fail "$what: the request succeeded"
+		elif grep -q "ValidatingAdmissionPolicy 'tollgate-operator-secrets'" "$WORK/req.log" &&
+			grep -q "$pattern" "$WORK/req.log"; then
+			pass "$what: refused by the policy"
+			printf '    %s\n' "$(head -c 400 "$WORK/req.log")" >&2
+		else
+			fail "$what: failed, but not with the policy's message: $(head -c 300 "$WORK/req.log")"
+		fi
+	}
+	local uid
+	$k -n "$POLICY_NS" apply -f - >/dev/null <<'YAML' || { fail "create Subscription acme"; return; }
+apiVersion: tollgate.dev/v1alpha1
+kind: Subscription
+metadata: {name: acme}
+spec: {plan: free, subscriber: {name: Acme}}
+YAML
+	uid=$($k -n "$POLICY_NS" get subscriptions.tollgate.dev acme -o jsonpath='{.metadata.uid}')
+	# key_secret NAME TYPE OWNER: a Secret as key_secrets.rs writes it, with parts varied
+	# (OWNER `-`: no owner reference).
+	key_secret() {
+		local owner="" annotations=""
+		[[ $3 == - ]] || owner="ownerReferences: [{apiVersion: tollgate.dev/v1alpha1, kind: Subscription, name: $3, uid: $uid, controller: true}]"
+		# Without it the API server's own validation refuses the type before admission runs.
+		[[ $2 != kubernetes.io/service-account-token ]] || annotations="annotations: {kubernetes.io/service-account.name: default}"
+		cat <<YAML
+apiVersion: v1
+kind: Secret
+metadata:
+  name: $1
+  labels: {tollgate.dev/keys: "true"}
+  $owner
+  $annotations
+type: $2
+stringData: {primaryKey: tg_a, secondaryKey: tg_b}
+YAML
+	}
+	# apply_secret NAME MORE-METADATA [MORE-FIELDS]: a server-side apply, a PATCH as key_secrets.rs
+	# sends (`kubectl patch` would GET first, which the operator may not).
+	apply_secret() {
+		printf 'apiVersion: v1\nkind: Secret\nmetadata: {name: %s%s}\n' "$1" "$2" >"$WORK/x.yaml"
+		[[ -z ${3:-} ]] || printf '%s\n' "$3" >>"$WORK/x.yaml"
+		"${op[@]}" -n "$POLICY_NS" apply --server-side --force-conflicts --field-manager=tollgate-operator -f "$WORK/x.yaml"
+	}
+	key_secret acme-keys Opaque acme >"$WORK/acme-keys.yaml"
+	check "operator creates a Tollgate key Secret (acme-keys)" \
+		"${op[@]}" -n "$POLICY_NS" create -f "$WORK/acme-keys.yaml"
+	check "operator rotates a key in it (patch)" apply_secret acme-keys "" "stringData: {primaryKey: tg_c}"
+	refused_by_policy "operator creates a plain Secret" "$POLICY_MESSAGE" \
+		"${op[@]}" -n "$POLICY_NS" create secret generic db-password --from-literal=password=hunter2
+	key_secret other-keys Opaque - >"$WORK/x.yaml"
+	refused_by_policy "operator creates a labelled Secret no Subscription owns" "$POLICY_MESSAGE" \
+		"${op[@]}" -n "$POLICY_NS" create -f "$WORK/x.yaml"
+	key_secret globex-keys Opaque acme >"$WORK/x.yaml"
+	refused_by_policy "operator creates a key Secret named for another Subscription" "$POLICY_MESSAGE" \
+		"${op[@]}" -n "$POLICY_NS" create -f "$WORK/x.yaml"
+	key_secret token-keys kubernetes.io/service-account-token token >"$WORK/x.yaml"
+	refused_by_policy "operator creates a service-account-token Secret dressed as a key Secret" "$POLICY_MESSAGE" \
+		"${op[@]}" -n "$POLICY_NS" create -f "$WORK/x.yaml"
+	refused_by_policy "operator relabels a key Secret" "$POLICY_MESSAGE" \
+		apply_secret acme-keys ', labels: {tollgate.dev/keys: "false"}'
+	# Another Secret, written by an administrator (the policy matches only the operator).
+	check "an administrator still creates any Secret" \
+		$k -n "$POLICY_NS" create secret generic db-password --from-literal=password=hunter2
+	refused_by_policy "operator patches an existing unrelated Secret" "$POLICY_OLD_MESSAGE" \
+		apply_secret db-password "" "stringData: {password: owned}"
+	refused_by_policy "operator takes over an unrelated Secret by labelling it" "$POLICY_OLD_MESSAGE" \
+		apply_secret db-password ', labels: {tollgate.dev/keys: "true"}'
+	check "the unrelated Secret is unchanged" \
+		test "$($k -n "$POLICY_NS" get secret db-password -o jsonpath='{.data.password}' | base64 -d)" = hunter2
+}
+
+# Namespaced mode (operator.watchNamespaces): a second release, `tgns` in namespace $NS_RELEASE,
+# watching $NS_A and $NS_B. Its ServiceAccount gets Roles there and nothing cluster-wide but
+# TokenReviews. (operator/tests/e2e.rs `operator_watches_only_its_namespaces` runs the operator
+# itself under Roles only.)
+NS_RELEASE=tg-ns-release NS_A=tg-ns-a NS_B=tg-ns-b
+namespaced_rbac_tests() { # KUBECTL SERVER CA_DATA
+	local k=$1 n token
+	for n in "$NS_RELEASE" "$NS_A" "$NS_B"; do
+		$k create namespace "$n" --dry-run=client -o yaml | $k apply -f - >/dev/null
+	done
+	"$HELM" template tgns "$CHART" --namespace "$NS_RELEASE" --kube-version "$KUBE_VERSION" \
+		--set "operator.watchNamespaces={$NS_A,$NS_B}" \
+		--show-only templates/serviceaccounts.yaml --show-only templates/rbac.yaml \
+		--show-only templates/secret-policy.yaml >"$WORK/rbac-ns.yaml"
+	check "namespaced mode: no operator ClusterRole, only the TokenReview one" python3 -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+cluster = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole")
+roles = sorted((d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "Role")
+print(cluster, roles)
+assert cluster == ["tgns-tollgate-tokenreview"], cluster
+assert roles == [("tg-ns-a", "tgns-tollgate-operator"), ("tg-ns-b", "tgns-tollgate-operator"),
+                 ("tg-ns-release", "tgns-tollgate-leader")], roles
+' "$WORK/rbac-ns.yaml"
+	check "namespaced mode: create the ServiceAccounts, Roles and policy" $k apply -f "$WORK/rbac-ns.yaml"
+	token=$($k -n "$NS_RELEASE" create token tgns-tollgate-operator --duration=1h) ||
+		{ fail "kubectl create token tgns-tollgate-operator"; return; }
+	write_kubeconfig "$WORK/ns-operator.kubeconfig" "$2" "$3" tgns-tollgate-operator "$token"
+	local nop=("$k" --kubeconfig "$WORK/ns-operator.kubeconfig") verb
+	for verb in "list secrets -n $NS_A" "watch products.tollgate.dev -n $NS_B" "create secrets -n $NS_B" \
+		"patch subscriptions.tollgate.dev --subresource=status -n $NS_A" "create events.events.k8s.io -n $NS_A" \
+		"update leases.coordination.k8s.io -n $NS_RELEASE" "create tokenreviews.authentication.k8s.io"; do
+		# shellcheck disable=SC2086
+		check "namespaced operator may: $verb" "${nop[@]}" auth can-i $verb
+	done
+	for verb in "list secrets -A" "list secrets -n default" "list products.tollgate.dev -A" \
+		"create secrets -n $NS_RELEASE" "watch services -n default" "create events.events.k8s.io -n default"; do
+		# shellcheck disable=SC2086
+		refuse "namespaced operator may not: $verb" "${nop[@]}" auth can-i $verb
+	done
 }
 
 write_kubeconfig() { # OUT SERVER CA_DATA USER TOKEN
@@ -355,7 +515,9 @@ EOF
 
 cleanup_cluster() { # KUBECONFIG WAS_UP
 	kubectl --kubeconfig "$1" delete --ignore-not-found --wait=false -f "$WORK/rbac.yaml" >/dev/null 2>&1 || true
-	kubectl --kubeconfig "$1" delete namespace --ignore-not-found --wait=false "$NAMESPACE" weather >/dev/null 2>&1 || true
+	kubectl --kubeconfig "$1" delete --ignore-not-found --wait=false -f "$WORK/rbac-ns.yaml" >/dev/null 2>&1 || true
+	kubectl --kubeconfig "$1" delete namespace --ignore-not-found --wait=false "$NAMESPACE" weather weather-eu \
+		"$POLICY_NS" "$NS_RELEASE" "$NS_A" "$NS_B" >/dev/null 2>&1 || true
 	(($2)) || e2e/control-plane.sh down || true
 	finish_work
 }

@@ -36,9 +36,36 @@ run() { # title command...
     fi
 }
 
+# --- Dependency hygiene: cargo deny with the committed deny.toml --------------------------------
+# Licences, bans (duplicates are warnings) and sources always. Advisories need the RustSec
+# advisory database, cloned from GitHub: checked when GitHub answers (or against a copy fetched
+# earlier, said so), skipped with a line saying so when neither is there. cargo-deny is installed
+# once, at the pinned version, into ~/.cargo/bin.
+CARGO_DENY_VERSION=0.20.2
+ADVISORY_DB_URL=https://github.com/RustSec/advisory-db
+dependency_checks() {
+    if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]]; then
+        printf 'installing cargo-deny %s (cargo install --locked, once per machine)\n' "$CARGO_DENY_VERSION"
+        cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION" || return 1
+    fi
+    local deny=(cargo deny --locked check --hide-inclusion-graph)
+    if timeout 15 git ls-remote --exit-code "$ADVISORY_DB_URL" HEAD >/dev/null 2>&1; then
+        "${deny[@]}" advisories licenses bans sources
+    elif compgen -G "$HOME/.cargo/advisory-dbs/advisory-db-*/crates" >/dev/null; then
+        printf 'advisory database unreachable (%s): checking against the copy fetched earlier\n' "$ADVISORY_DB_URL"
+        cargo deny --locked check --hide-inclusion-graph --disable-fetch advisories licenses bans sources
+    else
+        printf '%sSKIPPED cargo deny check advisories: the advisory database (%s) is unreachable from this machine and no earlier copy exists%s\n' \
+            "$RED" "$ADVISORY_DB_URL" "$RESET"
+        "${deny[@]}" licenses bans sources
+    fi
+}
+
 run "format" cargo fmt --all -- --check
-run "clippy" cargo clippy --workspace --all-targets -- -D warnings
-run "tests" cargo test --workspace
+run "dependencies (cargo deny)" dependency_checks
+# --locked everywhere: a Cargo.lock that does not match the manifests fails instead of being rewritten.
+run "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+run "tests" cargo test --workspace --locked
 # The dev profile reuses what `cargo test` just built instead of a third, optimised build.
 run "demo walk-through (smoke test)" env DEMO_EXIT=1 DEMO_PROFILE=dev scripts/demo.sh
 
@@ -54,7 +81,7 @@ operator_e2e() {
     kubeconfig=$(e2e/control-plane.sh up | tail -n 1) || return 1
     # kubectl on PATH: the usage test reads `kubectl get subscriptions` as a user would.
     (eval "$(e2e/control-plane.sh env)" && KUBECONFIG="$kubeconfig" TOLLGATE_E2E=1 \
-        cargo test -p tollgate-operator --test e2e -- --nocapture) || rc=$?
+        cargo test --locked -p tollgate-operator --test e2e -- --nocapture) || rc=$?
     ((was_up)) || e2e/control-plane.sh down || true
     return "$rc"
 }

@@ -10,6 +10,14 @@
 //! A label selector would not narrow the RBAC needed: RBAC cannot scope `list`/`watch` by label,
 //! so the operator needs `list`/`watch` on `secrets` either way; this choice keeps unlabelled
 //! user Secrets working and limits what sits in memory.
+//!
+//! # Which namespaces
+//!
+//! Every namespace (one cluster-wide watch per kind, needing cluster-wide `list`/`watch`), or a
+//! list of namespaces (`--watch-namespace`): then one watch per kind *and namespace*, each into
+//! its own cache, so Roles in those namespaces are all the read access the operator needs. The
+//! caches are separate because a reflector's store is replaced wholesale on every re-list: two
+//! namespaces feeding one store would drop each other's objects.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -32,23 +40,63 @@ use crate::{Error, Result};
 /// Label on Secrets the operator generates (and that users may put on their own key Secrets).
 pub const KEYS_LABEL: &str = "tollgate.dev/keys";
 
+/// The watch caches of one kind: one for all namespaces, or one per watched namespace.
+pub struct Watched<K: Resource<DynamicType = ()> + 'static> {
+    stores: Vec<Store<K>>,
+}
+
+// Derived Clone would require `K: Clone` in the bound; the stores are handles.
+impl<K: Resource<DynamicType = ()> + 'static> Clone for Watched<K> {
+    fn clone(&self) -> Self {
+        Watched {
+            stores: self.stores.clone(),
+        }
+    }
+}
+
+impl<K> Watched<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn new(stores: Vec<Store<K>>) -> Self {
+        Watched { stores }
+    }
+
+    /// Every cached object, all namespaces together.
+    pub fn state(&self) -> Vec<Arc<K>> {
+        self.stores.iter().flat_map(Store::state).collect()
+    }
+
+    /// One object by reference (namespaces never overlap, so the first hit is the only one).
+    pub fn get(&self, key: &reflector::ObjectRef<K>) -> Option<Arc<K>> {
+        self.stores.iter().find_map(|s| s.get(key))
+    }
+
+    async fn wait_until_ready(&self) -> std::result::Result<(), reflector::store::WriterDropped> {
+        for store in &self.stores {
+            store.wait_until_ready().await?;
+        }
+        Ok(())
+    }
+}
+
 /// Read handles on the watch caches of every kind the compiler reads.
 #[derive(Clone)]
 pub struct Stores {
     /// Products.
-    pub products: Store<Product>,
+    pub products: Watched<Product>,
     /// Plans.
-    pub plans: Store<Plan>,
+    pub plans: Watched<Plan>,
     /// Subscriptions.
-    pub subscriptions: Store<Subscription>,
+    pub subscriptions: Watched<Subscription>,
     /// ApiPolicies.
-    pub policies: Store<ApiPolicy>,
+    pub policies: Watched<ApiPolicy>,
     /// Secrets (data kept only for key Secrets, see the module docs).
-    pub secrets: Store<Secret>,
+    pub secrets: Watched<Secret>,
     /// Services (for the ports behind `backend.service`).
-    pub services: Store<Service>,
+    pub services: Watched<Service>,
     /// EndpointSlices (the ready pods behind those Services).
-    pub endpoint_slices: Store<EndpointSlice>,
+    pub endpoint_slices: Watched<EndpointSlice>,
 }
 
 impl Stores {
@@ -92,7 +140,7 @@ impl Stores {
 
     /// The compiler's input: a copy of every cached object.
     pub fn snapshot(&self) -> Snapshot {
-        fn all<K: Resource<DynamicType = ()> + Clone + 'static>(s: &Store<K>) -> Vec<K> {
+        fn all<K: Resource<DynamicType = ()> + Clone + 'static>(s: &Watched<K>) -> Vec<K> {
             s.state().iter().map(|o| o.as_ref().clone()).collect()
         }
         Snapshot {
@@ -145,27 +193,33 @@ pub fn is_key_secret(secret: &Secret) -> bool {
 
 /// Start one reflector per kind; every change (after the first list, too) notifies `changed`.
 ///
-/// `namespace` limits the watches to one namespace; `None` watches all of them.
+/// `namespaces` limits the watches to those namespaces; empty watches all of them.
 pub fn start(
     client: &Client,
-    namespace: Option<&str>,
+    namespaces: &[String],
     changed: Arc<Notify>,
     metrics: Arc<Metrics>,
 ) -> (Stores, Vec<JoinHandle<()>>) {
     let mut tasks = Vec::new();
+    // `None`: one cluster-wide watch per kind.
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
     let stores = Stores {
-        products: reflect::<Product>(client, namespace, &changed, &metrics, &mut tasks, |_| {}),
-        plans: reflect::<Plan>(client, namespace, &changed, &metrics, &mut tasks, |_| {}),
+        products: reflect::<Product>(client, &scopes, &changed, &metrics, &mut tasks, |_| {}),
+        plans: reflect::<Plan>(client, &scopes, &changed, &metrics, &mut tasks, |_| {}),
         subscriptions: reflect::<Subscription>(
             client,
-            namespace,
+            &scopes,
             &changed,
             &metrics,
             &mut tasks,
             |_| {},
         ),
-        policies: reflect::<ApiPolicy>(client, namespace, &changed, &metrics, &mut tasks, |_| {}),
-        secrets: reflect::<Secret>(client, namespace, &changed, &metrics, &mut tasks, |s| {
+        policies: reflect::<ApiPolicy>(client, &scopes, &changed, &metrics, &mut tasks, |_| {}),
+        secrets: reflect::<Secret>(client, &scopes, &changed, &metrics, &mut tasks, |s| {
             if is_key_secret(s) {
                 return;
             }
@@ -178,13 +232,13 @@ pub fn start(
                 s.data = None;
             }
         }),
-        services: reflect::<Service>(client, namespace, &changed, &metrics, &mut tasks, |s| {
+        services: reflect::<Service>(client, &scopes, &changed, &metrics, &mut tasks, |s| {
             // Only the ports are read; the status and most of the spec are churn.
             s.status = None;
         }),
         endpoint_slices: reflect::<EndpointSlice>(
             client,
-            namespace,
+            &scopes,
             &changed,
             &metrics,
             &mut tasks,
@@ -194,7 +248,33 @@ pub fn start(
     (stores, tasks)
 }
 
+/// One reflector per scope in `scopes`, gathered into one [`Watched`].
 fn reflect<K>(
+    client: &Client,
+    scopes: &[Option<&str>],
+    changed: &Arc<Notify>,
+    metrics: &Arc<Metrics>,
+    tasks: &mut Vec<JoinHandle<()>>,
+    trim: fn(&mut K),
+) -> Watched<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    Watched::new(
+        scopes
+            .iter()
+            .map(|ns| reflect_one(client, *ns, changed, metrics, tasks, trim))
+            .collect(),
+    )
+}
+
+fn reflect_one<K>(
     client: &Client,
     namespace: Option<&str>,
     changed: &Arc<Notify>,
@@ -219,6 +299,7 @@ where
     let changed = changed.clone();
     let metrics = metrics.clone();
     let kind = K::kind(&());
+    let scope = namespace.unwrap_or("*").to_string();
     let stream = reflector::reflector(
         writer,
         watcher(api, watcher::Config::default())
@@ -237,7 +318,7 @@ where
                 Err(e) => {
                     // The backoff retries; say why the cache may be stale.
                     metrics.errors.with_label_values(&["watch"]).inc();
-                    tracing::warn!(kind = %kind, error = %e, "watch failed; retrying");
+                    tracing::warn!(kind = %kind, namespace = %scope, error = %e, "watch failed; retrying");
                 }
             }
         }

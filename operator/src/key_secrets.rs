@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{ObjectRef as StoreRef, Store};
+use kube::runtime::reflector::ObjectRef as StoreRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use tollgate_crds::subscription::{PRIMARY_KEY, SECONDARY_KEY};
 use tollgate_crds::Subscription;
 
-use crate::gather::KEYS_LABEL;
+use crate::gather::{Watched, KEYS_LABEL};
 use crate::keys;
 use crate::status::FIELD_MANAGER;
 use crate::{Error, Result};
@@ -102,7 +102,7 @@ pub fn decide(sub: &Subscription, secret_exists: bool) -> Option<KeyAction> {
 /// considered); `secrets` is the watch cache, the freshest view of which Secrets exist.
 pub fn plan(
     subscriptions: &[Subscription],
-    secrets: &Store<Secret>,
+    secrets: &Watched<Secret>,
 ) -> Vec<(Subscription, KeyAction)> {
     subscriptions
         .iter()

@@ -40,8 +40,8 @@ pub use error::{Error, Result};
 pub struct Config {
     /// Address of `/healthz`, `/readyz`, `/metrics`.
     pub metrics_listen: SocketAddr,
-    /// Watch only this namespace (`None`: all namespaces).
-    pub watch_namespace: Option<String>,
+    /// Watch only these namespaces (empty: all namespaces, which needs cluster-wide RBAC).
+    pub watch_namespaces: Vec<String>,
     /// Namespace of the leader Lease.
     pub lease_namespace: String,
     /// Name of the leader Lease.
@@ -147,7 +147,7 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
     let changed = Arc::new(Notify::new());
     let (stores, watches) = gather::start(
         &client,
-        config.watch_namespace.as_deref(),
+        &config.watch_namespaces,
         changed.clone(),
         metrics.clone(),
     );

@@ -15,9 +15,10 @@ struct Args {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "TOLLGATE_METRICS_LISTEN", default_value = "0.0.0.0:8081")]
     metrics_listen: SocketAddr,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "TOLLGATE_WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    /// Watch only these namespaces (repeat the flag, or separate names with commas; default:
+    /// all namespaces). Roles in those namespaces are then all the read access it needs.
+    #[arg(long, env = "TOLLGATE_WATCH_NAMESPACE", value_delimiter = ',')]
+    watch_namespace: Vec<String>,
     /// Namespace of the leader Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "tollgate-system")]
     namespace: String,
@@ -111,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
         client,
         tollgate_operator::Config {
             metrics_listen: args.metrics_listen,
-            watch_namespace: args.watch_namespace,
+            watch_namespaces: watch_namespaces(args.watch_namespace),
             lease_namespace: args.namespace,
             lease_name: args.lease_name,
             identity,
@@ -138,6 +139,19 @@ async fn main() -> anyhow::Result<()> {
     .context("operator failed")
 }
 
+/// The flag's values without blanks and repeats (`--watch-namespace a,,a` is `[a]`), in the
+/// order given: an empty name would otherwise mean "every namespace" to the API, and a repeat
+/// would watch a namespace twice.
+fn watch_namespaces(given: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in given.into_iter().map(|n| n.trim().to_string()) {
+        if !name.is_empty() && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
 async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -159,5 +173,30 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Vec<String> {
+        let args =
+            Args::try_parse_from(std::iter::once("tollgate-operator").chain(args.iter().copied()))
+                .expect("valid flags");
+        watch_namespaces(args.watch_namespace)
+    }
+
+    #[test]
+    fn watch_namespace_is_repeatable_and_comma_separated() {
+        assert!(parse(&[]).is_empty(), "no flag: every namespace");
+        assert_eq!(parse(&["--watch-namespace", "a"]), ["a"]);
+        assert_eq!(
+            parse(&["--watch-namespace", "a,b", "--watch-namespace", "c"]),
+            ["a", "b", "c"]
+        );
+        // Blanks would mean "all namespaces" to Api::namespaced(""); repeats would watch twice.
+        assert_eq!(parse(&["--watch-namespace", "a, ,b,a,"]), ["a", "b"]);
+        assert!(parse(&["--watch-namespace", ""]).is_empty());
     }
 }

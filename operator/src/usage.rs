@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
-use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 use tollgate_crds::table::{QuotaEntry, RoutingTable};
@@ -28,6 +27,7 @@ use tollgate_crds::{QuotaUsage, Subscription};
 use tollgate_redis::RedisConn;
 
 use crate::controller::TableRx;
+use crate::gather::Watched;
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 
@@ -143,7 +143,7 @@ async fn write(client: &Client, sub: &Subscription, usage: Option<&QuotaUsage>) 
 /// Redis unreachable (nothing written), or the first failed write (the others still ran).
 pub async fn pass(
     client: &Client,
-    subscriptions: &Store<Subscription>,
+    subscriptions: &Watched<Subscription>,
     table: &RoutingTable,
     conn: &RedisConn,
     timeout: Duration,
@@ -194,7 +194,7 @@ pub struct UsageLoop {
     /// The Kubernetes client.
     pub client: Client,
     /// Subscriptions as watched (their current `status.usage`).
-    pub subscriptions: Store<Subscription>,
+    pub subscriptions: Watched<Subscription>,
     /// The published table (which plan, which quota).
     pub table: TableRx,
     /// Whether this replica leads.

@@ -102,18 +102,31 @@ impl Operator {
         tls: Option<&DistributionTls>,
         extra: &[String],
     ) -> Operator {
-        let port = free_port();
-        let log = std::env::temp_dir().join(format!("{namespace}-{name}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
         // The Lease lives where the operator's identity may write it: the test namespace, or
         // under the chart's identity the release namespace, one Lease per test namespace.
-        let (lease_namespace, lease_name) = match chart_identity() {
+        let lease = match chart_identity() {
             Some((_, release_namespace)) => (release_namespace, format!("leader-{namespace}")),
             None => (
                 namespace.to_string(),
                 "tollgate-operator-leader".to_string(),
             ),
         };
+        Operator::start_leasing(namespace, name, kubeconfig, table_port, tls, extra, lease)
+    }
+
+    /// [`Operator::start_with_args`] with the Lease at `(namespace, name)`.
+    fn start_leasing(
+        namespace: &str,
+        name: &str,
+        kubeconfig: &Path,
+        table_port: u16,
+        tls: Option<&DistributionTls>,
+        extra: &[String],
+        (lease_namespace, lease_name): (String, String),
+    ) -> Operator {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("{namespace}-{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate-operator"));
         if let Some(tls) = tls {
             command
@@ -672,16 +685,8 @@ impl Operator {
 /// A kubeconfig for ServiceAccount `tollgate-operator` in `ns` holding exactly the RBAC that
 /// `operator/README.md` lists, so the test fails if the operator needs anything more.
 async fn least_privilege_kubeconfig(client: &Client, ns: &str) -> PathBuf {
-    let rules = serde_json::json!([
-        {"apiGroups": ["tollgate.dev"], "resources": ["products", "plans", "subscriptions", "apipolicies"], "verbs": ["list", "watch"]},
-        {"apiGroups": ["tollgate.dev"], "resources": ["subscriptions"], "verbs": ["patch"]},
-        {"apiGroups": ["tollgate.dev"], "resources": ["products/status", "plans/status", "subscriptions/status", "apipolicies/status"], "verbs": ["patch"]},
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch", "create", "patch"]},
-        {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
-        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
-    ]);
+    let mut rules = operator_rules();
+    rules.as_array_mut().expect("rules").push(lease_rule());
     let sa = "tollgate-operator";
     let subject = serde_json::json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]);
     let role: ClusterRole = serde_json::from_value(serde_json::json!({
@@ -720,6 +725,31 @@ async fn least_privilege_kubeconfig(client: &Client, ns: &str) -> PathBuf {
         .create(&pp, &review_binding)
         .await
         .expect("create ClusterRoleBinding");
+    service_account_kubeconfig(client, ns, sa).await
+}
+
+/// The rules `operator/README.md` lists for the watched namespaces (the chart's operator
+/// ClusterRole, or its Role per namespace in namespaced mode).
+fn operator_rules() -> serde_json::Value {
+    serde_json::json!([
+        {"apiGroups": ["tollgate.dev"], "resources": ["products", "plans", "subscriptions", "apipolicies"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["tollgate.dev"], "resources": ["subscriptions"], "verbs": ["patch"]},
+        {"apiGroups": ["tollgate.dev"], "resources": ["products/status", "plans/status", "subscriptions/status", "apipolicies/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch", "create", "patch"]},
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ])
+}
+
+/// Leader election, in the Lease's namespace only.
+fn lease_rule() -> serde_json::Value {
+    serde_json::json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]})
+}
+
+/// Create ServiceAccount `sa` in `ns` and write a kubeconfig holding a token of it.
+async fn service_account_kubeconfig(client: &Client, ns: &str, sa: &str) -> PathBuf {
+    let pp = PostParams::default();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let account: ServiceAccount =
         serde_json::from_value(serde_json::json!({"metadata": {"name": sa}})).expect("sa");
@@ -836,6 +866,129 @@ async fn invalid_manifests_are_refused_naming_the_field() {
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
         .await;
+}
+
+/// Namespaced mode (`--watch-namespace`, the chart's `operator.watchNamespaces`): with Roles in
+/// two namespaces and nothing cluster-wide, the operator reconciles both (statuses, generated
+/// keys) and never touches a third namespace's objects, although they were there first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_watches_only_its_namespaces() {
+    if !enabled("operator_watches_only_its_namespaces") {
+        return;
+    }
+    if on_kind() {
+        // The kind target runs the installed (cluster-wide) chart; e2e/chart-test.sh checks
+        // the namespaced rendering's Roles.
+        eprintln!("operator_watches_only_its_namespaces: runs on the local target only");
+        return;
+    }
+    let client = Client::try_default().await.expect("kube client");
+    install_crds(&client).await;
+    let watched = [
+        fresh_namespace(&client).await,
+        fresh_namespace(&client).await,
+    ];
+    let other = fresh_namespace(&client).await;
+    eprintln!("watched {watched:?}, not watched {other}");
+
+    // Objects in the unwatched namespace first: had the operator seen them, it would have
+    // reconciled them before the watched ones.
+    // The routing table is one for all namespaces: each Product gets its own path.
+    let objects = |ns: &str| {
+        [
+            format!("apiVersion: tollgate.dev/v1alpha1\nkind: Product\nmetadata: {{name: echo}}\nspec: {{backend: {{url: \"http://127.0.0.1:9\"}}, routes: [{{name: all, path: /{ns}}}]}}"),
+            "apiVersion: tollgate.dev/v1alpha1\nkind: Plan\nmetadata: {name: basic}\nspec: {product: echo}".to_string(),
+            "apiVersion: tollgate.dev/v1alpha1\nkind: Subscription\nmetadata: {name: acme}\nspec: {plan: basic, subscriber: {name: Acme}}".to_string(),
+        ]
+        .map(|doc| yaml(ns, &doc))
+    };
+    for ns in std::iter::once(&other).chain(&watched) {
+        for doc in objects(ns) {
+            create(&client, ns, &doc).await.expect("create");
+        }
+    }
+
+    // Roles only: the operator's rules in each watched namespace, the Lease's in the first.
+    let pp = PostParams::default();
+    let sa = "tollgate-operator";
+    for (i, ns) in watched.iter().enumerate() {
+        let mut rules = operator_rules();
+        if i == 0 {
+            rules.as_array_mut().expect("rules").push(lease_rule());
+        }
+        let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "tollgate-operator", "namespace": ns}, "rules": rules
+        }))
+        .expect("role");
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "tollgate-operator", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tollgate-operator"},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": &watched[0]}]
+        }))
+        .expect("binding");
+        Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), ns)
+            .create(&pp, &role)
+            .await
+            .expect("create Role");
+        Api::<RoleBinding>::namespaced(client.clone(), ns)
+            .create(&pp, &binding)
+            .await
+            .expect("create RoleBinding");
+    }
+    let kubeconfig = service_account_kubeconfig(&client, &watched[0], sa).await;
+    let started = Instant::now();
+    // One namespace as the flag's first value, the other repeated: both spellings at once.
+    let operator = Operator::start_leasing(
+        &watched[0],
+        "op-ns",
+        &kubeconfig,
+        free_port(),
+        None,
+        &["--watch-namespace".into(), watched[1].clone()],
+        (watched[0].clone(), "tollgate-operator-leader".into()),
+    );
+    // Ready means every watch listed: a cluster-wide list would have been forbidden.
+    operator.wait_ready().await;
+
+    for ns in &watched {
+        wait_one::<Subscription>(&client, ns, "acme", "acme Ready", is_ready).await;
+        let key = generated_key(&client, ns, "acme-keys").await;
+        assert!(looks_like_tollgate_key(&key), "{ns}: not a Tollgate key");
+    }
+    eprintln!(
+        "MEASURED: both watched namespaces reconciled in {:?}",
+        started.elapsed()
+    );
+
+    // The unwatched namespace: no status, no key Secret, nothing in the log about it.
+    let untouched = Api::<Subscription>::namespaced(client.clone(), &other)
+        .get("acme")
+        .await
+        .expect("get");
+    assert!(untouched.status.is_none(), "{:?}", untouched.status);
+    let product = Api::<Product>::namespaced(client.clone(), &other)
+        .get("echo")
+        .await
+        .expect("get");
+    assert!(product.status.is_none(), "{:?}", product.status);
+    let secret = Api::<Secret>::namespaced(client.clone(), &other)
+        .get_opt("acme-keys")
+        .await
+        .expect("get secret");
+    assert!(secret.is_none(), "keys generated in an unwatched namespace");
+    let log = operator.log_text();
+    assert!(!log.contains(&other), "the log mentions {other}: {log}");
+    assert!(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        "the operator hit RBAC: {log}"
+    );
+
+    drop(operator);
+    for ns in watched.iter().chain([&other]) {
+        let _ = Api::<Namespace>::all(client.clone())
+            .delete(ns, &DeleteParams::default())
+            .await;
+    }
 }
 
 /// The weather example (plus a Subscription with generated keys) turns Ready; a dangling

@@ -116,3 +116,12 @@ be valid for it. */}}
       {{- include "tollgate.selectorLabels" (list $ctx $component) | nindent 6 }}
 {{- end }}
 {{- end }}
+
+{{/*
+The namespaces the operator watches, as a JSON list (empty: every namespace):
+operator.watchNamespaces plus the older single operator.watchNamespace, without repeats.
+*/}}
+{{- define "tollgate.watchNamespaces" -}}
+{{- $all := concat (.Values.operator.watchNamespaces | default list) (compact (list .Values.operator.watchNamespace)) }}
+{{- toJson (uniq $all) }}
+{{- end }}
