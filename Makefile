@@ -2,13 +2,14 @@
 SHELL := /usr/bin/env bash
 CRD_YAML := charts/tollgate/crds/tollgate.dev.yaml
 
-.PHONY: help demo test crds lint bench
+.PHONY: help demo test crds lint bench fuzz
 
 help:
 	@echo "make demo   build and start Tollgate with the YourWeather example, walk through it (scripts/demo.sh)"
 	@echo "make test   everything CI runs: fmt, clippy, all tests, the demo as a smoke test (scripts/test.sh)"
 	@echo "make crds   regenerate $(CRD_YAML) from the Rust types"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make fuzz   each cargo-fuzz target for FUZZ_SECONDS (default 60), nightly (scripts/fuzz.sh)"
 	@echo "make bench  backend, nginx and HAProxy (plain and same policy), tollgate-proxy under the same load (bench/run.sh)"
 
 demo:
@@ -29,3 +30,7 @@ lint:
 
 bench:
 	bench/run.sh
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh

@@ -10,6 +10,8 @@ pub mod conditions;
 pub mod crd_yaml;
 pub mod diagnostics;
 pub mod distribution;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod manifest;
 pub mod plan;
 pub mod policy;

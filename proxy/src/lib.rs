@@ -24,6 +24,8 @@ pub(crate) mod authorize;
 pub(crate) mod bounds;
 pub mod client_addr;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub(crate) mod identify;
 pub mod jwt;

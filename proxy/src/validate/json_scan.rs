@@ -88,10 +88,11 @@ pub struct JsonLimits {
 }
 
 impl JsonLimits {
-    /// Syntax only, with serde_json's own nesting limit (128) so that a body this scanner
-    /// accepts can always be parsed for a schema check.
+    /// Syntax only, with serde_json's own nesting limit so that a body this scanner accepts
+    /// can always be parsed for a schema check: serde_json refuses the 128th nested container
+    /// (its recursion budget of 128 runs out there), so 127 is the deepest it parses.
     pub const SYNTAX_ONLY: JsonLimits = JsonLimits {
-        max_depth: 128,
+        max_depth: 127,
         max_object_members: u32::MAX,
         max_array_length: u32::MAX,
         max_string_length: u32::MAX,
@@ -762,6 +763,31 @@ mod tests {
         // Multi-byte UTF-8 counts its bytes.
         assert_eq!(scan("\"éé\"".as_bytes(), l), Ok(()));
         assert_eq!(scan("\"ééé\"".as_bytes(), l), too_long);
+    }
+
+    #[test]
+    fn syntax_only_passes_exactly_the_nesting_serde_json_parses() {
+        // Found by the json_scan fuzz target: serde_json refuses the 128th nested container, so
+        // a 128-deep body passed the scanner and then failed the schema parse as invalid JSON.
+        let nested = |n: usize| [vec![b'['; n], vec![b']'; n]].concat();
+        let deepest = nested(JsonLimits::SYNTAX_ONLY.max_depth as usize);
+        assert_eq!(scan(&deepest, LOOSE), Ok(()));
+        assert!(
+            serde_ok(&deepest),
+            "serde_json parses what the scanner passes"
+        );
+        let deeper = nested(JsonLimits::SYNTAX_ONLY.max_depth as usize + 1);
+        assert!(
+            !serde_ok(&deeper),
+            "the bound is serde_json's, not below it"
+        );
+        assert_eq!(
+            scan(&deeper, LOOSE),
+            Err(ScanError::Limit {
+                kind: LimitKind::Depth,
+                limit: JsonLimits::SYNTAX_ONLY.max_depth
+            })
+        );
     }
 
     #[test]
