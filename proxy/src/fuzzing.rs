@@ -18,10 +18,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use crate::bounds::FramingFault;
 use crate::jwt::jwks::{KeySet, MAX_KEYS};
 use crate::jwt::verify;
 use crate::jwt::{IssuerKeys, IssuerRt, JwtPolicyRt};
 use crate::listen::framing::{FramingGuard, Watcher};
+use crate::listen::limits::DEFAULT_HEAD_TIMEOUT;
 use crate::listen::server::http_builder;
 use crate::observe::metrics::Metrics;
 use crate::pipeline::{self, ConnInfo};
@@ -29,6 +31,7 @@ use crate::route;
 use crate::source::dir::{self, ManifestFile};
 use crate::state::Shared;
 use crate::validate::json_scan::{JsonLimits, LimitKind, ScanError, Scanner};
+use tollgate_crds::manifest::Limits;
 
 // ---------------------------------------------------------------------------------------------
 // JWT and JWKS
@@ -222,7 +225,7 @@ fn assert_within(value: &serde_json::Value, limits: &JsonLimits, depth: u32) {
 // ---------------------------------------------------------------------------------------------
 // The framing watcher
 
-fn watch_all<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<u64> {
+fn watch_all<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<(u64, FramingFault)> {
     let mut watcher = Watcher::default();
     chunks.into_iter().filter_map(|c| watcher.feed(c)).collect()
 }
@@ -446,8 +449,10 @@ fn front() -> &'static Front {
             let files = [ManifestFile {
                 name: "front.yaml".into(),
                 text: FRONT_MANIFESTS.replace("JWKS_DOC", JWKS),
+                over_limit: None,
             }];
-            let loaded = dir::load(&files).expect("the front-end manifests load");
+            let loaded =
+                dir::load(&files, &Limits::default()).expect("the front-end manifests load");
             assert!(
                 !loaded.compiled.has_errors(),
                 "{:?}",
@@ -511,7 +516,7 @@ pub fn front_answer(data: &[u8]) -> Vec<u8> {
         let service = service_fn(move |req| {
             let conn = ConnInfo {
                 peer: PEER,
-                conflicting_framing: guard.next_request_flagged(),
+                framing: guard.next_request_fault(),
                 tls: None,
             };
             busy.fetch_add(1, Ordering::SeqCst);
@@ -524,7 +529,7 @@ pub fn front_answer(data: &[u8]) -> Vec<u8> {
             }
         });
         let serving = tokio::spawn(async move {
-            let builder = http_builder();
+            let builder = http_builder(DEFAULT_HEAD_TIMEOUT);
             let _ = builder.serve_connection(TokioIo::new(io), service).await;
         });
         let (mut rd, mut wr) = tokio::io::split(client);
