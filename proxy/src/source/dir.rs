@@ -20,6 +20,9 @@
 //!   only covers pauses shorter than itself.
 //! - Reading is bounded ([`Limits`]): a file over the size limit is refused from its metadata,
 //!   without being read; a document nesting too deeply is refused before the YAML parser sees it.
+//!   Each file is parsed on its own and its parse kept (keyed by name and content hash), so a
+//!   reload parses only the files that changed: a large file costs once, not on every change
+//!   elsewhere. A file that stays bad is reported once.
 //!
 //! # Why polling
 //! The directory is polled (every 200 ms by default) instead of using inotify: editors save by
@@ -28,7 +31,7 @@
 //! (name, size, mtime) list. Contents are hashed when that list changes, and every few seconds
 //! regardless, because a same-size edit within a coarse mtime tick changes neither size nor mtime.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -212,11 +215,23 @@ fn read_listed(
 pub fn load(files: &[ManifestFile], limits: &Limits) -> Result<Loaded, Refused> {
     let mut set = ManifestSet::default();
     for f in files {
-        match &f.over_limit {
-            Some(e) => set.add_limit_error(e),
-            None => set.add_file_within(&f.name, &f.text, limits),
-        }
+        set.merge(&parse_file(f, limits));
     }
+    finish(set)
+}
+
+/// One file read on its own (it depends on no other file, so it can be kept per file).
+fn parse_file(f: &ManifestFile, limits: &Limits) -> ManifestSet {
+    let mut set = ManifestSet::default();
+    match &f.over_limit {
+        Some(e) => set.add_limit_error(e),
+        None => set.add_file_within(&f.name, &f.text, limits),
+    }
+    set
+}
+
+/// Refuse `set` if it has manifest errors, else compile it.
+fn finish(mut set: ManifestSet) -> Result<Loaded, Refused> {
     let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) = std::mem::take(&mut set.problems)
         .into_iter()
         .partition(|d| d.severity == Severity::Error);
@@ -234,14 +249,21 @@ pub fn load(files: &[ManifestFile], limits: &Limits) -> Result<Loaded, Refused> 
 fn content_hash(files: &[ManifestFile]) -> [u8; 32] {
     let mut h = Sha256::new();
     for f in files {
-        h.update((f.name.len() as u64).to_le_bytes());
-        h.update(f.name.as_bytes());
-        h.update((f.text.len() as u64).to_le_bytes());
-        h.update(f.text.as_bytes());
-        // A file too large to read is told apart by its size.
-        if let Some(LimitError::TooLarge { len, .. }) = &f.over_limit {
-            h.update(len.to_le_bytes());
-        }
+        h.update(file_hash(f));
+    }
+    h.finalize().into()
+}
+
+/// Hash of one file's name and contents (the key of its cached parse).
+fn file_hash(f: &ManifestFile) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((f.name.len() as u64).to_le_bytes());
+    h.update(f.name.as_bytes());
+    h.update((f.text.len() as u64).to_le_bytes());
+    h.update(f.text.as_bytes());
+    // A file too large to read is told apart by its size.
+    if let Some(LimitError::TooLarge { len, .. }) = &f.over_limit {
+        h.update(len.to_le_bytes());
     }
     h.finalize().into()
 }
@@ -347,6 +369,12 @@ pub struct DirSource {
     /// The errors of the last refused reload, already logged: a file that stays bad is
     /// reported once, not again on every change elsewhere in the directory.
     reported: BTreeSet<Diagnostic>,
+    /// Each file's parse, by name, with the hash of the contents it was parsed from: a reload
+    /// parses only the files that changed (a large or slow file costs once, not on every
+    /// change elsewhere).
+    parsed: HashMap<String, ([u8; 32], ManifestSet)>,
+    /// Files parsed so far (tests check the cache with it).
+    parses: u64,
 }
 
 impl DirSource {
@@ -366,6 +394,8 @@ impl DirSource {
             version: 0,
             last_read_error: None,
             reported: BTreeSet::new(),
+            parsed: HashMap::new(),
+            parses: 0,
         }
     }
 
@@ -445,7 +475,7 @@ impl DirSource {
             self.changed_at = now;
             return Tick::Settling;
         }
-        let result = load(&files, &self.limits);
+        let result = self.load_cached(&files);
         // Parsing and compiling take a while: apply only what is still on disk.
         match self.read_settled(&stat, now) {
             Ok(again) if content_hash(&again) == hash => {}
@@ -458,6 +488,27 @@ impl DirSource {
             Err(refused) => self.refuse(&refused),
             Ok(loaded) => self.apply(loaded),
         }
+    }
+
+    /// [`load`], parsing only the files whose contents changed since they were last parsed.
+    fn load_cached(&mut self, files: &[ManifestFile]) -> Result<Loaded, Refused> {
+        let mut set = ManifestSet::default();
+        let mut parsed = HashMap::with_capacity(files.len());
+        for f in files {
+            let hash = file_hash(f);
+            let entry = match self.parsed.remove(&f.name) {
+                Some(entry) if entry.0 == hash => entry,
+                _ => {
+                    self.parses += 1;
+                    (hash, parse_file(f, &self.limits))
+                }
+            };
+            set.merge(&entry.1);
+            parsed.insert(f.name.clone(), entry);
+        }
+        // Files that are gone are forgotten.
+        self.parsed = parsed;
+        finish(set)
     }
 
     /// Read the files of `stat` and check the listing did not move meanwhile; `Err` is the tick
@@ -614,6 +665,25 @@ mod tests {
         // Loaded (the Plan's product does not exist, so the table is the same, empty one).
         assert_eq!(src.tick_at(t2 + Duration::from_secs(1)), Tick::SameTable);
         assert_eq!(src.tick_at(t2 + Duration::from_secs(2)), Tick::Unchanged);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_changed_files_are_parsed_again() {
+        let dir = temp_dir("cache");
+        fs::write(dir.join("a.yaml"), PLAN).expect("write");
+        fs::write(dir.join("b.yaml"), PLAN.replace("name: p", "name: qq")).expect("write");
+        let mut src = source(&dir).with_settle(Duration::ZERO);
+        assert_eq!(src.tick(), Tick::Applied { version: 1 });
+        assert_eq!(src.parses, 2);
+        fs::write(dir.join("b.yaml"), PLAN.replace("name: p", "name: rrr")).expect("write");
+        assert_eq!(src.tick(), Tick::SameTable);
+        assert_eq!(src.parses, 3, "a.yaml was not parsed again");
+        fs::remove_file(dir.join("b.yaml")).expect("remove");
+        fs::write(dir.join("b.yaml"), PLAN.replace("name: p", "name: qq")).expect("write");
+        assert_eq!(src.tick(), Tick::SameTable);
+        assert_eq!(src.parses, 4);
+        assert_eq!(src.parsed.len(), 2);
         let _ = fs::remove_dir_all(&dir);
     }
 
