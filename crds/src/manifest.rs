@@ -227,70 +227,55 @@ impl ManifestSet {
     /// Add the objects and problems of `file`, a set holding one file read on its own, as if
     /// that file had been added here with [`add_file`](Self::add_file): an object already
     /// defined (by an earlier file) is a `DuplicateObject` error and left out, with its own
-    /// problems. Reading each file on its own lets a caller keep the result per file and read
-    /// again only the files that changed.
-    pub fn merge(&mut self, file: &ManifestSet) {
+    /// problems. Reading each file on its own lets a caller keep what it needs per file (the
+    /// proxy keeps the problems of files that failed, so it does not parse them again).
+    pub fn merge(&mut self, file: ManifestSet) {
+        let ManifestSet {
+            snapshot: mut snap,
+            mut problems,
+            sources,
+        } = file;
         let mut duplicates = std::collections::BTreeSet::new();
-        let mut defined: Vec<(&ObjectRef, &(String, usize))> = file.sources.iter().collect();
+        let mut defined: Vec<(ObjectRef, (String, usize))> = sources.into_iter().collect();
         defined.sort_by_key(|(_, (_, doc))| *doc);
         for (object, (name, doc)) in defined {
-            match self.sources.get(object) {
+            match self.sources.get(&object) {
                 Some((first_file, first_doc)) => {
-                    let d = duplicate(object, name, first_file, *first_doc);
-                    duplicates.insert(object.clone());
-                    self.problems.push(d);
+                    self.problems
+                        .push(duplicate(&object, &name, first_file, *first_doc));
+                    duplicates.insert(object);
                 }
                 None => {
-                    self.sources.insert(object.clone(), (name.clone(), *doc));
+                    self.sources.insert(object, (name, doc));
                 }
             }
         }
-        let keep = |r: ObjectRef| !duplicates.contains(&r);
-        let meta = |kind: &str, m: &ObjectMeta| ObjectRef {
-            kind: kind.to_string(),
-            namespace: m.namespace.clone().unwrap_or_default(),
-            name: m.name.clone().unwrap_or_default(),
-        };
-        let snap = &file.snapshot;
-        let into = &mut self.snapshot;
-        into.products.extend(
-            snap.products
-                .iter()
-                .filter(|o| keep(meta("Product", &o.metadata)))
-                .cloned(),
-        );
-        into.plans.extend(
-            snap.plans
-                .iter()
-                .filter(|o| keep(meta("Plan", &o.metadata)))
-                .cloned(),
-        );
-        into.subscriptions.extend(
+        if !duplicates.is_empty() {
+            // Rare: only then is each object's identity rebuilt.
+            let keep = |kind: &str, m: &ObjectMeta| {
+                !duplicates.contains(&ObjectRef {
+                    kind: kind.to_string(),
+                    namespace: m.namespace.clone().unwrap_or_default(),
+                    name: m.name.clone().unwrap_or_default(),
+                })
+            };
+            snap.products.retain(|o| keep("Product", &o.metadata));
+            snap.plans.retain(|o| keep("Plan", &o.metadata));
             snap.subscriptions
-                .iter()
-                .filter(|o| keep(meta("Subscription", &o.metadata)))
-                .cloned(),
-        );
-        into.policies.extend(
-            snap.policies
-                .iter()
-                .filter(|o| keep(meta("ApiPolicy", &o.metadata)))
-                .cloned(),
-        );
-        into.secrets.extend(
-            snap.secrets
-                .iter()
-                .filter(|o| keep(meta("Secret", &o.metadata)))
-                .cloned(),
-        );
-        into.rejected
-            .extend(snap.rejected.iter().filter(|r| keep((*r).clone())).cloned());
-        self.problems.extend(
-            file.problems
-                .iter()
-                .filter(|d| !duplicates.contains(&d.object))
-                .cloned(),
-        );
+                .retain(|o| keep("Subscription", &o.metadata));
+            snap.policies.retain(|o| keep("ApiPolicy", &o.metadata));
+            snap.secrets.retain(|o| keep("Secret", &o.metadata));
+            snap.rejected.retain(|r| !duplicates.contains(r));
+            problems.retain(|d| !duplicates.contains(&d.object));
+        }
+        let into = &mut self.snapshot;
+        into.products.append(&mut snap.products);
+        into.plans.append(&mut snap.plans);
+        into.subscriptions.append(&mut snap.subscriptions);
+        into.policies.append(&mut snap.policies);
+        into.secrets.append(&mut snap.secrets);
+        into.rejected.append(&mut snap.rejected);
+        self.problems.append(&mut problems);
     }
 
     /// Report a file over a limit (e.g. found too large from its metadata, and so never read).
@@ -1168,7 +1153,7 @@ mod tests {
             together.add_file(name, text);
             let mut alone = ManifestSet::default();
             alone.add_file(name, text);
-            merged.merge(&alone);
+            merged.merge(alone);
         }
         let mut a = together.problems.clone();
         let mut b = merged.problems.clone();

@@ -20,9 +20,8 @@
 //!   only covers pauses shorter than itself.
 //! - Reading is bounded ([`Limits`]): a file over the size limit is refused from its metadata,
 //!   without being read; a document nesting too deeply is refused before the YAML parser sees it.
-//!   Each file is parsed on its own and its parse kept (keyed by name and content hash), so a
-//!   reload parses only the files that changed: a large file costs once, not on every change
-//!   elsewhere. A file that stays bad is reported once.
+//!   Each file is parsed on its own; the problems of a file that failed are kept (keyed by name
+//!   and content hash), so it is not parsed again until it changes, and is reported once.
 //!
 //! # Why polling
 //! The directory is polled (every 200 ms by default) instead of using inotify: editors save by
@@ -215,7 +214,7 @@ fn read_listed(
 pub fn load(files: &[ManifestFile], limits: &Limits) -> Result<Loaded, Refused> {
     let mut set = ManifestSet::default();
     for f in files {
-        set.merge(&parse_file(f, limits));
+        set.merge(parse_file(f, limits));
     }
     finish(set)
 }
@@ -369,10 +368,9 @@ pub struct DirSource {
     /// The errors of the last refused reload, already logged: a file that stays bad is
     /// reported once, not again on every change elsewhere in the directory.
     reported: BTreeSet<Diagnostic>,
-    /// Each file's parse, by name, with the hash of the contents it was parsed from: a reload
-    /// parses only the files that changed (a large or slow file costs once, not on every
-    /// change elsewhere).
-    parsed: HashMap<String, ([u8; 32], ManifestSet)>,
+    /// The problems of each file that failed to read, by name, with the hash of the contents
+    /// they were found in: such a file is not parsed again until it changes.
+    failed: HashMap<String, ([u8; 32], Vec<Diagnostic>)>,
     /// Files parsed so far (tests check the cache with it).
     parses: u64,
 }
@@ -394,7 +392,7 @@ impl DirSource {
             version: 0,
             last_read_error: None,
             reported: BTreeSet::new(),
-            parsed: HashMap::new(),
+            failed: HashMap::new(),
             parses: 0,
         }
     }
@@ -490,24 +488,31 @@ impl DirSource {
         }
     }
 
-    /// [`load`], parsing only the files whose contents changed since they were last parsed.
+    /// [`load`], except that a file that failed before with the same contents is not parsed
+    /// again: its problems are kept (not its objects: a file with an error refuses the reload
+    /// anyway, and keeping every file's objects would double the memory a large directory
+    /// needs). A large bad file costs once, not on every change elsewhere.
     fn load_cached(&mut self, files: &[ManifestFile]) -> Result<Loaded, Refused> {
         let mut set = ManifestSet::default();
-        let mut parsed = HashMap::with_capacity(files.len());
+        let mut failed = HashMap::new();
         for f in files {
             let hash = file_hash(f);
-            let entry = match self.parsed.remove(&f.name) {
-                Some(entry) if entry.0 == hash => entry,
-                _ => {
-                    self.parses += 1;
-                    (hash, parse_file(f, &self.limits))
+            if let Some((known, problems)) = self.failed.remove(&f.name) {
+                if known == hash {
+                    set.problems.extend(problems.iter().cloned());
+                    failed.insert(f.name.clone(), (known, problems));
+                    continue;
                 }
-            };
-            set.merge(&entry.1);
-            parsed.insert(f.name.clone(), entry);
+            }
+            self.parses += 1;
+            let parsed = parse_file(f, &self.limits);
+            if parsed.has_errors() {
+                failed.insert(f.name.clone(), (hash, parsed.problems.clone()));
+            }
+            set.merge(parsed);
         }
-        // Files that are gone are forgotten.
-        self.parsed = parsed;
+        // Files that are gone or fixed are forgotten.
+        self.failed = failed;
         finish(set)
     }
 
@@ -669,21 +674,23 @@ mod tests {
     }
 
     #[test]
-    fn only_changed_files_are_parsed_again() {
+    fn a_file_that_stays_bad_is_not_parsed_again() {
         let dir = temp_dir("cache");
         fs::write(dir.join("a.yaml"), PLAN).expect("write");
-        fs::write(dir.join("b.yaml"), PLAN.replace("name: p", "name: qq")).expect("write");
+        fs::write(dir.join("bad.yaml"), "kind: [unclosed\n").expect("write");
         let mut src = source(&dir).with_settle(Duration::ZERO);
-        assert_eq!(src.tick(), Tick::Applied { version: 1 });
+        assert_eq!(src.tick(), Tick::Refused);
         assert_eq!(src.parses, 2);
-        fs::write(dir.join("b.yaml"), PLAN.replace("name: p", "name: rrr")).expect("write");
-        assert_eq!(src.tick(), Tick::SameTable);
-        assert_eq!(src.parses, 3, "a.yaml was not parsed again");
-        fs::remove_file(dir.join("b.yaml")).expect("remove");
-        fs::write(dir.join("b.yaml"), PLAN.replace("name: p", "name: qq")).expect("write");
-        assert_eq!(src.tick(), Tick::SameTable);
-        assert_eq!(src.parses, 4);
-        assert_eq!(src.parsed.len(), 2);
+        fs::write(dir.join("a.yaml"), PLAN.replace("name: p", "name: qq")).expect("write");
+        assert_eq!(src.tick(), Tick::Refused);
+        assert_eq!(src.parses, 3, "bad.yaml was not parsed again");
+        fs::write(dir.join("bad.yaml"), "# fixed\n").expect("write");
+        assert_eq!(src.tick(), Tick::Applied { version: 1 });
+        assert_eq!(
+            src.parses, 5,
+            "a good file is parsed on every reload (not kept)"
+        );
+        assert!(src.failed.is_empty());
         let _ = fs::remove_dir_all(&dir);
     }
 
