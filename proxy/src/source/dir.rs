@@ -474,7 +474,10 @@ impl DirSource {
             return Tick::Settling;
         }
         let result = self.load_cached(&files);
-        // Parsing and compiling take a while: apply only what is still on disk.
+        // Parsing and compiling take a while: apply only what is still on disk. The texts read
+        // first are let go before reading again, so the check adds nothing to the peak memory
+        // of a reload (the parse of them is already gone too).
+        drop(files);
         match self.read_settled(&stat, now) {
             Ok(again) if content_hash(&again) == hash => {}
             Ok(_) => return self.moved(now),
