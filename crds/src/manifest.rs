@@ -224,6 +224,60 @@ impl ManifestSet {
         }
     }
 
+    /// Add the objects and problems of `file`, a set holding one file read on its own, as if
+    /// that file had been added here with [`add_file`](Self::add_file): an object already
+    /// defined (by an earlier file) is a `DuplicateObject` error and left out, with its own
+    /// problems. Reading each file on its own lets a caller keep what it needs per file (the
+    /// proxy keeps the problems of files that failed, so it does not parse them again).
+    pub fn merge(&mut self, file: ManifestSet) {
+        let ManifestSet {
+            snapshot: mut snap,
+            mut problems,
+            sources,
+        } = file;
+        let mut duplicates = std::collections::BTreeSet::new();
+        let mut defined: Vec<(ObjectRef, (String, usize))> = sources.into_iter().collect();
+        defined.sort_by_key(|(_, (_, doc))| *doc);
+        for (object, (name, doc)) in defined {
+            match self.sources.get(&object) {
+                Some((first_file, first_doc)) => {
+                    self.problems
+                        .push(duplicate(&object, &name, first_file, *first_doc));
+                    duplicates.insert(object);
+                }
+                None => {
+                    self.sources.insert(object, (name, doc));
+                }
+            }
+        }
+        if !duplicates.is_empty() {
+            // Rare: only then is each object's identity rebuilt.
+            let keep = |kind: &str, m: &ObjectMeta| {
+                !duplicates.contains(&ObjectRef {
+                    kind: kind.to_string(),
+                    namespace: m.namespace.clone().unwrap_or_default(),
+                    name: m.name.clone().unwrap_or_default(),
+                })
+            };
+            snap.products.retain(|o| keep("Product", &o.metadata));
+            snap.plans.retain(|o| keep("Plan", &o.metadata));
+            snap.subscriptions
+                .retain(|o| keep("Subscription", &o.metadata));
+            snap.policies.retain(|o| keep("ApiPolicy", &o.metadata));
+            snap.secrets.retain(|o| keep("Secret", &o.metadata));
+            snap.rejected.retain(|r| !duplicates.contains(r));
+            problems.retain(|d| !duplicates.contains(&d.object));
+        }
+        let into = &mut self.snapshot;
+        into.products.append(&mut snap.products);
+        into.plans.append(&mut snap.plans);
+        into.subscriptions.append(&mut snap.subscriptions);
+        into.policies.append(&mut snap.policies);
+        into.secrets.append(&mut snap.secrets);
+        into.rejected.append(&mut snap.rejected);
+        self.problems.append(&mut problems);
+    }
+
     /// Report a file over a limit (e.g. found too large from its metadata, and so never read).
     pub fn add_limit_error(&mut self, e: &LimitError) {
         let name = match e {
@@ -389,15 +443,8 @@ impl ManifestSet {
         };
 
         if let Some((first_file, first_doc)) = self.sources.get(&ctx.object) {
-            let first = format!("{first_file} (document {first_doc})");
-            ctx.error(
-                "metadata.name",
-                reasons::DUPLICATE_OBJECT,
-                format!(
-                    "{} is already defined in {first}; this later definition is ignored. Remove or rename one of them",
-                    ctx.object
-                ),
-            );
+            let d = duplicate(&ctx.object, file, first_file, *first_doc);
+            ctx.problems.push(d);
             return;
         }
         self.sources
@@ -428,6 +475,21 @@ impl ManifestSet {
         if loaded.is_none() {
             self.snapshot.rejected.push(ctx.object);
         }
+    }
+}
+
+/// `object` (in `file`) was already defined in `first_file`.
+fn duplicate(object: &ObjectRef, file: &str, first_file: &str, first_doc: usize) -> Diagnostic {
+    Diagnostic {
+        object: object.clone(),
+        severity: Severity::Error,
+        field: "metadata.name".to_string(),
+        reason: reasons::DUPLICATE_OBJECT.to_string(),
+        message: format!(
+            "{object} is already defined in {first_file} (document {first_doc}); this later \
+             definition is ignored. Remove or rename one of them"
+        ),
+        file: Some(file.to_string()),
     }
 }
 
@@ -1058,6 +1120,58 @@ mod tests {
         set.add_file("bomb.yaml", &bomb);
         assert_eq!(reasons(&set), [reasons::MANIFEST_LIMIT_EXCEEDED]);
         assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    }
+
+    #[test]
+    fn merging_files_read_alone_is_reading_them_together() {
+        let product = "apiVersion: tollgate.dev/v1alpha1\nkind: Product\nmetadata: {name: weather}\nspec:\n  backend: {url: 'http://x'}\n  routes: [{name: current, path: /current}]\n";
+        let bad = PLAN.replace("product:", "prodcut:").replace("free", "bad");
+        let files = [
+            ("a.yaml", format!("{PLAN}---\n{product}")),
+            (
+                "b.yaml",
+                format!("{bad}---\n{}", PLAN.replace("free", "gold")),
+            ),
+            // A duplicate of a.yaml's Plan, itself invalid: only the duplicate is reported.
+            (
+                "c.yaml",
+                format!(
+                    "{}---\n{}",
+                    PLAN.replace("free", "silver"),
+                    PLAN.replace("spec:", "spce: 1\nspec:")
+                ),
+            ),
+            (
+                "d.yaml",
+                PLAN.replace("weather}", "weather, quota: 1}")
+                    .replace("free", "dee"),
+            ),
+        ];
+        let mut together = ManifestSet::default();
+        let mut merged = ManifestSet::default();
+        for (name, text) in &files {
+            together.add_file(name, text);
+            let mut alone = ManifestSet::default();
+            alone.add_file(name, text);
+            merged.merge(alone);
+        }
+        let mut a = together.problems.clone();
+        let mut b = merged.problems.clone();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert!(reasons(&merged).contains(&reasons::DUPLICATE_OBJECT));
+        assert_eq!(together.sources, merged.sources);
+        assert_eq!(together.snapshot.rejected, merged.snapshot.rejected);
+        let names = |set: &ManifestSet| {
+            set.snapshot
+                .plans
+                .iter()
+                .map(|p| p.metadata.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&together), names(&merged));
+        assert_eq!(together.compile(), merged.compile());
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //!   only covers pauses shorter than itself.
 //! - Reading is bounded ([`Limits`]): a file over the size limit is refused from its metadata,
 //!   without being read; a document nesting too deeply is refused before the YAML parser sees it.
+//!   Each file is parsed on its own; the problems of a file that failed are kept (keyed by name
+//!   and content hash), so it is not parsed again until it changes, and is reported once.
 //!
 //! # Why polling
 //! The directory is polled (every 200 ms by default) instead of using inotify: editors save by
@@ -28,7 +30,7 @@
 //! (name, size, mtime) list. Contents are hashed when that list changes, and every few seconds
 //! regardless, because a same-size edit within a coarse mtime tick changes neither size nor mtime.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -212,11 +214,23 @@ fn read_listed(
 pub fn load(files: &[ManifestFile], limits: &Limits) -> Result<Loaded, Refused> {
     let mut set = ManifestSet::default();
     for f in files {
-        match &f.over_limit {
-            Some(e) => set.add_limit_error(e),
-            None => set.add_file_within(&f.name, &f.text, limits),
-        }
+        set.merge(parse_file(f, limits));
     }
+    finish(set)
+}
+
+/// One file read on its own (it depends on no other file, so it can be kept per file).
+fn parse_file(f: &ManifestFile, limits: &Limits) -> ManifestSet {
+    let mut set = ManifestSet::default();
+    match &f.over_limit {
+        Some(e) => set.add_limit_error(e),
+        None => set.add_file_within(&f.name, &f.text, limits),
+    }
+    set
+}
+
+/// Refuse `set` if it has manifest errors, else compile it.
+fn finish(mut set: ManifestSet) -> Result<Loaded, Refused> {
     let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) = std::mem::take(&mut set.problems)
         .into_iter()
         .partition(|d| d.severity == Severity::Error);
@@ -234,14 +248,21 @@ pub fn load(files: &[ManifestFile], limits: &Limits) -> Result<Loaded, Refused> 
 fn content_hash(files: &[ManifestFile]) -> [u8; 32] {
     let mut h = Sha256::new();
     for f in files {
-        h.update((f.name.len() as u64).to_le_bytes());
-        h.update(f.name.as_bytes());
-        h.update((f.text.len() as u64).to_le_bytes());
-        h.update(f.text.as_bytes());
-        // A file too large to read is told apart by its size.
-        if let Some(LimitError::TooLarge { len, .. }) = &f.over_limit {
-            h.update(len.to_le_bytes());
-        }
+        h.update(file_hash(f));
+    }
+    h.finalize().into()
+}
+
+/// Hash of one file's name and contents (the key of its cached parse).
+fn file_hash(f: &ManifestFile) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((f.name.len() as u64).to_le_bytes());
+    h.update(f.name.as_bytes());
+    h.update((f.text.len() as u64).to_le_bytes());
+    h.update(f.text.as_bytes());
+    // A file too large to read is told apart by its size.
+    if let Some(LimitError::TooLarge { len, .. }) = &f.over_limit {
+        h.update(len.to_le_bytes());
     }
     h.finalize().into()
 }
@@ -347,6 +368,11 @@ pub struct DirSource {
     /// The errors of the last refused reload, already logged: a file that stays bad is
     /// reported once, not again on every change elsewhere in the directory.
     reported: BTreeSet<Diagnostic>,
+    /// The problems of each file that failed to read, by name, with the hash of the contents
+    /// they were found in: such a file is not parsed again until it changes.
+    failed: HashMap<String, ([u8; 32], Vec<Diagnostic>)>,
+    /// Files parsed so far (tests check the cache with it).
+    parses: u64,
 }
 
 impl DirSource {
@@ -366,6 +392,8 @@ impl DirSource {
             version: 0,
             last_read_error: None,
             reported: BTreeSet::new(),
+            failed: HashMap::new(),
+            parses: 0,
         }
     }
 
@@ -445,8 +473,11 @@ impl DirSource {
             self.changed_at = now;
             return Tick::Settling;
         }
-        let result = load(&files, &self.limits);
-        // Parsing and compiling take a while: apply only what is still on disk.
+        let result = self.load_cached(&files);
+        // Parsing and compiling take a while: apply only what is still on disk. The texts read
+        // first are let go before reading again, so the check adds nothing to the peak memory
+        // of a reload (the parse of them is already gone too).
+        drop(files);
         match self.read_settled(&stat, now) {
             Ok(again) if content_hash(&again) == hash => {}
             Ok(_) => return self.moved(now),
@@ -458,6 +489,34 @@ impl DirSource {
             Err(refused) => self.refuse(&refused),
             Ok(loaded) => self.apply(loaded),
         }
+    }
+
+    /// [`load`], except that a file that failed before with the same contents is not parsed
+    /// again: its problems are kept (not its objects: a file with an error refuses the reload
+    /// anyway, and keeping every file's objects would double the memory a large directory
+    /// needs). A large bad file costs once, not on every change elsewhere.
+    fn load_cached(&mut self, files: &[ManifestFile]) -> Result<Loaded, Refused> {
+        let mut set = ManifestSet::default();
+        let mut failed = HashMap::new();
+        for f in files {
+            let hash = file_hash(f);
+            if let Some((known, problems)) = self.failed.remove(&f.name) {
+                if known == hash {
+                    set.problems.extend(problems.iter().cloned());
+                    failed.insert(f.name.clone(), (known, problems));
+                    continue;
+                }
+            }
+            self.parses += 1;
+            let parsed = parse_file(f, &self.limits);
+            if parsed.has_errors() {
+                failed.insert(f.name.clone(), (hash, parsed.problems.clone()));
+            }
+            set.merge(parsed);
+        }
+        // Files that are gone or fixed are forgotten.
+        self.failed = failed;
+        finish(set)
     }
 
     /// Read the files of `stat` and check the listing did not move meanwhile; `Err` is the tick
@@ -614,6 +673,27 @@ mod tests {
         // Loaded (the Plan's product does not exist, so the table is the same, empty one).
         assert_eq!(src.tick_at(t2 + Duration::from_secs(1)), Tick::SameTable);
         assert_eq!(src.tick_at(t2 + Duration::from_secs(2)), Tick::Unchanged);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_that_stays_bad_is_not_parsed_again() {
+        let dir = temp_dir("cache");
+        fs::write(dir.join("a.yaml"), PLAN).expect("write");
+        fs::write(dir.join("bad.yaml"), "kind: [unclosed\n").expect("write");
+        let mut src = source(&dir).with_settle(Duration::ZERO);
+        assert_eq!(src.tick(), Tick::Refused);
+        assert_eq!(src.parses, 2);
+        fs::write(dir.join("a.yaml"), PLAN.replace("name: p", "name: qq")).expect("write");
+        assert_eq!(src.tick(), Tick::Refused);
+        assert_eq!(src.parses, 3, "bad.yaml was not parsed again");
+        fs::write(dir.join("bad.yaml"), "# fixed\n").expect("write");
+        assert_eq!(src.tick(), Tick::Applied { version: 1 });
+        assert_eq!(
+            src.parses, 5,
+            "a good file is parsed on every reload (not kept)"
+        );
+        assert!(src.failed.is_empty());
         let _ = fs::remove_dir_all(&dir);
     }
 
