@@ -265,7 +265,7 @@ fi
 
 say
 say "${B}Tollgate is serving YourWeather on $GW${N} (admin: http://$ADMIN/healthz, /readyz, /metrics)."
-say "Try the calls above yourself, or edit the manifests in $MANIFESTS: the proxy reloads them within a second."
+say "Try the calls above yourself, or edit the manifests in $MANIFESTS: the proxy applies a change about a second after the last write (the settle window, --settle-ms)."
 say "Ctrl-C stops both processes. Tollgate's log follows:"
 say
 tail -n +1 -f "$WORK/proxy.log" &
