@@ -79,7 +79,16 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Usually EMFILE: back off instead of spinning on a core the probes
+                        // and the proxy listeners need.
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 let shared = shared.clone();
                 let service = service_fn(move |req: Request<Incoming>| {
                     let r = respond(&shared, req.method(), req.uri().path());
