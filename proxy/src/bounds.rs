@@ -201,7 +201,9 @@ pub fn check(
     if let Some((first, lines)) = length {
         content_length_fault(first.as_bytes(), lines).map_err(FramingFault::rejection)?;
     }
-    if let Some(fault) = coding.and_then(|(first, lines)| transfer_coding_fault(first.as_bytes(), lines)) {
+    if let Some(fault) =
+        coding.and_then(|(first, lines)| transfer_coding_fault(first.as_bytes(), lines))
+    {
         return Err(fault.rejection());
     }
     Ok(())
@@ -417,7 +419,13 @@ mod tests {
 
     #[test]
     fn content_length_values() {
-        for ok in ["0", "5", " 17 ", "9223372036854775807", "0000000000000000001"] {
+        for ok in [
+            "0",
+            "5",
+            " 17 ",
+            "9223372036854775807",
+            "0000000000000000001",
+        ] {
             assert!(content_length(ok.as_bytes()).is_some(), "{ok}");
         }
         for bad in [
@@ -443,7 +451,10 @@ mod tests {
         );
         let uri: Uri = "/".parse().expect("uri");
         let mut h = HeaderMap::new();
-        h.insert(CONTENT_LENGTH, HeaderValue::from_static("9223372036854775808"));
+        h.insert(
+            CONTENT_LENGTH,
+            HeaderValue::from_static("9223372036854775808"),
+        );
         assert_eq!(
             check(&uri, &h, None),
             Err(Rejection::BadFraming("Content-Length"))
@@ -555,8 +566,14 @@ mod tests {
         use Version as V;
         let bad = Err(Rejection::BadHost);
         assert_eq!(host_check(V::HTTP_11, "/", &["api.example"]), Ok(()));
-        assert_eq!(host_check(V::HTTP_11, "/", &["a.example", "b.example"]), bad);
-        assert_eq!(host_check(V::HTTP_11, "/", &["a.example", "a.example"]), bad);
+        assert_eq!(
+            host_check(V::HTTP_11, "/", &["a.example", "b.example"]),
+            bad
+        );
+        assert_eq!(
+            host_check(V::HTTP_11, "/", &["a.example", "a.example"]),
+            bad
+        );
         assert_eq!(host_check(V::HTTP_11, "/", &[]), bad);
         assert_eq!(host_check(V::HTTP_10, "/", &[]), Ok(()));
         assert_eq!(host_check(V::HTTP_11, "/", &["name:99999"]), bad);

@@ -390,7 +390,10 @@ fn corpus() -> Vec<Case> {
 async fn the_smuggling_corpus() {
     let (backend, seen) = recording_backend().await;
     let dir = TempDir::new("smuggling");
-    dir.write("products.yaml", &products_yaml(&backend, closed_port().await));
+    dir.write(
+        "products.yaml",
+        &products_yaml(&backend, closed_port().await),
+    );
     dir.write("plans.yaml", &plans_yaml(1));
     dir.write("subscriptions.yaml", &subscriptions_yaml());
     let gateway = start_gateway(dir.path()).await;
@@ -424,8 +427,8 @@ async fn the_smuggling_corpus() {
         } else {
             refused += 1;
         }
-        let reach_ok = reached == case.reach
-            || (case.reach == Reach::Cut && reached == Reach::Nothing);
+        let reach_ok =
+            reached == case.reach || (case.reach == Reach::Cut && reached == Reach::Nothing);
         if answers != case.answers || !reach_ok || whole > case.sent || smuggled {
             failures.push(format!(
                 "{}: answers {answers:?} (want {:?}), backend {reached:?} (want {:?}; {bytes} bytes, {aborted} aborted){}",
@@ -511,7 +514,10 @@ async fn a_body_that_breaks_off_after_the_answer_started_is_still_the_clients() 
         let _ = closed_tx.send(seen.len());
     });
     let dir = TempDir::new("smuggling-late");
-    dir.write("products.yaml", &products_yaml(&backend, closed_port().await));
+    dir.write(
+        "products.yaml",
+        &products_yaml(&backend, closed_port().await),
+    );
     dir.write("plans.yaml", &plans_yaml(1));
     dir.write("subscriptions.yaml", &subscriptions_yaml());
     let gateway = start_gateway(dir.path()).await;
@@ -519,8 +525,7 @@ async fn a_body_that_breaks_off_after_the_answer_started_is_still_the_clients() 
     let mut conn = TcpStream::connect(gateway.proxy_addr())
         .await
         .expect("connect");
-    conn
-        .write_all(&post("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n"))
+    conn.write_all(&post("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n"))
         .await
         .expect("write");
     // The answer starts.

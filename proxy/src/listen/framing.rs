@@ -429,8 +429,7 @@ mod tests {
     use super::*;
 
     use FramingFault::{
-        BadContentLength as BadLength, BadTransferEncoding as BadCoding, Conflicting,
-        UnknownCoding,
+        BadContentLength as BadLength, BadTransferEncoding as BadCoding, Conflicting, UnknownCoding,
     };
 
     fn feed_all(chunks: &[&[u8]]) -> (Vec<(u64, FramingFault)>, Watcher) {
@@ -504,7 +503,12 @@ mod tests {
         let (whole, _) = feed_all(&[input]);
         for cut in 0..=input.len() {
             let (split, _) = feed_all(&[&input[..cut], &input[cut..]]);
-            assert_eq!(split, whole, "split at {cut} of {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                split,
+                whole,
+                "split at {cut} of {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
         let (one_by_one, _) = feed_all(&bytes);
@@ -516,12 +520,24 @@ mod tests {
     fn each_fault_is_named_with_its_head() {
         let ok = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
         for (head, fault) in [
-            ("Content-Length: 1\r\nTransfer-Encoding: chunked", Conflicting),
-            ("Transfer-Encoding: chunked\r\nContent-Length: 1", Conflicting),
+            (
+                "Content-Length: 1\r\nTransfer-Encoding: chunked",
+                Conflicting,
+            ),
+            (
+                "Transfer-Encoding: chunked\r\nContent-Length: 1",
+                Conflicting,
+            ),
             ("Transfer-Encoding: gzip, chunked", UnknownCoding),
             ("Transfer-Encoding: chunked, chunked", BadCoding),
-            ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked", BadCoding),
-            ("Transfer-Encoding: chunked\r\nTransfer-encoding: x", BadCoding),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+                BadCoding,
+            ),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-encoding: x",
+                BadCoding,
+            ),
             ("Transfer-Encoding: xchunked", BadCoding),
             ("Transfer-Encoding: chunked, gzip", BadCoding),
             ("Transfer-Encoding: ", BadCoding),
