@@ -7,6 +7,8 @@
 //!   (ES256) and P-384 (ES384), OKP Ed25519 (EdDSA). Symmetric (`oct`) keys, encryption keys
 //!   (`use: enc`) and anything unknown are skipped, so HS* can never verify.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
@@ -158,6 +160,11 @@ fn key_from_jwk(jwk: &Jwk) -> Option<Key> {
             if p.curve != EllipticCurve::Ed25519 || a.is_some_and(|a| a != Algorithm::EdDSA) {
                 return None;
             }
+            // jsonwebtoken slices the key to 32 bytes when it verifies: a shorter one would
+            // panic there and a longer one would be cut, so only an exact 32 is a key.
+            if URL_SAFE_NO_PAD.decode(&p.x).map_or(true, |x| x.len() != 32) {
+                return None;
+            }
             Algorithm::EdDSA
         }
         // `oct` (HMAC secrets) and everything else: never a verification key here.
@@ -203,6 +210,27 @@ mod tests {
     use super::*;
 
     const RSA_N: &str = "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw";
+
+    #[test]
+    fn an_ed25519_key_that_is_not_32_bytes_is_skipped() {
+        // Found by the jwks fuzz target: jsonwebtoken slices the key to 32 bytes when it
+        // verifies, so a shorter `x` panicked on every EdDSA token and a longer one was cut.
+        for x in ["2q0FooDVSXIYCGWAG9bHg_dP4wuvakfRqook", &"A".repeat(48)] {
+            let doc = format!(
+                r#"{{"keys":[{{"kty":"OKP","kid":"ed","crv":"Ed25519","x":"{x}"}},
+                   {{"kty":"RSA","kid":"r1","n":"{RSA_N}","e":"AQAB"}}]}}"#
+            );
+            let set = KeySet::parse(doc.as_bytes()).expect("the RSA key is usable");
+            let kids: Vec<_> = set.keys.iter().map(|k| k.kid.as_deref()).collect();
+            assert_eq!(kids, [Some("r1")], "x of {} characters", x.len());
+        }
+        // A 32-byte key (43 base64url characters) is kept.
+        let good = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+        assert_eq!(
+            KeySet::parse(good.as_bytes()).expect("usable").keys.len(),
+            1
+        );
+    }
 
     #[test]
     fn algorithms_come_from_the_jwk() {

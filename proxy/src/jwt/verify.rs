@@ -201,7 +201,12 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, TokenError> {
         "ES384" => Algorithm::ES384,
         "EdDSA" => Algorithm::EdDSA,
         a if a.eq_ignore_ascii_case("none") => return Err(TokenError::AlgNone),
-        a if a.len() >= 2 && a[..2].eq_ignore_ascii_case("HS") => {
+        // By bytes: the name may have a multibyte character where a `str` slice would panic.
+        a if a
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"HS")) =>
+        {
             return Err(TokenError::Symmetric)
         }
         _ => return Err(TokenError::UnsupportedAlgorithm),
@@ -321,6 +326,21 @@ mod tests {
         ClaimRules {
             audiences: aud,
             skew_secs: 60,
+        }
+    }
+
+    #[test]
+    fn an_algorithm_name_with_multibyte_characters_is_refused_not_a_panic() {
+        // Found by the jwt fuzz target: the `HS` prefix check sliced the name at byte 2, which
+        // panicked inside a multibyte character (any client could send such a token).
+        let c = serde_json::json!({"iss": "i", "exp": 10});
+        for alg in ["E\u{1db}56", "\u{e9}S256", "H\u{e9}"] {
+            let t = token(serde_json::json!({"alg": alg}), c.clone());
+            assert_eq!(
+                parse(&t).err(),
+                Some(TokenError::UnsupportedAlgorithm),
+                "{alg}"
+            );
         }
     }
 
