@@ -22,6 +22,7 @@
 
 pub(crate) mod authorize;
 pub(crate) mod bounds;
+pub mod check;
 pub mod client_addr;
 pub mod forward;
 #[doc(hidden)]

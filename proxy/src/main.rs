@@ -1,12 +1,13 @@
 //! `tollgate-proxy --from-dir DIR`: the standalone gateway; or
-//! `tollgate-proxy --from-operator URL`: follow an operator's table (cluster mode).
+//! `tollgate-proxy --from-operator URL`: follow an operator's table (cluster mode); or
+//! `tollgate-proxy check DIR`: compile a directory as the gateway would, report, and exit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use tollgate_proxy::source::operator::OperatorConfig;
 use tollgate_proxy::{Gateway, GatewayConfig};
 
@@ -16,8 +17,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Tollgate gateway: serves the Products, Plans, Subscriptions and ApiPolicies in a directory of
 /// manifests (reloading them when they change), or the table an operator distributes.
 #[derive(Debug, Parser)]
-#[command(name = "tollgate-proxy", version)]
+// `subcommand_negates_reqs`: `check DIR` needs neither --from-dir nor --from-operator, while
+// every flag keeps working (and staying required) without a subcommand.
+#[command(name = "tollgate-proxy", version, subcommand_negates_reqs = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Directory of YAML manifests (every *.yaml / *.yml, multi-document).
     #[arg(
         long,
@@ -33,10 +38,10 @@ struct Args {
     settle_ms: u64,
     /// Largest manifest file read from --from-dir, in bytes; a larger file refuses the reload
     /// without being read.
-    #[arg(long, env = "TOLLGATE_MAX_MANIFEST_BYTES", default_value_t = tollgate_crds::manifest::DEFAULT_MAX_FILE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, env = "TOLLGATE_MAX_MANIFEST_BYTES", default_value_t = tollgate_crds::manifest::DEFAULT_MAX_FILE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     max_manifest_bytes: u64,
     /// Deepest nesting (mappings, sequences, brackets) accepted in a --from-dir manifest.
-    #[arg(long, env = "TOLLGATE_MAX_MANIFEST_DEPTH", default_value_t = tollgate_crds::manifest::DEFAULT_MAX_DEPTH as u16, value_parser = clap::value_parser!(u16).range(8..=128))]
+    #[arg(long, global = true, env = "TOLLGATE_MAX_MANIFEST_DEPTH", default_value_t = tollgate_crds::manifest::DEFAULT_MAX_DEPTH as u16, value_parser = clap::value_parser!(u16).range(8..=128))]
     max_manifest_depth: u16,
     /// Follow the operator's table at this base URL (https://HOST:PORT of its
     /// --distribute-listen; http:// only on loopback or inside a mesh).
@@ -129,6 +134,28 @@ struct Args {
     request_head_timeout_ms: u64,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compile DIR exactly as `--from-dir DIR` would (same reader, limits and compiler), print
+    /// every diagnostic and exit: 0 the table would load (warnings allowed), 1 errors, 2 the
+    /// directory cannot be read. Serves nothing, opens no socket.
+    Check {
+        /// Directory of YAML manifests.
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = CheckOutput::Text)]
+        output: CheckOutput,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CheckOutput {
+    /// One line per diagnostic, then a verdict.
+    Text,
+    /// One JSON document (see the README).
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Switch {
     On,
@@ -143,6 +170,9 @@ enum LogFormat {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Check { dir, output }) = &args.command {
+        std::process::exit(check(dir, *output, &manifest_limits(&args)));
+    }
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.access_log == Switch::Off {
@@ -200,6 +230,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let limits = manifest_limits(&args);
     let mut config = match (args.from_dir, args.from_operator) {
         (Some(dir), _) => {
             anyhow::ensure!(
@@ -222,10 +253,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("one of --from-dir or --from-operator is required"),
     };
     config.settle_window = Duration::from_millis(args.settle_ms);
-    config.manifest_limits = tollgate_crds::manifest::Limits {
-        max_file_bytes: args.max_manifest_bytes,
-        max_depth: usize::from(args.max_manifest_depth),
-    };
+    config.manifest_limits = limits;
     config.listen = args.listen;
     config.trusted_proxies = args.trusted_proxies.unwrap_or_default();
     config.admin_listen = args.admin_listen;
@@ -253,6 +281,48 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     gateway.shutdown().await;
     Ok(())
+}
+
+/// The limits `--from-dir` reads with; `check` uses the same ones.
+fn manifest_limits(args: &Args) -> tollgate_crds::manifest::Limits {
+    tollgate_crds::manifest::Limits {
+        max_file_bytes: args.max_manifest_bytes,
+        max_depth: usize::from(args.max_manifest_depth),
+    }
+}
+
+/// `check DIR`: the report on stdout, a read failure on stderr; the exit status.
+fn check(dir: &std::path::Path, output: CheckOutput, limits: &tollgate_crds::manifest::Limits) -> i32 {
+    use std::io::Write;
+    use tollgate_proxy::check;
+    // A file is not a directory, but reading it as one fails with an obscure error.
+    if !dir.is_dir() {
+        eprintln!("tollgate-proxy check: {}: not a directory", dir.display());
+        return check::EXIT_IO;
+    }
+    let report = match check::check_dir(dir, limits) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("tollgate-proxy check: {e}");
+            return check::EXIT_IO;
+        }
+    };
+    let text = match output {
+        CheckOutput::Text => report.to_text(dir),
+        CheckOutput::Json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => json + "\n",
+            Err(e) => {
+                eprintln!("tollgate-proxy check: cannot encode the report: {e}");
+                return check::EXIT_IO;
+            }
+        },
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (`| head`) must not turn a verdict into a panic.
+    if stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+        return check::EXIT_IO;
+    }
+    report.exit_code()
 }
 
 async fn shutdown_signal() {
