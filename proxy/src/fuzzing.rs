@@ -458,7 +458,7 @@ fn front() -> &'static Front {
                 "{:?}",
                 loaded.compiled.diagnostics
             );
-            dir::swap_in(&shared, &loaded.compiled.table, "fuzz".into(), 1);
+            dir::swap_in(&shared, "dir", &loaded.compiled.table, "fuzz".into(), 1);
             Arc::new(shared)
         });
         Front { runtime, shared }

@@ -152,3 +152,60 @@ async fn keys_never_appear_in_metrics_logs_or_error_bodies() {
     assert!(v["upstream_ms"].as_f64().unwrap_or(-1.0) >= 0.0);
     assert!(v["timestamp"].is_string());
 }
+
+/// `/table` on a real gateway serving the weather example: version, digest, source, load time
+/// and the object counts of the known table; neither a key nor a key digest anywhere.
+#[tokio::test]
+async fn table_endpoint_counts_the_live_table_without_keys() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/weather");
+    let dir = TempDir::new("admin-table");
+    for entry in std::fs::read_dir(&example).expect("examples/weather") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().into_string().expect("utf-8 name");
+        dir.write(&name, &std::fs::read_to_string(entry.path()).expect("read"));
+    }
+    let gw = start_gateway(dir.path()).await;
+    let client = client();
+    let r = send(
+        &client,
+        "GET",
+        &format!("http://{}/table", gw.admin_addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let v = r.json();
+    assert_eq!(v["loaded"], true, "{v}");
+    assert_eq!(v["version"], 1, "{v}");
+    assert_eq!(v["source"], "dir", "{v}");
+    assert_eq!(v["digest"].as_str().map(str::len), Some(64), "{v}");
+    assert!(
+        v["loadedAt"]
+            .as_str()
+            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
+        "{v}"
+    );
+    assert_eq!(
+        v["objects"],
+        serde_json::json!({"products": 1, "routes": 5, "plans": 3, "subscriptions": 4, "policies": 1}),
+    );
+    assert_eq!(v["diagnostics"], serde_json::json!([]));
+
+    let secrets = std::fs::read_to_string(example.join("secrets.yaml")).expect("secrets.yaml");
+    let keys: Vec<&str> = secrets
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.trim().split_once(':')?;
+            name.ends_with("Key").then(|| value.trim())
+        })
+        .collect();
+    assert!(keys.len() >= 4, "{keys:?}");
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    for key in keys {
+        assert!(!text.contains(key), "key {key} in {text}");
+        let digest = tollgate_crds::table::key_digest(key);
+        assert!(!text.contains(&digest), "digest of {key} in {text}");
+    }
+    gw.shutdown().await;
+}

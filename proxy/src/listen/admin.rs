@@ -1,4 +1,4 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/diagnostics`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/diagnostics`, `/table`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,7 +16,32 @@ use tokio::sync::watch;
 use crate::message::request_id;
 use crate::observe::logged_body::LoggedBody;
 use crate::problem::Rejection;
+use crate::runtime::Runtime;
 use crate::state::Shared;
+
+/// The `/table` document: what the live table is and holds, by count. Counts and ids only, never
+/// a key or a key digest (the table digest hashes the whole table, not one key).
+fn table_summary(runtime: Option<&Runtime>) -> serde_json::Value {
+    let Some(rt) = runtime else {
+        return serde_json::json!({ "loaded": false });
+    };
+    let origin = rt.origin();
+    serde_json::json!({
+        "loaded": true,
+        "version": rt.version(),
+        "digest": rt.table_digest(),
+        "source": origin.map(|o| o.source),
+        "loadedAt": origin.map(|o| o.loaded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        "objects": {
+            "products": rt.products.len(),
+            "routes": rt.products.iter().map(|p| p.routes.len()).sum::<usize>(),
+            "plans": rt.plans.len(),
+            "subscriptions": rt.subscriptions.len(),
+            "policies": rt.policies(),
+        },
+        "diagnostics": rt.diagnostics(),
+    })
+}
 
 /// Answer one admin request.
 pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<LoggedBody> {
@@ -55,6 +80,19 @@ pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<LoggedB
                 StatusCode::OK,
                 HeaderValue::from_static("application/json"),
                 Bytes::from(serde_json::to_vec(list).unwrap_or_else(|_| b"[]".to_vec())),
+            )
+        }
+        // The live table at a glance: version, digest, source, load time, object counts and
+        // diagnostics (`{"loaded": false}` before the first table).
+        "/table" => {
+            let runtime = shared.runtime.load();
+            (
+                StatusCode::OK,
+                HeaderValue::from_static("application/json"),
+                Bytes::from(
+                    serde_json::to_vec(&table_summary(runtime.as_deref()))
+                        .unwrap_or_else(|_| b"{}".to_vec()),
+                ),
             )
         }
         "/metrics" => (
@@ -158,6 +196,36 @@ mod tests {
                 "{method} {path}: {v}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn table_says_what_is_served_without_key_material() {
+        let shared = Shared::new(Metrics::new().expect("metrics"));
+        let get = |shared: &Shared| {
+            let resp = respond(shared, &Method::GET, "/table");
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+            resp.into_body()
+        };
+        let body = get(&shared).collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v, serde_json::json!({ "loaded": false }));
+
+        let digest = "ab".repeat(32);
+        let rt = Runtime::build(&one_subscription(&[&digest, "not-hex"]), &Registry::default(), 7)
+            .with_origin("dir");
+        shared.runtime.store(Some(Arc::new(rt)));
+        let body = get(&shared).collect().await.expect("body").to_bytes();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["loaded"], true);
+        assert_eq!(v["version"], 7);
+        assert_eq!(v["source"], "dir");
+        assert!(v["loadedAt"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+        assert_eq!(v["objects"]["subscriptions"], 1, "{v}");
+        assert_eq!(v["diagnostics"][0]["field"], "keyDigests", "{v}");
+        assert!(!text.contains(&digest), "a key digest in {text}");
+        assert!(!text.contains("not-hex"), "a key digest in {text}");
     }
 
     #[tokio::test]

@@ -377,6 +377,8 @@ impl Runtime {
             hosts,
             by_key,
             diagnostics,
+            policies: table.policies.len(),
+            origin: None,
         }
     }
 }

@@ -212,9 +212,42 @@ pub struct Runtime {
     /// holds, so callers cannot choose colliding entries; a lookup costs a few instructions.
     by_key: FxHashMap<KeyDigest, u32>,
     diagnostics: Vec<Diagnostic>,
+    /// ApiPolicies in the table (they are folded into the products; `/table` counts them).
+    policies: usize,
+    /// Where the table came from and when it was swapped in; `None` until a source swaps it.
+    origin: Option<Origin>,
+}
+
+/// Where a table came from and when it started serving (`/table` on the admin listener).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `dir`, `operator`, or `operator-state` (the last-known-good file, the operator being
+    /// unreachable).
+    pub source: &'static str,
+    /// When it was swapped in.
+    pub loaded_at: DateTime<Utc>,
 }
 
 impl Runtime {
+    /// This runtime, recorded as swapped in from `source` now.
+    pub fn with_origin(mut self, source: &'static str) -> Runtime {
+        self.origin = Some(Origin {
+            source,
+            loaded_at: Utc::now(),
+        });
+        self
+    }
+
+    /// Where the table came from and when it was swapped in.
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
+    }
+
+    /// How many ApiPolicies the table holds.
+    pub fn policies(&self) -> usize {
+        self.policies
+    }
+
     /// Monotonic version (1 for the first table loaded).
     pub fn version(&self) -> u64 {
         self.version

@@ -311,14 +311,21 @@ pub fn same_table(shared: &Shared, digest: &str) -> bool {
         .is_some_and(|prev| prev.table_digest() == digest)
 }
 
-/// Build a [`Runtime`] for `table` (content digest `digest`), start its I/O, swap it in as
-/// `version`, and log what could not be used.
+/// Build a [`Runtime`] for `table` (content digest `digest`, from `source`: `dir`, `operator`
+/// or `operator-state`), start its I/O, swap it in as `version`, and log what could not be used.
 ///
 /// Every source (directory or operator) goes through here, so rate-limit and quota state of
 /// subscriptions that still exist, backend pools and fetched JWKS carry over the same way
 /// (from [`Shared::registry`]).
-pub fn swap_in(shared: &Shared, table: &RoutingTable, digest: String, version: u64) {
-    let runtime = Runtime::build_digested(table, digest, &shared.registry, version);
+pub fn swap_in(
+    shared: &Shared,
+    source: &'static str,
+    table: &RoutingTable,
+    digest: String,
+    version: u64,
+) {
+    let runtime =
+        Runtime::build_digested(table, digest, &shared.registry, version).with_origin(source);
     crate::runtime::start(&runtime, &shared.registry);
     for d in runtime.diagnostics() {
         tracing::warn!(
@@ -594,7 +601,7 @@ impl DirSource {
             return Tick::SameTable;
         }
         self.version += 1;
-        swap_in(&self.shared, table, digest, self.version);
+        swap_in(&self.shared, "dir", table, digest, self.version);
         Tick::Applied {
             version: self.version,
         }
