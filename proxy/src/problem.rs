@@ -231,7 +231,7 @@ problems! {
     NoRoute => (NOT_FOUND, "no-route", "No matching route", []),
 
     /// The admin listener has no such path.
-    #[error("the admin listener serves /healthz, /readyz, /metrics and /diagnostics only")]
+    #[error("the admin listener serves /healthz, /readyz, /metrics, /diagnostics and /table only")]
     AdminNotFound => (NOT_FOUND, "not-found", "Not found", []),
 
     /// A route matches the path but not the method.
