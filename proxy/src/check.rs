@@ -126,7 +126,9 @@ impl Report {
         let o = &self.objects;
         let verdict = match (self.ok, self.loads) {
             (true, _) => "ok",
-            (false, true) => "FAILED (a gateway would serve the table without the objects in error)",
+            (false, true) => {
+                "FAILED (a gateway would serve the table without the objects in error)"
+            }
             (false, false) => "FAILED (a gateway would refuse the directory)",
         };
         out.push_str(&format!(

@@ -292,7 +292,11 @@ fn manifest_limits(args: &Args) -> tollgate_crds::manifest::Limits {
 }
 
 /// `check DIR`: the report on stdout, a read failure on stderr; the exit status.
-fn check(dir: &std::path::Path, output: CheckOutput, limits: &tollgate_crds::manifest::Limits) -> i32 {
+fn check(
+    dir: &std::path::Path,
+    output: CheckOutput,
+    limits: &tollgate_crds::manifest::Limits,
+) -> i32 {
     use std::io::Write;
     use tollgate_proxy::check;
     // A file is not a directory, but reading it as one fails with an obscure error.
@@ -319,7 +323,11 @@ fn check(dir: &std::path::Path, output: CheckOutput, limits: &tollgate_crds::man
     };
     let mut stdout = std::io::stdout().lock();
     // A closed stdout (`| head`) must not turn a verdict into a panic.
-    if stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+    if stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
         return check::EXIT_IO;
     }
     report.exit_code()

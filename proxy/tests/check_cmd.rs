@@ -86,7 +86,12 @@ fn a_broken_plan_fails_naming_file_object_and_field() {
         .lines()
         .find(|l| l.starts_with("error: "))
         .unwrap_or_else(|| panic!("no error line in\n{all}"));
-    for part in ["plans.yaml", "Plan weather/free", "spec.routes", "no-such-route"] {
+    for part in [
+        "plans.yaml",
+        "Plan weather/free",
+        "spec.routes",
+        "no-such-route",
+    ] {
         assert!(line.contains(part), "{part} missing in {line}");
     }
     assert!(all.contains("FAILED"), "{all}");
@@ -113,27 +118,39 @@ fn json_output_is_one_document_with_the_diagnostics_and_counts() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     assert_eq!(v["ok"], false);
-    assert_eq!(v["loads"], true, "a compile error leaves the object out: {v}");
+    assert_eq!(
+        v["loads"], true,
+        "a compile error leaves the object out: {v}"
+    );
     // The plan, and the subscription to it that cannot compile without it.
     assert_eq!(v["summary"]["errors"], 2, "{v}");
     assert_eq!(v["summary"]["byKind"]["Plan"], 1, "{v}");
     assert_eq!(v["summary"]["byKind"]["Subscription"], 1, "{v}");
     assert_eq!(v["objects"]["plans"], 2, "the broken plan is left out: {v}");
-    assert_eq!(v["objects"]["subscriptions"], 3, "and its subscription: {v}");
+    assert_eq!(
+        v["objects"]["subscriptions"], 3,
+        "and its subscription: {v}"
+    );
     let d = &v["diagnostics"][0];
     assert_eq!(d["severity"], "error");
     assert_eq!(d["stage"], "compile");
     assert_eq!(d["file"], "plans.yaml");
     assert_eq!(d["kind"], "Plan");
     assert_eq!(d["object"], "weather/free");
-    assert!(d["field"].as_str().is_some_and(|f| f.starts_with("spec.routes")), "{d}");
+    assert!(
+        d["field"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("spec.routes")),
+        "{d}"
+    );
     assert_no_keys(&String::from_utf8_lossy(&out.stdout));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_missing_directory_is_exit_2() {
-    let missing = std::env::temp_dir().join(format!("tollgate-check-cmd-none-{}", std::process::id()));
+    let missing =
+        std::env::temp_dir().join(format!("tollgate-check-cmd-none-{}", std::process::id()));
     let out = check(&[missing.to_str().expect("utf-8 path")]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));

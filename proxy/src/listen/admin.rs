@@ -212,8 +212,12 @@ mod tests {
         assert_eq!(v, serde_json::json!({ "loaded": false }));
 
         let digest = "ab".repeat(32);
-        let rt = Runtime::build(&one_subscription(&[&digest, "not-hex"]), &Registry::default(), 7)
-            .with_origin("dir");
+        let rt = Runtime::build(
+            &one_subscription(&[&digest, "not-hex"]),
+            &Registry::default(),
+            7,
+        )
+        .with_origin("dir");
         shared.runtime.store(Some(Arc::new(rt)));
         let body = get(&shared).collect().await.expect("body").to_bytes();
         let text = String::from_utf8_lossy(&body).into_owned();
@@ -221,7 +225,10 @@ mod tests {
         assert_eq!(v["loaded"], true);
         assert_eq!(v["version"], 7);
         assert_eq!(v["source"], "dir");
-        assert!(v["loadedAt"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+        assert!(
+            v["loadedAt"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{v}"
+        );
         assert_eq!(v["objects"]["subscriptions"], 1, "{v}");
         assert_eq!(v["diagnostics"][0]["field"], "keyDigests", "{v}");
         assert!(!text.contains(&digest), "a key digest in {text}");

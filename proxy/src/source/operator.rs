@@ -384,7 +384,13 @@ impl OperatorSource {
         // operator version is being served.
         let serving = self.shared.runtime.load().as_deref().map(|r| r.version());
         if !same_table(&self.shared, &next.digest) || serving != Some(next.version) {
-            swap_in(&self.shared, "operator", &next.table, next.digest.clone(), next.version);
+            swap_in(
+                &self.shared,
+                "operator",
+                &next.table,
+                next.digest.clone(),
+                next.version,
+            );
         }
         if let Some(dir) = &self.config.state_dir {
             if let Err(e) = save_state(dir, &next) {
