@@ -220,21 +220,23 @@ control_plane_tests() {
 	check "apply the chart's CRDs" $k apply --server-side --force-conflicts -f "$CHART/crds/tollgate.dev.yaml"
 	check "the CRDs are Established" $k wait --for=condition=Established --timeout=60s -f "$CHART/crds/tollgate.dev.yaml"
 	$k create namespace "$NAMESPACE" --dry-run=client -o yaml | $k apply -f - >/dev/null
-	# all-on-values.yaml limits the operator to namespaces `weather` and `weather-eu`: its Roles go there.
+	# all-on-values.yaml limits the operator to namespaces `weather` and `weather-eu`: its Roles go
+	# there; its dashboard ConfigMap goes to `monitoring`.
 	local n
-	for n in weather weather-eu; do
+	for n in weather weather-eu monitoring; do
 		$k create namespace "$n" --dry-run=client -o yaml | $k apply -f - >/dev/null
 	done
 	check "kubectl apply --dry-run=server (default rendering)" \
 		$k apply --dry-run=server -f "$WORK/default.yaml"
-	# ServiceMonitors need the Prometheus Operator's CRDs, which this control plane does not
-	# have: they are left out of the dry run (helm lint and the golden file still cover them).
+	# ServiceMonitors and the PrometheusRule need the Prometheus Operator's CRDs, which this
+	# control plane does not have: they are left out of the dry run (helm lint, the golden file
+	# and proxy/tests/chart_metrics.rs still cover them).
 	python3 - "$WORK/all-on.yaml" >"$WORK/all-on-core.yaml" <<'PY'
 import sys, yaml
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] != "ServiceMonitor"]
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] not in ("ServiceMonitor", "PrometheusRule")]
 print(yaml.safe_dump_all(docs), end="")
 PY
-	check "kubectl apply --dry-run=server (all-on rendering, without ServiceMonitors)" \
+	check "kubectl apply --dry-run=server (all-on rendering, without ServiceMonitors and PrometheusRule)" \
 		$k apply --dry-run=server -f "$WORK/all-on-core.yaml"
 
 	# A real `helm install` and `helm uninstall` (default values; no kubelet here, so the pods are
@@ -516,7 +518,7 @@ EOF
 cleanup_cluster() { # KUBECONFIG WAS_UP
 	kubectl --kubeconfig "$1" delete --ignore-not-found --wait=false -f "$WORK/rbac.yaml" >/dev/null 2>&1 || true
 	kubectl --kubeconfig "$1" delete --ignore-not-found --wait=false -f "$WORK/rbac-ns.yaml" >/dev/null 2>&1 || true
-	kubectl --kubeconfig "$1" delete namespace --ignore-not-found --wait=false "$NAMESPACE" weather weather-eu \
+	kubectl --kubeconfig "$1" delete namespace --ignore-not-found --wait=false "$NAMESPACE" weather weather-eu monitoring \
 		"$POLICY_NS" "$NS_RELEASE" "$NS_A" "$NS_B" >/dev/null 2>&1 || true
 	(($2)) || e2e/control-plane.sh down || true
 	finish_work
