@@ -94,7 +94,10 @@ mod tests {
         let metrics = Metrics::new();
         let (tx, rx) = watch::channel(None);
         let (_standing_tx, s) = watch::channel(Standing::Starting);
-        assert_eq!(respond("/healthz", &rx, &s, &metrics).status(), StatusCode::OK);
+        assert_eq!(
+            respond("/healthz", &rx, &s, &metrics).status(),
+            StatusCode::OK
+        );
         assert_eq!(
             respond("/readyz", &rx, &s, &metrics).status(),
             StatusCode::SERVICE_UNAVAILABLE
@@ -104,8 +107,14 @@ mod tests {
             digest: String::new(),
             compiled: Default::default(),
         })));
-        assert_eq!(respond("/readyz", &rx, &s, &metrics).status(), StatusCode::OK);
-        assert_eq!(respond("/metrics", &rx, &s, &metrics).status(), StatusCode::OK);
+        assert_eq!(
+            respond("/readyz", &rx, &s, &metrics).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond("/metrics", &rx, &s, &metrics).status(),
+            StatusCode::OK
+        );
         assert_eq!(
             respond("/nope", &rx, &s, &metrics).status(),
             StatusCode::NOT_FOUND
@@ -136,7 +145,10 @@ mod tests {
         );
         standing_tx.send_replace(Standing::Leading);
         let text = body(respond("/readyz", &rx, &s, &metrics)).await;
-        assert!(text.starts_with("ready: table version 3\nleading"), "{text}");
+        assert!(
+            text.starts_with("ready: table version 3\nleading"),
+            "{text}"
+        );
         standing_tx.send_replace(Standing::Standby);
         let text = body(respond("/readyz", &rx, &s, &metrics)).await;
         assert!(text.contains("not leading: another replica"), "{text}");

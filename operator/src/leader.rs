@@ -85,7 +85,10 @@ pub fn lease_namespace(
 /// 404 naming `namespaces`, as opposed to the object being absent).
 pub fn is_missing_namespace(status: &Status) -> bool {
     status.code == 404
-        && (status.details.as_ref().is_some_and(|d| d.kind == "namespaces")
+        && (status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.kind == "namespaces")
             || status.message.starts_with("namespaces \""))
 }
 
@@ -385,8 +388,8 @@ mod tests {
 
     #[test]
     fn only_a_404_naming_the_namespace_means_it_is_missing() {
-        let missing = Status::failure("namespaces \"tollgate-system\" not found", "NotFound")
-            .with_code(404);
+        let missing =
+            Status::failure("namespaces \"tollgate-system\" not found", "NotFound").with_code(404);
         assert!(is_missing_namespace(&missing));
         let absent_lease = Status::failure(
             "leases.coordination.k8s.io \"tollgate-operator-leader\" not found",
@@ -405,7 +408,10 @@ mod tests {
             object: "Lease tollgate-system/l".into(),
             source: kube::Error::Api(missing.boxed()),
         };
-        assert_eq!(failing_reason(&cfg(), &e), missing_namespace_message("ns", "l"));
+        assert_eq!(
+            failing_reason(&cfg(), &e),
+            missing_namespace_message("ns", "l")
+        );
         assert!(Standing::Failing(message.clone())
             .to_string()
             .starts_with("not leading: the namespace"));

@@ -217,7 +217,10 @@ mod tests {
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {
         assert!(use_colour(true, None));
-        assert!(!use_colour(false, None), "a file or a pipe gets no ANSI codes");
+        assert!(
+            !use_colour(false, None),
+            "a file or a pipe gets no ANSI codes"
+        );
         assert!(!use_colour(true, Some(std::ffi::OsStr::new("1"))));
         assert!(use_colour(true, Some(std::ffi::OsStr::new(""))));
     }

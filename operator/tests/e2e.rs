@@ -840,7 +840,8 @@ async fn a_missing_lease_namespace_stops_the_operator_naming_the_fix() {
     let status = status.unwrap_or_else(|| panic!("still running after 15 s; log:\n{text}"));
     assert!(!status.success(), "exit status {status}; log:\n{text}");
     assert!(
-        text.contains(&format!("kubectl create namespace {missing}")) && text.contains("--namespace"),
+        text.contains(&format!("kubectl create namespace {missing}"))
+            && text.contains("--namespace"),
         "the message names the namespace and the fix:\n{text}"
     );
 }
@@ -2055,8 +2056,7 @@ async fn proxy_follows_the_operator() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let back = Instant::now();
-        operator =
-            Operator::start_with(&ns, "op-p3", &kubeconfig, operator.table_port, Some(&tls));
+        operator = Operator::start_with(&ns, "op-p3", &kubeconfig, operator.table_port, Some(&tls));
         operator.wait_ready().await;
         while proxy.metric("tollgate_operator_connected").await != Some(1.0) {
             assert!(

@@ -7,7 +7,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn kubeconfig(name: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("tollgate-logs-{name}-{}.kubeconfig", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "tollgate-logs-{name}-{}.kubeconfig",
+        std::process::id()
+    ));
     std::fs::write(
         &path,
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}\n\
@@ -55,12 +58,21 @@ fn json_lines_are_flat_like_the_proxys() {
     let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
     assert!(v.get("fields").is_none(), "nested fields: {line}");
     assert_eq!(v["message"], "health and metrics listening", "{line}");
-    assert!(v["addr"].is_string(), "the event's fields at the top level: {line}");
-    assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+    assert!(
+        v["addr"].is_string(),
+        "the event's fields at the top level: {line}"
+    );
+    assert!(
+        v["level"].is_string() && v["timestamp"].is_string(),
+        "{line}"
+    );
 }
 
 #[test]
 fn text_logs_to_a_file_carry_no_colour_codes() {
     let text = run_until("text", &[], "health and metrics listening");
-    assert!(!text.contains('\x1b'), "ANSI escape codes in a file:\n{text:?}");
+    assert!(
+        !text.contains('\x1b'),
+        "ANSI escape codes in a file:\n{text:?}"
+    );
 }

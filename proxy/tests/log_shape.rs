@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 /// Run the proxy on `dir` until its log holds `want` (or 20 s), then stop it; the log.
 fn run_until(name: &str, dir: &std::path::Path, format: &str, want: &str) -> String {
-    let log = std::env::temp_dir().join(format!("tollgate-proxy-logs-{name}-{}.log", std::process::id()));
+    let log = std::env::temp_dir().join(format!(
+        "tollgate-proxy-logs-{name}-{}.log",
+        std::process::id()
+    ));
     let file = std::fs::File::create(&log).expect("log file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-proxy"))
         .arg("--from-dir")
@@ -35,7 +38,8 @@ fn run_until(name: &str, dir: &std::path::Path, format: &str, want: &str) -> Str
 }
 
 fn bad_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tollgate-proxy-logs-{name}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("tollgate-proxy-logs-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("broken.yaml"), "kind: Plan\nspec: [").expect("write");
     dir
@@ -64,5 +68,8 @@ fn a_refused_first_load_is_logged_as_flat_json_saying_nothing_is_served() {
 fn text_logs_to_a_file_carry_no_colour_codes() {
     let dir = bad_dir("text");
     let text = run_until("text", &dir, "text", "reload refused");
-    assert!(!text.contains('\x1b'), "ANSI escape codes in a file:\n{text:?}");
+    assert!(
+        !text.contains('\x1b'),
+        "ANSI escape codes in a file:\n{text:?}"
+    );
 }
