@@ -51,7 +51,8 @@ pub struct PlanSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
 
-    /// Whether new subscriptions need an approval before they become Active.
+    /// Reserved; not enforced yet: a Subscription on this Plan is served as its `state` says,
+    /// with no approval step.
     #[serde(default)]
     pub approval_required: bool,
 }

@@ -54,6 +54,14 @@ pub enum Error {
     /// `--redis` or `--redis-password-file` cannot be used.
     #[error("{0}")]
     Redis(#[from] tollgate_redis::ConnectError),
+    /// The leader Lease's namespace does not exist: this replica could never lead.
+    #[error("{message} (the namespace is {origin})")]
+    LeaseNamespaceMissing {
+        /// What is missing and the fix.
+        message: String,
+        /// Where the namespace came from.
+        origin: crate::leader::NamespaceOrigin,
+    },
     /// A watch store was dropped before its first full list: the watch task died.
     #[error("the {kind} watch stopped before its first list completed")]
     StoreClosed {
@@ -74,6 +82,7 @@ impl Error {
             Error::StoreClosed { .. } => "store_closed",
             Error::CompileFailed(_) => "compile_failed",
             Error::Redis(_) => "redis",
+            Error::LeaseNamespaceMissing { .. } => "lease_namespace",
         }
     }
 }

@@ -1,4 +1,8 @@
 //! The health and metrics listener: `/healthz`, `/readyz` (after the first compile), `/metrics`.
+//!
+//! `/readyz` stays 200 on a replica that does not lead (a standby still compiles and serves the
+//! table to proxies), but its body says whether it leads and, if not, why: a replica that can
+//! never take the Lease is visible there and not only in its log.
 
 use std::sync::Arc;
 
@@ -11,10 +15,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::controller::TableRx;
+use crate::leader::Standing;
 use crate::metrics::Metrics;
 
 /// Answer one request (pure over the current state, so it is testable without a socket).
-pub fn respond(path: &str, table: &TableRx, metrics: &Metrics) -> Response<Full<Bytes>> {
+pub fn respond(
+    path: &str,
+    table: &TableRx,
+    standing: &watch::Receiver<Standing>,
+    metrics: &Metrics,
+) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match path {
         "/healthz" => (
             StatusCode::OK,
@@ -25,12 +35,19 @@ pub fn respond(path: &str, table: &TableRx, metrics: &Metrics) -> Response<Full<
             Some(t) => (
                 StatusCode::OK,
                 "text/plain; charset=utf-8",
-                format!("ready: table version {}\n", t.version),
+                format!(
+                    "ready: table version {}\n{}\n",
+                    t.version,
+                    *standing.borrow()
+                ),
             ),
             None => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain; charset=utf-8",
-                "not ready: waiting for the first compile\n".to_string(),
+                format!(
+                    "not ready: waiting for the first compile\n{}\n",
+                    *standing.borrow()
+                ),
             ),
         },
         "/metrics" => (
@@ -56,11 +73,12 @@ pub fn respond(path: &str, table: &TableRx, metrics: &Metrics) -> Response<Full<
 pub async fn serve(
     listener: TcpListener,
     table: TableRx,
+    standing: watch::Receiver<Standing>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) {
     let handle = move |req: Request<Incoming>| {
-        let response = respond(req.uri().path(), &table, &metrics);
+        let response = respond(req.uri().path(), &table, &standing, &metrics);
         async move { response }
     };
     crate::listener::serve(listener, None, handle, shutdown).await;
@@ -75,9 +93,13 @@ mod tests {
     fn ready_only_after_the_first_compile() {
         let metrics = Metrics::new();
         let (tx, rx) = watch::channel(None);
-        assert_eq!(respond("/healthz", &rx, &metrics).status(), StatusCode::OK);
+        let (_standing_tx, s) = watch::channel(Standing::Starting);
         assert_eq!(
-            respond("/readyz", &rx, &metrics).status(),
+            respond("/healthz", &rx, &s, &metrics).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond("/readyz", &rx, &s, &metrics).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
         tx.send_replace(Some(Arc::new(Published {
@@ -85,11 +107,50 @@ mod tests {
             digest: String::new(),
             compiled: Default::default(),
         })));
-        assert_eq!(respond("/readyz", &rx, &metrics).status(), StatusCode::OK);
-        assert_eq!(respond("/metrics", &rx, &metrics).status(), StatusCode::OK);
         assert_eq!(
-            respond("/nope", &rx, &metrics).status(),
+            respond("/readyz", &rx, &s, &metrics).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond("/metrics", &rx, &s, &metrics).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond("/nope", &rx, &s, &metrics).status(),
             StatusCode::NOT_FOUND
         );
+    }
+
+    async fn body(r: Response<Full<Bytes>>) -> String {
+        use http_body_util::BodyExt as _;
+        let bytes = r.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn readyz_says_whether_it_leads_and_why_not() {
+        let metrics = Metrics::new();
+        let (_tx, rx) = watch::channel(Some(Arc::new(Published {
+            version: 3,
+            digest: String::new(),
+            compiled: Default::default(),
+        })));
+        let why = crate::leader::missing_namespace_message("tollgate-system", "l");
+        let (standing_tx, s) = watch::channel(Standing::Failing(why));
+        let text = body(respond("/readyz", &rx, &s, &metrics)).await;
+        assert!(text.contains("not leading"), "{text}");
+        assert!(
+            text.contains("kubectl create namespace tollgate-system"),
+            "{text}"
+        );
+        standing_tx.send_replace(Standing::Leading);
+        let text = body(respond("/readyz", &rx, &s, &metrics)).await;
+        assert!(
+            text.starts_with("ready: table version 3\nleading"),
+            "{text}"
+        );
+        standing_tx.send_replace(Standing::Standby);
+        let text = body(respond("/readyz", &rx, &s, &metrics)).await;
+        assert!(text.contains("not leading: another replica"), "{text}");
     }
 }

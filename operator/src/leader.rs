@@ -17,6 +17,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{PostParams, ResourceExt};
+use kube::core::Status;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
@@ -34,6 +35,145 @@ pub struct LeaseConfig {
     pub identity: String,
     /// How long a Lease is valid without renewal.
     pub duration: Duration,
+}
+
+/// The Lease namespace when neither `--namespace` nor POD_NAMESPACE is set outside a pod.
+pub const DEFAULT_NAMESPACE: &str = "tollgate-system";
+
+/// Where the kubelet mounts the pod's own namespace (with the ServiceAccount token).
+pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// Where the Lease namespace came from; it goes into the message when that namespace is missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NamespaceOrigin {
+    /// `--namespace` or POD_NAMESPACE.
+    Flag,
+    /// The pod's own namespace (the ServiceAccount namespace file).
+    Pod,
+    /// Neither, outside a pod: [`DEFAULT_NAMESPACE`].
+    Default,
+}
+
+impl std::fmt::Display for NamespaceOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NamespaceOrigin::Flag => "from --namespace / POD_NAMESPACE",
+            NamespaceOrigin::Pod => "the pod's own namespace",
+            NamespaceOrigin::Default => "the default, outside a pod",
+        })
+    }
+}
+
+/// Pick the Lease namespace: an explicit flag (or POD_NAMESPACE) wins; in a pod, the pod's own
+/// namespace, which exists by construction; outside one, [`DEFAULT_NAMESPACE`].
+pub fn lease_namespace(
+    flag: Option<&str>,
+    service_account_file: Option<&str>,
+) -> (String, NamespaceOrigin) {
+    let given = |v: Option<&str>| v.map(str::trim).filter(|v| !v.is_empty()).map(String::from);
+    if let Some(ns) = given(flag) {
+        return (ns, NamespaceOrigin::Flag);
+    }
+    if let Some(ns) = given(service_account_file) {
+        return (ns, NamespaceOrigin::Pod);
+    }
+    (DEFAULT_NAMESPACE.to_string(), NamespaceOrigin::Default)
+}
+
+/// Whether the API server refused a create because the namespace itself does not exist (a
+/// 404 naming `namespaces`, as opposed to the object being absent).
+pub fn is_missing_namespace(status: &Status) -> bool {
+    status.code == 404
+        && (status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.kind == "namespaces")
+            || status.message.starts_with("namespaces \""))
+}
+
+/// Whether this replica leads, and if not, why (shown by `/readyz`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// No attempt finished yet.
+    Starting,
+    /// This replica holds the Lease and writes statuses and keys.
+    Leading,
+    /// Another replica holds a valid Lease; this one compiles and serves the table only.
+    Standby,
+    /// The Lease cannot be read or written: nobody may be writing statuses or keys.
+    Failing(String),
+}
+
+impl std::fmt::Display for Standing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Standing::Starting => f.write_str("not leading: no Lease attempt finished yet"),
+            Standing::Leading => f.write_str("leading: this replica writes statuses and keys"),
+            Standing::Standby => f.write_str(
+                "not leading: another replica holds the Lease (this one compiles and serves the table)",
+            ),
+            Standing::Failing(why) => write!(f, "not leading: {why}"),
+        }
+    }
+}
+
+/// The reason shown for a failed attempt: for a missing namespace, the fix.
+fn failing_reason(cfg: &LeaseConfig, e: &Error) -> String {
+    if let Error::Kube {
+        source: kube::Error::Api(status),
+        ..
+    } = e
+    {
+        if is_missing_namespace(status) {
+            return missing_namespace_message(&cfg.namespace, &cfg.name);
+        }
+    }
+    e.to_string()
+}
+
+/// What to do about a missing Lease namespace.
+pub fn missing_namespace_message(namespace: &str, name: &str) -> String {
+    format!(
+        "the namespace {namespace:?} of the leader Lease {name:?} does not exist: create it \
+         (kubectl create namespace {namespace}) or pass --namespace with an existing namespace"
+    )
+}
+
+/// Check at startup that the Lease can be created where configured (a dry-run create, so
+/// nothing is written). Only a missing namespace is an error: anything else (API server not
+/// reachable yet, a Lease already there) is left to the lease loop, which retries.
+///
+/// # Errors
+///
+/// [`Error::LeaseNamespaceMissing`] naming the namespace and the fix.
+pub async fn preflight(client: &Client, cfg: &LeaseConfig, origin: NamespaceOrigin) -> Result<()> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some(cfg.name.clone()),
+            namespace: Some(cfg.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec_for(cfg, None, Timestamp::now())),
+    };
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    match api.create(&dry_run, &lease).await {
+        Err(kube::Error::Api(status)) if is_missing_namespace(&status) => {
+            Err(Error::LeaseNamespaceMissing {
+                message: missing_namespace_message(&cfg.namespace, &cfg.name),
+                origin,
+            })
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "lease preflight inconclusive; the lease loop retries");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+    }
 }
 
 /// The outcome of one acquire-or-renew attempt (pure decision over the current Lease).
@@ -147,25 +287,36 @@ pub async fn run(
     client: Client,
     cfg: LeaseConfig,
     leader: watch::Sender<bool>,
+    standing: watch::Sender<Standing>,
     metrics: std::sync::Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let renew_every = cfg.duration / 3;
     let mut last_renewed: Option<Instant> = None;
     loop {
-        let holding = match try_acquire(&client, &cfg).await {
+        let (holding, now) = match try_acquire(&client, &cfg).await {
             Ok(true) => {
                 last_renewed = Some(Instant::now());
-                true
+                (true, Standing::Leading)
             }
-            Ok(false) => false,
+            Ok(false) => (false, Standing::Standby),
             Err(e) => {
                 metrics.error(&e);
-                tracing::warn!(error = %e, "leader lease");
+                let why = failing_reason(&cfg, &e);
+                tracing::warn!(error = %e, "leader lease: {why}");
                 // Keep leading only while our last renewal is still valid.
-                last_renewed.is_some_and(|t| t.elapsed() < cfg.duration)
+                let keep = last_renewed.is_some_and(|t| t.elapsed() < cfg.duration);
+                (
+                    keep,
+                    if keep {
+                        Standing::Leading
+                    } else {
+                        Standing::Failing(why)
+                    },
+                )
             }
         };
+        standing.send_replace(now);
         if *leader.borrow() != holding {
             tracing::info!(identity = %cfg.identity, leader = holding, "leadership changed");
         }
@@ -178,6 +329,7 @@ pub async fn run(
     }
     if *leader.borrow() {
         leader.send_replace(false);
+        standing.send_replace(Standing::Failing("shutting down".into()));
         release(&client, &cfg).await;
     }
 }
@@ -209,6 +361,60 @@ mod tests {
         let later = now + SignedDuration::from_secs(16);
         assert!(may_take(Some(&theirs), "me", later));
         assert!(may_take(None, "me", now));
+    }
+
+    #[test]
+    fn the_lease_namespace_is_the_flag_else_the_pods_else_the_default() {
+        assert_eq!(
+            lease_namespace(Some("ops"), Some("tollgate\n")),
+            ("ops".to_string(), NamespaceOrigin::Flag)
+        );
+        // The kubelet's file ends without a newline, but trim anyway.
+        assert_eq!(
+            lease_namespace(None, Some("tollgate\n")),
+            ("tollgate".to_string(), NamespaceOrigin::Pod)
+        );
+        assert_eq!(
+            lease_namespace(Some(" "), Some("tollgate")),
+            ("tollgate".to_string(), NamespaceOrigin::Pod),
+            "a blank POD_NAMESPACE is not a namespace"
+        );
+        assert_eq!(
+            lease_namespace(None, None),
+            (DEFAULT_NAMESPACE.to_string(), NamespaceOrigin::Default)
+        );
+        assert_eq!(lease_namespace(None, Some("")).1, NamespaceOrigin::Default);
+    }
+
+    #[test]
+    fn only_a_404_naming_the_namespace_means_it_is_missing() {
+        let missing =
+            Status::failure("namespaces \"tollgate-system\" not found", "NotFound").with_code(404);
+        assert!(is_missing_namespace(&missing));
+        let absent_lease = Status::failure(
+            "leases.coordination.k8s.io \"tollgate-operator-leader\" not found",
+            "NotFound",
+        )
+        .with_code(404);
+        assert!(!is_missing_namespace(&absent_lease));
+        let forbidden =
+            Status::failure("namespaces \"x\" is forbidden", "Forbidden").with_code(403);
+        assert!(!is_missing_namespace(&forbidden));
+        let message = missing_namespace_message("tollgate-system", "l");
+        assert!(message.contains("kubectl create namespace tollgate-system"));
+        assert!(message.contains("--namespace"));
+        let e = Error::Kube {
+            action: "create",
+            object: "Lease tollgate-system/l".into(),
+            source: kube::Error::Api(missing.boxed()),
+        };
+        assert_eq!(
+            failing_reason(&cfg(), &e),
+            missing_namespace_message("ns", "l")
+        );
+        assert!(Standing::Failing(message.clone())
+            .to_string()
+            .starts_with("not leading: the namespace"));
     }
 
     #[test]

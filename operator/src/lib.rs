@@ -44,6 +44,8 @@ pub struct Config {
     pub watch_namespaces: Vec<String>,
     /// Namespace of the leader Lease.
     pub lease_namespace: String,
+    /// Where `lease_namespace` came from (named when it does not exist).
+    pub lease_namespace_origin: leader::NamespaceOrigin,
     /// Name of the leader Lease.
     pub lease_name: String,
     /// This replica's identity in the Lease and in Events.
@@ -69,9 +71,24 @@ pub struct Config {
 ///
 /// # Errors
 ///
-/// [`Error::Listen`] when the health listener cannot bind; [`Error::StoreClosed`] when a watch
-/// dies before its first list.
+/// [`Error::LeaseNamespaceMissing`] when the leader Lease's namespace does not exist (such a
+/// replica could never lead, so it stops at once rather than idle with a warning every few
+/// seconds); [`Error::Listen`] when the health listener cannot bind; [`Error::StoreClosed`]
+/// when a watch dies before its first list.
 pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>) -> Result<()> {
+    let lease_config = leader::LeaseConfig {
+        namespace: config.lease_namespace.clone(),
+        name: config.lease_name.clone(),
+        identity: config.identity.clone(),
+        duration: config.lease_duration,
+    };
+    leader::preflight(&client, &lease_config, config.lease_namespace_origin).await?;
+    tracing::info!(
+        namespace = %config.lease_namespace,
+        origin = %config.lease_namespace_origin,
+        lease = %config.lease_name,
+        "leader Lease namespace"
+    );
     let metrics = Arc::new(metrics::Metrics::new());
     let listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await
@@ -82,9 +99,11 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
     tracing::info!(addr = %listener.local_addr().unwrap_or(config.metrics_listen), "health and metrics listening");
 
     let (table_tx, table_rx) = watch::channel(None);
+    let (standing_tx, standing_rx) = watch::channel(leader::Standing::Starting);
     let health = tokio::spawn(health::serve(
         listener,
         table_rx.clone(),
+        standing_rx,
         metrics.clone(),
         shutdown.clone(),
     ));
@@ -133,13 +152,9 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
     let (leader_tx, leader_rx) = watch::channel(false);
     let lease = tokio::spawn(leader::run(
         client.clone(),
-        leader::LeaseConfig {
-            namespace: config.lease_namespace.clone(),
-            name: config.lease_name.clone(),
-            identity: config.identity.clone(),
-            duration: config.lease_duration,
-        },
+        lease_config,
         leader_tx,
+        standing_tx,
         metrics.clone(),
         shutdown.clone(),
     ));

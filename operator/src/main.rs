@@ -19,9 +19,11 @@ struct Args {
     /// all namespaces). Roles in those namespaces are then all the read access it needs.
     #[arg(long, env = "TOLLGATE_WATCH_NAMESPACE", value_delimiter = ',')]
     watch_namespace: Vec<String>,
-    /// Namespace of the leader Lease (the operator's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "tollgate-system")]
-    namespace: String,
+    /// Namespace of the leader Lease. Default: in a pod, the pod's own namespace (from the
+    /// ServiceAccount mount); outside one, tollgate-system. The operator stops at once if it
+    /// does not exist.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
     /// Name of the leader Lease.
     #[arg(long, default_value = "tollgate-operator-leader")]
     lease_name: String,
@@ -72,9 +74,16 @@ struct Args {
     /// Seconds between `status.usage` passes.
     #[arg(long, default_value_t = 30)]
     usage_interval_secs: u64,
-    /// Log as JSON lines.
+    /// Log as JSON lines (the same flat shape as the proxy's). Text logs are coloured only
+    /// when written to a terminal.
     #[arg(long)]
     log_json: bool,
+}
+
+/// Colour codes only for a terminal: in a file or a log collector they are noise. NO_COLOR
+/// (any non-empty value, see no-color.org) turns them off even on a terminal.
+fn use_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 #[tokio::main]
@@ -83,13 +92,30 @@ async fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_json {
+        // Flat like the proxy's: the message and the event's fields at the top level.
         tracing_subscriber::fmt()
             .json()
+            .flatten_event(true)
+            .with_current_span(false)
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        use std::io::IsTerminal as _;
+        let colour = use_colour(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
+        tracing_subscriber::fmt()
+            .with_ansi(colour)
+            .with_env_filter(filter)
+            .init();
     }
+    let service_account_namespace =
+        std::fs::read_to_string(tollgate_operator::leader::SERVICE_ACCOUNT_NAMESPACE_FILE).ok();
+    let (lease_namespace, lease_namespace_origin) = tollgate_operator::leader::lease_namespace(
+        args.namespace.as_deref(),
+        service_account_namespace.as_deref(),
+    );
 
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -113,7 +139,8 @@ async fn main() -> anyhow::Result<()> {
         tollgate_operator::Config {
             metrics_listen: args.metrics_listen,
             watch_namespaces: watch_namespaces(args.watch_namespace),
-            lease_namespace: args.namespace,
+            lease_namespace,
+            lease_namespace_origin,
             lease_name: args.lease_name,
             identity,
             lease_duration: Duration::from_secs(args.lease_seconds.max(3)),
@@ -185,6 +212,17 @@ mod tests {
             Args::try_parse_from(std::iter::once("tollgate-operator").chain(args.iter().copied()))
                 .expect("valid flags");
         watch_namespaces(args.watch_namespace)
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(
+            !use_colour(false, None),
+            "a file or a pipe gets no ANSI codes"
+        );
+        assert!(!use_colour(true, Some(std::ffi::OsStr::new("1"))));
+        assert!(use_colour(true, Some(std::ffi::OsStr::new(""))));
     }
 
     #[test]

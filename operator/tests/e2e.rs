@@ -802,6 +802,50 @@ async fn remove_cluster_rbac(client: &Client, ns: &str) {
         .await;
 }
 
+/// An operator told to keep its Lease in a namespace that does not exist stops at once, naming
+/// the namespace and the fix, instead of warning every few seconds and never leading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_lease_namespace_stops_the_operator_naming_the_fix() {
+    if !enabled("a_missing_lease_namespace_stops_the_operator_naming_the_fix") {
+        return;
+    }
+    let client = Client::try_default().await.expect("kube client");
+    let ns = fresh_namespace(&client).await;
+    let missing = format!("{ns}-nope");
+    let kubeconfig = std::env::var("KUBECONFIG").expect("KUBECONFIG");
+    let log = std::env::temp_dir().join(format!("{ns}-missing-lease.log"));
+    let file = std::fs::File::create(&log).expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-operator"))
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .args(["--watch-namespace", &ns, "--namespace", &missing])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::from(file.try_clone().expect("log file")))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("start tollgate-operator");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("still running after 15 s; log:\n{text}"));
+    assert!(!status.success(), "exit status {status}; log:\n{text}");
+    assert!(
+        text.contains(&format!("kubectl create namespace {missing}"))
+            && text.contains("--namespace"),
+        "the message names the namespace and the fix:\n{text}"
+    );
+}
+
 /// The API server refuses invalid manifests, and its message names the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_manifests_are_refused_naming_the_field() {
@@ -1996,6 +2040,37 @@ async fn proxy_follows_the_operator() {
     for log in [operator.log_text(), proxy.log_text()] {
         assert!(!log.contains(&token), "the token is in a log");
         assert!(!log.contains(&key), "a key is in a log");
+    }
+
+    // --- the operator goes away and returns with the same table: the proxy says it is
+    // connected as soon as the operator answers, not when a long-poll on the unchanged table
+    // times out (~30 s)
+    if !on_kind() {
+        operator.terminate();
+        let deadline = Instant::now() + WAIT;
+        while proxy.metric("tollgate_operator_connected").await != Some(0.0) {
+            assert!(
+                Instant::now() < deadline,
+                "the proxy never noticed the operator left"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let back = Instant::now();
+        operator = Operator::start_with(&ns, "op-p3", &kubeconfig, operator.table_port, Some(&tls));
+        operator.wait_ready().await;
+        while proxy.metric("tollgate_operator_connected").await != Some(1.0) {
+            assert!(
+                back.elapsed() < Duration::from_secs(10),
+                "tollgate_operator_connected still 0 {:?} after the operator returned; proxy log:\n{}",
+                back.elapsed(),
+                proxy.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "MEASURED operator restarted with an unchanged table → tollgate_operator_connected 1 in {:?}",
+            back.elapsed()
+        );
     }
 
     operator.terminate();

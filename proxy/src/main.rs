@@ -168,6 +168,12 @@ enum LogFormat {
     Text,
 }
 
+/// Colour codes only for a terminal: in a file or a log collector they are noise. NO_COLOR
+/// (any non-empty value, see no-color.org) turns them off even on a terminal.
+fn use_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Command::Check { dir, output }) = &args.command {
@@ -189,7 +195,16 @@ fn main() -> anyhow::Result<()> {
             .with_current_span(false)
             .with_env_filter(filter)
             .init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Text => {
+            use std::io::IsTerminal as _;
+            tracing_subscriber::fmt()
+                .with_ansi(use_colour(
+                    std::io::stdout().is_terminal(),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                ))
+                .with_env_filter(filter)
+                .init()
+        }
     }
     // Every client connection costs a descriptor (two with its backend connection): use all the
     // descriptors the hard limit allows, as a default soft limit of 1024 would cap the gateway

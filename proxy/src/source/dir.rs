@@ -580,11 +580,20 @@ impl DirSource {
         } else {
             String::new()
         };
-        tracing::error!(
-            target: "reload",
-            dir = %self.dir.display(),
-            "reload refused, the last good table keeps serving: {refused}{repeated}"
-        );
+        // Say what is actually served: at startup there is no previous table to fall back on.
+        match self.shared.runtime.load().as_deref().map(|r| r.version()) {
+            Some(version) => tracing::error!(
+                target: "reload",
+                dir = %self.dir.display(),
+                "reload refused, the last good table (version {version}) keeps serving: {refused}{repeated}"
+            ),
+            None => tracing::error!(
+                target: "reload",
+                dir = %self.dir.display(),
+                "reload refused and no table was ever loaded, so nothing is served (not ready) \
+                 until the directory compiles: {refused}{repeated}"
+            ),
+        }
         self.shared.metrics.reload_failed();
         Tick::Refused
     }

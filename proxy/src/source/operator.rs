@@ -204,6 +204,18 @@ pub fn next_table(have: Option<&Versioned>, update: TableUpdate) -> Result<Versi
     Ok(next)
 }
 
+/// How long the operator may hold the next request. Only a connection already known good
+/// long-polls: the first request, and the first after a failure, ask for an immediate answer
+/// (`304` or an update), so `tollgate_operator_connected` returns to 1 as soon as the operator is
+/// back instead of when a long-poll on an unchanged table times out.
+pub fn poll_wait(have_table: bool, connected: bool) -> Duration {
+    if have_table && connected {
+        LONG_POLL
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// Wait before reconnect attempt `attempt` (0-based): exponential from 100 ms, capped at
 /// [`MAX_BACKOFF`], scaled by `jitter` in `[0, 1)` to between half and all of it, so proxies
 /// restarted together do not reconnect in lockstep.
@@ -259,6 +271,8 @@ pub struct OperatorSource {
     shared: Arc<Shared>,
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     have: Option<Versioned>,
+    /// The last exchange succeeded (see [`poll_wait`]).
+    connected: bool,
 }
 
 /// TLS settings for talking to the operator: TLS 1.2/1.3, verified against `ca_file` (or the
@@ -312,6 +326,7 @@ impl OperatorSource {
             shared,
             client,
             have: None,
+            connected: false,
         })
     }
 
@@ -330,16 +345,10 @@ impl OperatorSource {
     /// One request: `None` when the operator answered 304.
     async fn fetch(&self) -> Result<Option<TableUpdate>, SourceError> {
         let base = self.config.url.trim_end_matches('/');
-        let (uri, wait) = match &self.have {
-            Some(h) => (
-                format!(
-                    "{base}/v1/table?since={}&wait={}",
-                    h.digest,
-                    LONG_POLL.as_secs()
-                ),
-                LONG_POLL,
-            ),
-            None => (format!("{base}/v1/table"), Duration::ZERO),
+        let wait = poll_wait(self.have.is_some(), self.connected);
+        let uri = match &self.have {
+            Some(h) => format!("{base}/v1/table?since={}&wait={}", h.digest, wait.as_secs()),
+            None => format!("{base}/v1/table"),
         };
         let req = Request::get(uri)
             .header(AUTHORIZATION, self.token()?)
@@ -448,15 +457,25 @@ impl OperatorSource {
             match result {
                 Ok(()) => {
                     attempt = 0;
+                    self.connected = true;
                     self.shared.metrics.operator_connected(true);
                 }
                 Err(e) => {
+                    self.connected = false;
                     self.shared.metrics.operator_connected(false);
-                    tracing::warn!(
-                        target: "reload",
-                        version = self.have.as_ref().map(|h| h.version),
-                        "operator exchange failed, the current table keeps serving: {e}"
-                    );
+                    let serving = self.shared.runtime.load().as_deref().map(|r| r.version());
+                    match serving {
+                        Some(version) => tracing::warn!(
+                            target: "reload",
+                            version,
+                            "operator exchange failed, table version {version} keeps serving: {e}"
+                        ),
+                        None => tracing::warn!(
+                            target: "reload",
+                            "operator exchange failed and no table is loaded yet, so nothing is \
+                             served (not ready) until the operator answers: {e}"
+                        ),
+                    }
                     self.fall_back_to_state();
                     let wait = backoff(attempt, rand::random::<f64>());
                     attempt = attempt.saturating_add(1);
@@ -549,6 +568,18 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn only_a_known_good_connection_long_polls() {
+        assert_eq!(poll_wait(true, true), LONG_POLL);
+        assert_eq!(
+            poll_wait(true, false),
+            Duration::ZERO,
+            "after a failure the first answer must come at once, or the gauge lags ~30 s"
+        );
+        assert_eq!(poll_wait(false, false), Duration::ZERO);
+        assert_eq!(poll_wait(false, true), Duration::ZERO);
     }
 
     #[test]
