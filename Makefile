@@ -2,10 +2,11 @@
 SHELL := /usr/bin/env bash
 CRD_YAML := charts/tollgate/crds/tollgate.dev.yaml
 
-.PHONY: help demo test crds lint bench fuzz
+.PHONY: help demo demo-cluster test crds lint bench fuzz
 
 help:
 	@echo "make demo   build and start Tollgate with the YourWeather example, walk through it (scripts/demo.sh)"
+	@echo "make demo-cluster  the same on a local kube-apiserver with the operator: kubectl apply, suspend, rotate (scripts/demo-cluster.sh)"
 	@echo "make test   everything CI runs: fmt, clippy, all tests, the demo as a smoke test (scripts/test.sh)"
 	@echo "make crds   regenerate $(CRD_YAML) from the Rust types"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
@@ -14,6 +15,9 @@ help:
 
 demo:
 	scripts/demo.sh
+
+demo-cluster:
+	scripts/demo-cluster.sh
 
 test:
 	scripts/test.sh

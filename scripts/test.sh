@@ -90,6 +90,14 @@ if [[ "${TOLLGATE_SKIP_E2E:-0}" == 1 ]]; then
 else
     run "operator e2e against a local kube-apiserver (e2e/control-plane.sh)" operator_e2e
 fi
+# `make demo-cluster` as a smoke test: the YourWeather walk-through, a suspension and a key rotation
+# through the operator and a proxy following it, on the same local control plane (reused when up,
+# as above; its builds are the dev ones `cargo test` made). TOLLGATE_SKIP_E2E=1 skips it.
+if [[ "${TOLLGATE_SKIP_E2E:-0}" == 1 ]]; then
+    log "demo-cluster walk-through: skipped (TOLLGATE_SKIP_E2E=1)"
+else
+    run "demo-cluster walk-through (smoke test, scripts/demo-cluster.sh)" env DEMO_PROFILE=dev scripts/demo-cluster.sh
+fi
 # The Helm chart: lint, template and golden files always (Helm is built once from its Go module
 # into ~/.cache/tollgate); unless TOLLGATE_SKIP_E2E=1, also a server-side dry run on the local
 # control plane and the operator e2e suite run under the chart's RBAC (e2e/chart-test.sh).
