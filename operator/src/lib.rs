@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod error;
 pub mod gather;
 pub mod health;
+pub mod inject;
 pub mod key_secrets;
 pub mod keys;
 pub mod leader;
