@@ -105,10 +105,7 @@ pub fn decide(
             ))
         }
     };
-    for (port, flag) in [
-        (config.sidecar_port, "mTLS"),
-        (config.admin_port, "admin"),
-    ] {
+    for (port, flag) in [(config.sidecar_port, "mTLS"), (config.admin_port, "admin")] {
         if app_port == port {
             return Decision::Refuse(format!(
                 "pod {who}: annotation {APP_PORT_ANNOTATION} is {app_port}, the sidecar's {flag} \

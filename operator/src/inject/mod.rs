@@ -4,11 +4,14 @@
 //!
 //! Pure core, thin edge: [`decide`] says whether a pod gets a sidecar, [`sidecar`] builds the
 //! mutated pod, [`review`] turns an `AdmissionReview` into its answer (a JSON Patch computed as
-//! the diff of the two pods), [`netpol`] builds the NetworkPolicy of an injected workload.
+//! the diff of the two pods), [`netpol`] builds the NetworkPolicy of an injected workload. Only
+//! [`server`] (the HTTPS `/mutate` listener) and [`netpol_reconcile`] talk to the network.
 
 pub mod decide;
 pub mod netpol;
+pub mod netpol_reconcile;
 pub mod review;
+pub mod server;
 pub mod sidecar;
 
 /// Namespace label that turns injection on for every pod of the namespace (value `enabled`).

@@ -61,3 +61,41 @@ pub fn build(namespace: &str, workload: &str, owner: OwnerReference) -> NetworkP
         }),
     }
 }
+
+/// The policy an injected pod's workload needs, or `None` for a pod that is not injected (or
+/// not stored yet: no namespace, name or uid). The owner is the pod's controller (a ReplicaSet,
+/// a StatefulSet…), else the pod itself.
+pub fn for_pod(pod: &k8s_openapi::api::core::v1::Pod) -> Option<NetworkPolicy> {
+    let meta = &pod.metadata;
+    let injected = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(super::INJECTED_ANNOTATION))
+        .is_some_and(|v| v == "true");
+    let workload = meta.labels.as_ref()?.get(WORKLOAD_LABEL)?;
+    if !injected || workload.is_empty() {
+        return None;
+    }
+    let namespace = meta.namespace.as_deref()?;
+    let owner = match meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+    {
+        Some(controller) => OwnerReference {
+            controller: None,
+            block_owner_deletion: None,
+            ..controller.clone()
+        },
+        None => OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: meta.name.clone()?,
+            uid: meta.uid.clone()?,
+            controller: None,
+            block_owner_deletion: None,
+        },
+    };
+    Some(build(namespace, workload, owner))
+}

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume,
+    VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -49,7 +49,10 @@ pub fn args(config: &InjectConfig, app_port: u16) -> Vec<String> {
         format!("--sidecar-app-port={app_port}"),
         format!("--sidecar-listen=0.0.0.0:{}", config.sidecar_port),
         format!("--admin-listen=0.0.0.0:{}", config.admin_port),
-        format!("--allowed-identities={}", config.allowed_identities.join(",")),
+        format!(
+            "--allowed-identities={}",
+            config.allowed_identities.join(",")
+        ),
         format!("--trust-domain={}", config.trust_domain),
         format!("--identity-dir={IDENTITY_DIR}"),
         format!("--identity-url={}", config.identity_url),
