@@ -6,8 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use tollgate_operator::inject::review::{parse, respond, Outcome};
 use tollgate_operator::inject::{netpol, InjectConfig};
 
@@ -132,19 +131,31 @@ fn bad_bodies_are_errors_not_panics() {
     }
 }
 
+/// The policy of the injected pod of `golden/inject/namespace-label` (owned by its ReplicaSet);
+/// an ownerless injected pod owns its own; a pod that is not injected gets none.
 #[test]
 fn network_policy_golden() {
-    let owner = OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "ReplicaSet".into(),
-        name: "weather-7d4b9c8f6".into(),
-        uid: "6f1c2d3e-0000-4000-8000-000000000001".into(),
-        controller: Some(true),
-        block_owner_deletion: None,
-    };
-    let policy = netpol::build("weather", "weather-7d4b9c8f6", owner);
+    let out = std::fs::read_to_string(golden_dir().join("inject/namespace-label/out.yaml"))
+        .expect("out.yaml");
+    let pod: Pod = serde_yaml_ng::from_str(out.split_once('\n').expect("header").1).expect("pod");
+    let policy = netpol::for_pod(&pod).expect("an injected pod has a policy");
     compare(
         &golden_dir().join("networkpolicy.yaml"),
         &serde_yaml_ng::to_string(&policy).expect("yaml"),
     );
+
+    let mut alone = pod.clone();
+    alone.metadata.owner_references = None;
+    alone.metadata.name = Some("weather-x1".into());
+    alone.metadata.uid = Some("0b5e9d2a-0000-4000-8000-000000000002".into());
+    let owner = netpol::for_pod(&alone)
+        .and_then(|p| p.metadata.owner_references)
+        .expect("owned");
+    assert_eq!(
+        (owner[0].kind.as_str(), owner[0].name.as_str(), owner[0].uid.as_str()),
+        ("Pod", "weather-x1", "0b5e9d2a-0000-4000-8000-000000000002")
+    );
+    let mut plain = pod;
+    plain.metadata.annotations = None;
+    assert!(netpol::for_pod(&plain).is_none(), "not injected: no policy");
 }
