@@ -152,7 +152,11 @@ fn network_policy_golden() {
         .and_then(|p| p.metadata.owner_references)
         .expect("owned");
     assert_eq!(
-        (owner[0].kind.as_str(), owner[0].name.as_str(), owner[0].uid.as_str()),
+        (
+            owner[0].kind.as_str(),
+            owner[0].name.as_str(),
+            owner[0].uid.as_str()
+        ),
         ("Pod", "weather-x1", "0b5e9d2a-0000-4000-8000-000000000002")
     );
     let mut plain = pod;
