@@ -2793,6 +2793,89 @@ async fn the_api_server_injects_sidecars_through_the_operator_webhook() {
         "owned by its pod"
     );
 
+    // A workload: two pods of one ReplicaSet (created by hand: no ReplicaSet controller runs
+    // here) share one policy, owned by the ReplicaSet and collected with it.
+    let replica_sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+        Api::namespaced(client.clone(), &injected);
+    let rs: k8s_openapi::api::apps::v1::ReplicaSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "forecast-5c6d7"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "forecast"}},
+                 "template": {"metadata": {"labels": {"app": "forecast"}},
+                              "spec": {"containers": [{"name": "app", "image": "example/app:1"}]}}}
+    }))
+    .expect("replica set");
+    let rs = replica_sets
+        .create(&pp, &rs)
+        .await
+        .expect("create ReplicaSet");
+    for i in 0..2 {
+        let mut pod = test_pod(&format!("forecast-5c6d7-{i}"), app_port.clone());
+        pod.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: rs.name_any(),
+                uid: rs.uid().expect("uid"),
+                controller: Some(true),
+                block_owner_deletion: None,
+            },
+        ]);
+        let pod = pods(&injected).create(&pp, &pod).await.expect("create");
+        assert_eq!(
+            pod.labels()
+                .get("tollgate.dev/workload")
+                .map(String::as_str),
+            Some("forecast-5c6d7"),
+            "the workload is the ReplicaSet"
+        );
+    }
+    let deadline = Instant::now() + WAIT;
+    let workload_policy = loop {
+        if let Some(p) = policies
+            .get_opt("tollgate-sidecar-forecast-5c6d7")
+            .await
+            .expect("get")
+        {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no NetworkPolicy for the ReplicaSet"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let owner = &workload_policy.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), Some(owner.uid.clone())),
+        ("ReplicaSet", rs.uid())
+    );
+    let managed = policies
+        .list(&ListParams::default().labels("tollgate.dev/workload=forecast-5c6d7"))
+        .await
+        .expect("list");
+    assert_eq!(
+        managed.items.len(),
+        1,
+        "one policy per workload, not per pod"
+    );
+    replica_sets
+        .delete(&rs.name_any(), &DeleteParams::default())
+        .await
+        .expect("delete ReplicaSet");
+    let deadline = Instant::now() + WAIT;
+    while policies
+        .get_opt("tollgate-sidecar-forecast-5c6d7")
+        .await
+        .expect("get")
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the ReplicaSet's NetworkPolicy outlived it"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Not injected: another namespace, an opted-out pod, the operator's own namespace.
     for (ns, name, annotations) in [
         (&plain, "plain", app_port.clone()),
