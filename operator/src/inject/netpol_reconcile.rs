@@ -63,7 +63,9 @@ impl NetpolLoop {
                             desired.insert(key, policy);
                         }
                     }
-                    Some(Err(e)) => tracing::debug!("injected pods watch: {e}"),
+                    // Visible: a missing pods list/watch grant would otherwise leave every
+                    // injected workload without its policy, silently.
+                    Some(Err(e)) => tracing::warn!("injected pods watch: {e}"),
                     None => return,
                 },
                 changed = self.leader.changed() => {
