@@ -27,6 +27,7 @@ use crate::message::headers::{
 };
 use crate::message::hop_by_hop;
 use crate::message::request_id::X_REQUEST_ID;
+use crate::message::trace_context::TraceContext;
 use crate::problem::Rejection;
 use crate::validate::ForwardBody;
 
@@ -238,6 +239,8 @@ pub struct ForwardContext<'a> {
     pub ops: &'a HeaderOps,
     /// The request id.
     pub request_id: &'a HeaderValue,
+    /// The request's trace: the backend gets the gateway's span as its `traceparent`.
+    pub trace: &'a TraceContext,
 }
 
 /// The backend URI: backend base path + `path` (rewrite applied) + `query` (key removed).
@@ -338,6 +341,7 @@ pub fn rewrite_headers(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
         }
     }
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
+    ctx.trace.apply(headers);
     apply_ops(headers, ctx.ops);
 }
 
@@ -418,6 +422,7 @@ mod tests {
         let host = Some(HeaderValue::from_static("api.example"));
         let key = HeaderName::from_static("x-subscription-key");
         let id = HeaderValue::from_static("rid");
+        let trace = TraceContext::from_headers(&HeaderMap::new());
         let ctx = ForwardContext {
             peer: "127.0.0.1".parse().expect("ip"),
             host,
@@ -426,6 +431,7 @@ mod tests {
             tls: false,
             ops: &ops,
             request_id: &id,
+            trace: &trace,
         };
         rewrite_headers(&mut h, &ctx);
         assert!(!h.contains_key("x-subscription-key"));
@@ -489,6 +495,7 @@ mod tests {
             )],
         };
         let id = HeaderValue::from_static("rid");
+        let trace = TraceContext::from_headers(&HeaderMap::new());
         let ctx = ForwardContext {
             peer: "127.0.0.1".parse().expect("ip"),
             host: None,
@@ -497,6 +504,7 @@ mod tests {
             tls: false,
             ops: &ops,
             request_id: &id,
+            trace: &trace,
         };
         rewrite_headers(&mut h, &ctx);
         assert_eq!(h["x_gateway"], "tollgate");
