@@ -132,17 +132,18 @@ impl TraceContext {
         out
     }
 
-    /// [`Self::traceparent_bytes`] as a header value.
-    pub fn traceparent(&self) -> HeaderValue {
-        // Hex digits and dashes are always a valid header value.
-        HeaderValue::from_bytes(&self.traceparent_bytes())
-            .unwrap_or(HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"))
+    /// [`Self::traceparent_bytes`] as a header value (hex digits and dashes always are one).
+    pub fn traceparent(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(&self.traceparent_bytes()).ok()
     }
 
     /// Set the backend's trace headers: the gateway's `traceparent`; the caller's `tracestate`
     /// only with the trace it belongs to.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        headers.insert(TRACEPARENT, self.traceparent());
+        match self.traceparent() {
+            Some(v) => headers.insert(TRACEPARENT, v),
+            None => headers.remove(TRACEPARENT),
+        };
         if !self.continued() {
             headers.remove(TRACESTATE);
         }
@@ -195,7 +196,10 @@ mod tests {
         let p = parse(VALID.as_bytes()).expect("valid");
         assert_eq!(p.trace_id[0], 0x4b);
         assert_eq!(p.trace_id[15], 0x36);
-        assert_eq!(p.parent_id, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
+        assert_eq!(
+            p.parent_id,
+            [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
+        );
         assert_eq!(p.flags, 1);
     }
 
@@ -244,13 +248,17 @@ mod tests {
         h.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
         let t = TraceContext::from_headers(&h);
         assert!(t.continued());
-        let sent = t.traceparent();
+        let sent = t.traceparent().expect("a header value");
         let sent = sent.to_str().expect("ascii");
         assert_eq!(&sent[..36], &VALID[..36], "same version and trace id");
-        assert_ne!(&sent[36..52], &VALID[36..52], "the gateway's span is the parent");
+        assert_ne!(
+            &sent[36..52],
+            &VALID[36..52],
+            "the gateway's span is the parent"
+        );
         assert!(sent.ends_with("-01"), "the sampled flag goes on");
         assert!(parse(sent.as_bytes()).is_some(), "what is sent is valid");
-        assert_eq!(&t.trace_id_hex(), VALID[3..35].as_bytes());
+        assert_eq!(&t.trace_id_hex(), &VALID.as_bytes()[3..35]);
         t.apply(&mut h);
         assert_eq!(h[TRACEPARENT], sent);
         assert_eq!(h[TRACESTATE], "vendor=x");
@@ -265,7 +273,7 @@ mod tests {
             fresh.trace_id,
             TraceContext::from_headers(&HeaderMap::new()).trace_id
         );
-        let sent = fresh.traceparent();
+        let sent = fresh.traceparent().expect("a header value");
         assert!(parse(sent.as_bytes()).is_some(), "{sent:?}");
 
         let invalid = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
