@@ -328,10 +328,16 @@ async fn traceparent_continues_a_valid_trace_and_restarts_an_absent_or_invalid_o
         )
         .await;
     assert_eq!(r.status, 200);
-    let sent = r.echoed_header("traceparent").expect("traceparent forwarded");
+    let sent = r
+        .echoed_header("traceparent")
+        .expect("traceparent forwarded");
     assert_eq!(sent.len(), 55, "{sent}");
     assert_eq!(&sent[..36], &incoming[..36], "same trace id: {sent}");
-    assert_ne!(&sent[36..52], &incoming[36..52], "the gateway's span: {sent}");
+    assert_ne!(
+        &sent[36..52],
+        &incoming[36..52],
+        "the gateway's span: {sent}"
+    );
     assert_eq!(r.echoed_header("tracestate").as_deref(), Some("vendor=x"));
 
     // Uppercase hex is invalid: a new trace, never the caller's value, and no stale state.
@@ -346,7 +352,9 @@ async fn traceparent_continues_a_valid_trace_and_restarts_an_absent_or_invalid_o
             ],
         )
         .await;
-    let sent = r.echoed_header("traceparent").expect("traceparent forwarded");
+    let sent = r
+        .echoed_header("traceparent")
+        .expect("traceparent forwarded");
     assert_eq!(sent.len(), 55, "{sent}");
     assert!(sent.starts_with("00-"), "{sent}");
     assert_ne!(sent[3..35].to_ascii_lowercase(), incoming[3..35]);

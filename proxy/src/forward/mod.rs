@@ -108,6 +108,7 @@ pub struct Upstream {
     client: Option<Arc<HttpClient>>,
     request_timeout: Duration,
     tls_error: Option<BackendTlsError>,
+    client_cert_not_after: Option<i64>,
 }
 
 impl Upstream {
@@ -130,6 +131,7 @@ impl Upstream {
             client: None,
             request_timeout: Duration::from_millis(timeouts.request_ms.max(1)),
             tls_error: None,
+            client_cert_not_after: None,
         };
         let built = match tls {
             None => public_tls().cloned().map(|t| (t, false)),
@@ -157,11 +159,17 @@ impl Upstream {
         };
         match built {
             Some((tls, https_only)) => {
+                upstream.client_cert_not_after = tls.client_cert_not_after;
                 upstream.client = Some(clients.client(timeouts.connect_ms, &tls, https_only));
             }
             None => upstream.backend = Backend::TlsMisconfigured,
         }
         upstream
+    }
+
+    /// `notAfter` (Unix seconds) of the client certificate presented to the backend, if any.
+    pub fn client_cert_not_after(&self) -> Option<i64> {
+        self.client_cert_not_after
     }
 
     /// Why the product's `backendTLS` cannot be used, if it cannot (reported at load).
