@@ -346,6 +346,14 @@ pub fn swap_in(
         subscriptions = runtime.subscriptions.len(),
         "routing table loaded"
     );
+    let client_certs: Vec<(String, i64)> = runtime
+        .products
+        .iter()
+        .filter_map(|p| Some((p.id.clone(), p.upstream.client_cert_not_after()?)))
+        .collect();
+    shared
+        .metrics
+        .certificates_expire("backend_client", &client_certs);
     // The previous table is dropped here (unless a request still holds it); then the
     // registry forgets the cells no table uses any more.
     drop(shared.runtime.swap(Some(Arc::new(runtime))));
