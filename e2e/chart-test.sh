@@ -252,8 +252,20 @@ PY
 	check "helm uninstall" "$HELM" uninstall tollgate-install --namespace tollgate-install --wait
 	$k delete namespace tollgate-install --wait=false >/dev/null 2>&1 || true
 
-	# The chart's ServiceAccounts and RBAC, for real.
+	# The sidecar injector is off by default and its grants come with it: none in the default RBAC.
 	"$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" \
+		--show-only templates/rbac.yaml >"$WORK/rbac-default.yaml"
+	check "default RBAC: no grant on pods, networkpolicies or namespaces (the injector is off)" python3 -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+res = {r for d in docs for rule in d.get("rules") or [] for r in rule.get("resources", [])}
+names = [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"]
+assert not res & {"pods", "networkpolicies", "namespaces"}, res
+assert not any(n.endswith("-injector") for n in names), names
+' "$WORK/rbac-default.yaml"
+	# The chart's ServiceAccounts and RBAC, for real, with the injector on (its grants included).
+	"$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" \
+		--set sidecar.injector.enabled=true \
 		--show-only templates/serviceaccounts.yaml --show-only templates/rbac.yaml \
 		--show-only templates/secret-policy.yaml >"$WORK/rbac.yaml"
 	check "create the chart's ServiceAccounts, RBAC and Secret admission policy" $k apply -f "$WORK/rbac.yaml"
@@ -475,7 +487,7 @@ namespaced_rbac_tests() { # KUBECTL SERVER CA_DATA
 		$k create namespace "$n" --dry-run=client -o yaml | $k apply -f - >/dev/null
 	done
 	"$HELM" template tgns "$CHART" --namespace "$NS_RELEASE" --kube-version "$KUBE_VERSION" \
-		--set "operator.watchNamespaces={$NS_A,$NS_B}" \
+		--set "operator.watchNamespaces={$NS_A,$NS_B}" --set sidecar.injector.enabled=true \
 		--show-only templates/serviceaccounts.yaml --show-only templates/rbac.yaml \
 		--show-only templates/secret-policy.yaml >"$WORK/rbac-ns.yaml"
 	check "namespaced mode: no operator ClusterRole, only the TokenReview and namespace-read ones" python3 -c '
