@@ -23,6 +23,7 @@
 mod backend_tls;
 mod cors;
 mod durations;
+mod last_good;
 mod plans;
 mod policies;
 mod products;
@@ -30,6 +31,8 @@ mod secrets;
 mod subscriptions;
 mod syntax;
 mod validation;
+
+pub use last_good::{compile_with_last_good, LastGood};
 
 use std::collections::BTreeMap;
 
