@@ -184,16 +184,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn odd_input_is_one_valid_json_line() {
+    /// What `f` logs, as the proxy's JSON log format writes it.
+    fn capture(f: impl FnOnce()) -> String {
         let buf = Buffer::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
             .with_writer(buf.clone())
             .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.0.lock().expect("lock").clone();
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    #[test]
+    fn odd_input_is_one_valid_json_line() {
         let path = "/a\"b\\c\n{\"injected\":true}\r\u{1b}[31m\u{7f}\t";
-        tracing::subscriber::with_default(subscriber, || {
+        let out = capture(|| {
             write(&AccessLine {
                 request_id: "id\"\n",
                 trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
@@ -213,7 +220,6 @@ mod tests {
                 complete: true,
             });
         });
-        let out = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf-8");
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 1, "{out}");
         let v: serde_json::Value = serde_json::from_str(lines[0]).expect("valid JSON");
@@ -224,12 +230,6 @@ mod tests {
 
     #[test]
     fn the_line_names_the_trace_id() {
-        let buf = Buffer::default();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_writer(buf.clone())
-            .finish();
         let mut headers = http::HeaderMap::new();
         headers.insert(
             crate::message::trace_context::TRACEPARENT,
@@ -250,8 +250,7 @@ mod tests {
             upstream_latency: None,
             problem: None,
         };
-        tracing::subscriber::with_default(subscriber, || record.emit(0, true));
-        let out = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf-8");
+        let out = capture(|| record.emit(0, true));
         let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
         assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{out}");
     }
