@@ -361,7 +361,6 @@ impl<'a> Report<'a> {
     }
 
     /// Something deserves a look; the object still compiles.
-    #[allow(dead_code)] // No compile check warns yet; kept so one can without reshaping reports.
     pub fn warning(&mut self, field: impl Into<String>, reason: &str, message: impl Into<String>) {
         self.push(Severity::Warning, field.into(), reason, message.into());
     }

@@ -5,7 +5,7 @@
 //! previous status, and this crate stays pure.
 
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
-use crate::reasons::is_unresolved_ref;
+use crate::reasons::{is_unresolved_ref, withholds_readiness};
 use crate::status::Condition;
 
 /// Condition type: the object is syntactically and semantically valid (no conflicts).
@@ -30,7 +30,8 @@ const MAX_MESSAGE_BYTES: usize = 32_768;
 /// The three conditions for `obj` (in the order Accepted, ResolvedRefs, Ready).
 ///
 /// `Accepted` is False on any error that is not about a reference; `ResolvedRefs` is False on
-/// `*NotFound`/`*NotReady` errors; `Ready` is True iff the object has no error at all. A False
+/// `*NotFound`/`*NotReady` errors; `Ready` is True iff the object has no error at all and no
+/// warning that [withholds readiness](withholds_readiness) (a subscription awaiting approval). A False
 /// condition takes the reason of its first error (diagnostics are sorted, so this is stable) and
 /// a message joining every relevant finding as `field: message`.
 pub fn conditions_for(
@@ -72,6 +73,16 @@ pub fn conditions_for(
     } else {
         (REASON_READY_WITH_WARNINGS, join(&warnings))
     };
+    // Errors say more than "awaiting approval" (approving would not make the object ready).
+    let not_ready: Vec<&Diagnostic> = if errors.is_empty() {
+        warnings
+            .iter()
+            .copied()
+            .filter(|d| withholds_readiness(&d.reason))
+            .collect()
+    } else {
+        errors.clone()
+    };
     vec![
         condition(ACCEPTED, &own_errors, REASON_ACCEPTED, "valid".to_string()),
         condition(
@@ -80,7 +91,7 @@ pub fn conditions_for(
             REASON_RESOLVED_REFS,
             "all references resolved".to_string(),
         ),
-        condition(READY, &errors, ready_reason, ready_message),
+        condition(READY, &not_ready, ready_reason, ready_message),
     ]
 }
 
@@ -229,6 +240,31 @@ mod tests {
             status_of(&conds, READY),
             ("True", REASON_READY_WITH_WARNINGS)
         );
+    }
+
+    #[test]
+    fn awaiting_approval_is_accepted_but_not_ready() {
+        let mut d = diag("a", Severity::Warning, reasons::AWAITING_APPROVAL);
+        d.object.kind = "Subscription".into();
+        let sub = d.object.clone();
+        let conds = conditions_for(&sub, Some(2), &[d.clone()]);
+        assert_eq!(status_of(&conds, ACCEPTED), ("True", REASON_ACCEPTED));
+        assert_eq!(
+            status_of(&conds, RESOLVED_REFS),
+            ("True", REASON_RESOLVED_REFS)
+        );
+        assert_eq!(
+            status_of(&conds, READY),
+            ("False", reasons::AWAITING_APPROVAL)
+        );
+        let ready = conds.iter().find(|c| c.type_ == READY).expect("ready");
+        assert_eq!(ready.message, "spec.x: AwaitingApproval happened");
+
+        // An error alongside says more: approving would not make it ready.
+        let mut e = diag("a", Severity::Error, reasons::WEAK_KEY);
+        e.object = sub.clone();
+        let conds = conditions_for(&sub, None, &[e, d]);
+        assert_eq!(status_of(&conds, READY), ("False", reasons::WEAK_KEY));
     }
 
     #[test]

@@ -51,8 +51,9 @@ pub struct PlanSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
 
-    /// Reserved; not enforced yet: a Subscription on this Plan is served as its `state` says,
-    /// with no approval step.
+    /// Subscriptions on this Plan wait for the provider's approval: until a Subscription has
+    /// `spec.approved: true`, its keys are refused with 403 `subscription-pending-approval` and
+    /// its `Ready` condition is False with reason `AwaitingApproval`.
     #[serde(default)]
     pub approval_required: bool,
 }

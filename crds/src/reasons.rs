@@ -81,6 +81,9 @@ pub const DUPLICATE_KEY: &str = "DuplicateKey";
 pub const INVALID_CLIENT_CERTIFICATE: &str = "InvalidClientCertificate";
 /// A required text field (e.g. `subscriber.name`, `plan`) is empty or too long.
 pub const INVALID_FIELD: &str = "InvalidField";
+/// The Subscription's plan requires approval and `spec.approved` is not true: it is in the table
+/// but refused (warning; `Ready=False`, see [`withholds_readiness`]).
+pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
 
 // --- ApiPolicy (and CIDRs anywhere) ---
 
@@ -148,6 +151,7 @@ pub const ALL_REASONS: &[&str] = &[
     DUPLICATE_KEY,
     INVALID_CLIENT_CERTIFICATE,
     INVALID_FIELD,
+    AWAITING_APPROVAL,
     INVALID_CIDR,
     INVALID_HEADER_NAME,
     INVALID_HEADER_VALUE,
@@ -167,4 +171,11 @@ pub const ALL_REASONS: &[&str] = &[
 /// rather than that the object itself is invalid (`Accepted=False`).
 pub fn is_unresolved_ref(reason: &str) -> bool {
     reason.ends_with("NotFound") || reason.ends_with("NotReady")
+}
+
+/// Whether a *warning* with this reason still makes `Ready` False: the object is in the table
+/// but does not serve yet (a subscription awaiting approval), which is not an error (nothing is
+/// wrong with it, `check` passes) yet is not ready either.
+pub fn withholds_readiness(reason: &str) -> bool {
+    reason == AWAITING_APPROVAL
 }

@@ -59,6 +59,7 @@ pub struct QuotaUsage {
     printcolumn = r#"{"name":"Quota","type":"integer","jsonPath":".status.usage.limit"}"#,
     printcolumn = r#"{"name":"Resets","type":"string","jsonPath":".status.usage.periodEnd"}"#,
     printcolumn = r#"{"name":"Expires","type":"date","priority":1,"jsonPath":".spec.expiresAt"}"#,
+    printcolumn = r#"{"name":"Approved","type":"boolean","priority":1,"jsonPath":".spec.approved"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -98,6 +99,17 @@ pub struct SubscriptionSpec {
     /// After this instant (RFC 3339) calls are refused with 403.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+
+    /// The provider's approval, for a Plan with `approvalRequired: true` (ignored otherwise):
+    /// until it is true the subscription stays pending and its callers get 403.
+    // A spec field rather than an annotation: it is typed (a misspelt annotation key would be
+    // silently ignored, a misspelt field is refused), shown by `kubectl get -o wide`, and a change
+    // bumps `metadata.generation`, so the `observedGeneration` of `Ready` says whether the
+    // approval has been seen. Kubernetes RBAC cannot tell a field from an annotation, so neither
+    // keeps a subscriber who may edit the Subscription from approving it; see the README
+    // ("Approval") for restricting who may set it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approved: bool,
 }
 
 /// Who subscribes.

@@ -175,6 +175,10 @@ pub struct PlanEntry {
     pub quota: Option<QuotaEntry>,
     /// Scopes granted.
     pub scopes: Vec<String>,
+    /// Subscriptions wait for the provider's approval (`approvalRequired`); the compiler marks
+    /// the ones not yet approved `pending_approval`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approval_required: bool,
 }
 
 /// A rate: `requests` per `period_ms`, with `burst` back to back.
@@ -232,6 +236,10 @@ pub struct SubscriptionEntry {
     /// Source ranges the subscriber may call from; empty means anywhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_source_ranges: Vec<IpNet>,
+    /// Its plan requires approval and it has none yet: its keys are in the table (so its callers
+    /// are told 403 "awaiting approval" rather than 401 "unknown key"), but it may not call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_approval: bool,
 }
 
 /// A compiled ApiPolicy (the features this version enforces).

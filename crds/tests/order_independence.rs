@@ -173,7 +173,8 @@ fn plan() -> impl Strategy<Value = Plan> {
                     }),
                     quota: None,
                     scopes: vec![],
-                    approval_required: false,
+                    // Some plans wait for approval, so pending subscriptions are in the mix.
+                    approval_required: n % 2 == 0,
                 },
             );
             p.metadata = meta(ns, &format!("pl{n}"), None);
@@ -212,6 +213,7 @@ fn subscription() -> impl Strategy<Value = (Subscription, Option<(usize, Option<
                     jwt_subjects: vec![],
                     allowed_source_ranges: vec![],
                     expires_at: None,
+                    approved: n % 3 == 0,
                 },
             );
             s.metadata = meta(ns, &name, created);

@@ -338,6 +338,7 @@ mod tests {
                 jwt_subjects: vec![],
                 allowed_source_ranges: vec![],
                 expires_at: None,
+                approved: false,
             },
         );
         s.metadata.namespace = Some("ns".into());

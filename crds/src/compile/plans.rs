@@ -152,6 +152,7 @@ fn compile_one(
         rate_limit,
         quota,
         scopes,
+        approval_required: spec.approval_required,
     })
 }
 

@@ -260,6 +260,22 @@ fn compile_one<'s>(
     if report.has_errors() {
         return None;
     }
+    // Pending is not an error: the subscription is in the table (its keys known, so its callers
+    // get 403 "awaiting approval" instead of 401 "unknown key") and `check` passes; the warning
+    // reason keeps its `Ready` condition False (see `reasons::withholds_readiness`).
+    let pending_approval = plan.approval_required && !spec.approved;
+    if pending_approval {
+        let (ns, name) = (&input.object.namespace, &input.object.name);
+        report.warning(
+            "spec.approved",
+            reasons::AWAITING_APPROVAL,
+            format!(
+                "Plan {plan_id} requires approval, so this subscription's callers get 403 \
+                 subscription-pending-approval until the provider approves it: set spec.approved: true \
+                 (`kubectl patch subscription {name} -n {ns} --type merge -p '{{\"spec\":{{\"approved\":true}}}}'`)"
+            ),
+        );
+    }
     // Sorted by digest (the table's order); data keys follow their digest. Primary and secondary
     // may be equal: one digest is enough.
     digests.sort();
@@ -276,6 +292,7 @@ fn compile_one<'s>(
             client_certificates,
             jwt_subjects,
             allowed_source_ranges,
+            pending_approval,
         },
         data_keys,
         secret: secret_id,

@@ -421,6 +421,40 @@ fn a_shared_key_stays_with_the_older_subscription() {
 }
 
 #[test]
+fn approval_required_marks_pending_until_approved() {
+    let plan = PLAN.replace("period: 1m}}", "period: 1m}, approvalRequired: true}");
+    let pending = run(&[PRODUCT, &plan, SUB]);
+    assert!(!pending.has_errors(), "{:?}", pending.diagnostics);
+    assert!(pending.table.plans[0].approval_required);
+    let sub = &pending.table.subscriptions[0];
+    // In the table, with its key digest (so its callers are told why), but marked pending.
+    assert!(sub.pending_approval);
+    assert_eq!(
+        sub.key_digests,
+        [key_digest("acme-primary-key-0123456789")]
+    );
+    assert_eq!(
+        reasons_for(&pending, "Subscription", "acme"),
+        [reasons::AWAITING_APPROVAL]
+    );
+    let msg = message_for(&pending, reasons::AWAITING_APPROVAL);
+    assert!(
+        msg.contains("spec.approved: true") && !msg.contains("acme-primary-key"),
+        "{msg}"
+    );
+
+    let approved = SUB.replace("{name: Acme}}", "{name: Acme}, approved: true}");
+    let active = run(&[PRODUCT, &plan, &approved]);
+    assert!(active.diagnostics.is_empty(), "{:?}", active.diagnostics);
+    assert!(!active.table.subscriptions[0].pending_approval);
+
+    // Without approvalRequired, `approved` changes nothing, and the table is as it always was.
+    let plain = run(&[PRODUCT, PLAN, &approved]);
+    assert_eq!(plain.table, run(&[PRODUCT, PLAN, SUB]).table);
+    assert!(!plain.table.subscriptions[0].pending_approval);
+}
+
+#[test]
 fn subscription_lists_are_normalised_and_checked() {
     let sub = SUB.replace(
         "subscriber: {name: Acme}",
