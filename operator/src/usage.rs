@@ -288,6 +288,7 @@ mod tests {
                 failure_policy: FailurePolicy::FailOpen,
             }),
             scopes: vec![],
+            approval_required: false,
         }
     }
 

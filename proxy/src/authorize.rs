@@ -26,7 +26,8 @@ pub fn check_ip_filters(filters: &[IpFilterEntry], peer: IpAddr) -> Result<(), R
     Ok(())
 }
 
-/// A subscription's right to call `route`: state, expiry, product, plan routes, source ranges.
+/// A subscription's right to call `route`: state, approval, expiry, product, plan routes,
+/// source ranges.
 pub fn authorize(
     sub: &SubscriptionRt,
     plan: &PlanRt,
@@ -38,6 +39,12 @@ pub fn authorize(
         SubscriptionState::Active => {}
         SubscriptionState::Suspended => return Err(Rejection::SubscriptionSuspended),
         SubscriptionState::Cancelled => return Err(Rejection::SubscriptionCancelled),
+    }
+    // After the state: a provider who suspends or cancels a pending subscription has decided,
+    // and that is the truer answer. Before everything else, so no quota is spent and nothing
+    // about the plan is revealed before approval.
+    if sub.pending_approval {
+        return Err(Rejection::SubscriptionPendingApproval);
     }
     if sub.expires_at().is_some_and(|at| now >= at) {
         return Err(Rejection::SubscriptionExpired);
@@ -130,6 +137,17 @@ mod tests {
         assert_eq!(
             authorize(&sub(SubscriptionState::Cancelled), &p, R0, local, now()),
             Err(Rejection::SubscriptionCancelled)
+        );
+        let mut pending = sub(SubscriptionState::Active);
+        pending.pending_approval = true;
+        assert_eq!(
+            authorize(&pending, &p, R0, local, now()),
+            Err(Rejection::SubscriptionPendingApproval)
+        );
+        pending.state = SubscriptionState::Suspended;
+        assert_eq!(
+            authorize(&pending, &p, R0, local, now()),
+            Err(Rejection::SubscriptionSuspended)
         );
         let mut expired = sub(SubscriptionState::Active);
         expired.restrictions = Some(Box::new(crate::runtime::Restrictions {

@@ -206,6 +206,11 @@ problems! {
     #[error("the subscription is cancelled; subscribe again to use this API")]
     SubscriptionCancelled => (FORBIDDEN, "subscription-cancelled", "Subscription cancelled", []),
 
+    /// The subscription's plan requires approval and the provider has not approved it yet.
+    #[error("this subscription is awaiting the API provider's approval; it can be used once the provider approves it")]
+    SubscriptionPendingApproval
+        => (FORBIDDEN, "subscription-pending-approval", "Subscription awaiting approval", []),
+
     /// The subscription's `expiresAt` has passed.
     #[error("the subscription has expired; renew it to use this API")]
     SubscriptionExpired => (FORBIDDEN, "subscription-expired", "Subscription expired", []),
@@ -533,6 +538,7 @@ mod tests {
             K::TokenNotSubscribed => Rejection::TokenNotSubscribed,
             K::SubscriptionSuspended => Rejection::SubscriptionSuspended,
             K::SubscriptionCancelled => Rejection::SubscriptionCancelled,
+            K::SubscriptionPendingApproval => Rejection::SubscriptionPendingApproval,
             K::SubscriptionExpired => Rejection::SubscriptionExpired,
             K::RouteNotInPlan => Rejection::RouteNotInPlan,
             K::WrongProduct => Rejection::WrongProduct,

@@ -331,6 +331,7 @@ impl Runtime {
                 id: s.id.as_str().into(),
                 plan,
                 state: s.state,
+                pending_approval: s.pending_approval,
                 restrictions: (s.expires_at.is_some() || !s.allowed_source_ranges.is_empty()).then(
                     || {
                         Box::new(super::Restrictions {

@@ -133,6 +133,9 @@ pub struct SubscriptionRt {
     pub plan: u32,
     /// Active, Suspended or Cancelled.
     pub state: SubscriptionState,
+    /// Its plan requires approval and it has none yet: refused with 403. (Next to `state`, it
+    /// fits in padding: the struct does not grow.)
+    pub pending_approval: bool,
     /// `expiresAt` and `allowedSourceRanges`, out of line: most subscriptions have neither,
     /// and at 1M subscriptions the two fields inline cost 32 B each.
     pub restrictions: Option<Box<Restrictions>>,
@@ -178,6 +181,7 @@ impl SubscriptionRt {
             id: "ns/test".into(),
             plan: 0,
             state,
+            pending_approval: false,
             restrictions: None,
             cells: OnceLock::new(),
         }
@@ -351,6 +355,7 @@ pub(crate) mod fixtures {
             rate_limit: None,
             quota: None,
             scopes: vec![],
+            approval_required: false,
         }
     }
 
@@ -371,6 +376,7 @@ pub(crate) mod fixtures {
             client_certificates: vec![],
             jwt_subjects: vec![],
             allowed_source_ranges: vec![],
+            pending_approval: false,
         }
     }
 
