@@ -1037,6 +1037,129 @@ async fn operator_watches_only_its_namespaces() {
     }
 }
 
+/// `approvalRequired`: a Subscription on such a Plan gets its keys but stays `Ready=False`
+/// (`AwaitingApproval`, the message saying how to approve), is served to proxies marked pending
+/// (digests only), and turns `Ready=True` once `spec.approved` is set, with the new generation seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_awaits_approval_until_approved() {
+    if !enabled("a_subscription_awaits_approval_until_approved") {
+        return;
+    }
+    if on_kind() {
+        // It starts its own operator to read its `/v1/table`; the kind target runs the chart's.
+        eprintln!("a_subscription_awaits_approval_until_approved: runs on the local target only");
+        return;
+    }
+    let client = Client::try_default().await.expect("kube client");
+    install_crds(&client).await;
+    let ns = fresh_namespace(&client).await;
+    eprintln!("namespace {ns}");
+    let kubeconfig = operator_kubeconfig(&client, &ns).await;
+    let operator = Operator::start(&ns, "op-approval", &kubeconfig);
+    operator.wait_ready().await;
+
+    for doc in [
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Product\nmetadata: {name: weather}\nspec: {backend: {url: \"http://127.0.0.1:9\"}, routes: [{name: current, path: /current}]}",
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Plan\nmetadata: {name: gold}\nspec: {product: weather, approvalRequired: true}",
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Subscription\nmetadata: {name: initech}\nspec: {plan: gold, subscriber: {name: Initech}}",
+    ] {
+        create(&client, &ns, &yaml(&ns, doc)).await.expect("create");
+    }
+
+    let awaiting = |s: &Subscription| {
+        ready(s)
+            .is_some_and(|(status, reason, _)| status == "False" && reason == "AwaitingApproval")
+    };
+    let pending = wait_one::<Subscription>(
+        &client,
+        &ns,
+        "initech",
+        "Ready=False AwaitingApproval",
+        awaiting,
+    )
+    .await;
+    let (_, _, message) = ready(&pending).expect("Ready");
+    assert!(
+        message.contains("spec.approved")
+            && message.contains(&format!("kubectl patch subscription initech -n {ns}")),
+        "the message says how to approve: {message}"
+    );
+    let status = pending.status_ref().expect("status");
+    assert_eq!(status.observed_generation, pending.metadata.generation);
+    for (type_, want) in [("Accepted", "True"), ("ResolvedRefs", "True")] {
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("{type_} condition"));
+        assert_eq!(c.status, want, "{c:?}");
+    }
+
+    // Keys are generated while pending, so they can be handed over the moment it is approved.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let deadline = Instant::now() + WAIT;
+    let secret = loop {
+        if let Some(s) = secrets.get_opt("initech-keys").await.expect("get secret") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no initech-keys while pending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let primary = secret_keys(&secret)["primaryKey"].clone();
+    assert!(looks_like_tollgate_key(&primary));
+
+    // Proxies get it marked pending, by digest, never the key.
+    let token = std::fs::read_to_string(proxy_token(&client, &ns).await).expect("token");
+    let digest = tollgate_crds::table::key_digest(&primary);
+    let id = format!("{ns}/initech");
+    let deadline = Instant::now() + WAIT;
+    let entry = loop {
+        let (code, body) = http_get_with(
+            operator.table_port,
+            "/v1/table",
+            &format!("Authorization: Bearer {token}\r\n"),
+        )
+        .await
+        .expect("table endpoint answers");
+        assert_eq!(code, 200, "{body}");
+        assert!(!body.contains(&primary), "plaintext key in the table");
+        let snapshot: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let found = snapshot["table"]["subscriptions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["id"] == id.as_str() && body_has(&s["keyDigests"], &digest))
+            .cloned();
+        if let Some(entry) = found {
+            break entry;
+        }
+        assert!(Instant::now() < deadline, "{id} never reached the table");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(entry["pendingApproval"], true, "{entry}");
+
+    // Approve: Ready=True at the new generation.
+    let subs: Api<Subscription> = Api::namespaced(client.clone(), &ns);
+    let patched = subs
+        .patch(
+            "initech",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"approved": true}})),
+        )
+        .await
+        .expect("approve");
+    let generation = patched.metadata.generation;
+    assert!(generation > pending.metadata.generation);
+    let approved = wait_one::<Subscription>(&client, &ns, "initech", "Ready=True", |s| {
+        is_ready(s) && s.status_ref().and_then(|st| st.observed_generation) == generation
+    })
+    .await;
+    assert_eq!(ready(&approved).expect("Ready").1, "Ready");
+    let log = operator.log_text();
+    assert!(!log.contains(&primary), "the key is in the operator's log");
+    let _ = std::fs::remove_file(&kubeconfig);
+}
+
 /// The weather example (plus a Subscription with generated keys) turns Ready; a dangling
 /// reference is reported and recovers; rotation works; statuses settle; keys stay out of logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,7 +35,14 @@ impl Proxy {
             .arg(dir)
             .args(["--listen", &addr.to_string()])
             .args(["--admin-listen", &admin.to_string()])
-            .args(["--settle-ms", "50", "--threads", "1", "--log-format", "text"])
+            .args([
+                "--settle-ms",
+                "50",
+                "--threads",
+                "1",
+                "--log-format",
+                "text",
+            ])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -80,10 +87,7 @@ impl Proxy {
     }
 
     fn log(&self) -> String {
-        self.log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

@@ -429,10 +429,7 @@ fn approval_required_marks_pending_until_approved() {
     let sub = &pending.table.subscriptions[0];
     // In the table, with its key digest (so its callers are told why), but marked pending.
     assert!(sub.pending_approval);
-    assert_eq!(
-        sub.key_digests,
-        [key_digest("acme-primary-key-0123456789")]
-    );
+    assert_eq!(sub.key_digests, [key_digest("acme-primary-key-0123456789")]);
     assert_eq!(
         reasons_for(&pending, "Subscription", "acme"),
         [reasons::AWAITING_APPROVAL]
