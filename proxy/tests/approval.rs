@@ -18,7 +18,6 @@ const PENDING_KEY: &str = "pending-co-key-0123456789";
 struct Proxy {
     child: Child,
     addr: SocketAddr,
-    admin: SocketAddr,
     log: Arc<Mutex<String>>,
 }
 
@@ -64,12 +63,7 @@ impl Proxy {
                 }
             });
         }
-        let proxy = Proxy {
-            child,
-            addr,
-            admin,
-            log,
-        };
+        let proxy = Proxy { child, addr, log };
         let c = client();
         let ready = format!("http://{admin}/readyz");
         let up = eventually(Duration::from_secs(20), || {
