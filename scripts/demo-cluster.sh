@@ -35,30 +35,17 @@ PROXY_SA=tollgate-demo-proxy
 LEASE=tollgate-demo-cluster-leader
 CRDS=charts/tollgate/crds/tollgate.dev.yaml
 
-if [[ -t 1 ]]; then
-    B=$'\033[1m' DIM=$'\033[2m' G=$'\033[32m' R=$'\033[31m' C=$'\033[36m' N=$'\033[0m'
-else
-    B="" DIM="" G="" R="" C="" N=""
-fi
-say() { printf '%s\n' "$*"; }
-die() { printf '%sdemo-cluster: %s%s\n' "$R" "$*" "$N" >&2; exit 1; }
+DEMO_NAME=demo-cluster
+# shellcheck source=scripts/lib/demo-common.sh
+source "$ROOT/scripts/lib/demo-common.sh"
 
-command -v curl >/dev/null 2>&1 || die "curl is needed (Debian/Ubuntu: apt-get install curl)"
-command -v cargo >/dev/null 2>&1 || die "cargo is needed: install Rust with rustup (https://rustup.rs)"
 
-port_in_use() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+
 for addr in "$LISTEN" "$ADMIN" "127.0.0.1:$BACKEND_PORT" "127.0.0.1:$OPERATOR_PORT" "$OPERATOR_METRICS"; do
     port_in_use "$addr" && die "$addr is already in use (an earlier demo still running?); see --help for the ports' variables"
 done
 
 # The demo keys of the subscriptions that bring their own (public, demo only).
-secret_key() { # secret-name field
-    awk -v s="$1" -v f="$2" '
-        /^---/ { name = "" }
-        $1 == "name:" && !name { name = $2 }
-        name == s && $1 == f ":" { print $2; exit }
-    ' examples/weather/secrets.yaml
-}
 ACME="$(secret_key acme-free-keys primaryKey)"
 GLOBEX="$(secret_key globex-silver-keys primaryKey)"
 GLOBEX2="$(secret_key globex-silver-keys secondaryKey)"

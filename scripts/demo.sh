@@ -31,14 +31,10 @@ BACKEND_PORT="${DEMO_BACKEND_PORT:-9000}"
 PROFILE="${DEMO_PROFILE:-release}"
 GW="http://$LISTEN"
 
-# The demo keys, straight from examples/weather/secrets.yaml (public, demo only).
-secret_key() { # secret-name field
-    awk -v s="$1" -v f="$2" '
-        /^---/ { name = "" }
-        $1 == "name:" && !name { name = $2 }
-        name == s && $1 == f ":" { print $2; exit }
-    ' examples/weather/secrets.yaml
-}
+DEMO_NAME=demo
+# shellcheck source=scripts/lib/demo-common.sh
+source "$ROOT/scripts/lib/demo-common.sh"
+
 ACME="$(secret_key acme-free-keys primaryKey)"
 GLOBEX="$(secret_key globex-silver-keys primaryKey)"
 GLOBEX2="$(secret_key globex-silver-keys secondaryKey)"
@@ -46,18 +42,8 @@ UMBRELLA="$(secret_key umbrella-silver-keys primaryKey)"
 [[ -n "$ACME" && -n "$GLOBEX" && -n "$GLOBEX2" && -n "$UMBRELLA" ]] \
     || { echo "demo: could not read the demo keys from examples/weather/secrets.yaml" >&2; exit 1; }
 
-if [[ -t 1 ]]; then
-    B=$'\033[1m' DIM=$'\033[2m' G=$'\033[32m' R=$'\033[31m' C=$'\033[36m' N=$'\033[0m'
-else
-    B="" DIM="" G="" R="" C="" N=""
-fi
-say() { printf '%s\n' "$*"; }
-die() { printf '%sdemo: %s%s\n' "$R" "$*" "$N" >&2; exit 1; }
 
-command -v curl >/dev/null 2>&1 || die "curl is needed (Debian/Ubuntu: apt-get install curl)"
-command -v cargo >/dev/null 2>&1 || die "cargo is needed: install Rust with rustup (https://rustup.rs)"
 
-port_in_use() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
 port_in_use "$LISTEN" && die "$LISTEN is already in use (an earlier demo still running?). Stop it, or set DEMO_LISTEN=127.0.0.1:PORT"
 port_in_use "$ADMIN" && die "$ADMIN is already in use. Stop what uses it, or set DEMO_ADMIN_LISTEN=127.0.0.1:PORT"
 port_in_use "127.0.0.1:$BACKEND_PORT" && die "127.0.0.1:$BACKEND_PORT (the demo backend's port) is already in use. Stop what uses it, or set DEMO_BACKEND_PORT"

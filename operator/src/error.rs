@@ -48,6 +48,18 @@ pub enum Error {
     /// The distribution listener's certificate or key cannot be used.
     #[error("distribution TLS: {0}; check --distribute-tls-cert and --distribute-tls-key")]
     TlsFiles(#[from] crate::tls::TlsError),
+    /// The sidecar injector's listener could not bind.
+    #[error("listening on {addr} for the sidecar injector webhook: {source}; pick another --webhook-listen")]
+    WebhookListen {
+        /// The address asked for.
+        addr: String,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sidecar injector's serving certificate cannot be used.
+    #[error("sidecar injector webhook TLS: {0}; check tls.crt and tls.key in --webhook-cert-dir")]
+    WebhookTls(#[source] crate::tls::TlsError),
     /// rustls refused to build a server configuration.
     #[error("distribution TLS: {0}")]
     Tls(String),
@@ -78,7 +90,8 @@ impl Error {
             Error::TlsFiles(_) | Error::Tls(_) => "tls",
             Error::MissingField { .. } => "missing_field",
             Error::Rng { .. } => "rng",
-            Error::Listen { .. } => "listen",
+            Error::Listen { .. } | Error::WebhookListen { .. } => "listen",
+            Error::WebhookTls(_) => "tls",
             Error::StoreClosed { .. } => "store_closed",
             Error::CompileFailed(_) => "compile_failed",
             Error::Redis(_) => "redis",

@@ -10,6 +10,7 @@
 //! - Rotation replaces exactly one key; the other keeps working, so callers can switch over.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -26,6 +27,69 @@ use crate::{Error, Result};
 
 /// Annotation that asks for one key to be regenerated; the operator removes it when done.
 pub const ROTATE_ANNOTATION: &str = "tollgate.dev/rotate";
+
+/// Annotation stating how long the replaced key should stay valid after a rotation
+/// (e.g. `30m`, `24h`, `1h30m`; absent or `0` = immediately invalid, as before).
+pub const ROTATE_GRACE_ANNOTATION: &str = "tollgate.dev/rotate-grace";
+
+/// Longest grace accepted: a week is enough to move every caller, and a bound keeps a typo
+/// (`300d`) from leaving a leaked key alive for months.
+pub const MAX_ROTATE_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parse a rotate grace: one or more `<digits><unit>` parts with units `s`, `m`, `h`, `d`
+/// (`90s`, `30m`, `1h30m`, `7d`), or a bare `0`. At most [`MAX_ROTATE_GRACE`].
+///
+/// # Errors
+///
+/// A message naming the annotation and the value, for the Subscription's Event.
+pub fn parse_rotate_grace(value: &str) -> std::result::Result<Duration, String> {
+    let bad = |why: &str| {
+        format!(
+            "metadata.annotations[{ROTATE_GRACE_ANNOTATION}]: {value:?} {why}; \
+             use a duration like 30m, 24h or 1h30m (at most 7d), or 0"
+        )
+    };
+    let text = value.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err(bad("is empty"));
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 24 * 3600,
+            _ => return Err(bad(&format!("has an unknown unit {c:?}"))),
+        };
+        if digits.is_empty() {
+            return Err(bad("has a unit without a number"));
+        }
+        // Numbers that overflow are far above the maximum anyway.
+        let n: u64 = digits.parse().map_err(|_| bad("is too long"))?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|secs| total.checked_add(secs))
+            .ok_or_else(|| bad("is too long"))?;
+        digits.clear();
+    }
+    if !digits.is_empty() {
+        return Err(bad("ends with a number without a unit"));
+    }
+    let grace = Duration::from_secs(total);
+    if grace > MAX_ROTATE_GRACE {
+        return Err(bad("is longer than 7d"));
+    }
+    Ok(grace)
+}
 
 /// Which of the two keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +150,26 @@ pub fn decide(sub: &Subscription, secret_exists: bool) -> Option<KeyAction> {
             clear_annotation: rotate.is_some(),
         });
     }
-    match rotate? {
+    let rotate = rotate?;
+    // The grace is checked before anything rotates: a malformed value must not silently
+    // become an immediate rotation that cuts callers off.
+    if let Some(grace) = sub.annotations().get(ROTATE_GRACE_ANNOTATION) {
+        match parse_rotate_grace(grace) {
+            Err(message) => return Some(KeyAction::RefuseRotate(message)),
+            // The proxy cannot yet keep a replaced key valid for a while, so a requested grace
+            // is refused rather than honoured as an immediate rotation (an outage the
+            // provider explicitly asked to avoid).
+            Ok(g) if !g.is_zero() => {
+                return Some(KeyAction::RefuseRotate(format!(
+                    "metadata.annotations[{ROTATE_GRACE_ANNOTATION}]: a grace period is not \
+                     supported yet; the key was not rotated (remove the annotation or set 0 \
+                     to rotate immediately)"
+                )))
+            }
+            Ok(_) => {}
+        }
+    }
+    match rotate {
         "primary" => Some(KeyAction::Rotate(Slot::Primary)),
         "secondary" => Some(KeyAction::Rotate(Slot::Secondary)),
         other => Some(KeyAction::RefuseRotate(format!(
@@ -283,6 +366,58 @@ mod tests {
         );
         assert_eq!(decide(&sub(None, None), true), None);
         assert_eq!(decide(&sub(byo(), None), false), None);
+    }
+
+    fn with_grace(mut s: Subscription, grace: &str) -> Subscription {
+        s.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(ROTATE_GRACE_ANNOTATION.into(), grace.into());
+        s
+    }
+
+    #[test]
+    fn rotate_grace_parses_durations_up_to_a_week() {
+        assert_eq!(parse_rotate_grace("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_rotate_grace("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_rotate_grace("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_rotate_grace("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_rotate_grace("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_rotate_grace("7d"), Ok(MAX_ROTATE_GRACE));
+        for (bad, why) in [
+            ("", "is empty"),
+            ("8d", "longer than 7d"),
+            ("169h", "longer than 7d"),
+            ("30", "without a unit"),
+            ("m", "without a number"),
+            ("30x", "unknown unit"),
+            ("-5m", "unknown unit"),
+            ("99999999999999999999999s", "too long"),
+            ("9999999999999999d", "too long"),
+        ] {
+            let err = parse_rotate_grace(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad:?}: {err}");
+            assert!(err.contains(ROTATE_GRACE_ANNOTATION), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_grace_never_becomes_an_immediate_rotation() {
+        let primary = || sub(None, Some("primary"));
+        assert_eq!(
+            decide(&with_grace(primary(), "0"), true),
+            Some(KeyAction::Rotate(Slot::Primary))
+        );
+        assert!(matches!(
+            decide(&with_grace(primary(), "30"), true),
+            Some(KeyAction::RefuseRotate(m)) if m.contains("without a unit")
+        ));
+        assert!(matches!(
+            decide(&with_grace(primary(), "30m"), true),
+            Some(KeyAction::RefuseRotate(m)) if m.contains("not supported yet")
+        ));
+        // Without a rotate annotation the grace alone does nothing.
+        assert_eq!(decide(&with_grace(sub(None, None), "30m"), true), None);
     }
 
     #[test]

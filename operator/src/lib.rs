@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod error;
 pub mod gather;
 pub mod health;
+pub mod inject;
 pub mod key_secrets;
 pub mod keys;
 pub mod leader;
@@ -65,6 +66,21 @@ pub struct Config {
     pub redis: Option<tollgate_redis::RedisConfig>,
     /// Time between `status.usage` passes.
     pub usage_interval: Duration,
+    /// The sidecar injector's webhook (`None`: not served).
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// The sidecar injector: where its webhook listens, its serving certificate, the sidecar.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// Address of `POST /mutate` (HTTPS).
+    pub listen: SocketAddr,
+    /// Serving certificate and key (re-read when they change).
+    pub tls: tls::TlsFiles,
+    /// How the sidecar is built.
+    pub inject: inject::InjectConfig,
+    /// Write a NetworkPolicy per injected workload (leader only).
+    pub network_policies: bool,
 }
 
 /// Run the operator until `shutdown` turns true (SIGTERM in `main`).
@@ -158,6 +174,50 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
         metrics.clone(),
         shutdown.clone(),
     ));
+
+    if let Some(webhook) = &config.webhook {
+        let listener = tokio::net::TcpListener::bind(webhook.listen)
+            .await
+            .map_err(|source| Error::WebhookListen {
+                addr: webhook.listen.to_string(),
+                source,
+            })?;
+        let certs = tls::Reloading::new(webhook.tls.clone()).map_err(Error::WebhookTls)?;
+        distribution.push(tokio::spawn(certs.clone().watch(shutdown.clone())));
+        let tls = certs
+            .server_config()
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(webhook.listen), "sidecar injector webhook listening");
+        let injector = Arc::new(inject::server::Injector {
+            client: client.clone(),
+            config: webhook.inject.clone(),
+            metrics: metrics.clone(),
+        });
+        distribution.push(tokio::spawn(listener::serve(
+            listener,
+            Some(tls),
+            move |req| injector.clone().handle(req),
+            shutdown.clone(),
+        )));
+        if webhook.network_policies {
+            let namespaces: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
+                vec![None]
+            } else {
+                config.watch_namespaces.iter().cloned().map(Some).collect()
+            };
+            for namespace in namespaces {
+                distribution.push(tokio::spawn(
+                    inject::netpol_reconcile::NetpolLoop {
+                        client: client.clone(),
+                        namespace,
+                        leader: leader_rx.clone(),
+                        metrics: metrics.clone(),
+                    }
+                    .run(shutdown.clone()),
+                ));
+            }
+        }
+    }
 
     let changed = Arc::new(Notify::new());
     let (stores, watches) = gather::start(

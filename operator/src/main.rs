@@ -74,6 +74,79 @@ struct Args {
     /// Seconds between `status.usage` passes.
     #[arg(long, default_value_t = 30)]
     usage_interval_secs: u64,
+    /// Serve the sidecar injector's mutating admission webhook (`POST /mutate`, HTTPS only) on
+    /// this address. Needs --webhook-cert-dir, --sidecar-identity-url and
+    /// --sidecar-allowed-identities.
+    #[arg(
+        long,
+        env = "TOLLGATE_WEBHOOK_LISTEN",
+        requires_all = ["webhook_cert_dir", "sidecar_identity_url", "sidecar_allowed_identities"]
+    )]
+    webhook_listen: Option<SocketAddr>,
+    /// Directory holding the webhook's serving certificate and key as tls.crt and tls.key (a
+    /// mounted kubernetes.io/tls Secret; re-read when they change).
+    #[arg(long, env = "TOLLGATE_WEBHOOK_CERT_DIR")]
+    webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Image of the injected tollgate-proxy sidecar.
+    #[arg(
+        long,
+        env = "TOLLGATE_SIDECAR_IMAGE",
+        default_value = "ghcr.io/tollgate/tollgate:latest"
+    )]
+    sidecar_image: String,
+    /// imagePullPolicy of the sidecar.
+    #[arg(
+        long,
+        env = "TOLLGATE_SIDECAR_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    sidecar_image_pull_policy: String,
+    /// CPU request of the sidecar (empty: none).
+    #[arg(long, env = "TOLLGATE_SIDECAR_CPU_REQUEST", default_value = "50m")]
+    sidecar_cpu_request: String,
+    /// Memory request of the sidecar (empty: none).
+    #[arg(long, env = "TOLLGATE_SIDECAR_MEMORY_REQUEST", default_value = "64Mi")]
+    sidecar_memory_request: String,
+    /// Memory limit of the sidecar (empty: none).
+    #[arg(long, env = "TOLLGATE_SIDECAR_MEMORY_LIMIT", default_value = "256Mi")]
+    sidecar_memory_limit: String,
+    /// The operator's distribution base URL as sidecars reach it (their --identity-url), e.g.
+    /// https://tollgate-operator.tollgate-system.svc:8082.
+    #[arg(long, env = "TOLLGATE_SIDECAR_IDENTITY_URL")]
+    sidecar_identity_url: Option<String>,
+    /// ConfigMap in each injected pod's namespace whose ca.crt verifies the operator (the
+    /// sidecar's --operator-ca). Empty: no --operator-ca.
+    #[arg(long, env = "TOLLGATE_SIDECAR_OPERATOR_CA_CONFIGMAP")]
+    sidecar_operator_ca_configmap: Option<String>,
+    /// Lifetime of the sidecar's projected ServiceAccount token, seconds (audience:
+    /// --token-audience).
+    #[arg(long, env = "TOLLGATE_SIDECAR_TOKEN_EXPIRATION_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(600..=86_400))]
+    sidecar_token_expiration_seconds: i64,
+    /// SPIFFE trust domain of the sidecars' identities (their --trust-domain).
+    #[arg(long, env = "TOLLGATE_TRUST_DOMAIN", default_value = "cluster.local")]
+    sidecar_trust_domain: String,
+    /// SPIFFE ids sidecars accept callers from (their --allowed-identities; comma-separated),
+    /// normally the ingress proxy's ServiceAccount: spiffe://TD/ns/NS/sa/SA.
+    #[arg(
+        long,
+        env = "TOLLGATE_SIDECAR_ALLOWED_IDENTITIES",
+        value_delimiter = ','
+    )]
+    sidecar_allowed_identities: Vec<String>,
+    /// The sidecar's mTLS port (container port tollgate-mtls).
+    #[arg(long, env = "TOLLGATE_SIDECAR_PORT", default_value_t = 15443, value_parser = clap::value_parser!(u16).range(1..))]
+    sidecar_port: u16,
+    /// The sidecar's admin port (probes; container port tollgate-admin).
+    #[arg(long, env = "TOLLGATE_SIDECAR_ADMIN_PORT", default_value_t = 15020, value_parser = clap::value_parser!(u16).range(1..))]
+    sidecar_admin_port: u16,
+    /// Never inject pods of these namespaces (repeat or comma-separate); the operator's own
+    /// namespace and kube-system are always excluded.
+    #[arg(long, env = "TOLLGATE_INJECT_EXCLUDE_NAMESPACE", value_delimiter = ',')]
+    inject_exclude_namespace: Vec<String>,
+    /// Write a NetworkPolicy per injected workload admitting only the sidecar's port (leader
+    /// only, in the watched namespaces).
+    #[arg(long, env = "TOLLGATE_SIDECAR_NETWORK_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
+    sidecar_network_policy: bool,
     /// Log as JSON lines (the same flat shape as the proxy's). Text logs are coloured only
     /// when written to a terminal.
     #[arg(long)]
@@ -123,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|_| "operator".into());
         format!("{host}-{}", std::process::id())
     });
+    let webhook = webhook_config(&args, &lease_namespace);
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client config: set KUBECONFIG or run in a cluster")?;
@@ -159,6 +233,7 @@ async fn main() -> anyhow::Result<()> {
                 redis
             }),
             usage_interval: Duration::from_secs(args.usage_interval_secs.max(1)),
+            webhook,
         },
         shutdown_rx,
     )
@@ -177,6 +252,50 @@ fn watch_namespaces(given: Vec<String>) -> Vec<String> {
         }
     }
     out
+}
+
+/// The sidecar injector's configuration, when --webhook-listen is given (clap has checked that
+/// the flags it needs are there). `operator_namespace` is always excluded from injection, with
+/// kube-system.
+fn webhook_config(
+    args: &Args,
+    operator_namespace: &str,
+) -> Option<tollgate_operator::WebhookConfig> {
+    let listen = args.webhook_listen?;
+    let dir = args.webhook_cert_dir.clone()?;
+    let mut excluded = vec![operator_namespace.to_string(), "kube-system".to_string()];
+    for name in watch_namespaces(args.inject_exclude_namespace.clone()) {
+        if !excluded.contains(&name) {
+            excluded.push(name);
+        }
+    }
+    Some(tollgate_operator::WebhookConfig {
+        listen,
+        tls: tollgate_operator::tls::TlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        },
+        inject: tollgate_operator::inject::InjectConfig {
+            image: args.sidecar_image.clone(),
+            image_pull_policy: args.sidecar_image_pull_policy.clone(),
+            cpu_request: args.sidecar_cpu_request.clone(),
+            memory_request: args.sidecar_memory_request.clone(),
+            memory_limit: args.sidecar_memory_limit.clone(),
+            excluded_namespaces: excluded,
+            identity_url: args.sidecar_identity_url.clone()?,
+            token_audience: args.token_audience.clone(),
+            token_expiration_seconds: args.sidecar_token_expiration_seconds,
+            operator_ca_configmap: args
+                .sidecar_operator_ca_configmap
+                .clone()
+                .filter(|n| !n.is_empty()),
+            trust_domain: args.sidecar_trust_domain.clone(),
+            allowed_identities: watch_namespaces(args.sidecar_allowed_identities.clone()),
+            sidecar_port: args.sidecar_port,
+            admin_port: args.sidecar_admin_port,
+        },
+        network_policies: args.sidecar_network_policy,
+    })
 }
 
 /// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
@@ -212,6 +331,35 @@ mod tests {
             Args::try_parse_from(std::iter::once("tollgate-operator").chain(args.iter().copied()))
                 .expect("valid flags");
         watch_namespaces(args.watch_namespace)
+    }
+
+    #[test]
+    fn the_webhook_needs_its_certificate_and_the_sidecar_identity_flags() {
+        let parse = |extra: &[&str]| {
+            Args::try_parse_from(std::iter::once("tollgate-operator").chain(extra.iter().copied()))
+        };
+        assert!(parse(&["--webhook-listen", "0.0.0.0:9443"]).is_err());
+        let args = parse(&[
+            "--webhook-listen",
+            "0.0.0.0:9443",
+            "--webhook-cert-dir",
+            "/certs",
+            "--sidecar-identity-url",
+            "https://op.tg.svc:8082",
+            "--sidecar-allowed-identities",
+            "spiffe://cluster.local/ns/tg/sa/proxy",
+            "--inject-exclude-namespace",
+            "infra,tg",
+        ])
+        .expect("valid flags");
+        let config = webhook_config(&args, "tg").expect("a webhook");
+        assert_eq!(config.tls.key, std::path::Path::new("/certs/tls.key"));
+        assert_eq!(
+            config.inject.excluded_namespaces,
+            ["tg", "kube-system", "infra"]
+        );
+        assert!(config.network_policies);
+        assert!(webhook_config(&parse(&[]).expect("no flags"), "tg").is_none());
     }
 
     #[test]

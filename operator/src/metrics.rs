@@ -39,6 +39,11 @@ pub struct Metrics {
     pub usage_reads: IntCounterVec,
     /// `status.usage` writes (only when the usage changed).
     pub usage_writes: IntCounter,
+    /// Pod admissions answered by the sidecar injector, by outcome (`injected`, `unchanged`,
+    /// `refused`, `error`).
+    pub injections: IntCounterVec,
+    /// NetworkPolicies of injected workloads written, by result (`ok`, `error`).
+    pub network_policy_writes: IntCounterVec,
 }
 
 impl Metrics {
@@ -142,9 +147,25 @@ impl Metrics {
                 "Subscription status.usage writes",
             )
             .expect("static metric definition"),
+            injections: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_operator_injections_total",
+                    "Pod admissions answered by the sidecar injector by outcome",
+                ),
+                &["outcome"],
+            )
+            .expect("static metric definition"),
+            network_policy_writes: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_operator_network_policy_writes_total",
+                    "NetworkPolicies of injected workloads written by result",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
             Box::new(m.reconciles.clone()),
             Box::new(m.reconcile_duration.clone()),
             Box::new(m.compiles.clone()),
@@ -160,6 +181,8 @@ impl Metrics {
             Box::new(m.token_reviews.clone()),
             Box::new(m.usage_reads.clone()),
             Box::new(m.usage_writes.clone()),
+            Box::new(m.injections.clone()),
+            Box::new(m.network_policy_writes.clone()),
         ];
         for c in collectors {
             m.registry

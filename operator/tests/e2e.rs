@@ -739,6 +739,8 @@ fn operator_rules() -> serde_json::Value {
         {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create", "patch"]},
     ])
 }
 
@@ -2409,5 +2411,605 @@ async fn subscription_status_shows_quota_usage_from_redis() {
     remove_cluster_rbac(&client, &ns).await;
     for file in [&operator.log, &proxy.log, &kubeconfig, &token_file] {
         let _ = std::fs::remove_file(file);
+    }
+}
+
+/// How the API server reaches the operator's sidecar injector in [`webhook_configuration`].
+const WEBHOOK_NAME: &str = "sidecar-injector.tollgate.dev";
+
+/// A `MutatingWebhookConfiguration` calling `https://localhost:PORT/mutate` (trusting `ca`) for
+/// Pod creates in `namespaces` only (other tests' pods on the same API server never reach it).
+fn webhook_configuration(
+    name: &str,
+    port: u16,
+    ca: &Path,
+    namespaces: &[&str],
+    failure_policy: &str,
+) -> k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration {
+    let mut config: k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "webhooks": [{
+                "name": WEBHOOK_NAME,
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": failure_policy,
+                "timeoutSeconds": 5,
+                "clientConfig": {"url": format!("https://localhost:{port}/mutate")},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                           "resources": ["pods"], "scope": "Namespaced"}],
+                "namespaceSelector": {"matchExpressions": [{
+                    "key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces
+                }]},
+            }]
+        }))
+        .expect("webhook configuration");
+    config.webhooks.as_mut().expect("webhooks")[0]
+        .client_config
+        .ca_bundle = Some(k8s_openapi::ByteString(std::fs::read(ca).expect("ca")));
+    config
+}
+
+/// A bare Pod (no kubelet runs here: it is only stored) with `annotations`.
+fn test_pod(name: &str, annotations: serde_json::Value) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "annotations": annotations, "labels": {"app": name}},
+        "spec": {"containers": [{"name": "app", "image": "example/app:1",
+                                  "ports": [{"name": "http", "containerPort": 8080}]}]}
+    }))
+    .expect("pod")
+}
+
+/// The injected sidecar of a stored `pod` as a local process: the same command line and
+/// environment the kubelet would run, with the program replaced by `binary` and each
+/// in-container path prefix in `mounts` (e.g. the token's directory) replaced by a local
+/// directory; the downward-API variables (POD_NAME, POD_NAMESPACE) are resolved from the pod.
+/// A later test runs it next to an app on loopback (there is no kubelet here).
+fn sidecar_command(pod: &Pod, binary: &Path, mounts: &[(&str, &Path)]) -> Command {
+    let container = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .find(|c| c.name == "tollgate-proxy")
+        .expect("the stored pod has the tollgate-proxy container");
+    let rebase = |arg: &str| {
+        mounts
+            .iter()
+            .find_map(|(inside, local)| {
+                let (flag, value) = arg.split_once('=')?;
+                let rest = value.strip_prefix(inside)?;
+                Some(format!("{flag}={}{rest}", local.display()))
+            })
+            .unwrap_or_else(|| arg.to_string())
+    };
+    let mut command = Command::new(binary);
+    // command[1..] (none today) then args, as the kubelet joins them.
+    let words = container.command.iter().flatten().skip(1);
+    command.args(
+        words
+            .chain(container.args.iter().flatten())
+            .map(|a| rebase(a)),
+    );
+    command.env_clear();
+    for var in container.env.iter().flatten() {
+        let value = match (
+            &var.value,
+            var.value_from.as_ref().and_then(|f| f.field_ref.as_ref()),
+        ) {
+            (Some(v), _) => v.clone(),
+            (None, Some(field)) => match field.field_path.as_str() {
+                "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
+                "metadata.namespace" => pod.metadata.namespace.clone().unwrap_or_default(),
+                other => panic!("sidecar_command: downward API field {other} not handled"),
+            },
+            (None, None) => panic!("sidecar_command: env {} has no value", var.name),
+        };
+        command.env(&var.name, value);
+    }
+    command
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// The sidecar injector, really called by kube-apiserver: a pod created in an injected
+/// namespace is *stored* with the sidecar, its projected token, ports and annotations, and its
+/// workload gets a NetworkPolicy; other pods are unchanged; a pod without an app port is refused
+/// with a message naming the annotation; with the webhook down `Ignore` admits pods unchanged
+/// and `Fail` refuses them naming the webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_injects_sidecars_through_the_operator_webhook() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    if !enabled("the_api_server_injects_sidecars_through_the_operator_webhook") {
+        return;
+    }
+    if on_kind() {
+        eprintln!("the_api_server_injects_sidecars_through_the_operator_webhook: local target only (the webhook runs on loopback)");
+        return;
+    }
+    let client = Client::try_default().await.expect("kube client");
+    install_crds(&client).await;
+    // The operator's own namespace (its Lease: always excluded from injection), a namespace
+    // labelled for injection, and one that is not.
+    let home = fresh_namespace(&client).await;
+    let injected = fresh_namespace(&client).await;
+    let plain = fresh_namespace(&client).await;
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &injected,
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"labels": {"tollgate.dev/inject": "enabled"}}}),
+            ),
+        )
+        .await
+        .expect("label namespace");
+
+    // The operator's least-privilege identity, its rules also in the injected namespace (it
+    // watches both), and read access to namespaces (their labels decide injection).
+    let kubeconfig = least_privilege_kubeconfig(&client, &home).await;
+    let pp = PostParams::default();
+    let subject = serde_json::json!([{"kind": "ServiceAccount", "name": "tollgate-operator", "namespace": home}]);
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "tollgate-operator", "namespace": injected},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{home}-operator")},
+        "subjects": subject
+    }))
+    .expect("binding");
+    Api::<RoleBinding>::namespaced(client.clone(), &injected)
+        .create(&pp, &binding)
+        .await
+        .expect("RoleBinding");
+    let ns_role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{home}-namespaces")},
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]
+    }))
+    .expect("role");
+    let ns_binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{home}-namespaces")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{home}-namespaces")},
+        "subjects": subject
+    }))
+    .expect("binding");
+    Api::<ClusterRole>::all(client.clone())
+        .create(&pp, &ns_role)
+        .await
+        .expect("ClusterRole");
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&pp, &ns_binding)
+        .await
+        .expect("binding");
+
+    // The webhook's serving certificate (the chart's Secret in a cluster) and the operator.
+    let tls = DistributionTls::create(&std::env::temp_dir().join(format!("{home}-webhook")));
+    let webhook_port = free_port();
+    let cert_dir = tls.cert.parent().expect("dir").to_path_buf();
+    let identity = format!("spiffe://cluster.local/ns/{home}/sa/tollgate-proxy");
+    let extra: Vec<String> = [
+        "--watch-namespace",
+        &injected,
+        "--webhook-listen",
+        &format!("127.0.0.1:{webhook_port}"),
+        "--webhook-cert-dir",
+        &cert_dir.display().to_string(),
+        "--sidecar-identity-url",
+        "https://tollgate-operator.tollgate-system.svc:8082",
+        "--sidecar-allowed-identities",
+        &identity,
+        "--sidecar-operator-ca-configmap",
+        "tollgate-operator-ca",
+        "--sidecar-image",
+        "ghcr.io/tollgate/tollgate:e2e",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut operator = Some(Operator::start_leasing(
+        &home,
+        "op-webhook",
+        &kubeconfig,
+        free_port(),
+        None,
+        &extra,
+        (home.clone(), "tollgate-operator-leader".into()),
+    ));
+    operator.as_ref().expect("operator").wait_ready().await;
+
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let config_name = format!("{home}-injector");
+    let scoped = [injected.as_str(), plain.as_str(), home.as_str()];
+    configs
+        .create(
+            &pp,
+            &webhook_configuration(&config_name, webhook_port, &tls.ca, &scoped, "Fail"),
+        )
+        .await
+        .expect("register the webhook");
+
+    let pods = |ns: &str| Api::<Pod>::namespaced(client.clone(), ns);
+    let app_port = serde_json::json!({"tollgate.dev/app-port": "8080"});
+    // The API server may need a moment to use a new webhook configuration: retry the first
+    // create until the stored pod shows the sidecar.
+    let deadline = Instant::now() + WAIT;
+    let mut attempt = 0;
+    let stored = loop {
+        attempt += 1;
+        let name = format!("weather-{attempt}");
+        let pod = pods(&injected)
+            .create(&pp, &test_pod(&name, app_port.clone()))
+            .await
+            .expect("create pod");
+        if pod.annotations().contains_key("tollgate.dev/injected") {
+            break pod;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no injection in {WAIT:?}; log: {}",
+            operator.as_ref().expect("operator").log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // What the API server stored (read back, not the create's answer).
+    let stored = pods(&injected)
+        .get(&stored.name_any())
+        .await
+        .expect("get pod");
+    let annotations = stored.annotations();
+    assert_eq!(
+        annotations.get("tollgate.dev/injected").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        annotations
+            .get("tollgate.dev/sidecar-port")
+            .map(String::as_str),
+        Some("15443")
+    );
+    let spec = stored.spec.as_ref().expect("spec");
+    assert_eq!(spec.containers.len(), 2, "{spec:?}");
+    assert_eq!(
+        spec.containers[0].name, "app",
+        "the app is left first and unchanged"
+    );
+    let sidecar = &spec.containers[1];
+    assert_eq!(sidecar.name, "tollgate-proxy");
+    assert_eq!(
+        sidecar.image.as_deref(),
+        Some("ghcr.io/tollgate/tollgate:e2e")
+    );
+    let args = sidecar.args.clone().unwrap_or_default();
+    for want in [
+        "--sidecar-app-port=8080".to_string(),
+        "--sidecar-listen=0.0.0.0:15443".to_string(),
+        format!("--allowed-identities={identity}"),
+        "--token-file=/var/run/secrets/tollgate/token".to_string(),
+        "--operator-ca=/etc/tollgate/operator-ca/ca.crt".to_string(),
+        "--identity-url=https://tollgate-operator.tollgate-system.svc:8082".to_string(),
+    ] {
+        assert!(args.contains(&want), "{want} not in {args:?}");
+    }
+    let ports = sidecar.ports.clone().unwrap_or_default();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p.name.as_deref() == Some("tollgate-mtls") && p.container_port == 15443),
+        "{ports:?}"
+    );
+    assert!(sidecar.readiness_probe.is_some() && sidecar.liveness_probe.is_some());
+    let security = sidecar.security_context.clone().expect("securityContext");
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.run_as_non_root, Some(true));
+    let token = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "tollgate-token")
+        .and_then(|v| v.projected.as_ref())
+        .and_then(|p| p.sources.as_ref())
+        .and_then(|s| s.iter().find_map(|s| s.service_account_token.clone()))
+        .expect("the projected token volume");
+    assert_eq!(
+        token.audience.as_deref(),
+        Some("tollgate-e2e"),
+        "the operator's --token-audience"
+    );
+    assert_eq!(token.expiration_seconds, Some(3600));
+
+    // The sidecar as a local process, from what was stored.
+    let token_dir = std::env::temp_dir().join(format!("{home}-token"));
+    let command = sidecar_command(
+        &stored,
+        Path::new("/bin/tollgate-proxy"),
+        &[("/var/run/secrets/tollgate", &token_dir)],
+    );
+    let local_args: Vec<String> = command
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        local_args.contains(&format!("--token-file={}/token", token_dir.display())),
+        "{local_args:?}"
+    );
+    let envs: BTreeMap<String, String> = command
+        .get_envs()
+        .filter_map(|(k, v)| {
+            Some((
+                k.to_string_lossy().into_owned(),
+                v?.to_string_lossy().into_owned(),
+            ))
+        })
+        .collect();
+    assert_eq!(envs.get("POD_NAMESPACE"), Some(&injected));
+    assert_eq!(envs.get("POD_NAME"), Some(&stored.name_any()));
+
+    // The workload's NetworkPolicy, written by the leader and read back like `kubectl get`.
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &injected);
+    let policy_name = format!("tollgate-sidecar-{}", stored.name_any());
+    let deadline = Instant::now() + WAIT;
+    let policy = loop {
+        if let Some(p) = policies
+            .get_opt(&policy_name)
+            .await
+            .expect("get NetworkPolicy")
+        {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no NetworkPolicy {policy_name}; log: {}",
+            operator.as_ref().expect("operator").log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let policy_spec = policy.spec.clone().expect("spec");
+    assert_eq!(
+        policy_spec
+            .pod_selector
+            .and_then(|s| s.match_labels)
+            .and_then(|l| l.get("tollgate.dev/workload").cloned()),
+        Some(stored.name_any())
+    );
+    let rules = policy_spec.ingress.expect("ingress rules");
+    let admitted: Vec<_> = rules
+        .iter()
+        .flat_map(|r| r.ports.iter().flatten())
+        .map(|p| p.port.clone())
+        .collect();
+    assert_eq!(
+        admitted,
+        [Some(
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                "tollgate-mtls".into()
+            )
+        )],
+        "only the sidecar's port"
+    );
+    assert_eq!(
+        policy.owner_references().first().map(|o| o.uid.clone()),
+        stored.uid(),
+        "owned by its pod"
+    );
+
+    // A workload: two pods of one ReplicaSet (created by hand: no ReplicaSet controller runs
+    // here) share one policy, owned by the ReplicaSet and collected with it.
+    let replica_sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+        Api::namespaced(client.clone(), &injected);
+    let rs: k8s_openapi::api::apps::v1::ReplicaSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "forecast-5c6d7"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "forecast"}},
+                 "template": {"metadata": {"labels": {"app": "forecast"}},
+                              "spec": {"containers": [{"name": "app", "image": "example/app:1"}]}}}
+    }))
+    .expect("replica set");
+    let rs = replica_sets
+        .create(&pp, &rs)
+        .await
+        .expect("create ReplicaSet");
+    for i in 0..2 {
+        let mut pod = test_pod(&format!("forecast-5c6d7-{i}"), app_port.clone());
+        pod.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: rs.name_any(),
+                uid: rs.uid().expect("uid"),
+                controller: Some(true),
+                block_owner_deletion: None,
+            },
+        ]);
+        let pod = pods(&injected).create(&pp, &pod).await.expect("create");
+        assert_eq!(
+            pod.labels()
+                .get("tollgate.dev/workload")
+                .map(String::as_str),
+            Some("forecast-5c6d7"),
+            "the workload is the ReplicaSet"
+        );
+    }
+    let deadline = Instant::now() + WAIT;
+    let workload_policy = loop {
+        if let Some(p) = policies
+            .get_opt("tollgate-sidecar-forecast-5c6d7")
+            .await
+            .expect("get")
+        {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no NetworkPolicy for the ReplicaSet"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let owner = &workload_policy.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), Some(owner.uid.clone())),
+        ("ReplicaSet", rs.uid())
+    );
+    let managed = policies
+        .list(&ListParams::default().labels("tollgate.dev/workload=forecast-5c6d7"))
+        .await
+        .expect("list");
+    assert_eq!(
+        managed.items.len(),
+        1,
+        "one policy per workload, not per pod"
+    );
+    replica_sets
+        .delete(&rs.name_any(), &DeleteParams::default())
+        .await
+        .expect("delete ReplicaSet");
+    let deadline = Instant::now() + WAIT;
+    while policies
+        .get_opt("tollgate-sidecar-forecast-5c6d7")
+        .await
+        .expect("get")
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the ReplicaSet's NetworkPolicy outlived it"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Not injected: another namespace, an opted-out pod, the operator's own namespace.
+    for (ns, name, annotations) in [
+        (&plain, "plain", app_port.clone()),
+        (
+            &injected,
+            "opted-out",
+            serde_json::json!({"tollgate.dev/inject": "false"}),
+        ),
+        (
+            &home,
+            "home",
+            serde_json::json!({"tollgate.dev/inject": "true", "tollgate.dev/app-port": "8080"}),
+        ),
+    ] {
+        let pod = pods(ns)
+            .create(&pp, &test_pod(name, annotations))
+            .await
+            .expect("create");
+        let pod = pods(ns).get(&pod.name_any()).await.expect("get");
+        let names: Vec<_> = pod
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .map(|c| c.name.clone())
+            .collect();
+        assert_eq!(names, ["app"], "{ns}/{name} was changed");
+        assert!(
+            !pod.annotations().contains_key("tollgate.dev/injected"),
+            "{ns}/{name}"
+        );
+    }
+
+    // Selected but no app port: refused, naming the annotation and the way out.
+    let refused = pods(&injected)
+        .create(&pp, &test_pod("no-port", serde_json::json!({})))
+        .await
+        .expect_err("a pod without tollgate.dev/app-port is refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("tollgate.dev/app-port")
+            && message.contains("tollgate.dev/inject: \"false\""),
+        "{message}"
+    );
+
+    // Measured: pod create → stored injected spec, against a plain create (median of 20).
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for i in 0..20 {
+        let started = Instant::now();
+        let pod = pods(&injected)
+            .create(&pp, &test_pod(&format!("timed-{i}"), app_port.clone()))
+            .await
+            .expect("create");
+        with.push(started.elapsed());
+        assert!(pod.annotations().contains_key("tollgate.dev/injected"));
+        let started = Instant::now();
+        pods(&plain)
+            .create(&pp, &test_pod(&format!("timed-{i}"), app_port.clone()))
+            .await
+            .expect("create");
+        without.push(started.elapsed());
+    }
+    eprintln!(
+        "MEASURED: pod create → injected spec stored: median {:?} (20 creates; the same create without injection: median {:?})",
+        median(with),
+        median(without)
+    );
+
+    // The GC removes the policy with its owner.
+    pods(&injected)
+        .delete(&stored.name_any(), &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    let deadline = Instant::now() + WAIT;
+    while policies.get_opt(&policy_name).await.expect("get").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "NetworkPolicy {policy_name} outlived its pod"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The webhook down: `Fail` refuses, naming the webhook; `Ignore` admits unchanged.
+    let log = operator.as_ref().expect("operator").log_text();
+    drop(operator.take());
+    let refused = pods(&injected)
+        .create(&pp, &test_pod("while-down", app_port.clone()))
+        .await
+        .expect_err("failurePolicy Fail refuses while the webhook is down");
+    let message = refused.to_string();
+    assert!(message.contains(WEBHOOK_NAME), "{message}");
+    eprintln!("webhook down, failurePolicy Fail: {message}");
+    let mut ignore = configs.get(&config_name).await.expect("get");
+    ignore.webhooks.as_mut().expect("webhooks")[0].failure_policy = Some("Ignore".into());
+    configs
+        .replace(&config_name, &pp, &ignore)
+        .await
+        .expect("switch to Ignore");
+    let deadline = Instant::now() + WAIT;
+    let admitted = loop {
+        match pods(&injected)
+            .create(&pp, &test_pod("while-down", app_port.clone()))
+            .await
+        {
+            Ok(pod) => break pod,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "Ignore still refuses: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let names: Vec<_> = admitted
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(names, ["app"], "admitted unchanged");
+
+    assert!(
+        !log.contains("Forbidden") && !log.contains("forbidden"),
+        "the operator hit RBAC: {log}"
+    );
+    let _ = configs.delete(&config_name, &DeleteParams::default()).await;
+    remove_cluster_rbac(&client, &home).await;
+    let _ = Api::<ClusterRole>::all(client.clone())
+        .delete(&format!("{home}-namespaces"), &DeleteParams::default())
+        .await;
+    let _ = Api::<ClusterRoleBinding>::all(client.clone())
+        .delete(&format!("{home}-namespaces"), &DeleteParams::default())
+        .await;
+    for ns in [&home, &injected, &plain] {
+        let _ = Api::<Namespace>::all(client.clone())
+            .delete(ns, &DeleteParams::default())
+            .await;
     }
 }

@@ -12,7 +12,7 @@ use tollgate_operator::metrics::Metrics;
 /// children still names its family (the registry's rendering would drop it).
 fn registered() -> BTreeSet<String> {
     let m = Metrics::new();
-    let collectors: [&dyn Collector; 15] = [
+    let collectors: [&dyn Collector; 17] = [
         &m.reconciles,
         &m.reconcile_duration,
         &m.compiles,
@@ -28,6 +28,8 @@ fn registered() -> BTreeSet<String> {
         &m.token_reviews,
         &m.usage_reads,
         &m.usage_writes,
+        &m.injections,
+        &m.network_policy_writes,
     ];
     let mut families = BTreeSet::new();
     for c in collectors {
@@ -58,7 +60,7 @@ fn listed() -> BTreeSet<String> {
 #[test]
 fn the_listed_metric_names_are_the_registered_ones() {
     let (registered, listed) = (registered(), listed());
-    assert_eq!(registered.len(), 15, "{registered:?}");
+    assert_eq!(registered.len(), 17, "{registered:?}");
     assert_eq!(
         listed,
         registered,
@@ -80,6 +82,8 @@ fn every_listed_family_renders_once_it_has_a_value() {
     m.distribution.with_label_values(&["snapshot"]).inc();
     m.token_reviews.with_label_values(&["ok"]).inc();
     m.usage_reads.with_label_values(&["ok"]).inc();
+    m.injections.with_label_values(&["injected"]).inc();
+    m.network_policy_writes.with_label_values(&["ok"]).inc();
     let text = m.render();
     for family in listed() {
         let name = family.split(' ').next().unwrap_or_default();

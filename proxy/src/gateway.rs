@@ -182,9 +182,14 @@ async fn start_tls(
     let bound = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
+    store.report_expiry(&shared.metrics);
     store
         .clone()
-        .spawn_watcher(crate::tls::cert_store::CERT_POLL_INTERVAL, stop.clone())
+        .spawn_watcher(
+            crate::tls::cert_store::CERT_POLL_INTERVAL,
+            stop.clone(),
+            shared.metrics.clone(),
+        )
         .map_err(StartError::Watcher)?;
     let edge = Arc::new(crate::tls::EdgeAcceptor::new(shared.clone(), store));
     tracing::info!(tls = %bound, certs = %dir.display(), redirect_http = config.redirect_http, "TLS listener ready");

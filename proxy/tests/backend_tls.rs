@@ -378,6 +378,22 @@ async fn mutual_tls_backend_sees_the_gateway_certificate_and_server_name() {
     assert_eq!(v["sni"], "backend.internal");
     assert_eq!(up.requests(), 1);
 
+    // The client certificate's notAfter is on the expiry gauge, named by product.
+    let metrics = s.gateway.shared().metrics.render();
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(r#"tollgate_certificate_expiry_timestamp_seconds{kind="backend_client""#)
+        })
+        .unwrap_or_else(|| panic!("no backend_client certificate in\n{metrics}"));
+    assert!(line.contains(r#"mtls"}"#), "{line}");
+    let not_after: i64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
+    assert!(not_after > chrono::Utc::now().timestamp(), "{line}");
+
     // The private key never reaches the logs.
     let key_body: String = gw_cert
         .key_pem

@@ -168,7 +168,8 @@ fn unknown(queries: &[(String, String)], known: &BTreeSet<String>) -> Vec<String
 
 /// `/metrics` of the test gateway after an answered call, a wrong key, a route miss, a
 /// rate-limited call, an over-quota call and a framing error, plus that of a gateway with
-/// shared quotas on an unreachable Redis (the quota-store families exist only with `--redis`).
+/// shared quotas on an unreachable Redis (the quota-store families exist only with `--redis`)
+/// and a TLS listener (the certificate-expiry gauge has series only for loaded certificates).
 async fn proxy_exposition() -> String {
     let gw = TestGateway::start("chart-metrics").await;
     assert_eq!(
@@ -220,6 +221,17 @@ async fn proxy_exposition() -> String {
     config.admin_listen = "127.0.0.1:0".parse().expect("addr");
     config.drain_timeout = Duration::from_secs(2);
     config.settle_window = Duration::from_millis(50);
+    // A TLS listener, so the certificate-expiry gauge has a series.
+    let certs = TempDir::new("chart-metrics-certs");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["api.example".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("self-signed");
+    certs.write("default.crt", &cert.pem());
+    certs.write("default.key", &key.serialize_pem());
+    config.tls_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.tls_dir = Some(certs.path().to_path_buf());
     config.redis = Some(RedisConfig {
         url: format!("redis://127.0.0.1:{}", closed_port().await),
         password_file: None,
@@ -263,6 +275,7 @@ async fn the_dashboard_and_the_alerts_query_only_metrics_that_exist() {
         "tollgate_connections_shed_total",
         "tollgate_quota_mode",
         "tollgate_redis_errors_total",
+        "tollgate_certificate_expiry_timestamp_seconds",
     ] {
         assert!(known.contains(family), "{family} not exposed: {known:?}");
     }

@@ -312,3 +312,59 @@ async fn an_open_product_needs_no_key_and_still_strips_it() {
     assert_eq!(r.echoed_header("x-subscription-key"), None);
     assert_eq!(r.json()["query"], "a=1");
 }
+
+#[tokio::test]
+async fn traceparent_continues_a_valid_trace_and_restarts_an_absent_or_invalid_one() {
+    let gw = TestGateway::start("traceparent").await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = gw
+        .get(
+            "/weather/current",
+            &[
+                ("x-subscription-key", GOLD_PRIMARY),
+                ("traceparent", incoming),
+                ("tracestate", "vendor=x"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let sent = r
+        .echoed_header("traceparent")
+        .expect("traceparent forwarded");
+    assert_eq!(sent.len(), 55, "{sent}");
+    assert_eq!(&sent[..36], &incoming[..36], "same trace id: {sent}");
+    assert_ne!(
+        &sent[36..52],
+        &incoming[36..52],
+        "the gateway's span: {sent}"
+    );
+    assert_eq!(r.echoed_header("tracestate").as_deref(), Some("vendor=x"));
+
+    // Uppercase hex is invalid: a new trace, never the caller's value, and no stale state.
+    let invalid = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01";
+    let r = gw
+        .get(
+            "/weather/current",
+            &[
+                ("x-subscription-key", GOLD_PRIMARY),
+                ("traceparent", invalid),
+                ("tracestate", "vendor=x"),
+            ],
+        )
+        .await;
+    let sent = r
+        .echoed_header("traceparent")
+        .expect("traceparent forwarded");
+    assert_eq!(sent.len(), 55, "{sent}");
+    assert!(sent.starts_with("00-"), "{sent}");
+    assert_ne!(sent[3..35].to_ascii_lowercase(), incoming[3..35]);
+    assert_eq!(r.echoed_header("tracestate"), None);
+
+    // None at all: one is started.
+    let r = gw.get_with_key("/weather/current", GOLD_PRIMARY).await;
+    let a = r.echoed_header("traceparent").expect("traceparent started");
+    let r = gw.get_with_key("/weather/current", GOLD_PRIMARY).await;
+    let b = r.echoed_header("traceparent").expect("traceparent started");
+    assert_eq!((a.len(), b.len()), (55, 55));
+    assert_ne!(a[3..35], b[3..35], "each request starts its own trace");
+}

@@ -361,3 +361,141 @@ fn next_store(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The store's own bookkeeping (which generation it keeps, what it forgets); the table-level
+    //! behaviour is tested with the other compile tests in `compile/tests.rs`.
+    use super::*;
+    use crate::manifest::ManifestSet;
+
+    const PRODUCT: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: Product
+metadata: {name: weather, namespace: w, generation: 1}
+spec:
+  basePath: /weather
+  backend: {url: "http://127.0.0.1:9000/"}
+  routes:
+    - {name: current, path: /current, methods: [GET]}
+"#;
+    /// Two routes with one name: the Product's own error.
+    const BAD_PRODUCT: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: Product
+metadata: {name: weather, namespace: w, generation: 2}
+spec:
+  basePath: /weather
+  backend: {url: "http://127.0.0.1:9000/"}
+  routes:
+    - {name: current, path: /current, methods: [GET]}
+    - {name: current, path: /other}
+"#;
+    const PLAN: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: Plan
+metadata: {name: free, namespace: w, generation: 3}
+spec: {product: weather, routes: [current]}
+"#;
+    const BAD_PLAN: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: Plan
+metadata: {name: free, namespace: w, generation: 4}
+spec: {product: weather, routes: [curent]}
+"#;
+    const SUB: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: Subscription
+metadata: {name: acme, namespace: w}
+spec: {plan: free, subscriber: {name: Acme}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: acme-keys, namespace: w}
+stringData: {primaryKey: acme-primary-key-0123456789}
+"#;
+
+    fn snapshot(docs: &[&str]) -> Snapshot {
+        let mut set = ManifestSet::default();
+        set.add_file("t.yaml", &docs.join("\n---\n"));
+        assert!(set.problems.is_empty(), "{:?}", set.problems);
+        set.snapshot
+    }
+
+    fn plan_generation(store: &LastGood) -> Option<i64> {
+        store
+            .plans
+            .values()
+            .next()
+            .and_then(|p| p.metadata.generation)
+    }
+
+    fn good() -> LastGood {
+        let kept = compile_keeping(&snapshot(&[PRODUCT, PLAN, SUB]), &LastGood::default());
+        assert!(
+            !kept.compiled.has_errors(),
+            "{:?}",
+            kept.compiled.diagnostics
+        );
+        // Product, Plan and Subscription (Secrets are never held back).
+        assert_eq!(kept.last_good.len(), 3);
+        kept.last_good
+    }
+
+    #[test]
+    fn the_store_keeps_the_served_generation_not_the_invalid_one() {
+        let kept = compile_keeping(&snapshot(&[PRODUCT, BAD_PLAN, SUB]), &good());
+        assert_eq!(kept.compiled.table.plans.len(), 1);
+        assert_eq!(kept.compiled.table.subscriptions.len(), 1);
+        assert_eq!(plan_generation(&kept.last_good), Some(3));
+    }
+
+    #[test]
+    fn an_invalid_product_edit_says_which_generation_is_served() {
+        let kept = compile_keeping(&snapshot(&[BAD_PRODUCT, PLAN, SUB]), &good());
+        assert_eq!(kept.compiled.table.products.len(), 1);
+        assert_eq!(kept.compiled.table.subscriptions.len(), 1);
+        assert!(kept
+            .compiled
+            .diagnostics
+            .iter()
+            .any(|d| d.object.kind == "Product"
+                && d.reason == reasons::INVALID_SPEC_SERVING_PREVIOUS
+                && d.message.contains("serving generation 1")));
+    }
+
+    #[test]
+    fn a_deleted_object_leaves_the_store() {
+        let kept = compile_keeping(&snapshot(&[PRODUCT, SUB]), &good());
+        assert!(kept.compiled.table.plans.is_empty());
+        assert!(kept.compiled.table.subscriptions.is_empty());
+        assert!(kept.last_good.plans.is_empty());
+        // The Subscription still exists, so its old good version stays in the store.
+        assert_eq!(kept.last_good.len(), 2);
+    }
+
+    #[test]
+    fn a_fixed_edit_replaces_the_stored_generation() {
+        let held = compile_keeping(&snapshot(&[PRODUCT, BAD_PLAN, SUB]), &good());
+        let fixed = PLAN.replace("generation: 3", "generation: 5");
+        let kept = compile_keeping(&snapshot(&[PRODUCT, &fixed, SUB]), &held.last_good);
+        assert!(
+            !kept.compiled.has_errors(),
+            "{:?}",
+            kept.compiled.diagnostics
+        );
+        assert!(kept.held_back.is_empty());
+        assert_eq!(plan_generation(&kept.last_good), Some(5));
+    }
+
+    #[test]
+    fn a_never_valid_plan_has_nothing_to_hold() {
+        let kept = compile_keeping(&snapshot(&[PRODUCT, BAD_PLAN, SUB]), &LastGood::default());
+        assert!(kept.held_back.is_empty());
+        assert!(kept.compiled.table.plans.is_empty());
+        assert!(kept.compiled.table.subscriptions.is_empty());
+        // Only the Product compiled.
+        assert_eq!(kept.last_good.len(), 1);
+        assert_eq!(kept.compiled.table.unavailable.len(), 1);
+    }
+}

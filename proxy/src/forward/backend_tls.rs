@@ -117,6 +117,8 @@ pub struct BackendTls {
     pub identity: TlsIdentity,
     /// Whether certificate verification is off.
     pub insecure_skip_verify: bool,
+    /// `notAfter` (Unix seconds) of the client certificate presented, when there is one.
+    pub client_cert_not_after: Option<i64>,
 }
 
 impl std::fmt::Debug for BackendTls {
@@ -152,6 +154,7 @@ impl BackendTls {
             server_name: None,
             identity: Sha256::digest(b"tollgate-backend-tls:public-roots").into(),
             insecure_skip_verify: false,
+            client_cert_not_after: None,
         })
     }
 
@@ -201,9 +204,13 @@ impl BackendTls {
             builder.with_root_certificates(roots)
         };
 
+        let mut client_cert_not_after = None;
         let config = match (&entry.client_cert_pem, &entry.client_key_pem) {
             (Some(cert), Some(key)) => {
                 let chain = certificates(policy, "clientCertificateSecret tls.crt", cert)?;
+                client_cert_not_after = chain
+                    .first()
+                    .and_then(|leaf| crate::tls::expiry::not_after(leaf));
                 let key = PrivateKeyDer::from_pem_slice(key.0.as_bytes()).map_err(|_| {
                     BackendTlsError::BadKey {
                         policy: policy.to_string(),
@@ -238,6 +245,7 @@ impl BackendTls {
             server_name,
             identity: identity(entry),
             insecure_skip_verify: entry.insecure_skip_verify,
+            client_cert_not_after,
         })
     }
 }
@@ -387,6 +395,13 @@ mod tests {
             Some(ServerName::try_from("backend.internal").expect("name"))
         );
         assert!(!tls.insecure_skip_verify);
+        // rcgen's default notAfter is far in the future.
+        assert!(
+            tls.client_cert_not_after
+                .is_some_and(|t| t > chrono::Utc::now().timestamp()),
+            "{:?}",
+            tls.client_cert_not_after
+        );
         assert!(
             tls.config.alpn_protocols.is_empty(),
             "ALPN is the client's to set"
@@ -409,6 +424,7 @@ mod tests {
         };
         let tls = BackendTls::from_entry("t/plain", &e).expect("builds");
         assert!(!tls.config.client_auth_cert_resolver.has_certs());
+        assert_eq!(tls.client_cert_not_after, None);
         assert!(tls.server_name.is_none());
         BackendTls::public_roots().expect("public roots");
     }

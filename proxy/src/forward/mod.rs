@@ -27,6 +27,7 @@ use crate::message::headers::{
 };
 use crate::message::hop_by_hop;
 use crate::message::request_id::X_REQUEST_ID;
+use crate::message::trace_context::TraceContext;
 use crate::problem::Rejection;
 use crate::validate::ForwardBody;
 
@@ -107,6 +108,7 @@ pub struct Upstream {
     client: Option<Arc<HttpClient>>,
     request_timeout: Duration,
     tls_error: Option<BackendTlsError>,
+    client_cert_not_after: Option<i64>,
 }
 
 impl Upstream {
@@ -129,6 +131,7 @@ impl Upstream {
             client: None,
             request_timeout: Duration::from_millis(timeouts.request_ms.max(1)),
             tls_error: None,
+            client_cert_not_after: None,
         };
         let built = match tls {
             None => public_tls().cloned().map(|t| (t, false)),
@@ -156,11 +159,17 @@ impl Upstream {
         };
         match built {
             Some((tls, https_only)) => {
+                upstream.client_cert_not_after = tls.client_cert_not_after;
                 upstream.client = Some(clients.client(timeouts.connect_ms, &tls, https_only));
             }
             None => upstream.backend = Backend::TlsMisconfigured,
         }
         upstream
+    }
+
+    /// `notAfter` (Unix seconds) of the client certificate presented to the backend, if any.
+    pub fn client_cert_not_after(&self) -> Option<i64> {
+        self.client_cert_not_after
     }
 
     /// Why the product's `backendTLS` cannot be used, if it cannot (reported at load).
@@ -238,6 +247,8 @@ pub struct ForwardContext<'a> {
     pub ops: &'a HeaderOps,
     /// The request id.
     pub request_id: &'a HeaderValue,
+    /// The request's trace: the backend gets the gateway's span as its `traceparent`.
+    pub trace: &'a TraceContext,
 }
 
 /// The backend URI: backend base path + `path` (rewrite applied) + `query` (key removed).
@@ -338,6 +349,7 @@ pub fn rewrite_headers(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
         }
     }
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
+    ctx.trace.apply(headers);
     apply_ops(headers, ctx.ops);
 }
 
@@ -418,6 +430,7 @@ mod tests {
         let host = Some(HeaderValue::from_static("api.example"));
         let key = HeaderName::from_static("x-subscription-key");
         let id = HeaderValue::from_static("rid");
+        let trace = TraceContext::from_headers(&HeaderMap::new());
         let ctx = ForwardContext {
             peer: "127.0.0.1".parse().expect("ip"),
             host,
@@ -426,6 +439,7 @@ mod tests {
             tls: false,
             ops: &ops,
             request_id: &id,
+            trace: &trace,
         };
         rewrite_headers(&mut h, &ctx);
         assert!(!h.contains_key("x-subscription-key"));
@@ -489,6 +503,7 @@ mod tests {
             )],
         };
         let id = HeaderValue::from_static("rid");
+        let trace = TraceContext::from_headers(&HeaderMap::new());
         let ctx = ForwardContext {
             peer: "127.0.0.1".parse().expect("ip"),
             host: None,
@@ -497,6 +512,7 @@ mod tests {
             tls: false,
             ops: &ops,
             request_id: &id,
+            trace: &trace,
         };
         rewrite_headers(&mut h, &ctx);
         assert_eq!(h["x_gateway"], "tollgate");

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use http::header::HeaderValue;
 use http::{Method, StatusCode, Uri};
 
+use crate::message::trace_context::TraceContext;
 use crate::observe::metrics::NONE;
 use crate::runtime::{RouteRef, Runtime};
 
@@ -25,6 +26,8 @@ pub struct AccessRecord {
     pub started: Instant,
     /// The request id.
     pub request_id: HeaderValue,
+    /// The request's trace (continued or started here); its trace id is logged.
+    pub trace: TraceContext,
     /// The socket peer.
     pub client_ip: IpAddr,
     /// Method.
@@ -52,6 +55,8 @@ pub struct AccessRecord {
 pub struct AccessLine<'a> {
     /// Request id.
     pub request_id: &'a str,
+    /// W3C trace id (32 lowercase hex digits).
+    pub trace_id: &'a str,
     /// Client address.
     pub client_ip: IpAddr,
     /// Method.
@@ -87,6 +92,7 @@ pub fn write(line: &AccessLine<'_>) {
     tracing::info!(
         target: TARGET,
         request_id = line.request_id,
+        trace_id = line.trace_id,
         client_ip = %line.client_ip,
         method = line.method,
         host = line.host,
@@ -124,8 +130,10 @@ impl AccessRecord {
             .host
             .as_ref()
             .map(|h| String::from_utf8_lossy(h.as_bytes()));
+        let trace_id = self.trace.trace_id_hex();
         write(&AccessLine {
             request_id: self.request_id.to_str().unwrap_or_default(),
+            trace_id: std::str::from_utf8(&trace_id).unwrap_or_default(),
             client_ip: self.client_ip,
             method: self.method.as_str(),
             host: host.as_deref().unwrap_or(""),
@@ -176,18 +184,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn odd_input_is_one_valid_json_line() {
+    /// What `f` logs, as the proxy's JSON log format writes it.
+    fn capture(f: impl FnOnce()) -> String {
         let buf = Buffer::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
             .with_writer(buf.clone())
             .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.0.lock().expect("lock").clone();
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    #[test]
+    fn odd_input_is_one_valid_json_line() {
         let path = "/a\"b\\c\n{\"injected\":true}\r\u{1b}[31m\u{7f}\t";
-        tracing::subscriber::with_default(subscriber, || {
+        let out = capture(|| {
             write(&AccessLine {
                 request_id: "id\"\n",
+                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
                 client_ip: "127.0.0.1".parse().expect("ip"),
                 method: "GET",
                 host: "h\u{0}ost",
@@ -204,12 +220,38 @@ mod tests {
                 complete: true,
             });
         });
-        let out = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf-8");
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 1, "{out}");
         let v: serde_json::Value = serde_json::from_str(lines[0]).expect("valid JSON");
         assert_eq!(v["path"], path);
         assert_eq!(v["target"], "access");
         assert_eq!(v["status"], 200);
+    }
+
+    #[test]
+    fn the_line_names_the_trace_id() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            crate::message::trace_context::TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let record = AccessRecord {
+            started: Instant::now(),
+            request_id: HeaderValue::from_static("rid"),
+            trace: TraceContext::from_headers(&headers),
+            client_ip: "127.0.0.1".parse().expect("ip"),
+            method: Method::GET,
+            host: None,
+            uri: Uri::from_static("/x"),
+            status: StatusCode::OK,
+            runtime: None,
+            route: None,
+            subscription: None,
+            upstream_latency: None,
+            problem: None,
+        };
+        let out = capture(|| record.emit(0, true));
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{out}");
     }
 }

@@ -3,6 +3,8 @@
 //! Label values come only from the table (object ids, route names) or fixed words (`none`,
 //! status classes): never from request input, and never key material.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -35,6 +37,10 @@ pub struct Metrics {
     open_connections: IntGaugeVec,
     connections_shed: IntCounterVec,
     connections_silent: IntCounterVec,
+    certificate_expiry: IntGaugeVec,
+    /// The names on `certificate_expiry` per kind, so a certificate that went away leaves the
+    /// gauge with the next report of its kind.
+    certificate_names: Arc<Mutex<BTreeMap<&'static str, Vec<String>>>>,
     config: ConfigMetrics,
 }
 
@@ -202,6 +208,14 @@ impl Metrics {
             ),
             &["listener"],
         )?;
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_certificate_expiry_timestamp_seconds",
+                "notAfter (Unix seconds) of each certificate the proxy serves or presents, by kind (listener: --tls-dir, file stem; backend_client: a backendTLS client certificate, product).",
+            ),
+            &["kind", "name"],
+        )?;
+        registry.register(Box::new(certificate_expiry.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(connections_shed.clone()))?;
         registry.register(Box::new(connections_silent.clone()))?;
@@ -234,6 +248,8 @@ impl Metrics {
             connections_shed,
             connections_silent,
             config,
+            certificate_expiry,
+            certificate_names: Arc::default(),
         })
     }
 
@@ -345,6 +361,28 @@ impl Metrics {
         }
     }
 
+    /// The certificates of one `kind` now in use, as `(name, notAfter in Unix seconds)`;
+    /// replaces that kind's previous report (certificates gone from it leave the gauge).
+    pub fn certificates_expire(&self, kind: &'static str, certs: &[(String, i64)]) {
+        let mut names = self
+            .certificate_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let previous = names.entry(kind).or_default();
+        for old in previous.iter() {
+            if !certs.iter().any(|(name, _)| name == old) {
+                // Absent only if it was never set: nothing to remove then.
+                let _ = self.certificate_expiry.remove_label_values(&[kind, old]);
+            }
+        }
+        for (name, not_after) in certs {
+            self.certificate_expiry
+                .with_label_values(&[kind, name])
+                .set(*not_after);
+        }
+        *previous = certs.iter().map(|(name, _)| name.clone()).collect();
+    }
+
     /// A reload was refused.
     pub fn reload_failed(&self) {
         self.reloads_failed.inc();
@@ -408,5 +446,31 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn certificate_expiry_follows_each_report_of_its_kind() {
+        let m = Metrics::new().expect("metrics");
+        m.certificates_expire("listener", &[("a".into(), 100), ("b".into(), 200)]);
+        m.certificates_expire("backend_client", &[("ns/p".into(), 300)]);
+        m.certificates_expire("listener", &[("b".into(), 250)]);
+        let text = m.render();
+        let series = |kind: &str, name: &str| {
+            format!(
+                r#"tollgate_certificate_expiry_timestamp_seconds{{kind="{kind}",name="{name}"}}"#
+            )
+        };
+        assert!(
+            !text.contains(&series("listener", "a")),
+            "a went away:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 250", series("listener", "b"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 300", series("backend_client", "ns/p"))),
+            "{text}"
+        );
     }
 }

@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use crate::forward::{self, ForwardContext};
 use crate::identify::{self, Caller};
 use crate::limits::rate::RateInfo;
+use crate::message::trace_context::TraceContext;
 use crate::message::{query, request_id};
 use crate::observe::access_log::AccessRecord;
 use crate::observe::logged_body::LoggedBody;
@@ -62,6 +63,7 @@ pub async fn handle(
     let mut record = AccessRecord {
         started,
         request_id: request_id.clone(),
+        trace: TraceContext::from_headers(req.headers()),
         client_ip,
         method: req.method().clone(),
         host: None,
@@ -289,6 +291,7 @@ async fn run(
             forward_query.as_deref(),
         )?
     };
+    let trace = record.trace;
     let ctx = ForwardContext {
         // X-Forwarded-For gets the socket peer appended, as every hop does.
         peer: conn.peer.ip(),
@@ -298,6 +301,7 @@ async fn run(
         tls: conn.tls.is_some(),
         ops: &product.request_ops,
         request_id,
+        trace: &trace,
     };
     let dropped = forward::drop_header_names(product.headers_with_underscores, &mut parts.headers);
     if dropped > 0 {

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
+use tollgate_crds::compile::LastGood;
 use tollgate_crds::manifest::{LimitError, Limits};
 use tollgate_crds::table::RoutingTable;
 use tollgate_crds::{Compiled, Diagnostic, ManifestSet, Severity};
@@ -112,6 +113,8 @@ pub struct Loaded {
     pub compiled: Compiled,
     /// Manifest-level warnings.
     pub warnings: Vec<Diagnostic>,
+    /// The last good version of each object after this load (kept across reloads).
+    pub last_good: LastGood,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,7 +219,8 @@ pub fn load(files: &[ManifestFile], limits: &Limits) -> Result<Loaded, Refused> 
     for f in files {
         set.merge(parse_file(f, limits));
     }
-    finish(set)
+    // `check` has no previous version: nothing is held back.
+    finish(set, &LastGood::default())
 }
 
 /// One file read on its own (it depends on no other file, so it can be kept per file).
@@ -230,18 +234,21 @@ fn parse_file(f: &ManifestFile, limits: &Limits) -> ManifestSet {
 }
 
 /// Refuse `set` if it has manifest errors, else compile it.
-fn finish(mut set: ManifestSet) -> Result<Loaded, Refused> {
+fn finish(mut set: ManifestSet, last_good: &LastGood) -> Result<Loaded, Refused> {
     let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) = std::mem::take(&mut set.problems)
         .into_iter()
         .partition(|d| d.severity == Severity::Error);
     if !errors.is_empty() {
         return Err(Refused::Manifests(errors));
     }
-    // `ManifestSet::compile` names the file of each diagnostic: a person fixing standalone
-    // manifests needs it. The problems were taken out above, so they are not merged in twice.
+    // `ManifestSet::compile_keeping` names the file of each diagnostic: a person fixing
+    // standalone manifests needs it. The problems were taken out above, so they are not merged
+    // in twice. An object whose new version fails on its own error keeps its last good version.
+    let kept = set.compile_keeping(last_good);
     Ok(Loaded {
-        compiled: set.compile(),
+        compiled: kept.compiled,
         warnings,
+        last_good: kept.last_good,
     })
 }
 
@@ -346,6 +353,14 @@ pub fn swap_in(
         subscriptions = runtime.subscriptions.len(),
         "routing table loaded"
     );
+    let client_certs: Vec<(String, i64)> = runtime
+        .products
+        .iter()
+        .filter_map(|p| Some((p.id.clone(), p.upstream.client_cert_not_after()?)))
+        .collect();
+    shared
+        .metrics
+        .certificates_expire("backend_client", &client_certs);
     // The previous table is dropped here (unless a request still holds it); then the
     // registry forgets the cells no table uses any more.
     drop(shared.runtime.swap(Some(Arc::new(runtime))));
@@ -380,6 +395,9 @@ pub struct DirSource {
     failed: HashMap<String, ([u8; 32], Vec<Diagnostic>)>,
     /// Files parsed so far (tests check the cache with it).
     parses: u64,
+    /// Last good version of each object, kept across reloads (in memory: a restart starts
+    /// without it, so an object invalid at startup is left out).
+    last_good: LastGood,
 }
 
 impl DirSource {
@@ -401,6 +419,7 @@ impl DirSource {
             reported: BTreeSet::new(),
             failed: HashMap::new(),
             parses: 0,
+            last_good: LastGood::default(),
         }
     }
 
@@ -523,7 +542,7 @@ impl DirSource {
         }
         // Files that are gone or fixed are forgotten.
         self.failed = failed;
-        finish(set)
+        finish(set, &self.last_good)
     }
 
     /// Read the files of `stat` and check the listing did not move meanwhile; `Err` is the tick
@@ -600,6 +619,7 @@ impl DirSource {
 
     fn apply(&mut self, loaded: Loaded) -> Tick {
         self.reported.clear();
+        self.last_good = loaded.last_good;
         for d in loaded.warnings.iter().chain(&loaded.compiled.diagnostics) {
             log_diagnostic(d);
         }
@@ -689,6 +709,55 @@ mod tests {
         // Loaded (the Plan's product does not exist, so the table is the same, empty one).
         assert_eq!(src.tick_at(t2 + Duration::from_secs(1)), Tick::SameTable);
         assert_eq!(src.tick_at(t2 + Duration::from_secs(2)), Tick::Unchanged);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_invalid_plan_edit_keeps_serving_the_old_plan_across_reloads() {
+        const GOOD: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: Product
+metadata: {name: weather}
+spec:
+  basePath: /weather
+  backend: {url: "http://127.0.0.1:9000/"}
+  routes:
+    - {name: current, path: /current}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: acme-keys}
+stringData: {primaryKey: acme-primary-key-0123456789}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Subscription
+metadata: {name: acme}
+spec: {plan: free, subscriber: {name: Acme}}
+"#;
+        let dir = temp_dir("lkg");
+        fs::write(dir.join("a.yaml"), GOOD).expect("write");
+        let plan = "apiVersion: tollgate.dev/v1alpha1\nkind: Plan\nmetadata: {name: free}\nspec: {product: weather, routes: [current]}\n";
+        fs::write(dir.join("plan.yaml"), plan).expect("write");
+        let mut src = source(&dir).with_settle(Duration::ZERO);
+        assert_eq!(src.tick(), Tick::Applied { version: 1 });
+        fs::write(dir.join("plan.yaml"), plan.replace("[current]", "[curent]")).expect("write");
+        let loaded = src
+            .load_cached(&read_manifests(&dir, &Limits::default()).expect("read"))
+            .expect("loads");
+        assert_eq!(
+            loaded.compiled.table.subscriptions.len(),
+            1,
+            "{:?}",
+            loaded.compiled.diagnostics
+        );
+        assert!(
+            loaded
+                .compiled
+                .diagnostics
+                .iter()
+                .any(|d| d.object.kind == "Plan"
+                    && d.message.contains("serving the previous version"))
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::observe::metrics::Metrics;
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -99,6 +100,8 @@ pub struct ServedCert {
     pub dns_names: Vec<String>,
     /// Chain and signing key, as rustls serves them.
     pub key: Arc<CertifiedKey>,
+    /// The leaf's `notAfter` (Unix seconds), when it could be read.
+    pub not_after: Option<i64>,
 }
 
 /// The certificates loaded from the directory at one moment.
@@ -235,6 +238,7 @@ impl CertStore {
         self: Arc<Self>,
         interval: Duration,
         stop: Arc<AtomicBool>,
+        metrics: Metrics,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
             .name("tollgate-tls-certs".into())
@@ -243,15 +247,28 @@ impl CertStore {
                 while !stop.load(Ordering::Acquire) {
                     std::thread::sleep(interval);
                     if watcher.changed(&self.dir) {
-                        self.reload_logged();
+                        self.reload_logged(&metrics);
                     }
                 }
             })
     }
 
-    fn reload_logged(&self) {
+    /// Put the served certificates' `notAfter` on the expiry gauge (kind `listener`, named by
+    /// file stem).
+    pub fn report_expiry(&self, metrics: &Metrics) {
+        let certs: Vec<(String, i64)> = self
+            .current()
+            .certs()
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), c.not_after?)))
+            .collect();
+        metrics.certificates_expire("listener", &certs);
+    }
+
+    fn reload_logged(&self, metrics: &Metrics) {
         match self.reload() {
             Ok(generation) => {
+                self.report_expiry(metrics);
                 let set = self.current();
                 let names: Vec<&str> = set.certs().iter().map(|c| c.name.as_str()).collect();
                 tracing::info!(
@@ -411,6 +428,8 @@ fn load_pair(dir: &Path, stem: &str) -> Result<ServedCert, CertError> {
         .map(str::to_ascii_lowercase)
         .collect();
 
+    let not_after = crate::tls::expiry::not_after(leaf);
+
     let bad_key = |reason: String| CertError::BadKey {
         file: key_name.clone(),
         reason,
@@ -435,6 +454,7 @@ fn load_pair(dir: &Path, stem: &str) -> Result<ServedCert, CertError> {
         name: stem.to_string(),
         dns_names,
         key: Arc::new(certified),
+        not_after,
     })
 }
 
@@ -526,6 +546,33 @@ mod tests {
         fs::write(d.0.join("a.crt"), "not a certificate").expect("write");
         let e = CertStore::load(&d.0).expect_err("bad chain").to_string();
         assert!(e.contains("a.crt"), "{e}");
+    }
+
+    #[test]
+    fn expiry_gauge_follows_loads_and_reloads() {
+        let d = Dir::new("expiry");
+        d.put("a", &["a.test"]);
+        d.put("b", &["b.test"]);
+        let store = CertStore::load(&d.0).expect("load");
+        let metrics = Metrics::new().expect("metrics");
+        store.report_expiry(&metrics);
+        let series = |name: &str| {
+            format!(
+                r#"tollgate_certificate_expiry_timestamp_seconds{{kind="listener",name="{name}"}} "#
+            )
+        };
+        let text = metrics.render();
+        let a = store.current().certs()[0].not_after.expect("notAfter read");
+        assert!(a > chrono::Utc::now().timestamp(), "{a}");
+        assert!(text.contains(&format!("{}{a}", series("a"))), "{text}");
+        assert!(text.contains(&series("b")), "{text}");
+        // b is removed: a reload takes it off the gauge.
+        fs::remove_file(d.0.join("b.crt")).expect("rm");
+        fs::remove_file(d.0.join("b.key")).expect("rm");
+        store.reload_logged(&metrics);
+        let text = metrics.render();
+        assert!(text.contains(&series("a")), "{text}");
+        assert!(!text.contains(&series("b")), "{text}");
     }
 
     #[test]

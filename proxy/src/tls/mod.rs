@@ -1,6 +1,7 @@
 //! TLS at the edge: certificates per hostname from a directory ([`cert_store`]), the acceptor
 //! that picks a configuration per SNI name ([`edge`]), and client certificates as a way to
-//! identify a caller ([`client_auth`]).
+//! identify a caller ([`client_auth`]); [`expiry`] reads a certificate's `notAfter` for the
+//! expiry gauge.
 //!
 //! # Guarantees
 //! - Only TLS 1.2 and 1.3 are negotiated; ALPN offers `h2` and `http/1.1`.
@@ -13,6 +14,7 @@
 pub mod cert_store;
 pub mod client_auth;
 pub mod edge;
+pub mod expiry;
 
 use std::sync::{Arc, OnceLock};
 
