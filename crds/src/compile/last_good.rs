@@ -52,6 +52,23 @@ pub struct Kept {
     pub held_back: Vec<ObjectRef>,
 }
 
+impl Kept {
+    /// The objects left out of the table with no good version to serve: every object with an
+    /// error diagnostic that is not held back (sorted, each once). Secrets count too when a
+    /// diagnostic names one; callers counting by kind pick the kinds they report.
+    pub fn left_out(&self) -> Vec<ObjectRef> {
+        let held: BTreeSet<&ObjectRef> = self.held_back.iter().collect();
+        let out: BTreeSet<&ObjectRef> = self
+            .compiled
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error && !held.contains(&d.object))
+            .map(|d| &d.object)
+            .collect();
+        out.into_iter().cloned().collect()
+    }
+}
+
 /// [`compile`], but an object whose current version fails for a reason of its own is served in
 /// its last good version from `last_good`, when there is one.
 ///
@@ -497,5 +514,16 @@ stringData: {primaryKey: acme-primary-key-0123456789}
         // Only the Product compiled.
         assert_eq!(kept.last_good.len(), 1);
         assert_eq!(kept.compiled.table.unavailable.len(), 1);
+        // The Plan and the Subscription it took down are left out; nothing is held back.
+        let left_out = kept.left_out();
+        let kinds: Vec<&str> = left_out.iter().map(|o| o.kind.as_str()).collect();
+        assert_eq!(kinds, ["Plan", "Subscription"]);
+    }
+
+    #[test]
+    fn a_held_back_object_is_not_counted_as_left_out() {
+        let kept = compile_keeping(&snapshot(&[PRODUCT, BAD_PLAN, SUB]), &good());
+        assert_eq!(kept.held_back.len(), 1);
+        assert!(kept.left_out().is_empty(), "{:?}", kept.left_out());
     }
 }

@@ -43,6 +43,22 @@ fn table_summary(runtime: Option<&Runtime>) -> serde_json::Value {
     })
 }
 
+/// A held-back object's compile diagnostic in the shape of the proxy's own (`severity`, `kind`,
+/// `object` as `namespace/name`, `field`, `message`), plus its `reason` and `file`, so one
+/// reader handles the whole `/diagnostics` list. Its severity is `error`: the current version
+/// is not served, although the object is.
+fn held_back_entry(d: &tollgate_crds::Diagnostic) -> serde_json::Value {
+    serde_json::json!({
+        "severity": "error",
+        "kind": d.object.kind,
+        "object": format!("{}/{}", d.object.namespace, d.object.name),
+        "field": d.field,
+        "reason": d.reason,
+        "message": d.message,
+        "file": d.file,
+    })
+}
+
 /// Answer one admin request.
 pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<LoggedBody> {
     // The admin listener keeps no ids of its own; a fresh one lets an answer be quoted.
@@ -72,14 +88,20 @@ pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<LoggedB
             ),
         },
         // What the table being served held that the proxy could not use, as JSON (see
-        // `runtime::diagnostics`); an empty list before the first table too.
+        // `runtime::diagnostics`), then the objects served in their last good version; an
+        // empty list before the first table too.
         "/diagnostics" => {
             let runtime = shared.runtime.load();
             let list = runtime.as_deref().map_or(&[][..], |rt| rt.diagnostics());
+            let mut all: Vec<serde_json::Value> = list
+                .iter()
+                .filter_map(|d| serde_json::to_value(d).ok())
+                .collect();
+            all.extend(shared.held_back.load().iter().map(held_back_entry));
             (
                 StatusCode::OK,
                 HeaderValue::from_static("application/json"),
-                Bytes::from(serde_json::to_vec(list).unwrap_or_else(|_| b"[]".to_vec())),
+                Bytes::from(serde_json::to_vec(&all).unwrap_or_else(|_| b"[]".to_vec())),
             )
         }
         // The live table at a glance: version, digest, source, load time, object counts and
