@@ -32,12 +32,12 @@ mod subscriptions;
 mod syntax;
 mod validation;
 
-pub use last_good::{compile_with_last_good, LastGood};
-
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Serialize};
+
+pub use last_good::{compile_keeping, Kept, LastGood};
 
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::reasons;
@@ -89,7 +89,8 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     let policies = policies::compile(&policy_inputs, &product_inputs, &secrets, &mut out);
     let products = products::compile(&product_inputs, &policies, &secrets, &rejected, &mut out);
     let plans = plans::compile(&plan_inputs, &products, &rejected, &mut out);
-    let subscriptions = subscriptions::compile(&sub_inputs, &plans, &secrets, &rejected, &mut out);
+    let (subscriptions, unavailable) =
+        subscriptions::compile(&sub_inputs, &plans, &secrets, &rejected, &mut out);
 
     out.sort();
     out.dedup();
@@ -101,6 +102,7 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
             plans: plans.into_entries(|e| &e.id),
             subscriptions: subscriptions.into_entries(|e| &e.id),
             policies: policies.into_entries(|e| &e.id),
+            unavailable,
         },
         diagnostics: out,
     }

@@ -5,7 +5,7 @@
 //! previous status, and this crate stays pure.
 
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
-use crate::reasons::{is_unresolved_ref, withholds_readiness};
+use crate::reasons::{self, is_unresolved_ref, withholds_readiness};
 use crate::status::Condition;
 
 /// Condition type: the object is syntactically and semantically valid (no conflicts).
@@ -45,8 +45,15 @@ pub fn conditions_for(
         .copied()
         .filter(|d| d.severity == Severity::Error)
         .collect();
+    // A held-back object's `InvalidSpecServingPrevious` says what is served; `Accepted` and
+    // `ResolvedRefs` describe the current version (its own errors are reported alongside).
+    let (held, current): (Vec<&Diagnostic>, Vec<&Diagnostic>) = errors
+        .iter()
+        .partition(|d| d.reason == reasons::INVALID_SPEC_SERVING_PREVIOUS);
     let (ref_errors, own_errors): (Vec<&Diagnostic>, Vec<&Diagnostic>) =
-        errors.iter().partition(|d| is_unresolved_ref(&d.reason));
+        current.iter().partition(|d| is_unresolved_ref(&d.reason));
+    // `Ready` leads with it, so its reason says the object is still served.
+    let ready_errors: Vec<&Diagnostic> = held.iter().chain(&current).copied().collect();
     let warnings: Vec<&Diagnostic> = mine
         .iter()
         .copied()
@@ -81,7 +88,7 @@ pub fn conditions_for(
             .filter(|d| withholds_readiness(&d.reason))
             .collect()
     } else {
-        errors.clone()
+        ready_errors
     };
     vec![
         condition(ACCEPTED, &own_errors, REASON_ACCEPTED, "valid".to_string()),
@@ -143,6 +150,35 @@ mod tests {
             .find(|c| c.type_ == type_)
             .expect("condition present");
         (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn a_held_back_object_is_not_ready_for_its_served_version_and_not_accepted_for_its_new_one() {
+        let mut held = diag("a", Severity::Error, reasons::INVALID_SPEC_SERVING_PREVIOUS);
+        held.field = "spec.z".into();
+        held.message = "held back: serving generation 1".into();
+        let conds = conditions_for(
+            &obj("a"),
+            Some(2),
+            &[diag("a", Severity::Error, reasons::INVALID_ROUTE), held],
+        );
+        assert_eq!(
+            status_of(&conds, READY),
+            ("False", reasons::INVALID_SPEC_SERVING_PREVIOUS)
+        );
+        let ready = conds.iter().find(|c| c.type_ == READY).expect("Ready");
+        assert!(
+            ready
+                .message
+                .starts_with("spec.z: held back: serving generation 1"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(
+            status_of(&conds, ACCEPTED),
+            ("False", reasons::INVALID_ROUTE)
+        );
+        assert_eq!(status_of(&conds, RESOLVED_REFS).0, "True");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::table::{
     ObjectId, PlanEntry, PolicyEntry, ProductEntry, RoutingTable, SubscriptionEntry,
+    UnavailableEntry,
 };
 
 /// Changes to one collection of the table.
@@ -55,6 +56,16 @@ pub struct TableDelta {
     pub subscriptions: Changes<SubscriptionEntry>,
     /// Policies.
     pub policies: Changes<PolicyEntry>,
+    /// Subscriptions unavailable because of the provider's configuration.
+    #[serde(default, skip_serializing_if = "Changes::is_empty")]
+    pub unavailable: Changes<UnavailableEntry>,
+}
+
+impl<T> Changes<T> {
+    /// No change at all.
+    pub fn is_empty(&self) -> bool {
+        self.upsert.is_empty() && self.remove.is_empty()
+    }
 }
 
 /// One answer of `/v1/table`.
@@ -89,7 +100,13 @@ trait Entry: Clone + PartialEq {
 macro_rules! entry {
     ($($t:ty),*) => {$(impl Entry for $t { fn id(&self) -> &str { &self.id } })*};
 }
-entry!(ProductEntry, PlanEntry, SubscriptionEntry, PolicyEntry);
+entry!(
+    ProductEntry,
+    PlanEntry,
+    SubscriptionEntry,
+    PolicyEntry,
+    UnavailableEntry
+);
 
 fn diff_entries<T: Entry>(old: &[T], new: &[T]) -> Changes<T> {
     let before: BTreeMap<&str, &T> = old.iter().map(|e| (e.id(), e)).collect();
@@ -130,6 +147,7 @@ pub fn diff(old: &RoutingTable, new: &RoutingTable) -> TableDelta {
         plans: diff_entries(&old.plans, &new.plans),
         subscriptions: diff_entries(&old.subscriptions, &new.subscriptions),
         policies: diff_entries(&old.policies, &new.policies),
+        unavailable: diff_entries(&old.unavailable, &new.unavailable),
     }
 }
 
@@ -140,6 +158,7 @@ pub fn apply(table: &RoutingTable, delta: &TableDelta) -> RoutingTable {
         plans: apply_entries(&table.plans, &delta.plans),
         subscriptions: apply_entries(&table.subscriptions, &delta.subscriptions),
         policies: apply_entries(&table.policies, &delta.policies),
+        unavailable: apply_entries(&table.unavailable, &delta.unavailable),
     }
 }
 

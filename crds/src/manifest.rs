@@ -313,6 +313,23 @@ impl ManifestSet {
         compiled
     }
 
+    /// [`compile_keeping`](crate::compile::compile_keeping) on these manifests (file names added,
+    /// manifest problems merged in, as [`compile`](Self::compile) does): objects whose new
+    /// version fails are served in their version from `last_good`.
+    pub fn compile_keeping(&self, last_good: &crate::compile::LastGood) -> crate::compile::Kept {
+        let mut kept = crate::compile::compile_keeping(&self.snapshot, last_good);
+        let compiled = &mut kept.compiled;
+        for d in &mut compiled.diagnostics {
+            if d.file.is_none() {
+                d.file = self.source_of(&d.object).map(str::to_string);
+            }
+        }
+        compiled.diagnostics.extend(self.problems.iter().cloned());
+        compiled.diagnostics.sort();
+        compiled.diagnostics.dedup();
+        kept
+    }
+
     /// The file an object was read from.
     pub fn source_of(&self, object: &ObjectRef) -> Option<&str> {
         self.sources.get(object).map(|(file, _)| file.as_str())

@@ -115,6 +115,9 @@ pub const INVALID_JWKS: &str = "InvalidJwks";
 pub const INVALID_SCOPE: &str = "InvalidScope";
 /// A `requiredScopes` route is not a route of any product that uses the policy (warning).
 pub const UNKNOWN_ROUTE: &str = "UnknownRoute";
+/// The current version of an object does not compile and its previous good version is served
+/// instead (per-object last-known-good); the message names the field and the served generation.
+pub const INVALID_SPEC_SERVING_PREVIOUS: &str = "InvalidSpecServingPrevious";
 
 /// Every reason above, once.
 pub const ALL_REASONS: &[&str] = &[
@@ -165,6 +168,7 @@ pub const ALL_REASONS: &[&str] = &[
     INVALID_JWKS,
     INVALID_SCOPE,
     UNKNOWN_ROUTE,
+    INVALID_SPEC_SERVING_PREVIOUS,
 ];
 
 /// Whether a reason says a reference could not be resolved (condition `ResolvedRefs=False`)

@@ -28,6 +28,24 @@ pub struct RoutingTable {
     pub subscriptions: Vec<SubscriptionEntry>,
     /// Policies that compiled, sorted by id.
     pub policies: Vec<PolicyEntry>,
+    /// Active Subscriptions left out because of an error on the provider's side (their Plan or
+    /// Product never compiled, or they are invalid themselves), with the digests of the keys that
+    /// could be read: a caller presenting one is told the API is misconfigured (503), not that
+    /// its key is wrong (401). Sorted by id; left out when empty, so older tables (and their
+    /// digests) are unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<UnavailableEntry>,
+}
+
+/// A Subscription that is not served because of the provider's configuration: only its id and
+/// key digests, never its plan or limits (there are none to enforce).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnavailableEntry {
+    /// `namespace/name` of the Subscription.
+    pub id: ObjectId,
+    /// SHA-256 digests of its readable keys, sorted.
+    pub key_digests: Vec<String>,
 }
 
 impl RoutingTable {

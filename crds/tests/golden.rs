@@ -87,10 +87,13 @@ fn every_reason_is_covered_by_a_golden_case() {
             seen.insert(d.reason);
         }
     }
+    // A golden case is one compile; holding an object back needs a previous one, so that reason
+    // is covered by the unit tests of `compile_keeping` (crds/src/compile/tests.rs).
+    let needs_previous = [tollgate_crds::reasons::INVALID_SPEC_SERVING_PREVIOUS];
     let missing: Vec<&str> = ALL_REASONS
         .iter()
         .copied()
-        .filter(|r| !seen.contains(*r))
+        .filter(|r| !seen.contains(*r) && !needs_previous.contains(r))
         .collect();
     assert!(
         missing.is_empty(),

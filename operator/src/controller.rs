@@ -13,8 +13,9 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef as StoreRef;
 use kube::{Client, ResourceExt};
 use tokio::sync::{watch, Notify};
+use tollgate_crds::compile::{compile_keeping, LastGood};
 use tollgate_crds::status::Condition;
-use tollgate_crds::{compile, Compiled, Subscription};
+use tollgate_crds::{Compiled, Subscription};
 
 use crate::gather::Stores;
 use crate::key_secrets::{self, KeyAction};
@@ -55,6 +56,11 @@ pub struct Context {
     /// with when it was created. Their status waits (up to [`KEYS_PENDING_FOR`]) rather than
     /// flapping to `SecretNotFound` and back.
     pub pending_keys: Mutex<HashMap<StoreRef<Subscription>, Instant>>,
+    /// The last version of each object that compiled, kept across reconciles so an invalid edit
+    /// keeps serving the previous version (per-object last-known-good). In memory only: a
+    /// restarted operator starts empty, so an object invalid since then is left out (its
+    /// Subscriptions' callers get 503 `api-misconfigured` through `unavailable`, not 401).
+    pub last_good: Mutex<LastGood>,
 }
 
 /// How long a Subscription's status waits for its freshly created key Secret to be watched.
@@ -156,13 +162,29 @@ pub async fn reconcile(
     // Compiling 10k objects is CPU work; keep it off the workers that answer probes and proxies.
     // Statuses are planned from the very objects that were compiled, so `observedGeneration`
     // always names the generation the conditions describe.
+    // An object whose new version fails keeps its last good version; the store is put back
+    // only after a compile that finished (a panicked compile leaves the previous one).
+    let last_good = ctx
+        .last_good
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let (snapshot, compiled) = match tokio::task::spawn_blocking(move || {
-        let compiled = compile(&snapshot);
-        (snapshot, compiled)
+        let kept = compile_keeping(&snapshot, &last_good);
+        (snapshot, kept)
     })
     .await
     {
-        Ok(done) => done,
+        Ok((snapshot, kept)) => {
+            if !kept.held_back.is_empty() {
+                tracing::warn!(
+                    held_back = kept.held_back.len(),
+                    "objects whose current version does not compile keep serving their last good version"
+                );
+            }
+            *ctx.last_good.lock().unwrap_or_else(|e| e.into_inner()) = kept.last_good;
+            (snapshot, kept.compiled)
+        }
         Err(e) => {
             let e = Error::CompileFailed(e.to_string());
             ctx.metrics.error(&e);

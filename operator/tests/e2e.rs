@@ -3136,3 +3136,143 @@ async fn the_api_server_injects_sidecars_through_the_operator_webhook() {
             .await;
     }
 }
+
+/// The operator's `/v1/table` snapshot as JSON, read with a token for its audience.
+async fn table_snapshot(operator: &Operator, token: &str) -> serde_json::Value {
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let (code, body) = http_get_with(operator.table_port, "/v1/table", &auth)
+        .await
+        .expect("table endpoint answers");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("table JSON")
+}
+
+/// Per-object last-known-good in the operator: an invalid edit of a Plan (`routes: [curent]`,
+/// which the schema cannot catch) keeps its last good version and its Subscription in the table,
+/// and the Plan's status says `InvalidSpecServingPrevious`, "serving generation 1"; a Plan that
+/// was never valid leaves its Subscription's key digest in `unavailable` (503, not 401).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_plan_edit_keeps_serving_its_last_good_generation() {
+    if !enabled("an_invalid_plan_edit_keeps_serving_its_last_good_generation") {
+        return;
+    }
+    if on_kind() {
+        // Needs the operator's table port with a token of the test's audience, as started here.
+        eprintln!("an_invalid_plan_edit_keeps_serving_its_last_good_generation: local target only");
+        return;
+    }
+    let client = Client::try_default().await.expect("kube client");
+    install_crds(&client).await;
+    let ns = fresh_namespace(&client).await;
+    eprintln!("namespace {ns}");
+    let kubeconfig = operator_kubeconfig(&client, &ns).await;
+    let operator = Operator::start(&ns, "op-lkg", &kubeconfig);
+    operator.wait_ready().await;
+    let token = std::fs::read_to_string(proxy_token(&client, &ns).await).expect("token");
+
+    let product = "apiVersion: tollgate.dev/v1alpha1\nkind: Product\nmetadata: {name: weather}\nspec: {basePath: /weather, backend: {url: \"http://127.0.0.1:9\"}, routes: [{name: current, path: /current}]}";
+    let plan = |name: &str, routes: &str| {
+        format!("apiVersion: tollgate.dev/v1alpha1\nkind: Plan\nmetadata: {{name: {name}}}\nspec: {{product: weather, routes: {routes}}}")
+    };
+    let subscription = |name: &str, plan: &str| {
+        format!("apiVersion: tollgate.dev/v1alpha1\nkind: Subscription\nmetadata: {{name: {name}}}\nspec: {{plan: {plan}, subscriber: {{name: {name}}}}}")
+    };
+    for doc in [
+        product.to_string(),
+        plan("free", "[current]"),
+        subscription("acme", "free"),
+    ] {
+        create(&client, &ns, &yaml(&ns, &doc))
+            .await
+            .expect("create");
+    }
+    wait_one::<Plan>(&client, &ns, "free", "free Ready", is_ready).await;
+    wait_one::<Subscription>(&client, &ns, "acme", "acme Ready", is_ready).await;
+
+    // The invalid edit (generation 2).
+    let plans: Api<Plan> = Api::namespaced(client.clone(), &ns);
+    plans
+        .patch(
+            "free",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"routes": ["curent"]}})),
+        )
+        .await
+        .expect("patch Plan");
+    let held = wait_one::<Plan>(&client, &ns, "free", "free held back", |p| {
+        ready(p).is_some_and(|(_, reason, _)| reason == "InvalidSpecServingPrevious")
+    })
+    .await;
+    let (status, _, message) = ready(&held).expect("Ready");
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("serving generation 1") && message.contains("spec.routes[0]"),
+        "{message}"
+    );
+    assert_eq!(held.metadata.generation, Some(2));
+    // The Subscription is still Ready: it is served on generation 1 of its Plan.
+    let acme = wait_one::<Subscription>(&client, &ns, "acme", "acme", |_| true).await;
+    assert!(is_ready(&acme), "{:?}", ready(&acme));
+
+    // A never-valid Plan and a Subscription on it.
+    for doc in [plan("broken", "[curent]"), subscription("hooli", "broken")] {
+        create(&client, &ns, &yaml(&ns, &doc))
+            .await
+            .expect("create");
+    }
+    let hooli_secret = "hooli-keys";
+    let deadline = Instant::now() + WAIT;
+    let snapshot = loop {
+        let snapshot = table_snapshot(&operator, &token).await;
+        let hooli = format!("{ns}/hooli");
+        let unavailable = snapshot["table"]["unavailable"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|u| {
+                u["id"] == hooli.as_str()
+                    && u["keyDigests"].as_array().is_some_and(|d| !d.is_empty())
+            });
+        if unavailable {
+            break snapshot;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hooli never listed as unavailable: {snapshot}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The digest is the generated key's.
+    let key = generated_key(&client, &ns, hooli_secret).await;
+    let digest = tollgate_crds::table::key_digest(&key);
+    assert!(
+        snapshot["table"]["unavailable"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|u| body_has(&u["keyDigests"], &digest)),
+        "{snapshot}"
+    );
+    // The held-back Plan and its Subscription are still in the table, with the old routes.
+    let free = format!("{ns}/free");
+    let plan_entry = snapshot["table"]["plans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["id"] == free.as_str())
+        .unwrap_or_else(|| panic!("free left the table: {snapshot}"));
+    assert!(body_has(&plan_entry["routes"], "current"), "{plan_entry}");
+    let acme_id = format!("{ns}/acme");
+    assert!(
+        snapshot["table"]["subscriptions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["id"] == acme_id.as_str()),
+        "acme left the table: {snapshot}"
+    );
+    drop(operator);
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}

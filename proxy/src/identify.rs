@@ -111,9 +111,14 @@ pub fn identify<'rt>(
         (key, _) => key?,
     };
     let digest: KeyDigest = Sha256::digest(&key).into();
-    let (stored, idx) = rt
-        .subscription_by_digest(&digest)
-        .ok_or(Rejection::UnknownKey)?;
+    let Some((stored, idx)) = rt.subscription_by_digest(&digest) else {
+        // A valid key of a subscription the provider's configuration took down: not the
+        // caller's fault, so not a 401 telling them to check their key.
+        if rt.key_unavailable(&digest) {
+            return Err(Rejection::ApiMisconfigured);
+        }
+        return Err(Rejection::UnknownKey);
+    };
     let found = Subscribed::at(rt, idx).ok_or(Rejection::UnknownKey)?;
     // The index found it by equality already; this constant-time check is what the decision
     // rests on, so no early-exit comparison decides whether a key is accepted.
@@ -212,6 +217,28 @@ mod tests {
             );
         }
         identify(&rt, &rt.products[0], &h, q, None, None).map(|c| c.subscription_index())
+    }
+
+    #[test]
+    fn a_key_of_a_subscription_left_out_by_the_provider_is_503_not_401() {
+        let mut t = table(None, true);
+        t.unavailable = vec![UnavailableEntry {
+            id: "ns/broken".into(),
+            // A served key listed as unavailable too keeps its subscription's answer.
+            key_digests: vec![key_digest("left-out-key"), key_digest("primary-key")],
+        }];
+        let rt = Runtime::build(&t, &Registry::default(), 1);
+        let call = |key: &'static [u8]| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "x-subscription-key",
+                HeaderValue::from_static(std::str::from_utf8(key).unwrap_or("")),
+            );
+            identify(&rt, &rt.products[0], &h, None, None, None).map(|c| c.subscription_index())
+        };
+        assert_eq!(call(b"left-out-key"), Err(Rejection::ApiMisconfigured));
+        assert_eq!(call(b"primary-key"), Ok(Some(0)));
+        assert_eq!(call(b"nobody-has-this"), Err(Rejection::UnknownKey));
     }
 
     #[test]

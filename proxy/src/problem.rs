@@ -163,6 +163,13 @@ problems! {
     #[error("the subscription key is not valid; check it, or rotate to the current key")]
     UnknownKey => (UNAUTHORIZED, "invalid-subscription-key", "Invalid subscription key", []),
 
+    /// The key belongs to a subscription the provider's configuration left out (its Plan or
+    /// Product never compiled, or the Subscription itself is invalid): the caller is not at
+    /// fault, so not a 401.
+    #[error("this API is misconfigured on the provider's side; your subscription key is valid; try again later or contact the API provider")]
+    ApiMisconfigured
+        => (SERVICE_UNAVAILABLE, "api-misconfigured", "API misconfigured", ["retry-after"]),
+
     /// The API's `jwt` policy requires a bearer token and none was sent.
     #[error("this API requires a bearer token in the Authorization header (Authorization: Bearer <token>)")]
     MissingToken => (UNAUTHORIZED, "missing-token", "Bearer token required", ["www-authenticate"]),
@@ -458,6 +465,10 @@ impl Rejection {
             Rejection::QuotaExceeded { retry_after_secs } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
+            // A person has to fix the configuration: a minute, not a tight retry loop.
+            Rejection::ApiMisconfigured => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("60"));
+            }
             Rejection::QuotaStoreUnavailable => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
@@ -527,6 +538,7 @@ mod tests {
             K::BadHost => Rejection::BadHost,
             K::MissingKey => Rejection::MissingKey,
             K::UnknownKey => Rejection::UnknownKey,
+            K::ApiMisconfigured => Rejection::ApiMisconfigured,
             K::MissingToken => Rejection::MissingToken,
             K::InvalidToken => Rejection::InvalidToken(TokenError::Expired),
             K::InsufficientScope => Rejection::InsufficientScope {

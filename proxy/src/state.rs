@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::client_addr::TrustedProxies;
 use crate::jwt::{JwksRegistry, JwksSettings};
@@ -25,6 +25,11 @@ pub struct Shared {
     pub shared_quota: Option<Arc<SharedQuota>>,
     /// Peers whose `X-Forwarded-For` is believed (see [`crate::client_addr`]).
     pub trusted_proxies: TrustedProxies,
+    /// The compiler's `InvalidSpecServingPrevious` diagnostics of the last directory load (one
+    /// per object served in its last good version; empty with the operator, which reports them
+    /// in statuses). Kept apart from the table: holding an object back leaves the table as it
+    /// was, so no new table is swapped in to carry them. `/diagnostics` shows them.
+    pub held_back: ArcSwap<Vec<tollgate_crds::Diagnostic>>,
 }
 
 impl Shared {
@@ -42,6 +47,7 @@ impl Shared {
             registry: Registry::with_jwks(jwks),
             shared_quota: None,
             trusted_proxies: TrustedProxies::default(),
+            held_back: ArcSwap::from_pointee(Vec::new()),
         }
     }
 }

@@ -15,31 +15,47 @@ use super::{
 };
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::reasons;
-use crate::subscription::{Subscription, PRIMARY_KEY, SECONDARY_KEY};
-use crate::table::{key_digest, PlanEntry, SubscriptionEntry};
+use crate::subscription::{Subscription, SubscriptionState, PRIMARY_KEY, SECONDARY_KEY};
+use crate::table::{key_digest, PlanEntry, SubscriptionEntry, UnavailableEntry};
 
 /// CRD limits re-checked for standalone mode.
 const MAX_LIST: usize = 256;
 const MAX_SUBSCRIBER_NAME: usize = 256;
 
 /// Compile every Subscription: each on its own first, then settle shared keys oldest-first.
+///
+/// Also returns the active Subscriptions left out for a reason of their own or of their Plan
+/// (a provider-side configuration error) whose keys could be read, as [`UnavailableEntry`]s, so
+/// that their callers are told the API is misconfigured rather than that their key is wrong.
+/// Left out of that list: suspended and cancelled Subscriptions (their callers must not hear
+/// that the key is valid), those that lost a key to an older owner (`DuplicateKey`: the digest
+/// belongs to the owner), and any digest a compiled Subscription serves.
 pub(crate) fn compile(
     inputs: &[Input<'_, Subscription>],
     plans: &Outcomes<PlanEntry>,
     secrets: &Secrets<'_>,
     rejected: &Rejected<'_>,
     out: &mut Vec<Diagnostic>,
-) -> Outcomes<SubscriptionEntry> {
+) -> (Outcomes<SubscriptionEntry>, Vec<UnavailableEntry>) {
     let find_secret = |namespace: &str, name: &str| secrets.find(namespace, name);
 
     let mut outcomes = Outcomes::default();
     let mut candidates = Vec::new();
+    let mut unavailable = Vec::new();
     for input in inputs {
         let mut report = Report::new(&input.object, out);
-        let entry = compile_one(input, plans, &find_secret, rejected, &mut report);
+        let (entry, readable) = compile_one(input, plans, &find_secret, rejected, &mut report);
         match report.finish(entry) {
             Outcome::Compiled(entry) => candidates.push((input, entry)),
-            Outcome::Failed(reason) => outcomes.insert(&input.object, Outcome::Failed(reason)),
+            Outcome::Failed(reason) => {
+                if input.value.spec.state == SubscriptionState::Active && !readable.is_empty() {
+                    unavailable.push(UnavailableEntry {
+                        id: input.id(),
+                        key_digests: readable,
+                    });
+                }
+                outcomes.insert(&input.object, Outcome::Failed(reason))
+            }
         }
     }
 
@@ -85,7 +101,13 @@ pub(crate) fn compile(
         }
         outcomes.insert(&input.object, report.finish(Some(entry)));
     }
-    outcomes
+    // A digest a served Subscription owns is answered by that Subscription.
+    for u in &mut unavailable {
+        u.key_digests.retain(|d| !owners.contains_key(d));
+    }
+    unavailable.retain(|u| !u.key_digests.is_empty());
+    unavailable.sort_by(|a, b| a.id.cmp(&b.id));
+    (outcomes, unavailable)
 }
 
 /// A subscription that compiled on its own, before keys are checked for uniqueness.
@@ -103,7 +125,7 @@ fn compile_one<'s>(
     find_secret: &impl Fn(&str, &str) -> Option<&'s Secret>,
     rejected: &Rejected<'_>,
     report: &mut Report<'_>,
-) -> Option<Candidate> {
+) -> (Option<Candidate>, Vec<String>) {
     let subscription = input.value;
     let spec = &subscription.spec;
     let namespace = &input.object.namespace;
@@ -256,10 +278,14 @@ fn compile_one<'s>(
     jwt_subjects.sort();
     jwt_subjects.dedup();
 
-    let plan = plan?;
-    if report.has_errors() {
-        return None;
-    }
+    // Sorted by digest (the table's order); data keys follow their digest. Primary and secondary
+    // may be equal: one digest is enough.
+    digests.sort();
+    digests.dedup_by(|a, b| a.0 == b.0);
+    let (key_digests, data_keys): (Vec<String>, Vec<&'static str>) = digests.into_iter().unzip();
+    let Some(plan) = plan.filter(|_| !report.has_errors()) else {
+        return (None, key_digests);
+    };
     // Pending is not an error: the subscription is in the table (its keys known, so its callers
     // get 403 "awaiting approval" instead of 401 "unknown key") and `check` passes; the warning
     // reason keeps its `Ready` condition False (see `reasons::withholds_readiness`).
@@ -276,12 +302,7 @@ fn compile_one<'s>(
             ),
         );
     }
-    // Sorted by digest (the table's order); data keys follow their digest. Primary and secondary
-    // may be equal: one digest is enough.
-    digests.sort();
-    digests.dedup_by(|a, b| a.0 == b.0);
-    let (key_digests, data_keys) = digests.into_iter().unzip();
-    Some(Candidate {
+    let candidate = Candidate {
         entry: SubscriptionEntry {
             id: input.id(),
             plan: plan.id.clone(),
@@ -296,7 +317,8 @@ fn compile_one<'s>(
         },
         data_keys,
         secret: secret_id,
-    })
+    };
+    (Some(candidate), Vec::new())
 }
 
 /// Why a key cannot be used; never carries the key.

@@ -592,3 +592,195 @@ fn service_backends_get_their_ready_endpoints_sorted() {
         "slice order does not change the table"
     );
 }
+
+// ---- per-object last-known-good (`compile_keeping`) and unavailable subscriptions ----
+
+/// `compile_keeping` on YAML documents with the store of a previous compile.
+fn keep(docs: &[&str], last: &LastGood) -> Kept {
+    let mut set = ManifestSet::default();
+    set.add_file("t.yaml", &docs.join("\n---\n"));
+    assert!(set.problems.is_empty(), "{:?}", set.problems);
+    set.compile_keeping(last)
+}
+
+const PLAN_TYPO: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: Plan
+metadata: {name: free, namespace: w}
+spec: {product: weather, routes: [curent], rateLimit: {requests: 10, period: 1m}}
+"#;
+
+fn plan_ref() -> ObjectRef {
+    ObjectRef {
+        kind: "Plan".into(),
+        namespace: "w".into(),
+        name: "free".into(),
+    }
+}
+
+#[test]
+fn an_invalid_plan_edit_keeps_the_old_plan_and_its_subscriptions() {
+    let good = keep(&[PRODUCT, PLAN, SUB], &LastGood::default());
+    assert!(good.compiled.diagnostics.is_empty());
+    assert!(good.held_back.is_empty());
+
+    let edited = keep(&[PRODUCT, PLAN_TYPO, SUB], &good.last_good);
+    assert_eq!(edited.held_back, vec![plan_ref()]);
+    // The old plan (every route) and the subscription on it are still served.
+    assert_eq!(edited.compiled.table, good.compiled.table);
+    let held = edited
+        .compiled
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == reasons::INVALID_SPEC_SERVING_PREVIOUS)
+        .expect("a held-back diagnostic");
+    assert_eq!(held.object, plan_ref());
+    assert_eq!(held.severity, Severity::Error);
+    assert_eq!(held.field, "spec.routes[0]");
+    assert!(
+        held.message.contains("serving the previous version")
+            && held.message.contains("RouteNotFound"),
+        "{}",
+        held.message
+    );
+    assert_eq!(held.file.as_deref(), Some("t.yaml"));
+    // The current version's own error is reported too (Accepted=False names it).
+    assert!(reasons_for(&edited.compiled, "Plan", "free").contains(&"RouteNotFound".to_string()));
+    // Without a store the same edit drops the plan and the subscription (the old behaviour).
+    let cold = keep(&[PRODUCT, PLAN_TYPO, SUB], &LastGood::default());
+    assert!(cold.compiled.table.plans.is_empty() && cold.compiled.table.subscriptions.is_empty());
+    assert!(cold.held_back.is_empty());
+}
+
+#[test]
+fn a_held_back_object_names_the_generation_served() {
+    let v = |generation: u32, routes: &str| {
+        format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: Plan\nmetadata: {{name: free, namespace: w, generation: {generation}}}\nspec: {{product: weather, routes: {routes}}}\n"
+        )
+    };
+    let good = keep(&[PRODUCT, &v(3, "[current]"), SUB], &LastGood::default());
+    let edited = keep(&[PRODUCT, &v(4, "[curent]"), SUB], &good.last_good);
+    let msg = message_for(&edited.compiled, reasons::INVALID_SPEC_SERVING_PREVIOUS);
+    assert!(msg.contains("held back: serving generation 3"), "{msg}");
+    assert_eq!(edited.compiled.table.plans[0].routes, ["current"]);
+    // The store still holds generation 3, so the next bad compile says the same.
+    let again = keep(&[PRODUCT, &v(5, "[nope]"), SUB], &edited.last_good);
+    assert!(
+        message_for(&again.compiled, reasons::INVALID_SPEC_SERVING_PREVIOUS)
+            .contains("serving generation 3")
+    );
+}
+
+#[test]
+fn an_invalid_product_edit_keeps_the_old_product() {
+    let good = keep(&[PRODUCT, PLAN, SUB], &LastGood::default());
+    let broken = PRODUCT.replace("path: /current", "path: current");
+    let edited = keep(&[&broken, PLAN, SUB], &good.last_good);
+    assert_eq!(edited.held_back.len(), 1);
+    assert_eq!(edited.held_back[0].kind, "Product");
+    assert_eq!(edited.compiled.table, good.compiled.table);
+    // The plan is not reported as held back: it is served in its current version.
+    assert!(!reasons_for(&edited.compiled, "Plan", "free")
+        .contains(&reasons::INVALID_SPEC_SERVING_PREVIOUS.to_string()));
+}
+
+#[test]
+fn a_valid_plan_edit_compiles_against_a_held_back_product() {
+    let good = keep(&[PRODUCT, PLAN, SUB], &LastGood::default());
+    let broken = PRODUCT.replace("path: /current", "path: current");
+    let plan_v2 = PLAN.replace(
+        "rateLimit: {requests: 10",
+        "routes: [forecast], rateLimit: {requests: 20",
+    );
+    let edited = keep(&[&broken, &plan_v2, SUB], &good.last_good);
+    assert_eq!(edited.held_back.len(), 1, "{:?}", edited.held_back);
+    let plan = &edited.compiled.table.plans[0];
+    assert_eq!(plan.routes, ["forecast"]);
+    assert_eq!(plan.rate_limit.map(|r| r.requests), Some(20));
+}
+
+#[test]
+fn deleting_a_held_back_object_drops_it() {
+    let good = keep(&[PRODUCT, PLAN, SUB], &LastGood::default());
+    let edited = keep(&[PRODUCT, PLAN_TYPO, SUB], &good.last_good);
+    let gone = keep(&[PRODUCT, SUB], &edited.last_good);
+    assert!(gone.compiled.table.plans.is_empty());
+    assert!(gone.held_back.is_empty());
+    assert_eq!(
+        reasons_for(&gone.compiled, "Subscription", "acme"),
+        ["PlanNotFound"]
+    );
+    // Re-created with the typo: nothing to hold back any more.
+    let back = keep(&[PRODUCT, PLAN_TYPO, SUB], &gone.last_good);
+    assert!(back.held_back.is_empty() && back.compiled.table.plans.is_empty());
+}
+
+#[test]
+fn a_fixed_edit_replaces_the_held_back_version() {
+    let good = keep(&[PRODUCT, PLAN, SUB], &LastGood::default());
+    let edited = keep(&[PRODUCT, PLAN_TYPO, SUB], &good.last_good);
+    let fixed_plan = PLAN_TYPO.replace("curent", "current");
+    let fixed = keep(&[PRODUCT, &fixed_plan, SUB], &edited.last_good);
+    assert!(fixed.held_back.is_empty());
+    assert!(
+        fixed.compiled.diagnostics.is_empty(),
+        "{:?}",
+        fixed.compiled.diagnostics
+    );
+    assert_eq!(fixed.compiled.table.plans[0].routes, ["current"]);
+    assert_eq!(fixed.compiled.table.subscriptions.len(), 1);
+}
+
+#[test]
+fn a_never_valid_plan_makes_its_subscriptions_keys_unavailable() {
+    let c = run(&[PRODUCT, PLAN_TYPO, SUB]);
+    assert!(c.table.subscriptions.is_empty());
+    assert_eq!(
+        c.table.unavailable,
+        [crate::table::UnavailableEntry {
+            id: "w/acme".into(),
+            key_digests: vec![key_digest("acme-primary-key-0123456789")],
+        }]
+    );
+    // A missing plan too.
+    let c = run(&[PRODUCT, SUB]);
+    assert_eq!(c.table.unavailable.len(), 1);
+    // Served: nothing unavailable.
+    assert!(run(&[PRODUCT, PLAN, SUB]).table.unavailable.is_empty());
+}
+
+#[test]
+fn unavailable_leaves_out_suspended_unreadable_and_duplicate_keys() {
+    let suspended = SUB.replace(
+        "subscriber: {name: Acme}",
+        "subscriber: {name: Acme}, state: Suspended",
+    );
+    assert!(run(&[PRODUCT, PLAN_TYPO, &suspended])
+        .table
+        .unavailable
+        .is_empty());
+    // No Secret: no digest can be read.
+    let no_secret = SUB.split("---").next().unwrap_or_default().to_string();
+    assert!(run(&[PRODUCT, PLAN_TYPO, &no_secret])
+        .table
+        .unavailable
+        .is_empty());
+    // A newer subscription reusing acme's key loses it (DuplicateKey): the digest stays acme's.
+    let copy = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: Subscription
+metadata: {name: copy, namespace: w}
+spec: {plan: free, subscriber: {name: Copy}, keys: {secretRef: {name: acme-keys}}}
+"#;
+    let c = run(&[PRODUCT, PLAN, SUB, copy]);
+    assert!(reasons_for(&c, "Subscription", "copy").contains(&"DuplicateKey".to_string()));
+    assert!(c.table.unavailable.is_empty(), "{:?}", c.table.unavailable);
+    // An invalid subscription of its own (a bad CIDR) whose key reads: unavailable too.
+    let bad_cidr = SUB.replace(
+        "subscriber: {name: Acme}",
+        "subscriber: {name: Acme}, allowedSourceRanges: [nope]",
+    );
+    let c = run(&[PRODUCT, PLAN, &bad_cidr]);
+    assert_eq!(c.table.unavailable.len(), 1);
+}

@@ -21,7 +21,10 @@ use crate::state::Shared;
 
 /// The `/table` document: what the live table is and holds, by count. Counts and ids only, never
 /// a key or a key digest (the table digest hashes the whole table, not one key).
-fn table_summary(runtime: Option<&Runtime>) -> serde_json::Value {
+fn table_summary(
+    runtime: Option<&Runtime>,
+    held_back: &[tollgate_crds::Diagnostic],
+) -> serde_json::Value {
     let Some(rt) = runtime else {
         return serde_json::json!({ "loaded": false });
     };
@@ -39,7 +42,38 @@ fn table_summary(runtime: Option<&Runtime>) -> serde_json::Value {
             "subscriptions": rt.subscriptions.len(),
             "policies": rt.policies(),
         },
-        "diagnostics": rt.diagnostics(),
+        "diagnostics": diagnostics(Some(rt), held_back),
+    })
+}
+
+/// The `/diagnostics` list: what the table being served held that the proxy could not use (see
+/// `runtime::diagnostics`), then the objects served in their last good version.
+fn diagnostics(
+    runtime: Option<&Runtime>,
+    held_back: &[tollgate_crds::Diagnostic],
+) -> Vec<serde_json::Value> {
+    let list = runtime.map_or(&[][..], |rt| rt.diagnostics());
+    let mut all: Vec<serde_json::Value> = list
+        .iter()
+        .filter_map(|d| serde_json::to_value(d).ok())
+        .collect();
+    all.extend(held_back.iter().map(held_back_entry));
+    all
+}
+
+/// A held-back object's compile diagnostic in the shape of the proxy's own (`severity`, `kind`,
+/// `object` as `namespace/name`, `field`, `message`), plus its `reason` and `file`, so one
+/// reader handles the whole `/diagnostics` list. Its severity is `error`: the current version
+/// is not served, although the object is.
+fn held_back_entry(d: &tollgate_crds::Diagnostic) -> serde_json::Value {
+    serde_json::json!({
+        "severity": "error",
+        "kind": d.object.kind,
+        "object": format!("{}/{}", d.object.namespace, d.object.name),
+        "field": d.field,
+        "reason": d.reason,
+        "message": d.message,
+        "file": d.file,
     })
 }
 
@@ -71,15 +105,14 @@ pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<LoggedB
                 Bytes::from_static(b"not ready: no routing table loaded yet\n"),
             ),
         },
-        // What the table being served held that the proxy could not use, as JSON (see
-        // `runtime::diagnostics`); an empty list before the first table too.
+        // As JSON; an empty list before the first table too.
         "/diagnostics" => {
             let runtime = shared.runtime.load();
-            let list = runtime.as_deref().map_or(&[][..], |rt| rt.diagnostics());
+            let all = diagnostics(runtime.as_deref(), &shared.held_back.load());
             (
                 StatusCode::OK,
                 HeaderValue::from_static("application/json"),
-                Bytes::from(serde_json::to_vec(list).unwrap_or_else(|_| b"[]".to_vec())),
+                Bytes::from(serde_json::to_vec(&all).unwrap_or_else(|_| b"[]".to_vec())),
             )
         }
         // The live table at a glance: version, digest, source, load time, object counts and
@@ -90,8 +123,11 @@ pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<LoggedB
                 StatusCode::OK,
                 HeaderValue::from_static("application/json"),
                 Bytes::from(
-                    serde_json::to_vec(&table_summary(runtime.as_deref()))
-                        .unwrap_or_else(|_| b"{}".to_vec()),
+                    serde_json::to_vec(&table_summary(
+                        runtime.as_deref(),
+                        &shared.held_back.load(),
+                    ))
+                    .unwrap_or_else(|_| b"{}".to_vec()),
                 ),
             )
         }

@@ -41,6 +41,54 @@ pub struct Metrics {
     /// The names on `certificate_expiry` per kind, so a certificate that went away leaves the
     /// gauge with the next report of its kind.
     certificate_names: Arc<Mutex<BTreeMap<&'static str, Vec<String>>>>,
+    config: ConfigMetrics,
+}
+
+/// What the provider's configuration costs: objects held back or left out by the last compile,
+/// and calls refused because of it.
+#[derive(Debug, Clone)]
+struct ConfigMetrics {
+    held_back: IntGaugeVec,
+    left_out: IntGaugeVec,
+    api_misconfigured: IntCounterVec,
+}
+
+/// The kinds the object gauges are labelled with (every one is set on each compile, so a kind
+/// that recovers goes back to 0).
+pub const OBJECT_KINDS: [&str; 4] = ["ApiPolicy", "Plan", "Product", "Subscription"];
+
+impl ConfigMetrics {
+    fn new(registry: &Registry) -> Result<ConfigMetrics, prometheus::Error> {
+        let held_back = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_objects_held_back",
+                "Objects whose current version does not compile, served in their last good version (standalone mode), by kind.",
+            ),
+            &["kind"],
+        )?;
+        let left_out = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_objects_left_out",
+                "Objects left out of the table with no good version to serve (standalone mode), by kind.",
+            ),
+            &["kind"],
+        )?;
+        let api_misconfigured = IntCounterVec::new(
+            Opts::new(
+                "tollgate_api_misconfigured_total",
+                "Calls with the valid key of a subscription the provider's configuration left out, answered 503 api-misconfigured, by product.",
+            ),
+            &["product"],
+        )?;
+        registry.register(Box::new(held_back.clone()))?;
+        registry.register(Box::new(left_out.clone()))?;
+        registry.register(Box::new(api_misconfigured.clone()))?;
+        Ok(ConfigMetrics {
+            held_back,
+            left_out,
+            api_misconfigured,
+        })
+    }
 }
 
 /// The connection metrics of one proxy listener (`http` or `https`), resolved once.
@@ -181,6 +229,7 @@ impl Metrics {
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(quota_exceeded.clone()))?;
         registry.register(Box::new(underscore_headers_dropped.clone()))?;
+        let config = ConfigMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             requests,
@@ -198,6 +247,7 @@ impl Metrics {
             open_connections,
             connections_shed,
             connections_silent,
+            config,
             certificate_expiry,
             certificate_names: Arc::default(),
         })
@@ -281,6 +331,34 @@ impl Metrics {
     /// One update (`"snapshot"` or `"delta"`) received from the operator.
     pub fn table_update(&self, kind: &str) {
         self.table_updates.with_label_values(&[kind]).inc();
+    }
+
+    /// Count a call refused 503 `api-misconfigured`.
+    pub fn api_misconfigured(&self, product: &str) {
+        self.config
+            .api_misconfigured
+            .with_label_values(&[product])
+            .inc();
+    }
+
+    /// Set the object gauges from the last compile: `(kind, held back, left out)` per kind of
+    /// [`OBJECT_KINDS`] (kinds not listed are set to 0).
+    pub fn objects(&self, counts: &[(&str, usize, usize)]) {
+        for kind in OBJECT_KINDS {
+            let (held, out) = counts
+                .iter()
+                .find(|(k, _, _)| *k == kind)
+                .map_or((0, 0), |&(_, h, o)| (h, o));
+            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            self.config
+                .held_back
+                .with_label_values(&[kind])
+                .set(gauge(held));
+            self.config
+                .left_out
+                .with_label_values(&[kind])
+                .set(gauge(out));
+        }
     }
 
     /// The certificates of one `kind` now in use, as `(name, notAfter in Unix seconds)`;

@@ -127,6 +127,7 @@ fn count_rejection(metrics: &Metrics, rt: Option<&Runtime>, record: &AccessRecor
     match r {
         Rejection::RateLimited { .. } => metrics.rate_limited(product, plan),
         Rejection::QuotaExceeded { .. } => metrics.quota_exceeded(product, plan),
+        Rejection::ApiMisconfigured => metrics.api_misconfigured(product),
         // Refused at the edge for the client's framing or host. (An unreadable body is counted
         // where it is found, by the body stream: see `validate::body::CountedBody`.)
         Rejection::ConflictingFraming

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tollgate_crds::product::Method;
 use tollgate_crds::table::{BackendTarget, JwtEntry, RoutingTable};
 
@@ -368,6 +368,17 @@ impl Runtime {
             }
         }
 
+        // Only digests no served subscription has: those keep their subscription's answer.
+        let mut unavailable_keys = FxHashSet::default();
+        for u in &table.unavailable {
+            for hex_digest in &u.key_digests {
+                let mut d = [0u8; 32];
+                if hex::decode_to_slice(hex_digest, &mut d).is_ok() && !by_key.contains_key(&d) {
+                    unavailable_keys.insert(d);
+                }
+            }
+        }
+
         let hosts = super::hosts::index(table, &products);
         Runtime {
             version,
@@ -377,6 +388,7 @@ impl Runtime {
             subscriptions,
             hosts,
             by_key,
+            unavailable_keys,
             diagnostics,
             policies: table.policies.len(),
             origin: None,

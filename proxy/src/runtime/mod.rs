@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Utc};
 use http::header::HeaderName;
 use ipnet::IpNet;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tollgate_crds::product::PathMatch;
 use tollgate_crds::subscription::SubscriptionState;
 use tollgate_crds::table::{IpFilterEntry, QuotaEntry, RateLimitEntry};
@@ -215,6 +215,9 @@ pub struct Runtime {
     /// Key digest → subscription. Fx, not SipHash: the digests are SHA-256 outputs the table
     /// holds, so callers cannot choose colliding entries; a lookup costs a few instructions.
     by_key: FxHashMap<KeyDigest, u32>,
+    /// Key digests of subscriptions left out by a provider-side configuration error
+    /// (`RoutingTable::unavailable`): answered 503 `api-misconfigured`, not 401.
+    unavailable_keys: FxHashSet<KeyDigest>,
     diagnostics: Vec<Diagnostic>,
     /// ApiPolicies in the table (they are folded into the products; `/table` counts them).
     policies: usize,
@@ -272,6 +275,12 @@ impl Runtime {
     /// is kept: at 1M subscriptions a second copy per subscription cost ~80 B each.
     pub fn subscription_by_digest(&self, digest: &KeyDigest) -> Option<(&KeyDigest, u32)> {
         self.by_key.get_key_value(digest).map(|(d, &i)| (d, i))
+    }
+
+    /// Whether `digest` is the key of a subscription left out because of the provider's
+    /// configuration (only asked once no served subscription has it).
+    pub fn key_unavailable(&self, digest: &KeyDigest) -> bool {
+        self.unavailable_keys.contains(digest)
     }
 
     /// The plan of `subscription` (a subscription of this runtime).
@@ -387,6 +396,7 @@ pub(crate) mod fixtures {
             plans: vec![plan("ns/free", "ns/p")],
             subscriptions: vec![subscription("ns/acme", "ns/free", "ns/p", digests)],
             policies: vec![],
+            unavailable: vec![],
         }
     }
 }
@@ -451,6 +461,7 @@ mod tests {
                 }),
                 ..PolicyEntry::default()
             }],
+            unavailable: vec![],
         };
         let rt = Runtime::build(&table, &Registry::default(), 1);
         let p = &rt.products[0];

@@ -39,11 +39,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
-use tollgate_crds::compile::{compile_with_last_good, LastGood};
+use tollgate_crds::compile::LastGood;
 use tollgate_crds::manifest::{LimitError, Limits};
 use tollgate_crds::table::RoutingTable;
-use tollgate_crds::{Compiled, Diagnostic, ManifestSet, Severity};
+use tollgate_crds::{Compiled, Diagnostic, ManifestSet, ObjectRef, Severity};
 
+use crate::observe::metrics::OBJECT_KINDS;
 use crate::runtime::Runtime;
 use crate::state::Shared;
 
@@ -115,6 +116,10 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
     /// The last good version of each object after this load (kept across reloads).
     pub last_good: LastGood,
+    /// Objects served in their last good version because their current one does not compile.
+    pub held_back: Vec<ObjectRef>,
+    /// Objects left out with no good version to serve.
+    pub left_out: Vec<ObjectRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,19 +246,17 @@ fn finish(mut set: ManifestSet, last_good: &LastGood) -> Result<Loaded, Refused>
     if !errors.is_empty() {
         return Err(Refused::Manifests(errors));
     }
-    // `ManifestSet::compile` names the file of each diagnostic: a person fixing standalone
-    // manifests needs it. The problems were taken out above, so they are not merged in twice.
-    // An object whose new version fails on its own error keeps its last good version.
-    let (mut compiled, last_good) = compile_with_last_good(&set.snapshot, last_good);
-    for d in &mut compiled.diagnostics {
-        if d.file.is_none() {
-            d.file = set.source_of(&d.object).map(str::to_string);
-        }
-    }
+    // `ManifestSet::compile_keeping` names the file of each diagnostic: a person fixing
+    // standalone manifests needs it. The problems were taken out above, so they are not merged
+    // in twice. An object whose new version fails on its own error keeps its last good version.
+    let kept = set.compile_keeping(last_good);
+    let left_out = kept.left_out();
     Ok(Loaded {
-        compiled,
+        compiled: kept.compiled,
         warnings,
-        last_good,
+        last_good: kept.last_good,
+        held_back: kept.held_back,
+        left_out,
     })
 }
 
@@ -628,6 +631,19 @@ impl DirSource {
         for d in loaded.warnings.iter().chain(&loaded.compiled.diagnostics) {
             log_diagnostic(d);
         }
+        // Before the same-table check: holding an object back leaves the table unchanged, and
+        // the gauges and `/diagnostics` must still say so.
+        self.shared
+            .metrics
+            .objects(&object_counts(&loaded.held_back, &loaded.left_out));
+        let held: Vec<Diagnostic> = loaded
+            .compiled
+            .diagnostics
+            .iter()
+            .filter(|d| d.reason == tollgate_crds::reasons::INVALID_SPEC_SERVING_PREVIOUS)
+            .cloned()
+            .collect();
+        self.shared.held_back.store(Arc::new(held));
         let table = &loaded.compiled.table;
         // Hashed once: serialising a large table is a large part of a reload.
         let digest = table.digest();
@@ -657,6 +673,18 @@ impl DirSource {
                 }
             })
     }
+}
+
+/// `(kind, held back, left out)` for each kind the object gauges report.
+fn object_counts(
+    held_back: &[ObjectRef],
+    left_out: &[ObjectRef],
+) -> Vec<(&'static str, usize, usize)> {
+    let count = |list: &[ObjectRef], kind: &str| list.iter().filter(|o| o.kind == kind).count();
+    OBJECT_KINDS
+        .iter()
+        .map(|&kind| (kind, count(held_back, kind), count(left_out, kind)))
+        .collect()
 }
 
 /// The newest mtime of the directory and its manifests (`None` if none can be read).

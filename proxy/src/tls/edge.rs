@@ -351,6 +351,7 @@ mod tests {
             plans: vec![],
             subscriptions: vec![],
             policies: vec![],
+            unavailable: vec![],
         };
         Runtime::build(&table, &Registry::default(), 1)
     }
@@ -409,6 +410,7 @@ mod tests {
                 plans: vec![],
                 subscriptions: vec![],
                 policies: vec![],
+                unavailable: vec![],
             },
             &Registry::default(),
             2,
