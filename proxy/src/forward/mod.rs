@@ -8,6 +8,7 @@ pub mod backend_tls;
 pub mod balance;
 mod pool;
 
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -330,12 +331,7 @@ pub fn rewrite_headers(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
     // The client sets Host from the backend URI, as nginx's default `proxy_set_header Host`.
     headers.remove(header::HOST);
 
-    let peer = ctx.peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
-        _ => peer,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = forwarded_for(headers.get(&X_FORWARDED_FOR), ctx.peer) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     let proto = if ctx.tls { "https" } else { "http" };
@@ -351,6 +347,31 @@ pub fn rewrite_headers(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
     ctx.trace.apply(headers);
     apply_ops(headers, ctx.ops);
+}
+
+/// The `X-Forwarded-For` value with `peer` appended to `prior` (when that is a non-blank
+/// string), else just `peer`; `None` if it is no valid header value. The address is formatted
+/// on the stack and the value built with one allocation (the header value's own buffer).
+fn forwarded_for(prior: Option<&HeaderValue>, peer: IpAddr) -> Option<HeaderValue> {
+    // The longest textual address is an IPv4-mapped IPv6 one: 45 characters.
+    let mut ip = [0u8; 48];
+    let len = {
+        let mut w = &mut ip[..];
+        write!(w, "{peer}").ok()?;
+        48 - w.len()
+    };
+    let ip = &ip[..len];
+    match prior.and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => {
+            // Exactly the length: `Bytes::from` then takes the buffer without another allocation.
+            let mut value = Vec::with_capacity(prior.len() + 2 + ip.len());
+            value.extend_from_slice(prior.as_bytes());
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
+        }
+        _ => HeaderValue::from_bytes(ip).ok(),
+    }
 }
 
 #[cfg(test)]
@@ -451,6 +472,33 @@ mod tests {
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_REQUEST_ID], "rid");
         assert_eq!(h["x-gateway"], "tollgate");
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer() {
+        let v4: IpAddr = "192.0.2.1".parse().expect("ip");
+        let v6: IpAddr = "::ffff:255.255.255.255".parse().expect("ip");
+        let long: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"
+            .parse()
+            .expect("ip");
+        let hv = HeaderValue::from_static;
+        assert_eq!(forwarded_for(None, v4).expect("v"), "192.0.2.1");
+        assert_eq!(
+            forwarded_for(None, v6).expect("v"),
+            "::ffff:255.255.255.255"
+        );
+        assert_eq!(
+            forwarded_for(None, long).expect("v"),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"
+        );
+        assert_eq!(
+            forwarded_for(Some(&hv("203.0.113.7, 10.0.0.1")), v4).expect("v"),
+            "203.0.113.7, 10.0.0.1, 192.0.2.1"
+        );
+        // Blank or non-text prior values are replaced, not appended to.
+        assert_eq!(forwarded_for(Some(&hv("  ")), v4).expect("v"), "192.0.2.1");
+        let binary = HeaderValue::from_bytes(b"\xff").expect("obs-text");
+        assert_eq!(forwarded_for(Some(&binary), v4).expect("v"), "192.0.2.1");
     }
 
     #[test]
