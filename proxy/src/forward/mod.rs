@@ -321,15 +321,21 @@ pub fn upstream_request(
 
 /// Header changes on the way in: hop-by-hop, credentials, forwarding headers, id, policy.
 pub fn rewrite_headers(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
-    hop_by_hop::strip(headers);
+    // Removed with the hop-by-hop fields, in one pass over the names: the key, `Authorization`
+    // unless forwarded, and `Host` (the client sets it from the backend URI, as nginx's
+    // default `proxy_set_header Host`).
+    let (host, authorization) = (header::HOST, header::AUTHORIZATION);
+    let mut also = [&host; 3];
+    let mut n = 1;
     if let Some(name) = ctx.key_header {
-        headers.remove(name);
+        also[n] = name;
+        n += 1;
     }
     if ctx.strip_authorization {
-        headers.remove(header::AUTHORIZATION);
+        also[n] = &authorization;
+        n += 1;
     }
-    // The client sets Host from the backend URI, as nginx's default `proxy_set_header Host`.
-    headers.remove(header::HOST);
+    hop_by_hop::strip_with(headers, &also[..n]);
 
     if let Some(v) = forwarded_for(headers.get(&X_FORWARDED_FOR), ctx.peer) {
         headers.insert(X_FORWARDED_FOR, v);
