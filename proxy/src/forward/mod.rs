@@ -254,6 +254,18 @@ pub struct ForwardContext<'a> {
 
 /// The backend URI: backend base path + `path` (rewrite applied) + `query` (key removed).
 pub fn target_uri(backend: &Backend, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
+    target_uri_from(backend, path, query, None)
+}
+
+/// [`target_uri`], reusing the client's `original` path and query when the backend's are the
+/// same text (no base path, no rewrite, no key in the query: the usual case), so the request
+/// target is neither copied nor parsed again (a cheap clone of the bytes hyper read).
+pub fn target_uri_from(
+    backend: &Backend,
+    path: &str,
+    query: Option<&str>,
+    original: Option<&PathAndQuery>,
+) -> Result<Uri, Rejection> {
     let (scheme, authority, base_path) = match backend {
         Backend::Http {
             scheme,
@@ -264,15 +276,21 @@ pub fn target_uri(backend: &Backend, path: &str, query: Option<&str>) -> Result<
         Backend::Unsupported => return Err(Rejection::BackendUnsupported),
         Backend::TlsMisconfigured => return Err(Rejection::BackendTlsMisconfigured),
     };
-    let mut target =
-        String::with_capacity(base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
-    target.push_str(base_path);
-    target.push_str(path);
-    if let Some(q) = query {
-        target.push('?');
-        target.push_str(q);
-    }
-    let pq = PathAndQuery::try_from(target).map_err(|_| Rejection::BadPath)?;
+    let pq = match original {
+        Some(pq) if base_path.is_empty() && pq.path() == path && pq.query() == query => pq.clone(),
+        _ => {
+            let mut target = String::with_capacity(
+                base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+            );
+            target.push_str(base_path);
+            target.push_str(path);
+            if let Some(q) = query {
+                target.push('?');
+                target.push_str(q);
+            }
+            PathAndQuery::try_from(target).map_err(|_| Rejection::BadPath)?
+        }
+    };
     Uri::builder()
         .scheme(scheme.clone())
         .authority(authority.clone())
@@ -436,6 +454,50 @@ mod tests {
             target_uri(&Backend::Unsupported, "/", None),
             Err(Rejection::BackendUnsupported)
         );
+    }
+
+    #[test]
+    fn target_reuses_the_original_only_when_it_is_the_same_text() {
+        let plain = Backend::from_url("http://127.0.0.1:9000");
+        let based = Backend::from_url("http://127.0.0.1:9000/api");
+        let pq = |s: &'static str| PathAndQuery::from_static(s);
+        let cases: [(&Backend, &str, Option<&str>, PathAndQuery, &str); 6] = [
+            (
+                &plain,
+                "/a",
+                Some("b=1"),
+                pq("/a?b=1"),
+                "http://127.0.0.1:9000/a?b=1",
+            ),
+            (&plain, "/a", None, pq("/a"), "http://127.0.0.1:9000/a"),
+            // The key left the query; an empty query is not forwarded.
+            (
+                &plain,
+                "/a",
+                Some("b=1"),
+                pq("/a?b=1&key=s"),
+                "http://127.0.0.1:9000/a?b=1",
+            ),
+            (&plain, "/a", None, pq("/a?"), "http://127.0.0.1:9000/a"),
+            // A rewritten path, a base path.
+            (
+                &plain,
+                "/v2/a",
+                None,
+                pq("/a"),
+                "http://127.0.0.1:9000/v2/a",
+            ),
+            (&based, "/a", None, pq("/a"), "http://127.0.0.1:9000/api/a"),
+        ];
+        for (backend, path, query, original, want) in cases {
+            let uri = target_uri_from(backend, path, query, Some(&original)).expect("uri");
+            assert_eq!(uri.to_string(), want);
+            assert_eq!(
+                uri,
+                target_uri(backend, path, query).expect("uri"),
+                "{want}"
+            );
+        }
     }
 
     #[test]

@@ -296,10 +296,11 @@ async fn run(
             (None, Some(q)) if !q.is_empty() => Some(Cow::Borrowed(q)),
             _ => None,
         };
-        forward::target_uri(
+        forward::target_uri_from(
             &product.upstream.backend,
             &forward_path,
             forward_query.as_deref(),
+            parts.uri.path_and_query(),
         )?
     };
     let trace = record.trace;
