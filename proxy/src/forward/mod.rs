@@ -8,6 +8,7 @@ pub mod backend_tls;
 pub mod balance;
 mod pool;
 
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -253,6 +254,18 @@ pub struct ForwardContext<'a> {
 
 /// The backend URI: backend base path + `path` (rewrite applied) + `query` (key removed).
 pub fn target_uri(backend: &Backend, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
+    target_uri_from(backend, path, query, None)
+}
+
+/// [`target_uri`], reusing the client's `original` path and query when the backend's are the
+/// same text (no base path, no rewrite, no key in the query: the usual case), so the request
+/// target is neither copied nor parsed again (a cheap clone of the bytes hyper read).
+pub fn target_uri_from(
+    backend: &Backend,
+    path: &str,
+    query: Option<&str>,
+    original: Option<&PathAndQuery>,
+) -> Result<Uri, Rejection> {
     let (scheme, authority, base_path) = match backend {
         Backend::Http {
             scheme,
@@ -263,15 +276,21 @@ pub fn target_uri(backend: &Backend, path: &str, query: Option<&str>) -> Result<
         Backend::Unsupported => return Err(Rejection::BackendUnsupported),
         Backend::TlsMisconfigured => return Err(Rejection::BackendTlsMisconfigured),
     };
-    let mut target =
-        String::with_capacity(base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
-    target.push_str(base_path);
-    target.push_str(path);
-    if let Some(q) = query {
-        target.push('?');
-        target.push_str(q);
-    }
-    let pq = PathAndQuery::try_from(target).map_err(|_| Rejection::BadPath)?;
+    let pq = match original {
+        Some(pq) if base_path.is_empty() && pq.path() == path && pq.query() == query => pq.clone(),
+        _ => {
+            let mut target = String::with_capacity(
+                base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+            );
+            target.push_str(base_path);
+            target.push_str(path);
+            if let Some(q) = query {
+                target.push('?');
+                target.push_str(q);
+            }
+            PathAndQuery::try_from(target).map_err(|_| Rejection::BadPath)?
+        }
+    };
     Uri::builder()
         .scheme(scheme.clone())
         .authority(authority.clone())
@@ -320,22 +339,23 @@ pub fn upstream_request(
 
 /// Header changes on the way in: hop-by-hop, credentials, forwarding headers, id, policy.
 pub fn rewrite_headers(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
-    hop_by_hop::strip(headers);
+    // Removed with the hop-by-hop fields, in one pass over the names: the key, `Authorization`
+    // unless forwarded, and `Host` (the client sets it from the backend URI, as nginx's
+    // default `proxy_set_header Host`).
+    let (host, authorization) = (header::HOST, header::AUTHORIZATION);
+    let mut also = [&host; 3];
+    let mut n = 1;
     if let Some(name) = ctx.key_header {
-        headers.remove(name);
+        also[n] = name;
+        n += 1;
     }
     if ctx.strip_authorization {
-        headers.remove(header::AUTHORIZATION);
+        also[n] = &authorization;
+        n += 1;
     }
-    // The client sets Host from the backend URI, as nginx's default `proxy_set_header Host`.
-    headers.remove(header::HOST);
+    hop_by_hop::strip_with(headers, &also[..n]);
 
-    let peer = ctx.peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
-        _ => peer,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = forwarded_for(headers.get(&X_FORWARDED_FOR), ctx.peer) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     let proto = if ctx.tls { "https" } else { "http" };
@@ -351,6 +371,31 @@ pub fn rewrite_headers(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
     ctx.trace.apply(headers);
     apply_ops(headers, ctx.ops);
+}
+
+/// The `X-Forwarded-For` value with `peer` appended to `prior` (when that is a non-blank
+/// string), else just `peer`; `None` if it is no valid header value. The address is formatted
+/// on the stack and the value built with one allocation (the header value's own buffer).
+fn forwarded_for(prior: Option<&HeaderValue>, peer: IpAddr) -> Option<HeaderValue> {
+    // The longest textual address is an IPv4-mapped IPv6 one: 45 characters.
+    let mut ip = [0u8; 48];
+    let len = {
+        let mut w = &mut ip[..];
+        write!(w, "{peer}").ok()?;
+        48 - w.len()
+    };
+    let ip = &ip[..len];
+    match prior.and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => {
+            // Exactly the length: `Bytes::from` then takes the buffer without another allocation.
+            let mut value = Vec::with_capacity(prior.len() + 2 + ip.len());
+            value.extend_from_slice(prior.as_bytes());
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
+        }
+        _ => HeaderValue::from_bytes(ip).ok(),
+    }
 }
 
 #[cfg(test)]
@@ -412,6 +457,50 @@ mod tests {
     }
 
     #[test]
+    fn target_reuses_the_original_only_when_it_is_the_same_text() {
+        let plain = Backend::from_url("http://127.0.0.1:9000");
+        let based = Backend::from_url("http://127.0.0.1:9000/api");
+        let pq = |s: &'static str| PathAndQuery::from_static(s);
+        let cases: [(&Backend, &str, Option<&str>, PathAndQuery, &str); 6] = [
+            (
+                &plain,
+                "/a",
+                Some("b=1"),
+                pq("/a?b=1"),
+                "http://127.0.0.1:9000/a?b=1",
+            ),
+            (&plain, "/a", None, pq("/a"), "http://127.0.0.1:9000/a"),
+            // The key left the query; an empty query is not forwarded.
+            (
+                &plain,
+                "/a",
+                Some("b=1"),
+                pq("/a?b=1&key=s"),
+                "http://127.0.0.1:9000/a?b=1",
+            ),
+            (&plain, "/a", None, pq("/a?"), "http://127.0.0.1:9000/a"),
+            // A rewritten path, a base path.
+            (
+                &plain,
+                "/v2/a",
+                None,
+                pq("/a"),
+                "http://127.0.0.1:9000/v2/a",
+            ),
+            (&based, "/a", None, pq("/a"), "http://127.0.0.1:9000/api/a"),
+        ];
+        for (backend, path, query, original, want) in cases {
+            let uri = target_uri_from(backend, path, query, Some(&original)).expect("uri");
+            assert_eq!(uri.to_string(), want);
+            assert_eq!(
+                uri,
+                target_uri(backend, path, query).expect("uri"),
+                "{want}"
+            );
+        }
+    }
+
+    #[test]
     fn headers_on_the_way_in() {
         let mut h = HeaderMap::new();
         h.insert("x-subscription-key", HeaderValue::from_static("secret"));
@@ -451,6 +540,33 @@ mod tests {
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_REQUEST_ID], "rid");
         assert_eq!(h["x-gateway"], "tollgate");
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer() {
+        let v4: IpAddr = "192.0.2.1".parse().expect("ip");
+        let v6: IpAddr = "::ffff:255.255.255.255".parse().expect("ip");
+        let long: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"
+            .parse()
+            .expect("ip");
+        let hv = HeaderValue::from_static;
+        assert_eq!(forwarded_for(None, v4).expect("v"), "192.0.2.1");
+        assert_eq!(
+            forwarded_for(None, v6).expect("v"),
+            "::ffff:255.255.255.255"
+        );
+        assert_eq!(
+            forwarded_for(None, long).expect("v"),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"
+        );
+        assert_eq!(
+            forwarded_for(Some(&hv("203.0.113.7, 10.0.0.1")), v4).expect("v"),
+            "203.0.113.7, 10.0.0.1, 192.0.2.1"
+        );
+        // Blank or non-text prior values are replaced, not appended to.
+        assert_eq!(forwarded_for(Some(&hv("  ")), v4).expect("v"), "192.0.2.1");
+        let binary = HeaderValue::from_bytes(b"\xff").expect("obs-text");
+        assert_eq!(forwarded_for(Some(&binary), v4).expect("v"), "192.0.2.1");
     }
 
     #[test]

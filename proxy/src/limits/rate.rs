@@ -35,10 +35,41 @@ pub struct RateInfo {
 impl RateInfo {
     /// Write the three `RateLimit-*` headers.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        headers.insert(RATELIMIT_LIMIT, HeaderValue::from(self.limit));
-        headers.insert(RATELIMIT_REMAINING, HeaderValue::from(self.remaining));
-        headers.insert(RATELIMIT_RESET, HeaderValue::from(self.reset_secs));
+        headers.insert(RATELIMIT_LIMIT, number(u64::from(self.limit)));
+        headers.insert(RATELIMIT_REMAINING, number(u64::from(self.remaining)));
+        headers.insert(RATELIMIT_RESET, number(self.reset_secs));
     }
+}
+
+/// `000` to `999`, three digits each: the text of every number below [`SMALL`].
+static SMALL_DIGITS: [u8; 3 * SMALL as usize] = {
+    let mut out = [0u8; 3 * SMALL as usize];
+    let mut n = 0;
+    while n < SMALL as usize {
+        out[3 * n] = b'0' + (n / 100) as u8;
+        out[3 * n + 1] = b'0' + (n / 10 % 10) as u8;
+        out[3 * n + 2] = b'0' + (n % 10) as u8;
+        n += 1;
+    }
+    out
+};
+const SMALL: u64 = 1000;
+
+/// `n` as a header value. Below [`SMALL`] (every `RateLimit-Reset` of a plan period up to ~16
+/// minutes, and the remaining capacity of small plans) it points into a static table instead of
+/// allocating a buffer, as `HeaderValue::from(n)` does for each value.
+fn number(n: u64) -> HeaderValue {
+    if n < SMALL {
+        let i = 3 * n as usize;
+        let skip = usize::from(n < 100) + usize::from(n < 10);
+        if let Some(text) = SMALL_DIGITS
+            .get(i + skip..i + 3)
+            .and_then(|d| std::str::from_utf8(d).ok())
+        {
+            return HeaderValue::from_static(text);
+        }
+    }
+    HeaderValue::from(n)
 }
 
 /// A refused request: the headers to send and when to come back.
@@ -185,6 +216,30 @@ mod tests {
         assert_eq!(refused.info.reset_secs, 2);
         clock.advance(Duration::from_millis(1_000));
         assert!(cell.check().is_ok(), "one token back after Retry-After");
+    }
+
+    #[test]
+    fn numbers_as_header_values() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            42,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            1001,
+            100_000_000,
+            u64::MAX,
+        ] {
+            assert_eq!(number(n), HeaderValue::from(n), "{n}");
+        }
+        for n in 0..2000 {
+            assert_eq!(number(n).to_str().ok(), Some(n.to_string().as_str()));
+        }
     }
 
     #[test]

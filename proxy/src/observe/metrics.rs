@@ -4,13 +4,13 @@
 //! status classes): never from request input, and never key material.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Label value for "no product/route/plan" (unmatched or anonymous requests).
@@ -42,6 +42,8 @@ pub struct Metrics {
     /// gauge with the next report of its kind.
     certificate_names: Arc<Mutex<BTreeMap<&'static str, Vec<String>>>>,
     config: ConfigMetrics,
+    /// The request series of requests that matched no route (or came before the first table).
+    unrouted: Arc<(ClassSlots<IntCounter>, ClassSlots<Histogram>)>,
 }
 
 /// What the provider's configuration costs: objects held back or left out by the last compile,
@@ -88,6 +90,116 @@ impl ConfigMetrics {
             left_out,
             api_misconfigured,
         })
+    }
+}
+
+/// One labelled child per status class (`1xx`…`5xx`), each resolved the first time a request
+/// of that class is counted. Resolving hashes every label value and takes the vector's lock;
+/// a resolved child is one atomic load away. Lazily, not up front: a child exists (and is
+/// rendered, as 0) from its first resolution, so only series that counted something appear.
+#[derive(Debug)]
+pub struct ClassSlots<T>([OnceLock<T>; 5]);
+
+impl<T> Default for ClassSlots<T> {
+    fn default() -> Self {
+        ClassSlots(std::array::from_fn(|_| OnceLock::new()))
+    }
+}
+
+impl<T> ClassSlots<T> {
+    fn get(&self, status: StatusCode, resolve: impl FnOnce(&'static str) -> T) -> &T {
+        let class = status_class(status);
+        let i = match class.as_bytes()[0] {
+            b'1' => 0,
+            b'2' => 1,
+            b'3' => 2,
+            b'4' => 3,
+            _ => 4,
+        };
+        self.0[i].get_or_init(|| resolve(class))
+    }
+}
+
+/// Where one request is counted, by index into a runtime's tables; the label values are only
+/// read the first time a series is resolved.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesKey<'a> {
+    /// Product index, route index in the product, and the plan index when a subscription was
+    /// identified; `None`: no route matched.
+    pub at: Option<(usize, usize, Option<usize>)>,
+    /// The label values: product, route, plan.
+    pub labels: (&'a str, &'a str, &'a str),
+}
+
+/// A runtime's cache of its request series, shaped at build from the table's products, routes
+/// and plans (no metric is touched until a request is counted). Each reload builds a new one;
+/// resolving a child again returns the registry's existing series, so counts carry on.
+#[derive(Debug, Default)]
+pub struct RequestSeries {
+    /// Per product: the request-duration children.
+    durations: Box<[ClassSlots<Histogram>]>,
+    /// Per product: the offset of its first row in `counters`, its row width (its plans + 1)
+    /// and its number of routes (rows).
+    rows: Box<[(usize, usize, usize)]>,
+    /// Per plan: its product and its column in that product's rows (column 0 is plan `none`).
+    plan_column: Box<[Option<(usize, usize)>]>,
+    /// Per (product, route, plan column): the request-counter children.
+    counters: Box<[ClassSlots<IntCounter>]>,
+}
+
+impl RequestSeries {
+    /// The cache for products with `routes[p]` routes each and plans of products
+    /// `plan_products[i]` (`None`: a plan whose product is not in the table).
+    pub fn new(routes: &[usize], plan_products: &[Option<usize>]) -> RequestSeries {
+        let mut width = vec![1usize; routes.len()];
+        let plan_column = plan_products
+            .iter()
+            .map(|product| {
+                let p = (*product)?;
+                let w = width.get_mut(p)?;
+                *w += 1;
+                Some((p, *w - 1))
+            })
+            .collect();
+        let mut offset = 0;
+        let rows = routes
+            .iter()
+            .zip(&width)
+            .map(|(&r, &w)| {
+                let row = (offset, w, r);
+                offset += r * w;
+                row
+            })
+            .collect();
+        RequestSeries {
+            durations: routes.iter().map(|_| ClassSlots::default()).collect(),
+            rows,
+            plan_column,
+            counters: (0..offset).map(|_| ClassSlots::default()).collect(),
+        }
+    }
+
+    /// The slots of `(product, route, plan)`, when the cache has them (a plan of another
+    /// product has none: such a request is counted by label values).
+    fn slots(
+        &self,
+        product: usize,
+        route: usize,
+        plan: Option<usize>,
+    ) -> Option<(&ClassSlots<IntCounter>, &ClassSlots<Histogram>)> {
+        let &(offset, width, routes) = self.rows.get(product)?;
+        if route >= routes {
+            return None;
+        }
+        let column = match plan {
+            None => 0,
+            Some(i) => match self.plan_column.get(i)? {
+                Some((p, c)) if *p == product => *c,
+                _ => return None,
+            },
+        };
+        let counter = self.counters.get(offset + route * width + column)?;
+        Some((counter, self.durations.get(product)?))
     }
 }
 
@@ -250,6 +362,7 @@ impl Metrics {
             config,
             certificate_expiry,
             certificate_names: Arc::default(),
+            unrouted: Arc::default(),
         })
     }
 
@@ -282,6 +395,38 @@ impl Metrics {
             .inc();
         self.duration
             .with_label_values(&[product, class])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Count one answered request through `series` (the request's runtime's cache; `None`
+    /// before the first table): after a series' first request, no label is hashed.
+    pub fn observe_request_at(
+        &self,
+        series: Option<&RequestSeries>,
+        key: SeriesKey<'_>,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        let slots = match key.at {
+            None if key.labels == (NONE, NONE, NONE) => Some((&self.unrouted.0, &self.unrouted.1)),
+            None => None,
+            Some((product, route, plan)) => series.and_then(|s| s.slots(product, route, plan)),
+        };
+        let Some((counters, durations)) = slots else {
+            let (product, route, plan) = key.labels;
+            return self.observe_request(product, route, plan, status, elapsed);
+        };
+        let (product, route, plan) = key.labels;
+        counters
+            .get(status, |class| {
+                self.requests
+                    .with_label_values(&[product, route, plan, class])
+            })
+            .inc();
+        durations
+            .get(status, |class| {
+                self.duration.with_label_values(&[product, class])
+            })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -446,6 +591,95 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn cached_series_count_the_same_series_as_label_values() {
+        let m = Metrics::new().expect("metrics");
+        // Product 0 has 2 routes and plan 1; product 1 has 1 route and plan 0; plan 2 has no
+        // product in the table.
+        let series = RequestSeries::new(&[2, 1], &[Some(1), Some(0), None]);
+        let ms = Duration::from_millis(1);
+        let at = |p, r, plan, labels| SeriesKey {
+            at: Some((p, r, plan)),
+            labels,
+        };
+        for _ in 0..2 {
+            m.observe_request_at(
+                Some(&series),
+                at(0, 1, Some(1), ("a/p", "r1", "a/gold")),
+                StatusCode::OK,
+                ms,
+            );
+        }
+        m.observe_request_at(
+            Some(&series),
+            at(0, 1, None, ("a/p", "r1", NONE)),
+            StatusCode::OK,
+            ms,
+        );
+        m.observe_request_at(
+            Some(&series),
+            at(0, 0, Some(1), ("a/p", "r0", "a/gold")),
+            StatusCode::TOO_MANY_REQUESTS,
+            ms,
+        );
+        m.observe_request_at(
+            Some(&series),
+            at(1, 0, Some(0), ("b/p", "r", "b/free")),
+            StatusCode::BAD_GATEWAY,
+            ms,
+        );
+        // Out of the cache's shape (another product's plan, a route or product it does not
+        // have, no runtime): counted by label values all the same.
+        m.observe_request_at(
+            Some(&series),
+            at(1, 0, Some(1), ("b/p", "r", "a/gold")),
+            StatusCode::OK,
+            ms,
+        );
+        m.observe_request_at(
+            Some(&series),
+            at(0, 5, Some(2), ("a/p", "r5", "x/p")),
+            StatusCode::OK,
+            ms,
+        );
+        m.observe_request_at(
+            None,
+            at(0, 1, Some(1), ("a/p", "r1", "a/gold")),
+            StatusCode::OK,
+            ms,
+        );
+        let unrouted = SeriesKey {
+            at: None,
+            labels: (NONE, NONE, NONE),
+        };
+        m.observe_request_at(Some(&series), unrouted, StatusCode::NOT_FOUND, ms);
+        m.observe_request_at(None, unrouted, StatusCode::NOT_FOUND, ms);
+        let text = m.render();
+        for needle in [
+            r#"tollgate_requests_total{plan="a/gold",product="a/p",route="r1",status_class="2xx"} 3"#,
+            r#"tollgate_requests_total{plan="none",product="a/p",route="r1",status_class="2xx"} 1"#,
+            r#"tollgate_requests_total{plan="a/gold",product="a/p",route="r0",status_class="4xx"} 1"#,
+            r#"tollgate_requests_total{plan="b/free",product="b/p",route="r",status_class="5xx"} 1"#,
+            r#"tollgate_requests_total{plan="a/gold",product="b/p",route="r",status_class="2xx"} 1"#,
+            r#"tollgate_requests_total{plan="x/p",product="a/p",route="r5",status_class="2xx"} 1"#,
+            r#"tollgate_requests_total{plan="none",product="none",route="none",status_class="4xx"} 2"#,
+            r#"tollgate_request_duration_seconds_count{product="a/p",status_class="2xx"} 5"#,
+            r#"tollgate_request_duration_seconds_count{product="a/p",status_class="4xx"} 1"#,
+            r#"tollgate_request_duration_seconds_count{product="b/p",status_class="2xx"} 1"#,
+            r#"tollgate_request_duration_seconds_count{product="none",status_class="4xx"} 2"#,
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        // Only series that counted something exist (no class is made up front).
+        assert!(!text.contains(r#"status_class="1xx""#), "{text}");
+        assert!(!text.contains(r#"status_class="3xx""#), "{text}");
+        assert_eq!(
+            text.matches("tollgate_requests_total{").count(),
+            7,
+            "{text}"
+        );
     }
 
     #[test]

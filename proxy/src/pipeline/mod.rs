@@ -25,7 +25,7 @@ use crate::message::trace_context::TraceContext;
 use crate::message::{query, request_id};
 use crate::observe::access_log::AccessRecord;
 use crate::observe::logged_body::LoggedBody;
-use crate::observe::metrics::{Metrics, NONE};
+use crate::observe::metrics::{Metrics, SeriesKey, NONE};
 use crate::problem::Rejection;
 use crate::respond::body::Inner;
 use crate::respond::{cors, rewrite};
@@ -97,10 +97,22 @@ pub async fn handle(
         }
     };
     record.status = response.status();
-    let (product, route, plan) = labels(runtime.as_deref(), &record);
-    shared
-        .metrics
-        .observe_request(product, route, plan, record.status, started.elapsed());
+    let key = SeriesKey {
+        at: record.route.map(|r| {
+            let plan = record
+                .subscription
+                .and_then(|i| runtime.as_deref()?.subscriptions.get(i as usize))
+                .map(|s| s.plan as usize);
+            (r.product as usize, r.route as usize, plan)
+        }),
+        labels: labels(runtime.as_deref(), &record),
+    };
+    shared.metrics.observe_request_at(
+        runtime.as_deref().map(Runtime::request_series),
+        key,
+        record.status,
+        started.elapsed(),
+    );
     record.runtime = runtime;
     Ok(response.map(|inner| LoggedBody::new(inner, Some(record))))
 }
@@ -285,10 +297,11 @@ async fn run(
             (None, Some(q)) if !q.is_empty() => Some(Cow::Borrowed(q)),
             _ => None,
         };
-        forward::target_uri(
+        forward::target_uri_from(
             &product.upstream.backend,
             &forward_path,
             forward_query.as_deref(),
+            parts.uri.path_and_query(),
         )?
     };
     let trace = record.trace;

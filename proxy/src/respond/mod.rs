@@ -94,10 +94,8 @@ pub fn rewrite_headers(
     rate: Option<&RateInfo>,
     request_id: &HeaderValue,
 ) {
-    hop_by_hop::strip(headers);
-    for name in FINGERPRINTS {
-        headers.remove(name);
-    }
+    let [a, b, c] = &FINGERPRINTS;
+    hop_by_hop::strip_with(headers, &[a, b, c]);
     apply_ops(headers, ops);
     if let Some(info) = rate {
         info.write_headers(headers);

@@ -17,6 +17,7 @@ use crate::forward::{Backend, Upstream, UpstreamTls};
 use crate::jwt::scopes::ScopeRule;
 use crate::jwt::{IssuerKeys, IssuerRt, JwksRegistry, JwtPolicyRt, ProductJwt};
 use crate::message::headers::HeaderOps;
+use crate::observe::metrics::RequestSeries;
 
 impl Runtime {
     /// Index `table` as `version`, taking every stateful cell (limiters, quota counters,
@@ -380,6 +381,13 @@ impl Runtime {
         }
 
         let hosts = super::hosts::index(table, &products);
+        let request_series = RequestSeries::new(
+            &products.iter().map(|p| p.routes.len()).collect::<Vec<_>>(),
+            &plans
+                .iter()
+                .map(|p| p.product.map(|i| i as usize))
+                .collect::<Vec<_>>(),
+        );
         Runtime {
             version,
             digest,
@@ -392,6 +400,7 @@ impl Runtime {
             diagnostics,
             policies: table.policies.len(),
             origin: None,
+            request_series,
         }
     }
 }

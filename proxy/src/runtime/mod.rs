@@ -35,6 +35,7 @@ use self::registry::SubscriptionCells;
 use crate::forward::Upstream;
 use crate::jwt::ProductJwt;
 use crate::message::headers::HeaderOps;
+use crate::observe::metrics::RequestSeries;
 
 /// A SHA-256 key digest.
 pub type KeyDigest = [u8; 32];
@@ -223,6 +224,8 @@ pub struct Runtime {
     policies: usize,
     /// Where the table came from and when it was swapped in; `None` until a source swaps it.
     origin: Option<Origin>,
+    /// The request metric children of this table's products, routes and plans.
+    request_series: RequestSeries,
 }
 
 /// Where a table came from and when it started serving (`/table` on the admin listener).
@@ -287,6 +290,11 @@ impl Runtime {
     pub fn plan_of(&self, subscription: &SubscriptionRt) -> &PlanRt {
         // `build` keeps only subscriptions whose plan is in the table, so the index is in range.
         &self.plans[subscription.plan as usize]
+    }
+
+    /// The request metric children of this table's products, routes and plans.
+    pub fn request_series(&self) -> &RequestSeries {
+        &self.request_series
     }
 
     /// A product by index.
