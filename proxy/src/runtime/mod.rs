@@ -367,6 +367,7 @@ pub(crate) mod fixtures {
             product: product.into(),
             state: SubscriptionState::Active,
             key_digests: digests.iter().map(|d| d.to_string()).collect(),
+            graced_keys: vec![],
             expires_at: None,
             client_certificates: vec![],
             jwt_subjects: vec![],
