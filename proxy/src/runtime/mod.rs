@@ -211,6 +211,9 @@ pub struct Runtime {
     /// Key digest → subscription. Fx, not SipHash: the digests are SHA-256 outputs the table
     /// holds, so callers cannot choose colliding entries; a lookup costs a few instructions.
     by_key: FxHashMap<KeyDigest, u32>,
+    /// Digest of a replaced key → (subscription, instant it stops working): a rotation with a
+    /// grace. Apart from `by_key` so the common lookup is unchanged; usually empty.
+    graced: FxHashMap<KeyDigest, (u32, DateTime<Utc>)>,
     diagnostics: Vec<Diagnostic>,
     /// ApiPolicies in the table (they are folded into the products; `/table` counts them).
     policies: usize,
@@ -268,6 +271,20 @@ impl Runtime {
     /// is kept: at 1M subscriptions a second copy per subscription cost ~80 B each.
     pub fn subscription_by_digest(&self, digest: &KeyDigest) -> Option<(&KeyDigest, u32)> {
         self.by_key.get_key_value(digest).map(|(d, &i)| (d, i))
+    }
+
+    /// The subscription whose *replaced* key has this digest, while `now` is before the
+    /// instant the table gives it (then, like any unknown key, nothing), with the digest as the
+    /// index stores it. `now` is the request's clock reading: no clock is read here.
+    pub fn subscription_by_graced_digest(
+        &self,
+        digest: &KeyDigest,
+        now: DateTime<Utc>,
+    ) -> Option<(&KeyDigest, u32)> {
+        self.graced
+            .get_key_value(digest)
+            .filter(|(_, (_, until))| now < *until)
+            .map(|(d, &(i, _))| (d, i))
     }
 
     /// The plan of `subscription` (a subscription of this runtime).
