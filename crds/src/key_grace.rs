@@ -66,8 +66,7 @@ pub fn parse(value: &str) -> Result<Vec<GracedRecord>, GraceError> {
         serde_json::from_str(value).map_err(|e| GraceError::Malformed(e.to_string()))?;
     for (i, r) in records.iter().enumerate() {
         let hex_ok = r.digest.len() == 64
-            && r
-                .digest
+            && r.digest
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !hex_ok {
@@ -103,9 +102,7 @@ pub fn after_rotation(
         digest: old_digest.to_string(),
         valid_until: now + grace,
     });
-    kept.sort_by(|a, b| {
-        (a.valid_until, &a.digest).cmp(&(b.valid_until, &b.digest))
-    });
+    kept.sort_by(|a, b| (a.valid_until, &a.digest).cmp(&(b.valid_until, &b.digest)));
     let excess = kept.len().saturating_sub(MAX_GRACED_KEYS);
     kept.drain(..excess);
     kept

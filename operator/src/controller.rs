@@ -64,7 +64,10 @@ pub struct Context {
 /// How long until `at` (at least [`MIN_EXPIRY_WAIT`]: a removal that keeps failing must not
 /// spin; its failure is retried like any other).
 fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
-    (at - now).to_std().unwrap_or(Duration::ZERO).max(MIN_EXPIRY_WAIT)
+    (at - now)
+        .to_std()
+        .unwrap_or(Duration::ZERO)
+        .max(MIN_EXPIRY_WAIT)
 }
 
 /// Shortest wait for an expiry wake-up.
@@ -406,9 +409,9 @@ async fn key_action(
             )
         }
         KeyAction::Rotate { slot, grace } => {
-            let cached = stores.secrets.get(
-                &StoreRef::new(&secret).within(&sub.namespace().unwrap_or_default()),
-            );
+            let cached = stores
+                .secrets
+                .get(&StoreRef::new(&secret).within(&sub.namespace().unwrap_or_default()));
             // `plan` saw it a moment ago; if it went meanwhile, the next pass decides again.
             let Some(current) = cached else {
                 return Ok(false);
@@ -470,7 +473,10 @@ mod tests {
             Duration::from_secs(90)
         );
         // Already due (a removal that failed): at least MIN_EXPIRY_WAIT, not a busy loop.
-        assert_eq!(until(now - chrono::Duration::seconds(5), now), MIN_EXPIRY_WAIT);
+        assert_eq!(
+            until(now - chrono::Duration::seconds(5), now),
+            MIN_EXPIRY_WAIT
+        );
         assert_eq!(until(now, now), MIN_EXPIRY_WAIT);
     }
 }

@@ -561,7 +561,10 @@ mod tests {
                 grace,
             })
         };
-        assert_eq!(decide(&with_grace(primary(), "0"), true), rotate(Duration::ZERO));
+        assert_eq!(
+            decide(&with_grace(primary(), "0"), true),
+            rotate(Duration::ZERO)
+        );
         assert_eq!(
             decide(&with_grace(primary(), "90s"), true),
             rotate(Duration::from_secs(90))
@@ -641,8 +644,7 @@ mod tests {
         let text = patch.to_string();
         assert!(!text.contains("the-old-primary-key"), "{text}");
         // Without a grace: only the key, no record, no precondition.
-        let (patch, until) =
-            rotation_patch(&current, Slot::Primary, "k", at(0), Duration::ZERO);
+        let (patch, until) = rotation_patch(&current, Slot::Primary, "k", at(0), Duration::ZERO);
         assert_eq!(until, None);
         assert_eq!(patch, serde_json::json!({"stringData": {PRIMARY_KEY: "k"}}));
     }

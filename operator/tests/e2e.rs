@@ -3122,12 +3122,19 @@ async fn rotation_with_a_grace_keeps_the_old_key_until_its_instant() {
         .get(tollgate_crds::key_grace::GRACED_KEYS_ANNOTATION)
         .cloned()
         .unwrap_or_default();
-    assert!(!annotation_text.contains(&old_key), "a plaintext key in the annotation");
+    assert!(
+        !annotation_text.contains(&old_key),
+        "a plaintext key in the annotation"
+    );
 
     // Both keys work through the proxy (the table carries the graced digest).
     proxy.wait_for(&new_key, 200, "new key").await;
     for _ in 0..5 {
-        assert_eq!(proxy.call(&old_key).await, Some(200), "the graced key must work");
+        assert_eq!(
+            proxy.call(&old_key).await,
+            Some(200),
+            "the graced key must work"
+        );
     }
     let until_text = record
         .valid_until
@@ -3138,7 +3145,10 @@ async fn rotation_with_a_grace_keeps_the_old_key_until_its_instant() {
     .await;
     let (status, reason, message) = ready(&sub).expect("Ready");
     eprintln!("Ready={status} {reason}: {message}");
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "ReadyWithWarnings"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ReadyWithWarnings")
+    );
     assert!(message.contains("previous primaryKey"), "{message}");
     assert!(
         !sub.annotations().contains_key("tollgate.dev/rotate"),
@@ -3162,7 +3172,9 @@ async fn rotation_with_a_grace_keeps_the_old_key_until_its_instant() {
         )
         .await
         .expect("move the instant");
-    proxy.wait_for(&old_key, 401, "graced key after its instant").await;
+    proxy
+        .wait_for(&old_key, 401, "graced key after its instant")
+        .await;
     let refused_at = chrono::Utc::now();
     eprintln!(
         "MEASURED graced key refused {:?} after its instant",
@@ -3187,6 +3199,9 @@ async fn rotation_with_a_grace_keeps_the_old_key_until_its_instant() {
     })
     .await;
     for key in [&old_key, &new_key] {
-        assert!(!operator.log_text().contains(key.as_str()), "a key in the operator's log");
+        assert!(
+            !operator.log_text().contains(key.as_str()),
+            "a key in the operator's log"
+        );
     }
 }

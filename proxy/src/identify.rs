@@ -216,7 +216,8 @@ mod tests {
                 HeaderValue::from_bytes(v).expect("value"),
             );
         }
-        identify(&rt, &rt.products[0], &h, q, None, None, Utc::now()).map(|c| c.subscription_index())
+        identify(&rt, &rt.products[0], &h, q, None, None, Utc::now())
+            .map(|c| c.subscription_index())
     }
 
     #[test]
@@ -253,7 +254,10 @@ mod tests {
         };
         let second = chrono::Duration::seconds(1);
         let milli = chrono::Duration::milliseconds(1);
-        assert_eq!(call("old-key", until - chrono::Duration::seconds(90)), Ok(Some(0)));
+        assert_eq!(
+            call("old-key", until - chrono::Duration::seconds(90)),
+            Ok(Some(0))
+        );
         assert_eq!(call("old-key", until - milli), Ok(Some(0)));
         assert_eq!(call("old-key", until), Err(Rejection::UnknownKey));
         assert_eq!(call("old-key", until + second), Err(Rejection::UnknownKey));
@@ -267,7 +271,10 @@ mod tests {
         }];
         let rt = Runtime::build(&t, &Registry::default(), 1);
         let mut h = HeaderMap::new();
-        h.insert("x-subscription-key", HeaderValue::from_static("primary-key"));
+        h.insert(
+            "x-subscription-key",
+            HeaderValue::from_static("primary-key"),
+        );
         assert_eq!(
             identify(&rt, &rt.products[0], &h, None, None, None, until + second)
                 .map(|c| c.subscription_index()),
@@ -373,8 +380,16 @@ mod tests {
     fn anonymous_when_not_required() {
         let rt = Runtime::build(&table(None, false), &Registry::default(), 1);
         assert_eq!(
-            identify(&rt, &rt.products[0], &HeaderMap::new(), None, None, None, Utc::now())
-                .map(|c| c.subscription_index()),
+            identify(
+                &rt,
+                &rt.products[0],
+                &HeaderMap::new(),
+                None,
+                None,
+                None,
+                Utc::now()
+            )
+            .map(|c| c.subscription_index()),
             Ok(None)
         );
     }
@@ -403,7 +418,8 @@ mod tests {
                 HeaderValue::from_str(k).expect("value"),
             );
         }
-        identify(rt, &rt.products[0], &h, None, None, conn, Utc::now()).map(|c| c.subscription_index())
+        identify(rt, &rt.products[0], &h, None, None, conn, Utc::now())
+            .map(|c| c.subscription_index())
     }
 
     #[test]
