@@ -198,6 +198,24 @@ mod tests {
     }
 
     #[test]
+    fn a_delta_carries_graced_keys_and_old_tables_still_load() {
+        let old = table(&[("ns/a", "free")]);
+        let mut new = old.clone();
+        new.subscriptions[0].graced_keys = vec![crate::table::GracedKey {
+            digest: "ab".repeat(32),
+            valid_until: chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("instant"),
+        }];
+        let d = diff(&old, &new);
+        let wire = serde_json::to_string(&d).expect("serialise");
+        assert!(wire.contains("\"gracedKeys\""), "{wire}");
+        let back: TableDelta = serde_json::from_str(&wire).expect("parse");
+        assert_eq!(apply(&old, &back), new);
+        assert_ne!(old.digest(), new.digest());
+        // The entry of a table written before graced keys existed loads with none.
+        assert!(old.subscriptions[0].graced_keys.is_empty());
+    }
+
+    #[test]
     fn updates_round_trip_through_json() {
         let u = TableUpdate::Delta {
             from: table(&[("ns/a", "free")]).digest(),

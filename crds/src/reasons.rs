@@ -77,6 +77,8 @@ pub const INVALID_KEY_SECRET: &str = "InvalidKeySecret";
 pub const WEAK_KEY: &str = "WeakKey";
 /// Another (older) subscription already uses the same key.
 pub const DUPLICATE_KEY: &str = "DuplicateKey";
+/// A replaced key stays valid until an instant (a rotation with a grace; warning).
+pub const PREVIOUS_KEY_VALID: &str = "PreviousKeyValid";
 /// A client-certificate fingerprint is not 64 hex digits.
 pub const INVALID_CLIENT_CERTIFICATE: &str = "InvalidClientCertificate";
 /// A required text field (e.g. `subscriber.name`, `plan`) is empty or too long.
@@ -152,6 +154,7 @@ pub const ALL_REASONS: &[&str] = &[
     INVALID_KEY_SECRET,
     WEAK_KEY,
     DUPLICATE_KEY,
+    PREVIOUS_KEY_VALID,
     INVALID_CLIENT_CERTIFICATE,
     INVALID_FIELD,
     AWAITING_APPROVAL,

@@ -242,6 +242,10 @@ pub struct SubscriptionEntry {
     pub state: SubscriptionState,
     /// Hex SHA-256 digests of the primary and secondary keys, sorted.
     pub key_digests: Vec<String>,
+    /// Digests of replaced keys that stay valid until their instant (a rotation with a grace),
+    /// sorted by digest. Left out when empty, so tables (and digests) from before it load as is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub graced_keys: Vec<GracedKey>,
     /// Calls after this instant are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
@@ -258,6 +262,16 @@ pub struct SubscriptionEntry {
     /// are told 403 "awaiting approval" rather than 401 "unknown key"), but it may not call.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending_approval: bool,
+}
+
+/// A replaced key's digest, accepted until `valid_until` (exclusive).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GracedKey {
+    /// Hex SHA-256 of the replaced key.
+    pub digest: String,
+    /// Calls with it are refused from this instant on.
+    pub valid_until: DateTime<Utc>,
 }
 
 /// A compiled ApiPolicy (the features this version enforces).

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{stream, StreamExt};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef as StoreRef;
@@ -61,7 +62,22 @@ pub struct Context {
     /// restarted operator starts empty, so an object invalid since then is left out (its
     /// Subscriptions' callers get 503 `api-misconfigured` through `unavailable`, not 401).
     pub last_good: Mutex<LastGood>,
+    /// When the next graced key expires (leader only): the loop wakes up then to remove it,
+    /// since nothing else changes at that instant.
+    pub next_key_expiry: Mutex<Option<DateTime<Utc>>>,
 }
+
+/// How long until `at` (at least [`MIN_EXPIRY_WAIT`]: a removal that keeps failing must not
+/// spin; its failure is retried like any other).
+fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (at - now)
+        .to_std()
+        .unwrap_or(Duration::ZERO)
+        .max(MIN_EXPIRY_WAIT)
+}
+
+/// Shortest wait for an expiry wake-up.
+const MIN_EXPIRY_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a Subscription's status waits for its freshly created key Secret to be watched.
 pub const KEYS_PENDING_FOR: Duration = Duration::from_secs(30);
@@ -106,10 +122,22 @@ pub async fn run(
                 });
             }
         }
+        let expiry = *ctx
+            .next_key_expiry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let wake = async move {
+            match expiry {
+                Some(at) => tokio::time::sleep(until(at, Utc::now())).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = changed.notified() => {}
             // A new leader must write what its predecessor may have left undone.
             Ok(()) = leader.changed() => {}
+            // A graced key expires: remove it (the next pass does).
+            _ = wake => {}
             _ = shutdown.changed() => return Ok(()),
         }
         tokio::select! {
@@ -135,6 +163,26 @@ pub async fn reconcile(
     };
 
     let snapshot = stores.snapshot();
+    // Graced keys whose instant has passed leave their Secret (the Secret's change recompiles);
+    // proxies already refuse them, this keeps tables and statuses true.
+    let next_expiry = if is_leader {
+        let (expired, next) = key_secrets::expiry_plan(&snapshot.secrets, Utc::now());
+        for e in &expired {
+            match key_secrets::remove_expired(&ctx.client, e).await {
+                Ok(()) => tracing::info!(
+                    secret = %format!("{}/{}", e.namespace, e.name),
+                    "removed expired graced keys"
+                ),
+                Err(e) => note(e),
+            }
+        }
+        next
+    } else {
+        None
+    };
+    *ctx.next_key_expiry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = next_expiry;
     // Keys first, for exactly the Subscriptions about to be compiled. Those whose Secret was
     // just created are compiled without it; their status waits for a later pass (the new
     // Secret's watch event triggers it) instead of flapping to SecretNotFound and back.
@@ -335,7 +383,7 @@ async fn ensure_keys(
     let planned = key_secrets::plan(subscriptions, &stores.secrets);
     let outcomes: Vec<(StoreRef<Subscription>, Result<bool>)> = stream::iter(planned)
         .map(|(sub, action)| async move {
-            let outcome = key_action(ctx, &sub, &action).await;
+            let outcome = key_action(ctx, &sub, &action, stores).await;
             (StoreRef::from_obj(&sub), outcome)
         })
         .buffer_unordered(WRITE_CONCURRENCY)
@@ -355,7 +403,12 @@ async fn ensure_keys(
 }
 
 /// Carry out one key action and report it in an Event; `Ok(true)` when a Secret was created.
-async fn key_action(ctx: &Context, sub: &Subscription, action: &KeyAction) -> Result<bool> {
+async fn key_action(
+    ctx: &Context,
+    sub: &Subscription,
+    action: &KeyAction,
+    stores: &Stores,
+) -> Result<bool> {
     let secret = sub.key_secret_name();
     let (type_, reason, message, created) = match action {
         KeyAction::Create { clear_annotation } => {
@@ -377,17 +430,32 @@ async fn key_action(ctx: &Context, sub: &Subscription, action: &KeyAction) -> Re
                 true,
             )
         }
-        KeyAction::Rotate(slot) => {
-            key_secrets::rotate(&ctx.client, sub, *slot).await?;
+        KeyAction::Rotate { slot, grace } => {
+            let cached = stores
+                .secrets
+                .get(&StoreRef::new(&secret).within(&sub.namespace().unwrap_or_default()));
+            // `plan` saw it a moment ago; if it went meanwhile, the next pass decides again.
+            let Some(current) = cached else {
+                return Ok(false);
+            };
+            let valid_until =
+                key_secrets::rotate(&ctx.client, sub, &current, *slot, *grace).await?;
             key_secrets::clear_annotation(&ctx.client, sub).await?;
             ctx.metrics
                 .key_operations
                 .with_label_values(&["rotate"])
                 .inc();
+            let previous = match valid_until {
+                Some(at) => format!(
+                    "; the previous one stays valid until {}",
+                    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+                None => "; the previous one no longer works".to_string(),
+            };
             (
                 EventType::Normal,
                 "KeyRotated",
-                format!("replaced {} in Secret {secret}", slot.data_key()),
+                format!("replaced {} in Secret {secret}{previous}", slot.data_key()),
                 false,
             )
         }
@@ -413,4 +481,24 @@ async fn key_action(ctx: &Context, sub: &Subscription, action: &KeyAction) -> Re
         tracing::warn!(error = %e, "could not publish an Event");
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_wake_up_waits_until_the_instant_and_never_spins() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).expect("instant");
+        assert_eq!(
+            until(now + chrono::Duration::seconds(90), now),
+            Duration::from_secs(90)
+        );
+        // Already due (a removal that failed): at least MIN_EXPIRY_WAIT, not a busy loop.
+        assert_eq!(
+            until(now - chrono::Duration::seconds(5), now),
+            MIN_EXPIRY_WAIT
+        );
+        assert_eq!(until(now, now), MIN_EXPIRY_WAIT);
+    }
 }

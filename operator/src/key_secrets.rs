@@ -8,16 +8,23 @@
 //! - The generated Secret is owned by its Subscription (`controller: true`), so deleting the
 //!   Subscription garbage-collects its keys.
 //! - Rotation replaces exactly one key; the other keeps working, so callers can switch over.
+//! - With `tollgate.dev/rotate-grace`, the replaced key's digest (never the key) is recorded
+//!   on the Secret ([`GRACED_KEYS_ANNOTATION`]) with the instant it stops working, in the same
+//!   write that replaces the key; proxies accept it until then, and [`expiry_plan`] finds the
+//!   records to remove once it has passed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef as StoreRef;
 use kube::{Api, Client, Resource, ResourceExt};
+use tollgate_crds::key_grace::{self, GracedRecord, GRACED_KEYS_ANNOTATION};
 use tollgate_crds::subscription::{PRIMARY_KEY, SECONDARY_KEY};
+use tollgate_crds::table::key_digest;
 use tollgate_crds::Subscription;
 
 use crate::gather::{Watched, KEYS_LABEL};
@@ -28,8 +35,8 @@ use crate::{Error, Result};
 /// Annotation that asks for one key to be regenerated; the operator removes it when done.
 pub const ROTATE_ANNOTATION: &str = "tollgate.dev/rotate";
 
-/// Annotation stating how long the replaced key should stay valid after a rotation
-/// (e.g. `30m`, `24h`, `1h30m`; absent or `0` = immediately invalid, as before).
+/// Annotation stating how long the replaced key stays valid after a rotation
+/// (e.g. `90s`, `30m`, `24h`, `1h30m`; absent or `0` = immediately invalid).
 pub const ROTATE_GRACE_ANNOTATION: &str = "tollgate.dev/rotate-grace";
 
 /// Longest grace accepted: a week is enough to move every caller, and a bound keeps a typo
@@ -118,8 +125,14 @@ pub enum KeyAction {
         /// Whether a rotate annotation must be removed as well.
         clear_annotation: bool,
     },
-    /// Regenerate one key, then remove the annotation.
-    Rotate(Slot),
+    /// Regenerate one key (the replaced one staying valid for `grace`), then remove the
+    /// annotation.
+    Rotate {
+        /// Which key.
+        slot: Slot,
+        /// How long the replaced key stays valid (zero: not at all).
+        grace: Duration,
+    },
     /// The annotation cannot be honoured; say why in an Event and remove it.
     RefuseRotate(String),
 }
@@ -153,30 +166,24 @@ pub fn decide(sub: &Subscription, secret_exists: bool) -> Option<KeyAction> {
     let rotate = rotate?;
     // The grace is checked before anything rotates: a malformed value must not silently
     // become an immediate rotation that cuts callers off.
-    if let Some(grace) = sub.annotations().get(ROTATE_GRACE_ANNOTATION) {
-        match parse_rotate_grace(grace) {
+    let grace = match sub.annotations().get(ROTATE_GRACE_ANNOTATION) {
+        None => Duration::ZERO,
+        Some(value) => match parse_rotate_grace(value) {
+            Ok(grace) => grace,
             Err(message) => return Some(KeyAction::RefuseRotate(message)),
-            // The proxy cannot yet keep a replaced key valid for a while, so a requested grace
-            // is refused rather than honoured as an immediate rotation (an outage the
-            // provider explicitly asked to avoid).
-            Ok(g) if !g.is_zero() => {
-                return Some(KeyAction::RefuseRotate(format!(
-                    "metadata.annotations[{ROTATE_GRACE_ANNOTATION}]: a grace period is not \
-                     supported yet; the key was not rotated (remove the annotation or set 0 \
-                     to rotate immediately)"
-                )))
-            }
-            Ok(_) => {}
+        },
+    };
+    let slot = match rotate {
+        "primary" => Slot::Primary,
+        "secondary" => Slot::Secondary,
+        other => {
+            return Some(KeyAction::RefuseRotate(format!(
+                "metadata.annotations[{ROTATE_ANNOTATION}]: {other:?} is not a key slot; \
+                 use primary or secondary"
+            )))
         }
-    }
-    match rotate {
-        "primary" => Some(KeyAction::Rotate(Slot::Primary)),
-        "secondary" => Some(KeyAction::Rotate(Slot::Secondary)),
-        other => Some(KeyAction::RefuseRotate(format!(
-            "metadata.annotations[{ROTATE_ANNOTATION}]: {other:?} is not a key slot; \
-             use primary or secondary"
-        ))),
-    }
+    };
+    Some(KeyAction::Rotate { slot, grace })
 }
 
 /// Every Subscription that needs a key action, with the action.
@@ -271,15 +278,92 @@ pub async fn create(client: &Client, sub: &Subscription) -> Result<bool> {
     }
 }
 
-/// Replace one key in `sub`'s key Secret.
+/// The value of `data_key` in `secret` (`data`, or `stringData` of an object not yet stored).
+fn secret_value<'a>(secret: &'a Secret, data_key: &str) -> Option<&'a [u8]> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(data_key))
+        .map(|b| b.0.as_slice())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(data_key))
+                .map(|s| s.as_bytes())
+        })
+}
+
+/// The graced records of `secret` (none when absent or malformed: a malformed record is
+/// replaced by the next write, and the compiler already reports it).
+fn graced_records(secret: &Secret) -> Vec<GracedRecord> {
+    secret
+        .annotations()
+        .get(GRACED_KEYS_ANNOTATION)
+        .and_then(|v| key_grace::parse(v).ok())
+        .unwrap_or_default()
+}
+
+/// Whole seconds: instants people read in statuses and Events.
+fn now_in_seconds() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
+}
+
+/// The merge patch that puts `new_key` in `slot` of `current` (the Secret as just read) and, with
+/// a non-zero `grace`, graces the replaced key's digest until `now + grace` (pure).
+///
+/// With a grace the patch carries `current`'s `resourceVersion`, so it applies only to the
+/// Secret whose key is graced: a stale cache or a concurrent change makes it fail (409) and the
+/// next pass starts over, rather than grace a key that was no longer the one replaced.
+/// Returns the patch and the instant the replaced key stops working (`None`: immediately).
+pub fn rotation_patch(
+    current: &Secret,
+    slot: Slot,
+    new_key: &str,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> (serde_json::Value, Option<DateTime<Utc>>) {
+    let mut patch = serde_json::json!({ "stringData": { slot.data_key(): new_key } });
+    // A key that is not text was refused by the compiler: nothing to keep valid.
+    let old = secret_value(current, slot.data_key()).and_then(|b| std::str::from_utf8(b).ok());
+    let Some(old) = old.filter(|_| !grace.is_zero()) else {
+        return (patch, None);
+    };
+    // `grace` is at most MAX_ROTATE_GRACE (7 days), far inside chrono's range.
+    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::zero());
+    let records = key_grace::after_rotation(
+        &graced_records(current),
+        slot.data_key(),
+        &key_digest(old),
+        now,
+        grace,
+    );
+    patch["metadata"] = serde_json::json!({
+        "resourceVersion": current.resource_version(),
+        "annotations": { GRACED_KEYS_ANNOTATION: key_grace::render(&records) },
+    });
+    (patch, Some(now + grace))
+}
+
+/// Replace one key in `sub`'s key Secret `current` (as the watch cache has it); with a non-zero
+/// `grace` the replaced key stays valid until the returned instant.
 ///
 /// # Errors
 ///
-/// [`Error::Rng`], or [`Error::Kube`] naming the Secret.
-pub async fn rotate(client: &Client, sub: &Subscription, slot: Slot) -> Result<()> {
+/// [`Error::Rng`], or [`Error::Kube`] naming the Secret (a 409 when the cache was behind: the
+/// next pass, on the newer Secret, rotates).
+pub async fn rotate(
+    client: &Client,
+    sub: &Subscription,
+    current: &Secret,
+    slot: Slot,
+    grace: Duration,
+) -> Result<Option<DateTime<Utc>>> {
     let ns = sub.namespace().unwrap_or_default();
     let name = sub.key_secret_name();
-    let patch = serde_json::json!({ "stringData": { slot.data_key(): fresh_key(sub)? } });
+    let (patch, valid_until) =
+        rotation_patch(current, slot, &fresh_key(sub)?, now_in_seconds(), grace);
     Api::<Secret>::namespaced(client.clone(), &ns)
         .patch(
             &name,
@@ -290,6 +374,73 @@ pub async fn rotate(client: &Client, sub: &Subscription, slot: Slot) -> Result<(
         .map_err(|source| Error::Kube {
             action: "rotate a key in",
             object: format!("Secret {ns}/{name}"),
+            source,
+        })?;
+    Ok(valid_until)
+}
+
+/// One key Secret whose expired graced records must go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expired {
+    /// Namespace of the Secret.
+    pub namespace: String,
+    /// Name of the Secret.
+    pub name: String,
+    /// The Secret's `resourceVersion` the records were read from.
+    pub resource_version: Option<String>,
+    /// The annotation's new value (`None`: remove it).
+    pub keep: Option<String>,
+}
+
+/// Which key Secrets hold graced records that expired at `now`, and when the next one that has
+/// not expires (when the operator must look again) (pure).
+pub fn expiry_plan<'a>(
+    secrets: impl IntoIterator<Item = &'a Secret>,
+    now: DateTime<Utc>,
+) -> (Vec<Expired>, Option<DateTime<Utc>>) {
+    let mut expired = Vec::new();
+    let mut next: Option<DateTime<Utc>> = None;
+    for secret in secrets {
+        if !secret.annotations().contains_key(GRACED_KEYS_ANNOTATION) {
+            continue;
+        }
+        let records = graced_records(secret);
+        let kept = key_grace::unexpired(&records, now);
+        if let Some(at) = key_grace::next_expiry(&kept) {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        if kept.len() != records.len() {
+            expired.push(Expired {
+                namespace: secret.namespace().unwrap_or_default(),
+                name: secret.name_any(),
+                resource_version: secret.resource_version(),
+                keep: key_grace::render(&kept),
+            });
+        }
+    }
+    (expired, next)
+}
+
+/// Write `expired`'s remaining records (merge patch, only if the Secret is unchanged).
+///
+/// # Errors
+///
+/// [`Error::Kube`] naming the Secret.
+pub async fn remove_expired(client: &Client, expired: &Expired) -> Result<()> {
+    let patch = serde_json::json!({ "metadata": {
+        "resourceVersion": expired.resource_version,
+        "annotations": { GRACED_KEYS_ANNOTATION: expired.keep },
+    }});
+    Api::<Secret>::namespaced(client.clone(), &expired.namespace)
+        .patch(
+            &expired.name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|source| Error::Kube {
+            action: "remove expired graced keys from",
+            object: format!("Secret {}/{}", expired.namespace, expired.name),
             source,
         })?;
     Ok(())
@@ -405,31 +556,149 @@ mod tests {
     #[test]
     fn a_grace_never_becomes_an_immediate_rotation() {
         let primary = || sub(None, Some("primary"));
+        let rotate = |grace| {
+            Some(KeyAction::Rotate {
+                slot: Slot::Primary,
+                grace,
+            })
+        };
         assert_eq!(
             decide(&with_grace(primary(), "0"), true),
-            Some(KeyAction::Rotate(Slot::Primary))
+            rotate(Duration::ZERO)
         );
+        assert_eq!(
+            decide(&with_grace(primary(), "90s"), true),
+            rotate(Duration::from_secs(90))
+        );
+        assert_eq!(
+            decide(&with_grace(primary(), "30m"), true),
+            rotate(Duration::from_secs(1800))
+        );
+        // Malformed or too long: refused with the parser's message, nothing rotates.
         assert!(matches!(
             decide(&with_grace(primary(), "30"), true),
             Some(KeyAction::RefuseRotate(m)) if m.contains("without a unit")
         ));
         assert!(matches!(
-            decide(&with_grace(primary(), "30m"), true),
-            Some(KeyAction::RefuseRotate(m)) if m.contains("not supported yet")
+            decide(&with_grace(primary(), "8d"), true),
+            Some(KeyAction::RefuseRotate(m)) if m.contains("longer than 7d")
         ));
         // Without a rotate annotation the grace alone does nothing.
         assert_eq!(decide(&with_grace(sub(None, None), "30m"), true), None);
+    }
+
+    fn secret(primary: &str, graced: Option<String>) -> Secret {
+        let mut s = Secret {
+            data: Some(BTreeMap::from([
+                (
+                    PRIMARY_KEY.to_string(),
+                    k8s_openapi::ByteString(primary.as_bytes().to_vec()),
+                ),
+                (
+                    SECONDARY_KEY.to_string(),
+                    k8s_openapi::ByteString(b"the-secondary-key-0123".to_vec()),
+                ),
+            ])),
+            ..Secret::default()
+        };
+        s.metadata.name = Some("acme-keys".into());
+        s.metadata.namespace = Some("ns".into());
+        s.metadata.resource_version = Some("42".into());
+        if let Some(g) = graced {
+            s.metadata.annotations = Some(BTreeMap::from([(GRACED_KEYS_ANNOTATION.into(), g)]));
+        }
+        s
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("instant")
+    }
+
+    #[test]
+    fn a_rotation_with_grace_graces_the_replaced_digest_until_now_plus_grace() {
+        let current = secret("the-old-primary-key-0123", None);
+        let (patch, until) = rotation_patch(
+            &current,
+            Slot::Primary,
+            "the-new-key",
+            at(0),
+            Duration::from_secs(90),
+        );
+        assert_eq!(until, Some(at(90)));
+        assert_eq!(patch["stringData"][PRIMARY_KEY], "the-new-key");
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+        let records = key_grace::parse(
+            patch["metadata"]["annotations"][GRACED_KEYS_ANNOTATION]
+                .as_str()
+                .expect("annotation"),
+        )
+        .expect("records");
+        assert_eq!(
+            records,
+            [GracedRecord {
+                slot: PRIMARY_KEY.into(),
+                digest: tollgate_crds::table::key_digest("the-old-primary-key-0123"),
+                valid_until: at(90),
+            }]
+        );
+        // Neither key appears anywhere but in stringData (the new one).
+        let text = patch.to_string();
+        assert!(!text.contains("the-old-primary-key"), "{text}");
+        // Without a grace: only the key, no record, no precondition.
+        let (patch, until) = rotation_patch(&current, Slot::Primary, "k", at(0), Duration::ZERO);
+        assert_eq!(until, None);
+        assert_eq!(patch, serde_json::json!({"stringData": {PRIMARY_KEY: "k"}}));
+    }
+
+    #[test]
+    fn expired_records_are_removed_and_the_next_expiry_is_the_wake_up() {
+        let records = key_grace::after_rotation(
+            &[],
+            PRIMARY_KEY,
+            &"a".repeat(64),
+            at(0),
+            chrono::Duration::seconds(90),
+        );
+        let records = key_grace::after_rotation(
+            &records,
+            SECONDARY_KEY,
+            &"b".repeat(64),
+            at(0),
+            chrono::Duration::seconds(3600),
+        );
+        let s = secret("k", key_grace::render(&records));
+        let plain = secret("k", None);
+        // Before the first instant: nothing to remove, wake up at 90 s.
+        assert_eq!(expiry_plan([&s, &plain], at(89)), (vec![], Some(at(90))));
+        // At it: the first record goes (same resourceVersion), wake up for the second.
+        let (expired, next) = expiry_plan([&s, &plain], at(90));
+        assert_eq!(next, Some(at(3600)));
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].resource_version.as_deref(), Some("42"));
+        let kept = key_grace::parse(expired[0].keep.as_deref().expect("kept")).expect("parse");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].digest, "b".repeat(64));
+        // After both: the annotation is removed, nothing more to wake up for.
+        let (expired, next) = expiry_plan([&s], at(3600));
+        assert_eq!(next, None);
+        assert_eq!(expired[0].keep, None);
     }
 
     #[test]
     fn rotation_is_decided_by_the_annotation() {
         assert_eq!(
             decide(&sub(None, Some("primary")), true),
-            Some(KeyAction::Rotate(Slot::Primary))
+            Some(KeyAction::Rotate {
+                slot: Slot::Primary,
+                grace: Duration::ZERO
+            })
         );
         assert_eq!(
             decide(&sub(None, Some("secondary")), true),
-            Some(KeyAction::Rotate(Slot::Secondary))
+            Some(KeyAction::Rotate {
+                slot: Slot::Secondary,
+                grace: Duration::ZERO
+            })
         );
         assert!(matches!(
             decide(&sub(None, Some("both")), true),

@@ -254,6 +254,7 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
         leader: leader_rx,
         pending_keys: Default::default(),
         last_good: Default::default(),
+        next_key_expiry: Default::default(),
     });
     let result = controller::run(ctx, stores, changed, table_tx, config.debounce, shutdown).await;
 

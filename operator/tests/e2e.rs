@@ -3276,3 +3276,195 @@ async fn an_invalid_plan_edit_keeps_serving_its_last_good_generation() {
         .delete(&ns, &DeleteParams::default())
         .await;
 }
+
+/// The graced records on a key Secret (`tollgate.dev/graced-keys`), parsed.
+fn graced_records(secret: &Secret) -> Vec<tollgate_crds::key_grace::GracedRecord> {
+    secret
+        .annotations()
+        .get(tollgate_crds::key_grace::GRACED_KEYS_ANNOTATION)
+        .map(|v| tollgate_crds::key_grace::parse(v).expect("a valid graced-keys annotation"))
+        .unwrap_or_default()
+}
+
+/// Rotation with `tollgate.dev/rotate-grace: 90s`: the new key works at once, the replaced one
+/// keeps working through a proxy following the operator, the Secret records its digest (never
+/// the key) with now + 90 s, and the Subscription's Ready message names that instant. The 90 s
+/// are not waited out: the test moves the recorded instant to a few seconds from now (what the
+/// operator's own clock would reach), and the proxy then refuses the old key (401) at that
+/// instant, and the operator, woken up by nothing but the instant, removes the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_with_a_grace_keeps_the_old_key_until_its_instant() {
+    if !enabled("rotation_with_a_grace_keeps_the_old_key_until_its_instant") {
+        return;
+    }
+    let binary = if on_kind() {
+        PathBuf::new()
+    } else {
+        proxy_binary()
+    };
+    let client = Client::try_default().await.expect("kube client");
+    install_crds(&client).await;
+    let ns = fresh_namespace(&client).await;
+    eprintln!("namespace {ns}");
+    let tls = DistributionTls::create(&std::env::temp_dir().join(format!("{ns}-tls")));
+    let operator = if on_kind() {
+        Operator::in_cluster_pair(&client, &ns).await.0
+    } else {
+        let kubeconfig = operator_kubeconfig(&client, &ns).await;
+        let operator = Operator::start_with(&ns, "op-g", &kubeconfig, free_port(), Some(&tls));
+        operator.wait_ready().await;
+        operator
+    };
+    let backend = test_backend(&client, &ns).await;
+    for doc in [
+        format!("apiVersion: tollgate.dev/v1alpha1\nkind: Product\nmetadata: {{name: echo}}\nspec: {{{backend}, routes: [{{name: all, path: /}}]}}"),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Plan\nmetadata: {name: basic}\nspec: {product: echo}".to_string(),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Subscription\nmetadata: {name: acme}\nspec: {plan: basic, subscriber: {name: Acme}}".to_string(),
+    ] {
+        create(&client, &ns, &yaml(&ns, &doc)).await.expect("create");
+    }
+    let old_key = generated_key(&client, &ns, "acme-keys").await;
+    let token_file = proxy_token(&client, &ns).await;
+    let state = std::env::temp_dir().join(format!("{ns}-proxy-state"));
+    let proxy = if on_kind() {
+        Proxy::in_cluster(&client, &ns).await
+    } else {
+        Proxy::start(
+            &binary,
+            &format!("{ns}-proxy-g"),
+            operator.table_port,
+            &token_file,
+            &state,
+            &tls,
+        )
+    };
+    proxy.wait_for(&old_key, 200, "generated key").await;
+
+    // --- rotate the primary with a 90 s grace
+    let subs: Api<Subscription> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let before = chrono::Utc::now();
+    subs.patch(
+        "acme",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+            "tollgate.dev/rotate": "primary",
+            "tollgate.dev/rotate-grace": "90s",
+        }}})),
+    )
+    .await
+    .expect("annotate");
+    let (new_key, rotated) = loop {
+        let s = secrets.get("acme-keys").await.expect("secret");
+        let k = secret_keys(&s)["primaryKey"].clone();
+        if k != old_key {
+            break (k, s);
+        }
+        assert!(
+            chrono::Utc::now() - before < chrono::Duration::seconds(30),
+            "acme's key never rotated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let after = chrono::Utc::now();
+    let records = graced_records(&rotated);
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0];
+    assert_eq!(record.slot, "primaryKey");
+    assert_eq!(record.digest, tollgate_crds::table::key_digest(&old_key));
+    let grace = chrono::Duration::seconds(90);
+    // Whole seconds: at most one second before `before + 90 s`, never after `after + 90 s`.
+    assert!(
+        record.valid_until > before + grace - chrono::Duration::seconds(1)
+            && record.valid_until <= after + grace,
+        "{} not within [{before}, {after}] + 90 s",
+        record.valid_until
+    );
+    let annotation_text = rotated
+        .annotations()
+        .get(tollgate_crds::key_grace::GRACED_KEYS_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !annotation_text.contains(&old_key),
+        "a plaintext key in the annotation"
+    );
+
+    // Both keys work through the proxy (the table carries the graced digest).
+    proxy.wait_for(&new_key, 200, "new key").await;
+    for _ in 0..5 {
+        assert_eq!(
+            proxy.call(&old_key).await,
+            Some(200),
+            "the graced key must work"
+        );
+    }
+    let until_text = record
+        .valid_until
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let sub = wait_one::<Subscription>(&client, &ns, "acme", "Ready names the instant", |s| {
+        ready(s).is_some_and(|(_, _, m)| m.contains(&until_text))
+    })
+    .await;
+    let (status, reason, message) = ready(&sub).expect("Ready");
+    eprintln!("Ready={status} {reason}: {message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ReadyWithWarnings")
+    );
+    assert!(message.contains("previous primaryKey"), "{message}");
+    assert!(
+        !sub.annotations().contains_key("tollgate.dev/rotate"),
+        "the rotate annotation must go"
+    );
+
+    // --- the instant passes: moved to 3 s from now instead of waiting 90 s
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let moved = tollgate_crds::key_grace::GracedRecord {
+        valid_until: soon,
+        ..record.clone()
+    };
+    secrets
+        .patch(
+            "acme-keys",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+                tollgate_crds::key_grace::GRACED_KEYS_ANNOTATION:
+                    tollgate_crds::key_grace::render(&[moved]),
+            }}})),
+        )
+        .await
+        .expect("move the instant");
+    proxy
+        .wait_for(&old_key, 401, "graced key after its instant")
+        .await;
+    let refused_at = chrono::Utc::now();
+    eprintln!(
+        "MEASURED graced key refused {:?} after its instant",
+        (refused_at - soon).to_std().unwrap_or_default()
+    );
+    assert!(refused_at >= soon, "refused before its instant");
+    assert_eq!(proxy.call(&new_key).await, Some(200));
+    // The operator removes the record at the instant (no other change happens then).
+    let cleaned = wait_one::<Secret>(&client, &ns, "acme-keys", "expired record removed", |s| {
+        graced_records(s).is_empty()
+    })
+    .await;
+    eprintln!(
+        "MEASURED expired graced record removed {:?} after its instant",
+        (chrono::Utc::now() - soon).to_std().unwrap_or_default()
+    );
+    assert!(!cleaned
+        .annotations()
+        .contains_key(tollgate_crds::key_grace::GRACED_KEYS_ANNOTATION));
+    wait_one::<Subscription>(&client, &ns, "acme", "Ready without the grace", |s| {
+        ready(s).is_some_and(|(st, r, _)| st == "True" && r == "Ready")
+    })
+    .await;
+    for key in [&old_key, &new_key] {
+        assert!(
+            !operator.log_text().contains(key.as_str()),
+            "a key in the operator's log"
+        );
+    }
+}

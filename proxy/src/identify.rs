@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 
+use chrono::{DateTime, Utc};
 use http::header::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -76,6 +77,8 @@ impl<'rt> Subscribed<'rt> {
 /// - Otherwise a key wins when one is sent; without a key, a verified token identifies the
 ///   subscription that lists its `sub`, `azp` or `client_id` (in that order) in `jwtSubjects`.
 /// - A verified certificate that no subscription lists, with no key or token, is refused (403).
+/// - A replaced key kept by a rotation grace identifies its subscription while `now` (the
+///   request's clock reading) is before its instant; after it, it is an unknown key (401).
 pub fn identify<'rt>(
     rt: &'rt Runtime,
     product: &ProductRt,
@@ -83,6 +86,7 @@ pub fn identify<'rt>(
     raw_query: Option<&str>,
     token: Option<&Verified>,
     tls: Option<&TlsConn>,
+    now: DateTime<Utc>,
 ) -> Result<Caller<'rt>, Rejection> {
     let certificate = match &product.client_auth {
         None => None,
@@ -111,7 +115,10 @@ pub fn identify<'rt>(
         (key, _) => key?,
     };
     let digest: KeyDigest = Sha256::digest(&key).into();
-    let Some((stored, idx)) = rt.subscription_by_digest(&digest) else {
+    let Some((stored, idx)) = rt
+        .subscription_by_digest(&digest)
+        .or_else(|| rt.subscription_by_graced_digest(&digest, now))
+    else {
         // A valid key of a subscription the provider's configuration took down: not the
         // caller's fault, so not a 401 telling them to check their key.
         if rt.key_unavailable(&digest) {
@@ -216,7 +223,8 @@ mod tests {
                 HeaderValue::from_bytes(v).expect("value"),
             );
         }
-        identify(&rt, &rt.products[0], &h, q, None, None).map(|c| c.subscription_index())
+        identify(&rt, &rt.products[0], &h, q, None, None, Utc::now())
+            .map(|c| c.subscription_index())
     }
 
     #[test]
@@ -234,7 +242,8 @@ mod tests {
                 "x-subscription-key",
                 HeaderValue::from_static(std::str::from_utf8(key).unwrap_or("")),
             );
-            identify(&rt, &rt.products[0], &h, None, None, None).map(|c| c.subscription_index())
+            identify(&rt, &rt.products[0], &h, None, None, None, Utc::now())
+                .map(|c| c.subscription_index())
         };
         assert_eq!(call(b"left-out-key"), Err(Rejection::ApiMisconfigured));
         assert_eq!(call(b"primary-key"), Ok(Some(0)));
@@ -249,6 +258,74 @@ mod tests {
         );
         assert_eq!(
             run(None, &[("X-Subscription-Key", b"secondary-key")], None),
+            Ok(Some(0))
+        );
+    }
+
+    /// A runtime whose subscription also has the replaced key `old-key`, valid until `until`.
+    fn graced_runtime(until: DateTime<Utc>) -> Runtime {
+        let mut t = table(None, true);
+        t.subscriptions[0].graced_keys = vec![GracedKey {
+            digest: key_digest("old-key"),
+            valid_until: until,
+        }];
+        Runtime::build(&t, &Registry::default(), 1)
+    }
+
+    #[test]
+    fn a_graced_key_identifies_until_its_instant_then_is_unknown() {
+        let until = DateTime::from_timestamp(1_800_000_090, 0).expect("instant");
+        let rt = graced_runtime(until);
+        let call = |key: &str, now: DateTime<Utc>| {
+            let mut h = HeaderMap::new();
+            h.insert("x-subscription-key", HeaderValue::from_str(key).expect("v"));
+            identify(&rt, &rt.products[0], &h, None, None, None, now)
+                .map(|c| c.subscription_index())
+        };
+        let second = chrono::Duration::seconds(1);
+        let milli = chrono::Duration::milliseconds(1);
+        assert_eq!(
+            call("old-key", until - chrono::Duration::seconds(90)),
+            Ok(Some(0))
+        );
+        assert_eq!(call("old-key", until - milli), Ok(Some(0)));
+        assert_eq!(call("old-key", until), Err(Rejection::UnknownKey));
+        assert_eq!(call("old-key", until + second), Err(Rejection::UnknownKey));
+        // The current keys do not depend on the instant.
+        assert_eq!(call("primary-key", until + second), Ok(Some(0)));
+        // A graced digest that is some subscription's current key is that key, at any time.
+        let mut t = table(None, true);
+        t.subscriptions[0].graced_keys = vec![GracedKey {
+            digest: key_digest("primary-key"),
+            valid_until: until,
+        }];
+        let rt = Runtime::build(&t, &Registry::default(), 1);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-subscription-key",
+            HeaderValue::from_static("primary-key"),
+        );
+        assert_eq!(
+            identify(&rt, &rt.products[0], &h, None, None, None, until + second)
+                .map(|c| c.subscription_index()),
+            Ok(Some(0))
+        );
+    }
+
+    #[test]
+    fn a_malformed_graced_digest_is_refused_and_reported() {
+        let mut t = table(None, true);
+        t.subscriptions[0].graced_keys = vec![GracedKey {
+            digest: "not-hex".into(),
+            valid_until: Utc::now() + chrono::Duration::hours(1),
+        }];
+        let rt = Runtime::build(&t, &Registry::default(), 1);
+        assert!(rt
+            .diagnostics()
+            .iter()
+            .any(|d| d.to_string().contains("gracedKeys")));
+        assert_eq!(
+            run(None, &[("x-subscription-key", b"primary-key")], None),
             Ok(Some(0))
         );
     }
@@ -333,8 +410,16 @@ mod tests {
     fn anonymous_when_not_required() {
         let rt = Runtime::build(&table(None, false), &Registry::default(), 1);
         assert_eq!(
-            identify(&rt, &rt.products[0], &HeaderMap::new(), None, None, None)
-                .map(|c| c.subscription_index()),
+            identify(
+                &rt,
+                &rt.products[0],
+                &HeaderMap::new(),
+                None,
+                None,
+                None,
+                Utc::now()
+            )
+            .map(|c| c.subscription_index()),
             Ok(None)
         );
     }
@@ -363,7 +448,8 @@ mod tests {
                 HeaderValue::from_str(k).expect("value"),
             );
         }
-        identify(rt, &rt.products[0], &h, None, None, conn).map(|c| c.subscription_index())
+        identify(rt, &rt.products[0], &h, None, None, conn, Utc::now())
+            .map(|c| c.subscription_index())
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use chrono::SecondsFormat;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::policies::cidrs;
@@ -14,9 +15,10 @@ use super::{
     object_id, suggestion, Input, Lookup, Outcome, Outcomes, Rejected, Report, MIN_KEY_CHARS,
 };
 use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::key_grace::{self, GracedRecord, GRACED_KEYS_ANNOTATION};
 use crate::reasons;
 use crate::subscription::{Subscription, SubscriptionState, PRIMARY_KEY, SECONDARY_KEY};
-use crate::table::{key_digest, PlanEntry, SubscriptionEntry, UnavailableEntry};
+use crate::table::{key_digest, GracedKey, PlanEntry, SubscriptionEntry, UnavailableEntry};
 
 /// CRD limits re-checked for standalone mode.
 const MAX_LIST: usize = 256;
@@ -195,6 +197,7 @@ fn compile_one<'s>(
         "spec.keys"
     };
     let mut digests: Vec<(String, &'static str)> = Vec::new();
+    let mut graced: Vec<GracedRecord> = Vec::new();
     match find_secret(namespace, &secret_name) {
         None if rejected.contains("Secret", namespace, &secret_name) => report.error(
             secret_field,
@@ -236,6 +239,7 @@ fn compile_one<'s>(
                     },
                 }
             }
+            graced = graced_keys(secret, &secret_id, secret_field, report);
         }
     }
 
@@ -282,6 +286,24 @@ fn compile_one<'s>(
     // may be equal: one digest is enough.
     digests.sort();
     digests.dedup_by(|a, b| a.0 == b.0);
+    // A current key is valid anyway; its digest is not graced a second time.
+    graced.retain(|g| !digests.iter().any(|(d, _)| *d == g.digest));
+    // Each one is a warning with its instant: what the Subscription's `Ready` message shows.
+    for g in &graced {
+        report.warning(
+            secret_field,
+            reasons::PREVIOUS_KEY_VALID,
+            format!(
+                "the previous {} of Secret {secret_id} stays valid until {} (rotated with a \
+                 grace); move callers to the current key before then",
+                g.slot,
+                g.valid_until.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+        );
+    }
+    let mut graced_keys: Vec<GracedKey> = graced.iter().map(GracedRecord::to_table).collect();
+    graced_keys.sort_by(|a, b| a.digest.cmp(&b.digest));
+    graced_keys.dedup_by(|a, b| a.digest == b.digest);
     let (key_digests, data_keys): (Vec<String>, Vec<&'static str>) = digests.into_iter().unzip();
     let Some(plan) = plan.filter(|_| !report.has_errors()) else {
         return (None, key_digests);
@@ -309,6 +331,7 @@ fn compile_one<'s>(
             product: plan.product.clone(),
             state: spec.state,
             key_digests,
+            graced_keys,
             expires_at: spec.expires_at,
             client_certificates,
             jwt_subjects,
@@ -319,6 +342,38 @@ fn compile_one<'s>(
         secret: secret_id,
     };
     (Some(candidate), Vec::new())
+}
+
+/// The replaced keys the key Secret's [`GRACED_KEYS_ANNOTATION`] keeps valid. A malformed
+/// annotation keeps none valid (fail closed) and says so.
+fn graced_keys(
+    secret: &Secret,
+    secret_id: &str,
+    field: &str,
+    report: &mut Report<'_>,
+) -> Vec<GracedRecord> {
+    let Some(value) = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(GRACED_KEYS_ANNOTATION))
+    else {
+        return Vec::new();
+    };
+    match key_grace::parse(value) {
+        Ok(records) => records,
+        Err(e) => {
+            report.warning(
+                field,
+                reasons::INVALID_KEY_SECRET,
+                format!(
+                    "Secret {secret_id}: annotation {GRACED_KEYS_ANNOTATION} {e}; no replaced key \
+                     is kept valid (the operator writes this annotation; remove it)"
+                ),
+            );
+            Vec::new()
+        }
+    }
 }
 
 /// Why a key cannot be used; never carries the key.

@@ -221,6 +221,7 @@ async fn run(
         parts.uri.query(),
         token.as_deref(),
         conn.tls.as_deref(),
+        now,
     )?;
 
     // 5–6. Authorize (token scopes, then the plan), rate limit, quota.

@@ -12,7 +12,7 @@ use tollgate_crds::table::{BackendTarget, JwtEntry, RoutingTable};
 
 use super::diagnostics::{Diagnostic, ObjectKind};
 use super::registry::Registry;
-use super::{PlanRt, ProductRt, RouteRt, Runtime, SubscriptionRt};
+use super::{KeyDigest, PlanRt, ProductRt, RouteRt, Runtime, SubscriptionRt};
 use crate::forward::{Backend, Upstream, UpstreamTls};
 use crate::jwt::scopes::ScopeRule;
 use crate::jwt::{IssuerKeys, IssuerRt, JwksRegistry, JwtPolicyRt, ProductJwt};
@@ -274,6 +274,8 @@ impl Runtime {
         let mut subscriptions = Vec::with_capacity(table.subscriptions.len());
         let mut by_key =
             FxHashMap::with_capacity_and_hasher(table.subscriptions.len() * 2, Default::default());
+        let mut graced: FxHashMap<KeyDigest, (u32, chrono::DateTime<chrono::Utc>)> =
+            FxHashMap::default();
         let mut ambiguous_subjects = Vec::new();
         let mut ambiguous_certs = Vec::new();
         for s in &table.subscriptions {
@@ -306,6 +308,19 @@ impl Runtime {
                     continue;
                 }
                 by_key.insert(d, idx);
+            }
+            for g in &s.graced_keys {
+                let mut d = [0u8; 32];
+                if hex::decode_to_slice(&g.digest, &mut d).is_err() {
+                    notes.push(Diagnostic::error(
+                        ObjectKind::Subscription,
+                        &s.id,
+                        "gracedKeys",
+                        "a graced key digest is not 64 hex digits; that replaced key is refused",
+                    ));
+                    continue;
+                }
+                graced.insert(d, (idx, g.valid_until));
             }
             let product = plans.get(plan as usize).and_then(|p| p.product);
             if let Some(prod) = product.and_then(|p| products.get_mut(p as usize)) {
@@ -379,6 +394,8 @@ impl Runtime {
                 }
             }
         }
+        // A current key wins over a replaced one with the same digest (whoever holds it).
+        graced.retain(|d, _| !by_key.contains_key(d));
 
         let hosts = super::hosts::index(table, &products);
         let request_series = RequestSeries::new(
@@ -397,6 +414,7 @@ impl Runtime {
             hosts,
             by_key,
             unavailable_keys,
+            graced,
             diagnostics,
             policies: table.policies.len(),
             origin: None,

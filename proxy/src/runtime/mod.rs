@@ -219,6 +219,9 @@ pub struct Runtime {
     /// Key digests of subscriptions left out by a provider-side configuration error
     /// (`RoutingTable::unavailable`): answered 503 `api-misconfigured`, not 401.
     unavailable_keys: FxHashSet<KeyDigest>,
+    /// Digest of a replaced key → (subscription, instant it stops working): a rotation with a
+    /// grace. Apart from `by_key` so the common lookup is unchanged; usually empty.
+    graced: FxHashMap<KeyDigest, (u32, DateTime<Utc>)>,
     diagnostics: Vec<Diagnostic>,
     /// ApiPolicies in the table (they are folded into the products; `/table` counts them).
     policies: usize,
@@ -284,6 +287,20 @@ impl Runtime {
     /// configuration (only asked once no served subscription has it).
     pub fn key_unavailable(&self, digest: &KeyDigest) -> bool {
         self.unavailable_keys.contains(digest)
+    }
+
+    /// The subscription whose *replaced* key has this digest, while `now` is before the
+    /// instant the table gives it (then, like any unknown key, nothing), with the digest as the
+    /// index stores it. `now` is the request's clock reading: no clock is read here.
+    pub fn subscription_by_graced_digest(
+        &self,
+        digest: &KeyDigest,
+        now: DateTime<Utc>,
+    ) -> Option<(&KeyDigest, u32)> {
+        self.graced
+            .get_key_value(digest)
+            .filter(|(_, (_, until))| now < *until)
+            .map(|(d, &(i, _))| (d, i))
     }
 
     /// The plan of `subscription` (a subscription of this runtime).
@@ -389,6 +406,7 @@ pub(crate) mod fixtures {
             product: product.into(),
             state: SubscriptionState::Active,
             key_digests: digests.iter().map(|d| d.to_string()).collect(),
+            graced_keys: vec![],
             expires_at: None,
             client_certificates: vec![],
             jwt_subjects: vec![],
