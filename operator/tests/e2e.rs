@@ -687,6 +687,7 @@ impl Operator {
 async fn least_privilege_kubeconfig(client: &Client, ns: &str) -> PathBuf {
     let mut rules = operator_rules();
     rules.as_array_mut().expect("rules").push(lease_rule());
+    rules.as_array_mut().expect("rules").extend(ca_rules());
     let sa = "tollgate-operator";
     let subject = serde_json::json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]);
     let role: ClusterRole = serde_json::from_value(serde_json::json!({
@@ -747,6 +748,15 @@ fn operator_rules() -> serde_json::Value {
 /// Leader election, in the Lease's namespace only.
 fn lease_rule() -> serde_json::Value {
     serde_json::json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]})
+}
+
+/// The workload CA, in the operator's namespace only: read (or create) its Secret, publish the
+/// trust bundle ConfigMap.
+fn ca_rules() -> [serde_json::Value; 2] {
+    [
+        serde_json::json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}),
+        serde_json::json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}),
+    ]
 }
 
 /// Create ServiceAccount `sa` in `ns` and write a kubeconfig holding a token of it.

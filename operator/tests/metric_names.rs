@@ -12,7 +12,7 @@ use tollgate_operator::metrics::Metrics;
 /// children still names its family (the registry's rendering would drop it).
 fn registered() -> BTreeSet<String> {
     let m = Metrics::new();
-    let collectors: [&dyn Collector; 17] = [
+    let collectors: [&dyn Collector; 18] = [
         &m.reconciles,
         &m.reconcile_duration,
         &m.compiles,
@@ -30,6 +30,7 @@ fn registered() -> BTreeSet<String> {
         &m.usage_writes,
         &m.injections,
         &m.network_policy_writes,
+        &m.certificates,
     ];
     let mut families = BTreeSet::new();
     for c in collectors {
