@@ -122,8 +122,14 @@ struct Args {
     /// --token-audience).
     #[arg(long, env = "TOLLGATE_SIDECAR_TOKEN_EXPIRATION_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(600..=86_400))]
     sidecar_token_expiration_seconds: i64,
-    /// SPIFFE trust domain of the sidecars' identities (their --trust-domain).
-    #[arg(long, env = "TOLLGATE_TRUST_DOMAIN", default_value = "cluster.local")]
+    /// SPIFFE trust domain of the identities the workload CA issues and of the sidecars
+    /// (their --trust-domain); also spelled --trust-domain.
+    #[arg(
+        long,
+        visible_alias = "trust-domain",
+        env = "TOLLGATE_TRUST_DOMAIN",
+        default_value = "cluster.local"
+    )]
     sidecar_trust_domain: String,
     /// SPIFFE ids sidecars accept callers from (their --allowed-identities; comma-separated),
     /// normally the ingress proxy's ServiceAccount: spiffe://TD/ns/NS/sa/SA.
