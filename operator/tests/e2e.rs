@@ -3241,6 +3241,60 @@ async fn the_operator_issues_workload_certificates() {
             .await,
         Some(1.0)
     );
+    // The proxy's certificate client (tollgate-proxy --identity-url) against this endpoint: it
+    // makes its key, sends the CSR with its token file, and is issued a certificate.
+    let binary = proxy_binary();
+    let token_file = std::env::temp_dir().join(format!("{ns}-workload.token"));
+    std::fs::write(
+        &token_file,
+        good.trim_start_matches("Authorization: Bearer ").trim(),
+    )
+    .expect("token file");
+    let empty = std::env::temp_dir().join(format!("{ns}-empty"));
+    std::fs::create_dir_all(&empty).expect("dir");
+    let proxy_log = std::env::temp_dir().join(format!("{ns}-identity-proxy.log"));
+    let file = std::fs::File::create(&proxy_log).expect("log");
+    let mut proxy = Command::new(&binary)
+        .arg("--from-dir")
+        .arg(&empty)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--identity-url", &format!("http://127.0.0.1:{table_port}")])
+        .arg("--token-file")
+        .arg(&token_file)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::from(file.try_clone().expect("log")))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("start tollgate-proxy");
+    let deadline = Instant::now() + WAIT;
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&proxy_log).unwrap_or_default();
+        if text.contains("workload certificate obtained") {
+            eprintln!(
+                "MEASURED: proxy start to first workload certificate: {:?}",
+                started.elapsed()
+            );
+            assert!(!text.contains("PRIVATE KEY"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && proxy.try_wait().ok().flatten().is_none(),
+            "the proxy got no certificate: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert_eq!(
+        operator
+            .metric("tollgate_operator_certificates_total{result=\"issued\"}")
+            .await,
+        Some(22.0),
+        "the proxy's request was issued by this operator"
+    );
+
     let log = operator.log_text();
     assert!(
         !log.contains("PRIVATE KEY")
