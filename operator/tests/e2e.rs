@@ -971,6 +971,7 @@ async fn operator_watches_only_its_namespaces() {
         let mut rules = operator_rules();
         if i == 0 {
             rules.as_array_mut().expect("rules").push(lease_rule());
+            rules.as_array_mut().expect("rules").extend(ca_rules());
         }
         let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "tollgate-operator", "namespace": ns}, "rules": rules
