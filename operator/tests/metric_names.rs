@@ -61,7 +61,7 @@ fn listed() -> BTreeSet<String> {
 #[test]
 fn the_listed_metric_names_are_the_registered_ones() {
     let (registered, listed) = (registered(), listed());
-    assert_eq!(registered.len(), 17, "{registered:?}");
+    assert_eq!(registered.len(), 18, "{registered:?}");
     assert_eq!(
         listed,
         registered,
@@ -85,6 +85,7 @@ fn every_listed_family_renders_once_it_has_a_value() {
     m.usage_reads.with_label_values(&["ok"]).inc();
     m.injections.with_label_values(&["injected"]).inc();
     m.network_policy_writes.with_label_values(&["ok"]).inc();
+    m.certificates.with_label_values(&["issued"]).inc();
     let text = m.render();
     for family in listed() {
         let name = family.split(' ').next().unwrap_or_default();
