@@ -293,6 +293,9 @@ assert not any(n.endswith("-injector") for n in names), names
 		"update leases.coordination.k8s.io -n $NAMESPACE" "create tokenreviews.authentication.k8s.io"
 		"list pods -A" "watch pods -A" "create networkpolicies.networking.k8s.io -n default"
 		"patch networkpolicies.networking.k8s.io -n default" "get namespaces"
+		"get secrets/tollgate-workload-ca -n $NAMESPACE" "create secrets -n $NAMESPACE"
+		"get configmaps/tollgate-trust-bundle -n $NAMESPACE" "patch configmaps/tollgate-trust-bundle -n $NAMESPACE"
+		"create configmaps -n $NAMESPACE"
 	)
 	# A sample of what it may not.
 	local no=(
@@ -308,6 +311,9 @@ assert not any(n.endswith("-injector") for n in names), names
 		"get pods -n default" "patch pods -n default" "delete networkpolicies.networking.k8s.io -n default"
 		"get networkpolicies.networking.k8s.io -n default" "watch namespaces"
 		"update mutatingwebhookconfigurations.admissionregistration.k8s.io"
+		"get secrets -n $NAMESPACE" "update secrets/tollgate-workload-ca -n $NAMESPACE"
+		"delete secrets/tollgate-workload-ca -n $NAMESPACE" "get configmaps -n $NAMESPACE"
+		"patch configmaps -n $NAMESPACE" "create configmaps -n default"
 	)
 	local verb
 	for verb in "${yes[@]}"; do
@@ -474,6 +480,27 @@ YAML
 		apply_secret db-password ', labels: {tollgate.dev/keys: "true"}'
 	check "the unrelated Secret is unchanged" \
 		test "$($k -n "$POLICY_NS" get secret db-password -o jsonpath='{.data.password}' | base64 -d)" = hunter2
+	# The workload CA's own root (ca.rs): that name and type, created in the release namespace only.
+	ca_secret() { # NAME TYPE
+		printf 'apiVersion: v1\nkind: Secret\nmetadata: {name: %s}\ntype: %s\nstringData: {tls.crt: not-a-cert, tls.key: not-a-key}\n' "$1" "$2"
+	}
+	ca_secret tollgate-workload-ca kubernetes.io/tls >"$WORK/x.yaml"
+	if $k -n "$NAMESPACE" get secret tollgate-workload-ca >/dev/null 2>&1; then
+		pass "the workload CA Secret exists already (an earlier run): creation not retried"
+	else
+		check "operator creates its workload CA Secret in the release namespace" \
+			"${op[@]}" -n "$NAMESPACE" create -f "$WORK/x.yaml"
+		# Not a usable CA: the suite's operators would wait on it; they make a real one.
+		$k -n "$NAMESPACE" delete secret tollgate-workload-ca >/dev/null 2>&1 || true
+	fi
+	refused_by_policy "operator creates the workload CA Secret in another namespace" "$POLICY_MESSAGE" \
+		"${op[@]}" -n "$POLICY_NS" create -f "$WORK/x.yaml"
+	ca_secret tollgate-other-ca kubernetes.io/tls >"$WORK/x.yaml"
+	refused_by_policy "operator creates another TLS Secret in the release namespace" "$POLICY_MESSAGE" \
+		"${op[@]}" -n "$NAMESPACE" create -f "$WORK/x.yaml"
+	ca_secret tollgate-workload-ca Opaque >"$WORK/x.yaml"
+	refused_by_policy "operator creates an Opaque Secret named like the CA" "$POLICY_MESSAGE" \
+		"${op[@]}" -n "$NAMESPACE" create -f "$WORK/x.yaml"
 }
 
 # Namespaced mode (operator.watchNamespaces): a second release, `tgns` in namespace $NS_RELEASE,
@@ -506,13 +533,14 @@ assert roles == [("tg-ns-a", "tgns-tollgate-operator"), ("tg-ns-b", "tgns-tollga
 	write_kubeconfig "$WORK/ns-operator.kubeconfig" "$2" "$3" tgns-tollgate-operator "$token"
 	local nop=("$k" --kubeconfig "$WORK/ns-operator.kubeconfig") verb
 	for verb in "list secrets -n $NS_A" "watch products.tollgate.dev -n $NS_B" "create secrets -n $NS_B" \
+		"create secrets -n $NS_RELEASE" "get secrets/tollgate-workload-ca -n $NS_RELEASE" \
 		"patch subscriptions.tollgate.dev --subresource=status -n $NS_A" "create events.events.k8s.io -n $NS_A" \
 		"update leases.coordination.k8s.io -n $NS_RELEASE" "create tokenreviews.authentication.k8s.io"; do
 		# shellcheck disable=SC2086
 		check "namespaced operator may: $verb" "${nop[@]}" auth can-i $verb
 	done
 	for verb in "list secrets -A" "list secrets -n default" "list products.tollgate.dev -A" "list pods -A" \
-		"create secrets -n $NS_RELEASE" "watch services -n default" "create events.events.k8s.io -n default"; do
+		"get secrets -n $NS_RELEASE" "watch services -n default" "create events.events.k8s.io -n default"; do
 		# shellcheck disable=SC2086
 		refuse "namespaced operator may not: $verb" "${nop[@]}" auth can-i $verb
 	done

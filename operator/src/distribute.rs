@@ -7,6 +7,9 @@
 //! proxy may switch replicas freely. `&wait=S` long-polls up to S seconds (max 60) while D is the
 //! newest table, then answers `304 Not Modified`.
 //!
+//! `POST /v1/certificate` (the workload CA, see [`crate::certificate`]) shares the listener and
+//! the token check.
+//!
 //! Callers authenticate with a ServiceAccount token (`Authorization: Bearer …`), checked by a
 //! TokenReview bound to `--token-audience`, so a token minted for another audience is refused.
 //! Verdicts are cached by token digest ([`ReviewCache`]: accepted for 60 s, refused for 5 s), so a
@@ -276,14 +279,25 @@ pub struct Distributor {
     pub metrics: Arc<Metrics>,
     /// TokenReview verdicts.
     pub reviews: ReviewCache,
+    /// `POST /v1/certificate` (`None`: the workload CA is off, the path is not found).
+    pub certificates: Option<crate::certificate::Certificates>,
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewFailure {
+    /// TokenReview said no (bad token, wrong audience, not a ServiceAccount).
+    Refused(String),
+    /// The TokenReview call failed: no verdict on the token.
+    Unavailable(String),
 }
 
 impl Distributor {
-    /// The verdict on `token`, from the cache or a TokenReview.
-    async fn authenticate(&self, token: &str) -> Result<String, String> {
+    /// The ServiceAccount username of `token`, from the cache or a TokenReview.
+    pub async fn authenticate(&self, token: &str) -> Result<String, ReviewFailure> {
         let now = tokio::time::Instant::now();
         if let Some(verdict) = self.reviews.get(token, now) {
-            return verdict;
+            return verdict.map_err(ReviewFailure::Refused);
         }
         let verdict = review(&self.client, token, &self.audience).await;
         let label = if verdict.is_ok() {
@@ -293,10 +307,11 @@ impl Distributor {
         };
         self.metrics.token_reviews.with_label_values(&[label]).inc();
         // A failed API call is not a verdict on the token: do not cache it.
-        if !matches!(&verdict, Err(e) if e.starts_with("TokenReview failed")) {
-            self.reviews.put(token, verdict.clone(), now);
+        if matches!(&verdict, Err(e) if e.starts_with("TokenReview failed")) {
+            return verdict.map_err(ReviewFailure::Unavailable);
         }
-        verdict
+        self.reviews.put(token, verdict.clone(), now);
+        verdict.map_err(ReviewFailure::Refused)
     }
 
     /// Answer one request.
@@ -316,7 +331,7 @@ impl Distributor {
             );
         };
         if let Err(why) = self.authenticate(token).await {
-            tracing::info!(reason = %why, "refused a table request");
+            tracing::info!(reason = ?why, "refused a table request");
             self.metrics
                 .distribution
                 .with_label_values(&["refused"])
@@ -355,7 +370,8 @@ impl Distributor {
     }
 }
 
-/// Serve `/v1/table` until `shutdown` turns true (over TLS when `tls` is set).
+/// Serve `/v1/table` (and `/v1/certificate` when the workload CA is on) until `shutdown` turns
+/// true (over TLS when `tls` is set).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -364,7 +380,14 @@ pub async fn serve(
 ) {
     let handle = move |req: Request<Incoming>| {
         let d = distributor.clone();
-        async move { d.respond(&req).await }
+        async move {
+            match &d.certificates {
+                Some(c) if req.uri().path() == crate::certificate::PATH => {
+                    crate::certificate::respond(&d, c, req).await
+                }
+                _ => d.respond(&req).await,
+            }
+        }
     };
     crate::listener::serve(listener, tls, handle, shutdown).await;
 }

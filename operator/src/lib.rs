@@ -9,6 +9,8 @@
 
 #![warn(missing_docs)]
 
+pub mod ca;
+pub mod certificate;
 pub mod controller;
 pub mod distribute;
 pub mod endpoints;
@@ -68,6 +70,8 @@ pub struct Config {
     pub usage_interval: Duration,
     /// The sidecar injector's webhook (`None`: not served).
     pub webhook: Option<WebhookConfig>,
+    /// The workload CA behind `POST /v1/certificate` on the distribution listener (`None`: off).
+    pub ca: Option<ca::CaConfig>,
 }
 
 /// The sidecar injector: where its webhook listens, its serving certificate, the sidecar.
@@ -144,6 +148,20 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
             history,
             metrics: metrics.clone(),
             reviews: distribute::ReviewCache::default(),
+            certificates: config.ca.as_ref().map(|ca_config| {
+                let cell = ca::CaCell::default();
+                distribution.push(tokio::spawn(ca::run(
+                    client.clone(),
+                    ca_config.clone(),
+                    cell.clone(),
+                    shutdown.clone(),
+                )));
+                certificate::Certificates {
+                    ca: cell,
+                    trust_domain: ca_config.trust_domain.clone(),
+                    lifetime: ca_config.lifetime,
+                }
+            }),
         });
         let tls = match &config.distribute_tls {
             None => None,

@@ -122,8 +122,14 @@ struct Args {
     /// --token-audience).
     #[arg(long, env = "TOLLGATE_SIDECAR_TOKEN_EXPIRATION_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(600..=86_400))]
     sidecar_token_expiration_seconds: i64,
-    /// SPIFFE trust domain of the sidecars' identities (their --trust-domain).
-    #[arg(long, env = "TOLLGATE_TRUST_DOMAIN", default_value = "cluster.local")]
+    /// SPIFFE trust domain of the identities the workload CA issues and of the sidecars
+    /// (their --trust-domain); also spelled --trust-domain.
+    #[arg(
+        long,
+        visible_alias = "trust-domain",
+        env = "TOLLGATE_TRUST_DOMAIN",
+        default_value = "cluster.local"
+    )]
     sidecar_trust_domain: String,
     /// SPIFFE ids sidecars accept callers from (their --allowed-identities; comma-separated),
     /// normally the ingress proxy's ServiceAccount: spiffe://TD/ns/NS/sa/SA.
@@ -147,6 +153,27 @@ struct Args {
     /// only, in the watched namespaces).
     #[arg(long, env = "TOLLGATE_SIDECAR_NETWORK_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
     sidecar_network_policy: bool,
+    /// Run the workload CA and serve `POST /v1/certificate` on --distribute-listen (needs
+    /// --distribute-listen; RBAC on the CA Secret and the bundle ConfigMap in the operator's
+    /// namespace).
+    #[arg(long, env = "TOLLGATE_WORKLOAD_CA", default_value_t = true, action = clap::ArgAction::Set)]
+    workload_ca: bool,
+    /// A kubernetes.io/tls Secret in the operator's namespace holding your CA (tls.crt, tls.key;
+    /// ca.crt when tls.crt is an intermediate). Never created nor changed by the operator.
+    /// Default: the operator makes and keeps its own root in Secret tollgate-workload-ca.
+    #[arg(long, env = "TOLLGATE_CA_SECRET")]
+    ca_secret: Option<String>,
+    /// ConfigMap in the operator's namespace where the trust bundle is published (key ca.crt).
+    #[arg(
+        long,
+        env = "TOLLGATE_TRUST_BUNDLE_CONFIGMAP",
+        default_value = tollgate_operator::ca::DEFAULT_BUNDLE_CONFIGMAP
+    )]
+    trust_bundle_configmap: String,
+    /// Lifetime of issued workload certificates: seconds, or a number with s, m, h or d
+    /// (5m to 30d).
+    #[arg(long, env = "TOLLGATE_CERT_LIFETIME", default_value = "24h", value_parser = parse_lifetime)]
+    cert_lifetime: Duration,
     /// Log as JSON lines (the same flat shape as the proxy's). Text logs are coloured only
     /// when written to a terminal.
     #[arg(long)]
@@ -197,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
         format!("{host}-{}", std::process::id())
     });
     let webhook = webhook_config(&args, &lease_namespace);
+    let ca = ca_config(&args, &lease_namespace);
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client config: set KUBECONFIG or run in a cluster")?;
@@ -234,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
             }),
             usage_interval: Duration::from_secs(args.usage_interval_secs.max(1)),
             webhook,
+            ca,
         },
         shutdown_rx,
     )
@@ -252,6 +281,47 @@ fn watch_namespaces(given: Vec<String>) -> Vec<String> {
         }
     }
     out
+}
+
+/// `--cert-lifetime`: `N` seconds or `N` with a unit (`s`, `m`, `h`, `d`), 5 minutes to 30 days.
+fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number with s, m, h or d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("{text:?}: the unit is one of s, m, h, d")),
+    };
+    if !(300..=30 * 86_400).contains(&secs) {
+        return Err(format!("{text:?}: a lifetime is 5m to 30d"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// The workload CA's configuration: on with --distribute-listen unless --workload-ca=false.
+fn ca_config(args: &Args, operator_namespace: &str) -> Option<tollgate_operator::ca::CaConfig> {
+    if !args.workload_ca || args.distribute_listen.is_none() {
+        return None;
+    }
+    Some(tollgate_operator::ca::CaConfig {
+        namespace: operator_namespace.to_string(),
+        secret: args
+            .ca_secret
+            .clone()
+            .unwrap_or_else(|| tollgate_operator::ca::DEFAULT_SECRET.to_string()),
+        user_supplied: args.ca_secret.is_some(),
+        bundle_configmap: args.trust_bundle_configmap.clone(),
+        trust_domain: args.sidecar_trust_domain.clone(),
+        lifetime: args.cert_lifetime,
+    })
 }
 
 /// The sidecar injector's configuration, when --webhook-listen is given (clap has checked that
@@ -360,6 +430,47 @@ mod tests {
         );
         assert!(config.network_policies);
         assert!(webhook_config(&parse(&[]).expect("no flags"), "tg").is_none());
+    }
+
+    #[test]
+    fn cert_lifetime_takes_units_and_is_bounded() {
+        assert_eq!(parse_lifetime("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_lifetime("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_lifetime("3600"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_lifetime("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "h", "1x", "10s", "31d", "-1h"] {
+            assert!(parse_lifetime(bad).is_err(), "{bad}");
+        }
+        let parse = |extra: &[&str]| {
+            Args::try_parse_from(std::iter::once("tollgate-operator").chain(extra.iter().copied()))
+                .expect("valid flags")
+        };
+        assert!(ca_config(&parse(&[]), "tg").is_none(), "no listener, no CA");
+        let on = ca_config(&parse(&["--distribute-listen", "0.0.0.0:8082"]), "tg").expect("on");
+        assert_eq!(
+            (on.secret.as_str(), on.user_supplied),
+            ("tollgate-workload-ca", false)
+        );
+        assert_eq!(on.lifetime, Duration::from_secs(86_400));
+        let theirs = ca_config(
+            &parse(&[
+                "--distribute-listen",
+                "0.0.0.0:8082",
+                "--ca-secret",
+                "corp-ca",
+            ]),
+            "tg",
+        )
+        .expect("on");
+        assert_eq!(
+            (theirs.secret.as_str(), theirs.user_supplied),
+            ("corp-ca", true)
+        );
+        assert!(ca_config(
+            &parse(&["--distribute-listen", "0.0.0.0:8082", "--workload-ca=false"]),
+            "tg"
+        )
+        .is_none());
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub injections: IntCounterVec,
     /// NetworkPolicies of injected workloads written, by result (`ok`, `error`).
     pub network_policy_writes: IntCounterVec,
+    /// Certificate requests (`POST /v1/certificate`), by result: `issued` or the refusal
+    /// (`no_token`, `token_refused`, `review_unavailable`, `ca_not_ready`, `malformed_csr`,
+    /// `bad_signature`, `unsupported_key`, `too_large`, `method_not_allowed`, `sign_failed`).
+    pub certificates: IntCounterVec,
 }
 
 impl Metrics {
@@ -163,9 +167,17 @@ impl Metrics {
                 &["result"],
             )
             .expect("static metric definition"),
+            certificates: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_operator_certificates_total",
+                    "Workload certificate requests by result (issued or the refusal)",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(m.reconciles.clone()),
             Box::new(m.reconcile_duration.clone()),
             Box::new(m.compiles.clone()),
@@ -183,6 +195,7 @@ impl Metrics {
             Box::new(m.usage_writes.clone()),
             Box::new(m.injections.clone()),
             Box::new(m.network_policy_writes.clone()),
+            Box::new(m.certificates.clone()),
         ];
         for c in collectors {
             m.registry

@@ -687,6 +687,7 @@ impl Operator {
 async fn least_privilege_kubeconfig(client: &Client, ns: &str) -> PathBuf {
     let mut rules = operator_rules();
     rules.as_array_mut().expect("rules").push(lease_rule());
+    rules.as_array_mut().expect("rules").extend(ca_rules());
     let sa = "tollgate-operator";
     let subject = serde_json::json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]);
     let role: ClusterRole = serde_json::from_value(serde_json::json!({
@@ -747,6 +748,15 @@ fn operator_rules() -> serde_json::Value {
 /// Leader election, in the Lease's namespace only.
 fn lease_rule() -> serde_json::Value {
     serde_json::json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]})
+}
+
+/// The workload CA, in the operator's namespace only: read (or create) its Secret, publish the
+/// trust bundle ConfigMap.
+fn ca_rules() -> [serde_json::Value; 2] {
+    [
+        serde_json::json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}),
+        serde_json::json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}),
+    ]
 }
 
 /// Create ServiceAccount `sa` in `ns` and write a kubeconfig holding a token of it.
@@ -961,6 +971,7 @@ async fn operator_watches_only_its_namespaces() {
         let mut rules = operator_rules();
         if i == 0 {
             rules.as_array_mut().expect("rules").push(lease_rule());
+            rules.as_array_mut().expect("rules").extend(ca_rules());
         }
         let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "tollgate-operator", "namespace": ns}, "rules": rules
@@ -3467,4 +3478,310 @@ async fn rotation_with_a_grace_keeps_the_old_key_until_its_instant() {
             "a key in the operator's log"
         );
     }
+}
+
+/// `POST path` with `body` and `headers`; `(status, content type, body)`.
+async fn http_post(
+    port: u16,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Option<(u16, String, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Some((code, content_type, body.to_string()))
+}
+
+/// A fresh key pair and a CSR for it asking for `asked` (which the CA must ignore).
+fn csr_asking_for(asked: &str) -> (rcgen::KeyPair, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        rcgen::Ia5String::try_from(asked.to_string()).expect("ia5"),
+    )];
+    let csr = params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    (key, csr)
+}
+
+/// The workload CA on the real API server: a ServiceAccount token for the operator's audience
+/// gets a certificate for the ServiceAccount's SPIFFE id (not the one its CSR asks for) that
+/// chains to the bundle published in the ConfigMap; a token for another audience, no token and
+/// a junk CSR are refused with problems; the CA Secret outlives a restart (same bundle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_issues_workload_certificates() {
+    if !enabled("the_operator_issues_workload_certificates") {
+        return;
+    }
+    if on_kind() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "the_operator_issues_workload_certificates runs on the local target only"
+        );
+        return;
+    }
+    let client = Client::try_default().await.expect("kube client");
+    install_crds(&client).await;
+    let ns = fresh_namespace(&client).await;
+    eprintln!("namespace {ns}");
+    let kubeconfig = operator_kubeconfig(&client, &ns).await;
+    // The CA lives in the operator's namespace: the Lease's.
+    let ca_namespace = match chart_identity() {
+        Some((_, release_namespace)) => release_namespace,
+        None => ns.clone(),
+    };
+    let extra = [
+        "--trust-domain".to_string(),
+        "e2e.test".to_string(),
+        "--cert-lifetime".to_string(),
+        "1h".to_string(),
+    ];
+    let table_port = free_port();
+    let mut operator =
+        Operator::start_with_args(&ns, "op-ca", &kubeconfig, table_port, None, &extra);
+    operator.wait_ready().await;
+
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "workload"}})).expect("sa");
+    sas.create(&PostParams::default(), &sa)
+        .await
+        .expect("create sa");
+    let token_for = |audience: &str| {
+        let sas = sas.clone();
+        let request: TokenRequest = serde_json::from_value(serde_json::json!({
+            "spec": {"audiences": [audience], "expirationSeconds": 600}
+        }))
+        .expect("token request");
+        async move {
+            sas.create_token_request("workload", &PostParams::default(), &request)
+                .await
+                .expect("token")
+                .status
+                .expect("token status")
+                .token
+        }
+    };
+    let good = format!(
+        "Authorization: Bearer {}\r\n",
+        token_for("tollgate-e2e").await
+    );
+    let other = format!(
+        "Authorization: Bearer {}\r\n",
+        token_for("somebody-else").await
+    );
+    let post = |headers: String, body: String| async move {
+        http_post(table_port, "/v1/certificate", &headers, &body)
+            .await
+            .expect("the certificate endpoint answers")
+    };
+
+    // The CA may still be loading just after readiness: 503 until it is.
+    let want = format!("spiffe://e2e.test/ns/{ns}/sa/workload");
+    let (key, csr) = csr_asking_for("spiffe://e2e.test/ns/kube-system/sa/admin");
+    let deadline = Instant::now() + WAIT;
+    let answer: serde_json::Value = loop {
+        let (code, _, body) = post(good.clone(), csr.clone()).await;
+        if code == 200 {
+            break serde_json::from_str(&body).expect("json");
+        }
+        assert_eq!(code, 503, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the CA never got ready: {}",
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let chain = answer["certificateChain"].as_str().expect("chain");
+    let bundle = answer["trustBundle"].as_str().expect("bundle").to_string();
+    let leaf_der = pem::parse(chain).expect("pem").into_contents();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der).expect("x509");
+    let sans: Vec<String> = leaf
+        .subject_alternative_name()
+        .expect("san")
+        .expect("a SAN")
+        .value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(sans, [format!("URI({want})")], "only the token's identity");
+    assert_eq!(
+        leaf.tbs_certificate.subject_pki.raw,
+        key.public_key_der().as_slice(),
+        "the CSR's key is certified"
+    );
+    let published =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ca_namespace)
+            .get("tollgate-trust-bundle")
+            .await
+            .expect("the bundle ConfigMap");
+    let published = published
+        .data
+        .and_then(|d| d.get("ca.crt").cloned())
+        .expect("ca.crt");
+    assert_eq!(published, bundle);
+    let root_der = pem::parse(&published).expect("pem").into_contents();
+    let (_, root) = x509_parser::parse_x509_certificate(&root_der).expect("root");
+    leaf.verify_signature(Some(root.public_key()))
+        .expect("the leaf chains to the published bundle");
+    assert_eq!(leaf.issuer(), root.subject());
+    let lifetime = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
+    assert_eq!(lifetime, 3600 + 60, "1h, backdated a minute");
+    let not_after =
+        chrono::DateTime::parse_from_rfc3339(answer["notAfter"].as_str().expect("notAfter"))
+            .expect("RFC 3339");
+    assert_eq!(not_after.timestamp(), leaf.validity().not_after.timestamp());
+
+    // Refusals: precise problems, never a certificate.
+    for (what, headers, body, status) in [
+        (
+            "a token for another audience",
+            other.clone(),
+            csr.clone(),
+            401,
+        ),
+        ("no token", String::new(), csr.clone(), 401),
+        ("a junk CSR", good.clone(), "junk".to_string(), 400),
+    ] {
+        let (code, content_type, body) = post(headers, body).await;
+        assert_eq!(code, status, "{what}: {body}");
+        assert_eq!(content_type, "application/problem+json", "{what}");
+        assert!(!body.contains("BEGIN CERTIFICATE"), "{what}: {body}");
+    }
+
+    // Issue latency, TokenReview cached (a proxy renews with the token it just used).
+    let mut samples = Vec::new();
+    for _ in 0..20 {
+        let (_, csr) = csr_asking_for("spiffe://x/y");
+        let started = Instant::now();
+        let (code, _, body) = post(good.clone(), csr).await;
+        samples.push(started.elapsed());
+        assert_eq!(code, 200, "{body}");
+    }
+    eprintln!(
+        "MEASURED: certificate issue latency, median of 20: {:?}",
+        median(samples)
+    );
+    assert_eq!(
+        operator
+            .metric("tollgate_operator_certificates_total{result=\"issued\"}")
+            .await,
+        Some(21.0)
+    );
+    assert_eq!(
+        operator
+            .metric("tollgate_operator_certificates_total{result=\"token_refused\"}")
+            .await,
+        Some(1.0)
+    );
+    // The proxy's certificate client (tollgate-proxy --identity-url) against this endpoint: it
+    // makes its key, sends the CSR with its token file, and is issued a certificate.
+    let binary = proxy_binary();
+    let token_file = std::env::temp_dir().join(format!("{ns}-workload.token"));
+    std::fs::write(
+        &token_file,
+        good.trim_start_matches("Authorization: Bearer ").trim(),
+    )
+    .expect("token file");
+    let empty = std::env::temp_dir().join(format!("{ns}-empty"));
+    std::fs::create_dir_all(&empty).expect("dir");
+    let proxy_log = std::env::temp_dir().join(format!("{ns}-identity-proxy.log"));
+    let file = std::fs::File::create(&proxy_log).expect("log");
+    let mut proxy = Command::new(&binary)
+        .arg("--from-dir")
+        .arg(&empty)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--identity-url", &format!("http://127.0.0.1:{table_port}")])
+        .arg("--token-file")
+        .arg(&token_file)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::from(file.try_clone().expect("log")))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("start tollgate-proxy");
+    let deadline = Instant::now() + WAIT;
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&proxy_log).unwrap_or_default();
+        if text.contains("workload certificate obtained") {
+            eprintln!(
+                "MEASURED: proxy start to first workload certificate: {:?}",
+                started.elapsed()
+            );
+            assert!(!text.contains("PRIVATE KEY"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && proxy.try_wait().ok().flatten().is_none(),
+            "the proxy got no certificate: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert_eq!(
+        operator
+            .metric("tollgate_operator_certificates_total{result=\"issued\"}")
+            .await,
+        Some(22.0),
+        "the proxy's request was issued by this operator"
+    );
+
+    let log = operator.log_text();
+    assert!(
+        !log.contains("PRIVATE KEY")
+            && !log.contains(good.trim_start_matches("Authorization: Bearer ").trim()),
+        "a key or a token in the log: {log}"
+    );
+
+    // A restart reuses the CA Secret: the same bundle, and earlier certificates stay valid.
+    assert!(operator.terminate().success());
+    let table_port = free_port();
+    let operator = Operator::start_with_args(&ns, "op-ca2", &kubeconfig, table_port, None, &extra);
+    operator.wait_ready().await;
+    let deadline = Instant::now() + WAIT;
+    let again: serde_json::Value = loop {
+        let (code, _, body) = http_post(table_port, "/v1/certificate", &good, &csr)
+            .await
+            .expect("answers");
+        if code == 200 {
+            break serde_json::from_str(&body).expect("json");
+        }
+        assert_eq!(code, 503, "{body}");
+        assert!(Instant::now() < deadline, "{}", operator.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(again["trustBundle"].as_str(), Some(bundle.as_str()));
+
+    drop(operator);
+    if chart_identity().is_none() {
+        remove_cluster_rbac(&client, &ns).await;
+    }
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await;
 }

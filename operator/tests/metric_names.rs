@@ -12,7 +12,7 @@ use tollgate_operator::metrics::Metrics;
 /// children still names its family (the registry's rendering would drop it).
 fn registered() -> BTreeSet<String> {
     let m = Metrics::new();
-    let collectors: [&dyn Collector; 17] = [
+    let collectors: [&dyn Collector; 18] = [
         &m.reconciles,
         &m.reconcile_duration,
         &m.compiles,
@@ -30,6 +30,7 @@ fn registered() -> BTreeSet<String> {
         &m.usage_writes,
         &m.injections,
         &m.network_policy_writes,
+        &m.certificates,
     ];
     let mut families = BTreeSet::new();
     for c in collectors {
@@ -60,7 +61,7 @@ fn listed() -> BTreeSet<String> {
 #[test]
 fn the_listed_metric_names_are_the_registered_ones() {
     let (registered, listed) = (registered(), listed());
-    assert_eq!(registered.len(), 17, "{registered:?}");
+    assert_eq!(registered.len(), 18, "{registered:?}");
     assert_eq!(
         listed,
         registered,
@@ -84,6 +85,7 @@ fn every_listed_family_renders_once_it_has_a_value() {
     m.usage_reads.with_label_values(&["ok"]).inc();
     m.injections.with_label_values(&["injected"]).inc();
     m.network_policy_writes.with_label_values(&["ok"]).inc();
+    m.certificates.with_label_values(&["issued"]).inc();
     let text = m.render();
     for family in listed() {
         let name = family.split(' ').next().unwrap_or_default();

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::watch;
+use tollgate_proxy::source::certificate::{spawn_renewal, CertificateClient, CertificateConfig};
 use tollgate_proxy::source::operator::OperatorConfig;
 use tollgate_proxy::{Gateway, GatewayConfig};
 
@@ -48,17 +50,21 @@ struct Args {
     #[arg(long, env = "TOLLGATE_FROM_OPERATOR")]
     from_operator: Option<String>,
     /// PEM CA bundle that signs the operator's certificate (default: the public web roots).
-    #[arg(long, env = "TOLLGATE_OPERATOR_CA", requires = "from_operator")]
+    #[arg(long, env = "TOLLGATE_OPERATOR_CA")]
     operator_ca: Option<PathBuf>,
     /// ServiceAccount token presented to the operator (re-read on every request: the kubelet
     /// rotates it).
     #[arg(
         long,
         env = "TOLLGATE_TOKEN_FILE",
-        default_value = tollgate_proxy::source::operator::DEFAULT_TOKEN_FILE,
-        requires = "from_operator"
+        default_value = tollgate_proxy::source::operator::DEFAULT_TOKEN_FILE
     )]
     token_file: PathBuf,
+    /// Get (and keep renewing) a workload certificate for this pod's ServiceAccount from the
+    /// operator's CA at this base URL (its --distribute-listen: POST /v1/certificate), with
+    /// --token-file and --operator-ca.
+    #[arg(long, env = "TOLLGATE_IDENTITY_URL")]
+    identity_url: Option<String>,
     /// Directory for the last-known-good table (table.json), served at start when the operator
     /// cannot be reached.
     #[arg(long, env = "TOLLGATE_STATE_DIR", requires = "from_operator")]
@@ -246,6 +252,26 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let limits = manifest_limits(&args);
+    anyhow::ensure!(
+        args.operator_ca.is_none() || args.from_operator.is_some() || args.identity_url.is_some(),
+        "--operator-ca needs --from-operator or --identity-url"
+    );
+    // The workload certificate: obtained and renewed in the background; the proxy does not
+    // wait for it (a table from the operator or a directory serves without it).
+    let (stop_certificates, certificates) = watch::channel(false);
+    let _certificate = match &args.identity_url {
+        None => None,
+        Some(url) => {
+            let client = CertificateClient::new(CertificateConfig {
+                url: url.clone(),
+                token_file: args.token_file.clone(),
+                ca_file: args.operator_ca.clone(),
+            })?;
+            // Each renewal is logged with its expiry (never the key); handing the certificate to
+            // the TLS identity store is the sidecar mode's part.
+            Some(spawn_renewal(client, |_issued| {}, certificates))
+        }
+    };
     let mut config = match (args.from_dir, args.from_operator) {
         (Some(dir), _) => {
             anyhow::ensure!(
@@ -295,6 +321,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     gateway.shutdown().await;
+    stop_certificates.send_replace(true);
     Ok(())
 }
 

@@ -277,7 +277,7 @@ pub struct OperatorSource {
 
 /// TLS settings for talking to the operator: TLS 1.2/1.3, verified against `ca_file` (or the
 /// public web roots).
-fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, SourceError> {
+pub(crate) fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, SourceError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -307,6 +307,19 @@ fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, SourceErro
         })
 }
 
+/// `Bearer <token>` from `path`, re-read on every call (the kubelet rotates projected tokens in
+/// place), marked sensitive so it is never logged.
+pub(crate) fn read_token(path: &Path) -> Result<HeaderValue, SourceError> {
+    let raw = std::fs::read_to_string(path).map_err(|source| SourceError::Token {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", raw.trim()))
+        .map_err(|_| SourceError::TokenValue(path.to_path_buf()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 impl OperatorSource {
     /// A source for `config` feeding `shared`; refuses a URL that is not `http://` or `https://`
     /// and an unusable CA file.
@@ -331,15 +344,7 @@ impl OperatorSource {
     }
 
     fn token(&self) -> Result<HeaderValue, SourceError> {
-        let path = &self.config.token_file;
-        let raw = std::fs::read_to_string(path).map_err(|source| SourceError::Token {
-            path: path.clone(),
-            source,
-        })?;
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", raw.trim()))
-            .map_err(|_| SourceError::TokenValue(path.clone()))?;
-        value.set_sensitive(true);
-        Ok(value)
+        read_token(&self.config.token_file)
     }
 
     /// One request: `None` when the operator answered 304.
