@@ -9,6 +9,7 @@ use crate::client_addr::TrustedProxies;
 use crate::jwt::{JwksRegistry, JwksSettings};
 use crate::limits::shared::SharedQuota;
 use crate::observe::metrics::Metrics;
+use crate::observe::trace_export::TraceExport;
 use crate::runtime::{Registry, Runtime};
 
 /// State shared by every request: the current table, metrics, and what outlives tables.
@@ -25,6 +26,8 @@ pub struct Shared {
     pub shared_quota: Option<Arc<SharedQuota>>,
     /// Peers whose `X-Forwarded-For` is believed (see [`crate::client_addr`]).
     pub trusted_proxies: TrustedProxies,
+    /// Span export (`--otlp-endpoint`); `None`: off, and a request pays only this check.
+    pub trace_export: Option<Arc<TraceExport>>,
 }
 
 impl Shared {
@@ -42,6 +45,7 @@ impl Shared {
             registry: Registry::with_jwks(jwks),
             shared_quota: None,
             trusted_proxies: TrustedProxies::default(),
+            trace_export: None,
         }
     }
 }
