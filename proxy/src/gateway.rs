@@ -62,6 +62,8 @@ pub struct GatewayConfig {
     pub trusted_proxies: crate::client_addr::TrustedProxies,
     /// Connection caps and timeouts of the proxy listeners (not the admin listener).
     pub conn_limits: ConnLimits,
+    /// Export one span per sampled request over OTLP/HTTP (`--otlp-endpoint`); `None`: off.
+    pub trace_export: Option<crate::observe::trace_export::TraceExportConfig>,
 }
 
 impl GatewayConfig {
@@ -84,6 +86,7 @@ impl GatewayConfig {
             redis: None,
             trusted_proxies: crate::client_addr::TrustedProxies::default(),
             conn_limits: ConnLimits::default(),
+            trace_export: None,
         }
     }
 }
@@ -118,6 +121,9 @@ pub enum StartError {
     /// The shared quota store is misconfigured (URL, password file).
     #[error(transparent)]
     QuotaStore(#[from] crate::limits::shared::StoreError),
+    /// Span export is misconfigured (endpoint, sample ratio).
+    #[error(transparent)]
+    TraceExport(#[from] crate::observe::trace_export::TraceExportError),
 }
 
 /// The caps and timeouts of each proxy listener, by metrics label (`http`, `https`): the
@@ -225,6 +231,12 @@ impl Gateway {
             let quotas =
                 crate::limits::shared::SharedQuota::connect(redis, shared.metrics.registry())?;
             shared.shared_quota = Some(Arc::new(quotas));
+        }
+        if let Some(export) = &config.trace_export {
+            shared.trace_export = Some(Arc::new(crate::observe::trace_export::TraceExport::start(
+                export,
+                shared.metrics.registry(),
+            )?));
         }
         let shared = Arc::new(shared);
         // The operator source starts after the listeners (it loads in the background: ready
@@ -358,6 +370,10 @@ impl Gateway {
         // After the drain: give back unused quota units and add local counts.
         if let Some(quotas) = &self.shared.shared_quota {
             quotas.shutdown().await;
+        }
+        // Last: the spans of the drained requests go out too (bounded by the export timeout).
+        if let Some(export) = &self.shared.trace_export {
+            export.shutdown().await;
         }
     }
 

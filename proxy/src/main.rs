@@ -138,6 +138,17 @@ struct Args {
     /// the end of the previous response (the idle bound between requests).
     #[arg(long, env = "TOLLGATE_REQUEST_HEAD_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     request_head_timeout_ms: u64,
+    /// Export one span per request to this OpenTelemetry collector over OTLP/HTTP (protobuf):
+    /// http://HOST:4318 (spans go to /v1/traces) or the full traces URL. Default: off.
+    #[arg(long, env = "TOLLGATE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Share of new traces exported (0.0 to 1.0); a trace the caller continues follows its
+    /// traceparent's sampled flag.
+    #[arg(long, env = "TOLLGATE_OTLP_SAMPLE_RATIO", default_value_t = 1.0, value_parser = parse_ratio, requires = "otlp_endpoint")]
+    otlp_sample_ratio: f64,
+    /// service.name of the exported spans.
+    #[arg(long, env = "TOLLGATE_OTLP_SERVICE_NAME", default_value = tollgate_proxy::observe::trace_export::DEFAULT_SERVICE_NAME, requires = "otlp_endpoint")]
+    otlp_service_name: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,6 +328,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         first_byte_timeout: Duration::from_millis(args.first_byte_timeout_ms),
         head_timeout: Duration::from_millis(args.request_head_timeout_ms),
     };
+    config.trace_export = args.otlp_endpoint.map(|endpoint| {
+        tollgate_proxy::observe::trace_export::TraceExportConfig {
+            endpoint,
+            sample_ratio: args.otlp_sample_ratio,
+            service_name: args.otlp_service_name,
+        }
+    });
     let gateway = Gateway::start(config).await?;
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
@@ -394,6 +412,13 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{text:?} is not a ratio between 0.0 and 1.0")),
     }
 }
 

@@ -9,6 +9,7 @@ use crate::client_addr::TrustedProxies;
 use crate::jwt::{JwksRegistry, JwksSettings};
 use crate::limits::shared::SharedQuota;
 use crate::observe::metrics::Metrics;
+use crate::observe::trace_export::TraceExport;
 use crate::runtime::{Registry, Runtime};
 
 /// State shared by every request: the current table, metrics, and what outlives tables.
@@ -30,6 +31,8 @@ pub struct Shared {
     /// in statuses). Kept apart from the table: holding an object back leaves the table as it
     /// was, so no new table is swapped in to carry them. `/diagnostics` shows them.
     pub held_back: ArcSwap<Vec<tollgate_crds::Diagnostic>>,
+    /// Span export (`--otlp-endpoint`); `None`: off, and a request pays only this check.
+    pub trace_export: Option<Arc<TraceExport>>,
 }
 
 impl Shared {
@@ -48,6 +51,7 @@ impl Shared {
             shared_quota: None,
             trusted_proxies: TrustedProxies::default(),
             held_back: ArcSwap::from_pointee(Vec::new()),
+            trace_export: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use http::{Method, StatusCode, Uri};
 
 use crate::message::trace_context::TraceContext;
 use crate::observe::metrics::NONE;
+use crate::observe::trace_export::TraceExport;
 use crate::runtime::{RouteRef, Runtime};
 
 /// Target of access-log events (filter with `RUST_LOG=access=info`).
@@ -48,6 +49,8 @@ pub struct AccessRecord {
     pub upstream_latency: Option<Duration>,
     /// Problem type slug when the proxy answered itself.
     pub problem: Option<&'static str>,
+    /// Where the request's span goes when it was sampled for export; `None`: not recorded.
+    pub span: Option<Arc<TraceExport>>,
 }
 
 /// The string form of one access-log line (also what tests feed with odd input).
@@ -249,6 +252,7 @@ mod tests {
             subscription: None,
             upstream_latency: None,
             problem: None,
+            span: None,
         };
         let out = capture(|| record.emit(0, true));
         let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");

@@ -40,6 +40,9 @@ impl LoggedBody {
     fn finish(&mut self) {
         if let Some(record) = self.record.take() {
             record.emit(self.bytes, self.complete);
+            if let Some(export) = &record.span {
+                export.finish(&record, self.bytes, self.complete);
+            }
         }
     }
 }

@@ -74,7 +74,14 @@ pub async fn handle(
         subscription: None,
         upstream_latency: None,
         problem: None,
+        span: None,
     };
+    // Span export: off, this one check is all a request pays (see `observe::trace_export`).
+    if let Some(export) = &shared.trace_export {
+        if export.sample(&mut record.trace) {
+            record.span = Some(export.clone());
+        }
+    }
     let outcome = match &runtime {
         None => Err(Rejection::NotReady),
         Some(rt) => run(rt, &shared, &conn, client_ip, req, &request_id, &mut record).await,
