@@ -60,6 +60,8 @@ fn own_error(d: &Diagnostic) -> bool {
             PLAN_NOT_FOUND,
             PLAN_NOT_READY,
             SECRET_NOT_FOUND,
+            TARGET_NOT_FOUND,
+            TARGET_NOT_READY,
         ]
         .contains(&d.reason.as_str())
 }
