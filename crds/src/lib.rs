@@ -10,9 +10,9 @@ pub mod conditions;
 pub mod crd_yaml;
 pub mod diagnostics;
 pub mod distribution;
-pub mod gateway;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gateway;
 pub mod manifest;
 pub mod plan;
 pub mod policy;

@@ -30,9 +30,7 @@ pub(crate) fn intersect(listener: Option<&str>, route: &[String]) -> Hosts {
     }
     let mut out: Vec<String> = Vec::new();
     for host in route {
-        let more_specific = if host == listener {
-            Some(host)
-        } else if wildcard_covers(&listener, &host) {
+        let more_specific = if host == listener || wildcard_covers(&listener, &host) {
             Some(host)
         } else if wildcard_covers(&host, &listener) {
             Some(listener.clone())
