@@ -70,7 +70,10 @@ impl Compiled {
 
 /// Compile a snapshot. Deterministic and independent of input order.
 pub fn compile(snapshot: &Snapshot) -> Compiled {
-    let mut out = Vec::new();
+    // Products that target HTTPRoutes get their routes and backend from them first.
+    let translation = crate::gateway::translate(&snapshot.gateway.inputs());
+    let (snapshot, mut out) = crate::gateway::targets::resolve(snapshot, &translation);
+    let snapshot: &Snapshot = &snapshot;
     let rejected = Rejected::new(&snapshot.rejected);
 
     let policy_inputs = unique_objects("ApiPolicy", &snapshot.policies, |p| &p.metadata, &mut out);

@@ -12,6 +12,7 @@ pub mod diagnostics;
 pub mod distribution;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gateway;
 pub mod key_grace;
 pub mod manifest;
 pub mod plan;

@@ -16,7 +16,10 @@
 //!   leaving it out is the safe choice, and in the proxy the previous table keeps serving. The
 //!   object is listed in [`Snapshot::rejected`], so what references it is reported `*NotReady`
 //!   (pointing here) rather than `*NotFound`.
-//! - Kinds other than the four Tollgate kinds and `v1` Secret are skipped with a
+//! - Gateway API kinds (`gateway.networking.k8s.io/v1` GatewayClass, Gateway, HTTPRoute,
+//!   ReferenceGrant) and `v1` Service are read too, so Products with `targetRefs` can be served
+//!   from the same files as in a cluster ([`crate::gateway`]).
+//! - Other kinds than the four Tollgate kinds, those and `v1` Secret are skipped with a
 //!   [`Warning`](Severity::Warning); a `tollgate.dev` kind or version this build does not know is
 //!   an error (it was clearly meant for Tollgate).
 //! - The same kind/namespace/name twice: the later definition (in `add_file` order) is an error
@@ -37,7 +40,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::CustomResourceExt;
 use serde::de::DeserializeOwned;
@@ -45,6 +48,7 @@ use serde_yaml_ng::Value;
 
 use crate::compile::{compile, Compiled, DEFAULT_NAMESPACE};
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
+use crate::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use crate::snapshot::Snapshot;
 use crate::spelling::did_you_mean;
 use crate::{reasons, ApiPolicy, Plan, Product, Subscription};
@@ -151,6 +155,10 @@ impl LimitError {
 const TOLLGATE_API_VERSION: &str = "tollgate.dev/v1alpha1";
 /// The kinds read from manifests besides Secret.
 const TOLLGATE_KINDS: [&str; 4] = ["Product", "Plan", "Subscription", "ApiPolicy"];
+/// `apiVersion` of the Gateway API kinds read.
+const GATEWAY_API_VERSION: &str = "gateway.networking.k8s.io/v1";
+/// The Gateway API kinds read (standard channel, v1).
+const GATEWAY_KINDS: [&str; 4] = ["GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"];
 /// Fields of `metadata` (ObjectMeta), for "did you mean".
 const OBJECT_META_FIELDS: &[&str] = &[
     "annotations",
@@ -265,6 +273,20 @@ impl ManifestSet {
                 .retain(|o| keep("Subscription", &o.metadata));
             snap.policies.retain(|o| keep("ApiPolicy", &o.metadata));
             snap.secrets.retain(|o| keep("Secret", &o.metadata));
+            let gw = &mut snap.gateway;
+            gw.gateway_classes.retain(|o| {
+                // Cluster-scoped: identified without a namespace.
+                !duplicates.contains(&ObjectRef {
+                    kind: "GatewayClass".to_string(),
+                    namespace: String::new(),
+                    name: o.metadata.name.clone().unwrap_or_default(),
+                })
+            });
+            gw.gateways.retain(|o| keep("Gateway", &o.metadata));
+            gw.http_routes.retain(|o| keep("HTTPRoute", &o.metadata));
+            gw.reference_grants
+                .retain(|o| keep("ReferenceGrant", &o.metadata));
+            gw.services.retain(|o| keep("Service", &o.metadata));
             snap.rejected.retain(|r| !duplicates.contains(r));
             problems.retain(|d| !duplicates.contains(&d.object));
         }
@@ -274,6 +296,12 @@ impl ManifestSet {
         into.subscriptions.append(&mut snap.subscriptions);
         into.policies.append(&mut snap.policies);
         into.secrets.append(&mut snap.secrets);
+        let (into_gw, gw) = (&mut into.gateway, &mut snap.gateway);
+        into_gw.gateway_classes.append(&mut gw.gateway_classes);
+        into_gw.gateways.append(&mut gw.gateways);
+        into_gw.http_routes.append(&mut gw.http_routes);
+        into_gw.reference_grants.append(&mut gw.reference_grants);
+        into_gw.services.append(&mut gw.services);
         into.rejected.append(&mut snap.rejected);
         self.problems.append(&mut problems);
     }
@@ -407,7 +435,8 @@ impl ManifestSet {
 
         let is_tollgate_kind = TOLLGATE_KINDS.contains(&kind.as_str());
         let known = (api_version == TOLLGATE_API_VERSION && is_tollgate_kind)
-            || (api_version == "v1" && kind == "Secret");
+            || (api_version == GATEWAY_API_VERSION && GATEWAY_KINDS.contains(&kind.as_str()))
+            || (api_version == "v1" && (kind == "Secret" || kind == "Service"));
         if !known {
             let group = api_version.split('/').next().unwrap_or_default();
             if group == "tollgate.dev" || is_tollgate_kind || kind == "Secret" {
@@ -434,8 +463,9 @@ impl ManifestSet {
                     "kind",
                     reasons::IGNORED_KIND,
                     format!(
-                        "{} is {api_version} {kind}; standalone mode reads only {TOLLGATE_API_VERSION} kinds and v1 Secrets, so it is ignored",
-                        doc.describe()
+                        "{} is {api_version} {kind}; standalone mode reads only {TOLLGATE_API_VERSION} kinds, {GATEWAY_API_VERSION} {gateway_kinds}, v1 Secrets and v1 Services, so it is ignored",
+                        doc.describe(),
+                        gateway_kinds = GATEWAY_KINDS.join(", "),
                     ),
                 );
             }
@@ -455,7 +485,12 @@ impl ManifestSet {
         };
         ctx.object = ObjectRef {
             kind: kind.clone(),
-            namespace,
+            // GatewayClasses are cluster-scoped.
+            namespace: if kind == "GatewayClass" {
+                String::new()
+            } else {
+                namespace
+            },
             name,
         };
 
@@ -483,6 +518,25 @@ impl ManifestSet {
             "ApiPolicy" => ctx.read::<ApiPolicy>().map(|mut o| {
                 default_namespace(&mut o.metadata);
                 self.snapshot.policies.push(o)
+            }),
+            "GatewayClass" => ctx
+                .read::<GatewayClass>()
+                .map(|o| self.snapshot.gateway.gateway_classes.push(o)),
+            "Gateway" => ctx.read::<Gateway>().map(|mut o| {
+                default_namespace(&mut o.metadata);
+                self.snapshot.gateway.gateways.push(o)
+            }),
+            "HTTPRoute" => ctx.read::<HttpRoute>().map(|mut o| {
+                default_namespace(&mut o.metadata);
+                self.snapshot.gateway.http_routes.push(o)
+            }),
+            "ReferenceGrant" => ctx.read::<ReferenceGrant>().map(|mut o| {
+                default_namespace(&mut o.metadata);
+                self.snapshot.gateway.reference_grants.push(o)
+            }),
+            "Service" => ctx.read::<Service>().map(|mut o| {
+                default_namespace(&mut o.metadata);
+                self.snapshot.gateway.services.push(o)
             }),
             _ => ctx.read::<Secret>().map(|mut o| {
                 default_namespace(&mut o.metadata);

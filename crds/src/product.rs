@@ -21,6 +21,7 @@ use crate::status::ObjectStatus;
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new("has(self.targetRefs) ? !(has(self.routes) || has(self.backend) || has(self.basePath) || has(self.hostnames)) : (has(self.routes) && has(self.backend))").message("set either targetRefs (HTTPRoutes give the routes, backend and hostnames), or routes and backend"))]
 #[serde(rename_all = "camelCase")]
 pub struct ProductSpec {
     /// Human-readable name shown in portals and `kubectl get`.
@@ -39,8 +40,9 @@ pub struct ProductSpec {
     #[schemars(length(max = 256))]
     pub base_path: Option<String>,
 
-    /// Where requests go: a Service in the cluster, or a URL.
-    pub backend: Backend,
+    /// Where requests go: a Service in the cluster, or a URL. Required unless `targetRefs` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
 
     /// When true (the default) every call must be tied to an active Subscription.
     #[serde(default = "default_true")]
@@ -50,10 +52,18 @@ pub struct ProductSpec {
     #[serde(default)]
     pub key_location: KeyLocation,
 
-    /// The operations of this API. Names are unique within the product.
+    /// The operations of this API. Names are unique within the product. Required unless
+    /// `targetRefs` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(validation = Rule::new("self.all(r, self.exists_one(s, s.name == r.name))").message("route names must be unique within a product"))]
     #[schemars(length(min = 1, max = 256))]
     pub routes: Vec<Route>,
+
+    /// Gateway API HTTPRoutes whose rules become this product's routes (named by the rule's
+    /// `name`, else `<route>-<index>`), instead of `routes` + `backend`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 16))]
+    pub target_refs: Vec<TargetRef>,
 
     /// Names of ApiPolicies (same namespace) applied to every route, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -75,6 +85,26 @@ pub struct ProductSpec {
     /// the gateway checked or set.
     #[serde(default)]
     pub headers_with_underscores: UnderscoreHeaders,
+}
+
+/// The Gateway API group a [`TargetRef`] names.
+pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+
+/// An HTTPRoute (same namespace) whose rules a product serves.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    /// Always `gateway.networking.k8s.io`.
+    #[x_kube(validation = Rule::new("self == 'gateway.networking.k8s.io'").message("targetRefs[].group must be gateway.networking.k8s.io"))]
+    #[schemars(length(max = 253))]
+    pub group: String,
+    /// Always `HTTPRoute`.
+    #[x_kube(validation = Rule::new("self == 'HTTPRoute'").message("targetRefs[].kind must be HTTPRoute"))]
+    #[schemars(length(max = 63))]
+    pub kind: String,
+    /// The HTTPRoute's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// What a product does with request header names that contain `_`.

@@ -48,6 +48,15 @@ pub const POLICY_NOT_FOUND: &str = "PolicyNotFound";
 /// A referenced ApiPolicy exists but did not compile.
 pub const POLICY_NOT_READY: &str = "PolicyNotReady";
 
+/// `targetRefs` is set together with `routes`, `backend`, `basePath` or `hostnames`, names a
+/// kind other than HTTPRoute, or its HTTPRoutes disagree on the backend or hostnames.
+pub const INVALID_TARGET_REFS: &str = "InvalidTargetRefs";
+/// A `targetRefs` HTTPRoute does not exist.
+pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+/// A `targetRefs` HTTPRoute exists but is not served (no Tollgate Gateway accepted it, or its
+/// rules are unsupported or do not resolve).
+pub const TARGET_NOT_READY: &str = "TargetNotReady";
+
 // --- Plan ---
 
 /// The Plan's product does not exist.
@@ -142,6 +151,9 @@ pub const ALL_REASONS: &[&str] = &[
     ROUTE_CONFLICT,
     POLICY_NOT_FOUND,
     POLICY_NOT_READY,
+    INVALID_TARGET_REFS,
+    TARGET_NOT_FOUND,
+    TARGET_NOT_READY,
     PRODUCT_NOT_FOUND,
     PRODUCT_NOT_READY,
     ROUTE_NOT_FOUND,

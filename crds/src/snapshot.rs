@@ -3,6 +3,7 @@
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::diagnostics::ObjectRef;
+use crate::gateway::GatewayObjects;
 use crate::{ApiPolicy, Plan, Product, Subscription};
 
 /// A point-in-time set of resources, as gathered from a directory or from watches.
@@ -26,6 +27,9 @@ pub struct Snapshot {
     /// compiled; references to them are reported as `*NotReady` instead of `*NotFound`, so the
     /// message points at the real cause. Empty in a cluster (the API server validated them).
     pub rejected: Vec<ObjectRef>,
+    /// Gateway API objects (GatewayClasses, Gateways, HTTPRoutes, ReferenceGrants, Services),
+    /// from which Products with `targetRefs` get their routes.
+    pub gateway: GatewayObjects,
 }
 
 /// The ready endpoints of one Service port.

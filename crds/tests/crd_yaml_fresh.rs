@@ -191,6 +191,8 @@ fn cel_rules_cover_the_key_constraints() {
         "has(self.service) != has(self.url)",
     );
     assert_rule("Product", "spec.backend.url", "https?://");
+    assert_rule("Product", "spec", "has(self.targetRefs) ?");
+    assert_rule("Product", "spec.targetRefs.[].kind", "'HTTPRoute'");
     assert_rule("Product", "spec.keyLocation.header", "matches");
     assert_rule("Product", "spec.timeouts.connect", "ms|s|m");
     assert_rule("Plan", "spec.rateLimit.period", "[smh]");

@@ -99,13 +99,14 @@ fn product() -> impl Strategy<Value = Product> {
                     display_name: None,
                     hostnames: hosts.into_iter().map(str::to_string).collect(),
                     base_path: None,
-                    backend: Backend {
+                    backend: Some(Backend {
                         service: None,
                         url: Some(url.to_string()),
-                    },
+                    }),
                     subscription_required: true,
                     key_location: KeyLocation::default(),
                     routes,
+                    target_refs: Vec::new(),
                     policies: policies.into_iter().map(str::to_string).collect(),
                     timeouts: None,
                     client_certificates: None,

@@ -163,6 +163,8 @@ impl Stores {
                 crate::endpoints::service_endpoints(&services, &slices)
             },
             rejected: Vec::new(),
+            // The Gateway API controller (issue 13) is not written yet: no HTTPRoute is read.
+            gateway: Default::default(),
         }
     }
 }

@@ -151,7 +151,19 @@ fn compile_one(
 
     let hostnames = hostnames(&spec.hostnames, report);
     let base = base_path(spec.base_path.as_deref(), report);
-    let backend = backend(&spec.backend, namespace, report);
+    // A product with targetRefs reaches here with the backend its HTTPRoutes resolved to
+    // (`gateway::targets`); one with neither is incomplete.
+    let backend = match &spec.backend {
+        Some(b) => backend(b, namespace, report),
+        None => {
+            report.error(
+                "spec.backend",
+                reasons::INVALID_BACKEND,
+                "set backend (a Service or a URL) with routes, or targetRefs to HTTPRoutes instead",
+            );
+            None
+        }
+    };
 
     let mut key_location = KeyLookup {
         header: None,

@@ -1,0 +1,61 @@
+//! Gateway API support: the upstream types, and the pure translation of GatewayClasses,
+//! Gateways and HTTPRoutes into what Products that target HTTPRoutes serve, plus the statuses
+//! the controller writes.
+//!
+//! - `api/`: the standard-channel v1 types, generated (see `scripts/gen-gateway-api.sh`).
+//! - [`translate`]: objects → served routes + statuses, as data.
+//! - [`targets`]: a Product's `targetRefs` → its routes, hostnames and backend, before compile.
+//! - [`status`]: the statuses' shapes.
+//! - `hostnames`: the listener/route hostname intersection.
+
+// Generated code: kopium's output is kept as generated, so lints that would need edits to it
+// are silenced for this module only.
+#[allow(
+    missing_docs,
+    unused_imports,
+    clippy::all,
+    clippy::pedantic,
+    rustdoc::all
+)]
+pub mod api;
+mod hostnames;
+pub mod status;
+pub mod targets;
+pub mod translate;
+
+pub use api::gatewayclasses::GatewayClass;
+pub use api::gateways::Gateway;
+pub use api::httproutes::HttpRoute;
+pub use api::referencegrants::ReferenceGrant;
+pub use translate::{translate, Inputs, Translation, CONTROLLER_NAME};
+
+use k8s_openapi::api::core::v1::Service;
+
+/// The Gateway API objects of a [`Snapshot`](crate::Snapshot) (all empty when none are used).
+#[derive(Clone, Debug, Default)]
+pub struct GatewayObjects {
+    /// GatewayClasses (cluster-scoped).
+    pub gateway_classes: Vec<GatewayClass>,
+    /// Gateways.
+    pub gateways: Vec<Gateway>,
+    /// HTTPRoutes.
+    pub http_routes: Vec<HttpRoute>,
+    /// ReferenceGrants (allow cross-namespace backendRefs).
+    pub reference_grants: Vec<ReferenceGrant>,
+    /// Services that backendRefs name. In standalone mode an `ExternalName` Service stands for
+    /// an address outside any cluster.
+    pub services: Vec<Service>,
+}
+
+impl GatewayObjects {
+    /// The translation's inputs.
+    pub fn inputs(&self) -> Inputs<'_> {
+        Inputs {
+            gateway_classes: &self.gateway_classes,
+            gateways: &self.gateways,
+            http_routes: &self.http_routes,
+            reference_grants: &self.reference_grants,
+            services: &self.services,
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The Gateway API statuses the translation decides, as plain data: what the controller writes
+//! into `status` of GatewayClasses, Gateways and HTTPRoutes. Times are left to the writer (they
+//! need the previous status), so this stays pure and comparable in golden tests.
+
+use serde::{Deserialize, Serialize};
+
+use crate::status::Condition;
+
+/// Statuses of every object the translation looked at and owns.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Statuses {
+    /// GatewayClasses with our controller name.
+    pub gateway_classes: Vec<ClassStatus>,
+    /// Gateways of those classes.
+    pub gateways: Vec<GatewayState>,
+    /// HTTPRoutes with at least one parentRef to such a Gateway.
+    pub http_routes: Vec<RouteState>,
+}
+
+/// `status` of a GatewayClass.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassStatus {
+    /// GatewayClass name (cluster-scoped).
+    pub name: String,
+    /// `Accepted`.
+    pub conditions: Vec<Condition>,
+}
+
+/// `status` of a Gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayState {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `Accepted`, `Programmed`.
+    pub conditions: Vec<Condition>,
+    /// One entry per listener, in spec order.
+    pub listeners: Vec<ListenerState>,
+}
+
+/// `status.listeners[]` of a Gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerState {
+    /// The listener's name.
+    pub name: String,
+    /// Route kinds the listener takes (`HTTPRoute`, when it takes any).
+    pub supported_kinds: Vec<String>,
+    /// How many HTTPRoutes the listener accepted.
+    pub attached_routes: i32,
+    /// `Accepted`, `ResolvedRefs`, `Programmed`.
+    pub conditions: Vec<Condition>,
+}
+
+/// `status` of an HTTPRoute: one entry per parentRef to one of our Gateways.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteState {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `status.parents[]`, in parentRef order.
+    pub parents: Vec<ParentState>,
+}
+
+/// `status.parents[]` of an HTTPRoute.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentState {
+    /// The parentRef as written, with namespace defaulted to the route's.
+    pub parent_ref: ParentRefKey,
+    /// Our controller name.
+    pub controller_name: String,
+    /// `Accepted`, `ResolvedRefs`.
+    pub conditions: Vec<Condition>,
+}
+
+/// The identity of a parentRef.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRefKey {
+    /// Namespace of the Gateway.
+    pub namespace: String,
+    /// Name of the Gateway.
+    pub name: String,
+    /// Listener name, when the ref names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    /// Listener port, when the ref names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+/// A condition with the object's generation and no time (the writer sets it).
+pub(crate) fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message: message.into(),
+        last_transition_time: None,
+        observed_generation: generation,
+    }
+}

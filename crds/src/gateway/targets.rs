@@ -1,0 +1,259 @@
+//! A Product's `targetRefs`: the HTTPRoutes whose rules become its routes.
+//!
+//! Runs before the compiler: each targeting Product is given the routes, hostnames and backend
+//! its HTTPRoutes translate to, so Plans, scopes and policies name those routes as they name
+//! routes written in a Product. A Product whose targets cannot be served is left out (listed as
+//! rejected, so Plans on it report `ProductNotReady`) with an error naming the field.
+
+use std::borrow::Cow;
+
+use super::translate::{ServedRoute, Translation};
+use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
+use crate::product::{Backend, Product, ServiceBackend, GATEWAY_API_GROUP};
+use crate::snapshot::Snapshot;
+use crate::{compile::DEFAULT_NAMESPACE, reasons};
+
+/// Why a Product's `targetRefs` cannot be served.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetRefError {
+    /// `targetRefs` together with fields the HTTPRoutes provide.
+    #[error("targetRefs replaces {fields}: HTTPRoutes give the routes, hostnames and backend; remove {fields} or targetRefs")]
+    Exclusive {
+        /// The fields also set, e.g. `routes, backend`.
+        fields: String,
+    },
+    /// A ref to something other than an HTTPRoute.
+    #[error("{group}/{kind} cannot be targeted; only gateway.networking.k8s.io/HTTPRoute")]
+    WrongKind {
+        /// The ref's group.
+        group: String,
+        /// The ref's kind.
+        kind: String,
+    },
+    /// The HTTPRoute does not exist.
+    #[error("HTTPRoute {namespace}/{name} does not exist")]
+    NotFound {
+        /// Namespace (the Product's).
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// The HTTPRoute exists but is not served (not attached to a Tollgate Gateway, or its status
+    /// says why).
+    #[error("HTTPRoute {namespace}/{name} is not served: {why}")]
+    NotAccepted {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Its False conditions, or that no Tollgate Gateway is among its parents.
+        why: String,
+    },
+    /// Two targets disagree on what a Product holds once (its backend, its hostnames).
+    #[error("HTTPRoute {name} has a different {what} than the first target; a Product has one, so target them from separate Products")]
+    Disagree {
+        /// The later HTTPRoute.
+        name: String,
+        /// `backend` or `hostnames`.
+        what: &'static str,
+    },
+}
+
+impl TargetRefError {
+    /// The diagnostic reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TargetRefError::NotFound { .. } => reasons::TARGET_NOT_FOUND,
+            TargetRefError::NotAccepted { .. } => reasons::TARGET_NOT_READY,
+            TargetRefError::Exclusive { .. }
+            | TargetRefError::WrongKind { .. }
+            | TargetRefError::Disagree { .. } => reasons::INVALID_TARGET_REFS,
+        }
+    }
+}
+
+/// The snapshot with every targeting Product resolved, plus the errors of those left out.
+/// Borrowed unchanged when no Product has `targetRefs` (the common case costs nothing).
+pub fn resolve<'a>(
+    snapshot: &'a Snapshot,
+    translation: &Translation,
+) -> (Cow<'a, Snapshot>, Vec<Diagnostic>) {
+    if snapshot
+        .products
+        .iter()
+        .all(|p| p.spec.target_refs.is_empty())
+    {
+        return (Cow::Borrowed(snapshot), Vec::new());
+    }
+    let mut out = snapshot.clone();
+    let mut diagnostics = Vec::new();
+    let mut kept = Vec::with_capacity(out.products.len());
+    for product in std::mem::take(&mut out.products) {
+        if product.spec.target_refs.is_empty() {
+            kept.push(product);
+            continue;
+        }
+        let object = ObjectRef {
+            kind: "Product".to_string(),
+            namespace: product
+                .metadata
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+            name: product.metadata.name.clone().unwrap_or_default(),
+        };
+        match resolve_one(product, &object.namespace, snapshot, translation) {
+            Ok(p) => kept.push(p),
+            Err(errors) => {
+                diagnostics.extend(errors.into_iter().map(|(field, e)| Diagnostic {
+                    object: object.clone(),
+                    severity: Severity::Error,
+                    field,
+                    reason: e.reason().to_string(),
+                    message: e.to_string(),
+                    file: None,
+                }));
+                out.rejected.push(object);
+            }
+        }
+    }
+    out.products = kept;
+    (Cow::Owned(out), diagnostics)
+}
+
+fn resolve_one(
+    mut product: Product,
+    namespace: &str,
+    snapshot: &Snapshot,
+    translation: &Translation,
+) -> Result<Product, Vec<(String, TargetRefError)>> {
+    let spec = &product.spec;
+    let mut also = Vec::new();
+    if !spec.routes.is_empty() {
+        also.push("routes");
+    }
+    if spec.backend.is_some() {
+        also.push("backend");
+    }
+    if spec.base_path.is_some() {
+        also.push("basePath");
+    }
+    if !spec.hostnames.is_empty() {
+        also.push("hostnames");
+    }
+    if !also.is_empty() {
+        return Err(vec![(
+            "spec.targetRefs".to_string(),
+            TargetRefError::Exclusive {
+                fields: also.join(", "),
+            },
+        )]);
+    }
+    let mut errors = Vec::new();
+    let mut served: Vec<&ServedRoute> = Vec::new();
+    for (i, t) in spec.target_refs.iter().enumerate() {
+        let field = format!("spec.targetRefs[{i}]");
+        if t.group != GATEWAY_API_GROUP || t.kind != "HTTPRoute" {
+            errors.push((
+                field,
+                TargetRefError::WrongKind {
+                    group: t.group.clone(),
+                    kind: t.kind.clone(),
+                },
+            ));
+            continue;
+        }
+        if let Some(r) = translation.route(namespace, &t.name) {
+            if let Some(first) = served.first() {
+                let what = if first.backend != r.backend {
+                    Some("backend")
+                } else if first.hostnames != r.hostnames {
+                    Some("hostnames")
+                } else {
+                    None
+                };
+                if let Some(what) = what {
+                    errors.push((
+                        field,
+                        TargetRefError::Disagree {
+                            name: t.name.clone(),
+                            what,
+                        },
+                    ));
+                    continue;
+                }
+            }
+            served.push(r);
+            continue;
+        }
+        let exists = snapshot.gateway.http_routes.iter().any(|r| {
+            r.metadata.name.as_deref() == Some(t.name.as_str())
+                && r.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE) == namespace
+        });
+        let e = if !exists {
+            TargetRefError::NotFound {
+                namespace: namespace.to_string(),
+                name: t.name.clone(),
+            }
+        } else {
+            let why = translation
+                .route_status(namespace, &t.name)
+                .map(|s| {
+                    s.parents
+                        .iter()
+                        .flat_map(|p| &p.conditions)
+                        .filter(|c| c.status != "True")
+                        .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_else(|| {
+                    format!(
+                        "no parentRef names a Gateway of a GatewayClass with controllerName {}",
+                        super::CONTROLLER_NAME
+                    )
+                });
+            TargetRefError::NotAccepted {
+                namespace: namespace.to_string(),
+                name: t.name.clone(),
+                why,
+            }
+        };
+        errors.push((field, e));
+    }
+    let Some(first) = served.first() else {
+        return Err(errors);
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let backend = &first.backend;
+    product.spec.hostnames = first.hostnames.clone();
+    product.spec.routes = served.iter().flat_map(|r| r.routes.clone()).collect();
+    product.spec.backend = Some(match &backend.external_name {
+        // Standalone mode's way to a backend outside any cluster, and what cluster DNS does
+        // for an ExternalName Service too.
+        Some(host) => Backend {
+            service: None,
+            url: Some(format!("http://{host}:{}", backend.port)),
+        },
+        None if backend.namespace == namespace => Backend {
+            service: Some(ServiceBackend {
+                name: backend.name.clone(),
+                port: backend.port,
+            }),
+            url: None,
+        },
+        // A Product's Service backend is in its own namespace; a granted cross-namespace
+        // Service is reached by its DNS name (without the operator's endpoint balancing).
+        None => Backend {
+            service: None,
+            url: Some(format!(
+                "http://{}.{}.svc:{}",
+                backend.name, backend.namespace, backend.port
+            )),
+        },
+    });
+    Ok(product)
+}

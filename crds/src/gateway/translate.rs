@@ -1,0 +1,858 @@
+//! The pure translation: GatewayClasses with our controller name, their Gateways and the
+//! HTTPRoutes attached to them → (a) the routes a Product targeting an HTTPRoute serves, and
+//! (b) the statuses of all of them, as data.
+//!
+//! # What the table can express today
+//!
+//! Path `Exact`/`PathPrefix` matches, a method, and one backendRef to a Service per rule, the same
+//! Service for every rule of a route (a Product has one backend). Anything else in a rule (header
+//! or query matches, filters, several weighted backendRefs, timeouts, regular-expression paths)
+//! makes the parent's `Accepted=False` with reason `UnsupportedValue`, naming the field, and the
+//! route is not served at all: serving it without the part we cannot honour would serve more
+//! than its author meant. Backend references that do not resolve give `ResolvedRefs=False`
+//! (`BackendNotFound`, `RefNotPermitted`, `InvalidKind`) and the route is not served either.
+//!
+//! HTTPRoutes whose parentRefs name no Gateway of our classes are ignored entirely (no status).
+//! Deterministic: inputs are looked up by namespace/name, outputs are sorted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Service;
+use serde::{Deserialize, Serialize};
+
+use super::api::gatewayclasses::GatewayClass;
+use super::api::gateways::{
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
+};
+use super::api::httproutes::{
+    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesMatches,
+    HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
+};
+use super::api::referencegrants::ReferenceGrant;
+use super::hostnames::{intersect, Hosts};
+use super::status::{
+    condition, ClassStatus, GatewayState, ListenerState, ParentRefKey, ParentState, RouteState,
+    Statuses,
+};
+use crate::compile::DEFAULT_NAMESPACE;
+use crate::product::{Method, PathMatch, Route, GATEWAY_API_GROUP};
+
+/// The `controllerName` of GatewayClasses Tollgate implements.
+pub const CONTROLLER_NAME: &str = "tollgate.dev/gateway-controller";
+
+const HTTP_ROUTE: &str = "HTTPRoute";
+
+// Condition types and reasons, as the Gateway API spells them.
+const ACCEPTED: &str = "Accepted";
+const PROGRAMMED: &str = "Programmed";
+const RESOLVED_REFS: &str = "ResolvedRefs";
+const R_ACCEPTED: &str = "Accepted";
+const R_PROGRAMMED: &str = "Programmed";
+const R_RESOLVED_REFS: &str = "ResolvedRefs";
+const R_INVALID: &str = "Invalid";
+const R_LISTENERS_NOT_VALID: &str = "ListenersNotValid";
+const R_UNSUPPORTED_PROTOCOL: &str = "UnsupportedProtocol";
+const R_UNSUPPORTED_VALUE: &str = "UnsupportedValue";
+const R_INVALID_ROUTE_KINDS: &str = "InvalidRouteKinds";
+const R_INVALID_CERTIFICATE_REF: &str = "InvalidCertificateRef";
+const R_NO_MATCHING_PARENT: &str = "NoMatchingParent";
+const R_NOT_ALLOWED_BY_LISTENERS: &str = "NotAllowedByListeners";
+const R_NO_MATCHING_LISTENER_HOSTNAME: &str = "NoMatchingListenerHostname";
+/// `ResolvedRefs=False`: the backendRef names a Service that does not exist (or lacks the port).
+pub const R_BACKEND_NOT_FOUND: &str = "BackendNotFound";
+/// `ResolvedRefs=False`: a cross-namespace backendRef without a ReferenceGrant allowing it.
+pub const R_REF_NOT_PERMITTED: &str = "RefNotPermitted";
+/// `ResolvedRefs=False`: the backendRef names a kind other than a core Service.
+pub const R_INVALID_KIND: &str = "InvalidKind";
+
+/// What the translation reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    /// Every GatewayClass; only those with [`CONTROLLER_NAME`] are ours.
+    pub gateway_classes: &'a [GatewayClass],
+    /// Every Gateway; only those of our classes are looked at.
+    pub gateways: &'a [Gateway],
+    /// Every HTTPRoute; only those attached to our Gateways are looked at.
+    pub http_routes: &'a [HttpRoute],
+    /// ReferenceGrants, for cross-namespace backendRefs.
+    pub reference_grants: &'a [ReferenceGrant],
+    /// Services, to resolve backendRefs.
+    pub services: &'a [Service],
+}
+
+/// The result: what is served, and every status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Translation {
+    /// HTTPRoutes that are accepted by at least one of our Gateways and whose references all
+    /// resolve, sorted by namespace/name.
+    pub routes: Vec<ServedRoute>,
+    /// Statuses of our GatewayClasses, their Gateways and the HTTPRoutes attached to them.
+    pub statuses: Statuses,
+}
+
+impl Translation {
+    /// The served form of HTTPRoute `namespace/name`, if it is served.
+    pub fn route(&self, namespace: &str, name: &str) -> Option<&ServedRoute> {
+        self.routes
+            .iter()
+            .find(|r| r.namespace == namespace && r.name == name)
+    }
+
+    /// The status of HTTPRoute `namespace/name`, if one of our Gateways is among its parents.
+    pub fn route_status(&self, namespace: &str, name: &str) -> Option<&RouteState> {
+        self.statuses
+            .http_routes
+            .iter()
+            .find(|r| r.namespace == namespace && r.name == name)
+    }
+}
+
+/// What a Product targeting an HTTPRoute serves.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServedRoute {
+    /// Namespace of the HTTPRoute.
+    pub namespace: String,
+    /// Name of the HTTPRoute.
+    pub name: String,
+    /// Hosts served (the intersections with the accepting listeners); empty means any host.
+    pub hostnames: Vec<String>,
+    /// One route per rule, named by the rule's `name`, else `<route>-<index>`.
+    pub routes: Vec<Route>,
+    /// The Service every rule sends to.
+    pub backend: ServiceRef,
+}
+
+/// A resolved backendRef.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRef {
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// Name of the Service.
+    pub name: String,
+    /// Port.
+    pub port: u16,
+    /// The Service's `externalName`, when it is of type ExternalName (the DNS name, or in
+    /// standalone mode the address, it stands for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_name: Option<String>,
+}
+
+/// Why an HTTPRoute's rules cannot be served as written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RuleIssue {
+    /// A field the table cannot express yet: `Accepted=False`, `UnsupportedValue`.
+    #[error("{field}: {what} is not supported yet")]
+    Unsupported {
+        /// The field, e.g. `spec.rules[0].filters`.
+        field: String,
+        /// What was found there.
+        what: String,
+    },
+    /// A backendRef that does not resolve: `ResolvedRefs=False` with `reason`.
+    #[error("{field}: {message}")]
+    Unresolved {
+        /// The field, e.g. `spec.rules[1].backendRefs[0]`.
+        field: String,
+        /// `BackendNotFound`, `RefNotPermitted` or `InvalidKind`.
+        reason: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Translate. Pure and deterministic.
+pub fn translate(inputs: &Inputs<'_>) -> Translation {
+    let mut classes: Vec<&GatewayClass> = inputs
+        .gateway_classes
+        .iter()
+        .filter(|c| c.spec.controller_name == CONTROLLER_NAME)
+        .collect();
+    classes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let class_names: BTreeSet<&str> = classes
+        .iter()
+        .filter_map(|c| c.metadata.name.as_deref())
+        .collect();
+    let mut statuses = Statuses {
+        gateway_classes: classes
+            .iter()
+            .map(|c| ClassStatus {
+                name: c.metadata.name.clone().unwrap_or_default(),
+                conditions: vec![condition(
+                    ACCEPTED,
+                    true,
+                    R_ACCEPTED,
+                    format!("Tollgate ({CONTROLLER_NAME}) is the controller of this class"),
+                    c.metadata.generation,
+                )],
+            })
+            .collect(),
+        ..Statuses::default()
+    };
+
+    // Our Gateways by namespace/name, each with its listeners' verdicts.
+    let mut gateways: BTreeMap<(String, String), OurGateway<'_>> = BTreeMap::new();
+    for gw in inputs.gateways {
+        if !class_names.contains(gw.spec.gateway_class_name.as_str()) {
+            continue;
+        }
+        let namespace = namespace_of(gw.metadata.namespace.as_deref());
+        let name = gw.metadata.name.clone().unwrap_or_default();
+        let listeners = gw
+            .spec
+            .listeners
+            .iter()
+            .map(|l| check_listener(l, &namespace, gw.metadata.generation))
+            .collect();
+        gateways.insert((namespace, name), OurGateway { gw, listeners });
+    }
+
+    let mut routes: Vec<&HttpRoute> = inputs.http_routes.iter().collect();
+    routes.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    let mut served = Vec::new();
+    for route in routes {
+        let namespace = namespace_of(route.metadata.namespace.as_deref());
+        let name = route.metadata.name.clone().unwrap_or_default();
+        let generation = route.metadata.generation;
+        let ours: Vec<(&HttpRouteParentRefs, (String, String))> = route
+            .spec
+            .parent_refs
+            .iter()
+            .flatten()
+            .filter(|p| {
+                p.group.as_deref().unwrap_or(GATEWAY_API_GROUP) == GATEWAY_API_GROUP
+                    && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+            })
+            .map(|p| {
+                let ns = p.namespace.clone().unwrap_or_else(|| namespace.clone());
+                (p, (ns, p.name.clone()))
+            })
+            .filter(|(_, key)| gateways.contains_key(key))
+            .collect();
+        if ours.is_empty() {
+            continue;
+        }
+
+        let rules = translate_rules(route, &namespace, &name, inputs);
+        let (unsupported, unresolved): (Vec<&RuleIssue>, Vec<&RuleIssue>) = match &rules {
+            Ok(_) => (Vec::new(), Vec::new()),
+            Err(issues) => issues
+                .iter()
+                .partition(|i| matches!(i, RuleIssue::Unsupported { .. })),
+        };
+        let resolved_refs = match unresolved.first() {
+            Some(RuleIssue::Unresolved { reason, .. }) => {
+                condition(RESOLVED_REFS, false, reason, join(&unresolved), generation)
+            }
+            _ => condition(
+                RESOLVED_REFS,
+                true,
+                R_RESOLVED_REFS,
+                "every backendRef resolves",
+                generation,
+            ),
+        };
+
+        let mut parents = Vec::new();
+        let mut hosts: Option<Hosts> = None;
+        for (parent, key) in ours {
+            let Some(our) = gateways.get_mut(&key) else {
+                continue;
+            };
+            let attached = attach(parent, &namespace, &route.spec.hostnames, our);
+            let accepted = match &attached {
+                Err((reason, message)) => {
+                    condition(ACCEPTED, false, reason, message.clone(), generation)
+                }
+                Ok(_) if !unsupported.is_empty() => condition(
+                    ACCEPTED,
+                    false,
+                    R_UNSUPPORTED_VALUE,
+                    join(&unsupported),
+                    generation,
+                ),
+                Ok(_) => condition(
+                    ACCEPTED,
+                    true,
+                    R_ACCEPTED,
+                    "accepted by the Gateway",
+                    generation,
+                ),
+            };
+            if let Ok(h) = attached {
+                if unsupported.is_empty() {
+                    hosts = Some(merge_hosts(hosts, h));
+                }
+            }
+            parents.push(ParentState {
+                parent_ref: ParentRefKey {
+                    namespace: key.0,
+                    name: key.1,
+                    section_name: parent.section_name.clone(),
+                    port: parent.port,
+                },
+                controller_name: CONTROLLER_NAME.to_string(),
+                conditions: vec![accepted, resolved_refs.clone()],
+            });
+        }
+        if let (Some(hosts), Ok((routes, backend))) = (hosts, rules) {
+            served.push(ServedRoute {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                hostnames: match hosts {
+                    Hosts::Some(h) => h,
+                    Hosts::Any | Hosts::None => Vec::new(),
+                },
+                routes,
+                backend,
+            });
+        }
+        statuses.http_routes.push(RouteState {
+            namespace,
+            name,
+            parents,
+        });
+    }
+
+    for ((namespace, name), our) in gateways {
+        let generation = our.gw.metadata.generation;
+        let any_valid = our.listeners.iter().any(|l| l.valid);
+        let conditions = if any_valid {
+            vec![
+                condition(ACCEPTED, true, R_ACCEPTED, "accepted", generation),
+                condition(
+                    PROGRAMMED,
+                    true,
+                    R_PROGRAMMED,
+                    "its routes are in the routing table",
+                    generation,
+                ),
+            ]
+        } else {
+            vec![
+                condition(
+                    ACCEPTED,
+                    false,
+                    R_LISTENERS_NOT_VALID,
+                    "no listener is valid; see status.listeners",
+                    generation,
+                ),
+                condition(
+                    PROGRAMMED,
+                    false,
+                    R_INVALID,
+                    "no listener is valid",
+                    generation,
+                ),
+            ]
+        };
+        statuses.gateways.push(GatewayState {
+            namespace,
+            name,
+            conditions,
+            listeners: our.listeners.into_iter().map(|l| l.state).collect(),
+        });
+    }
+    Translation {
+        routes: served,
+        statuses,
+    }
+}
+
+/// One of our Gateways during translation.
+struct OurGateway<'a> {
+    gw: &'a Gateway,
+    listeners: Vec<CheckedListener>,
+}
+
+/// A listener's verdict, and its status (whose `attachedRoutes` grows as routes attach).
+struct CheckedListener {
+    valid: bool,
+    state: ListenerState,
+}
+
+fn namespace_of(ns: Option<&str>) -> String {
+    ns.filter(|n| !n.is_empty())
+        .unwrap_or(DEFAULT_NAMESPACE)
+        .to_string()
+}
+
+fn check_listener(
+    l: &GatewayListeners,
+    gw_namespace: &str,
+    generation: Option<i64>,
+) -> CheckedListener {
+    let mut accepted = condition(ACCEPTED, true, R_ACCEPTED, "accepted", generation);
+    let mut resolved = condition(
+        RESOLVED_REFS,
+        true,
+        R_RESOLVED_REFS,
+        "references resolve",
+        generation,
+    );
+    let mut kinds = vec![HTTP_ROUTE.to_string()];
+    match l.protocol.as_str() {
+        "HTTP" => {}
+        "HTTPS" => {
+            if let Some(problem) = certificate_problem(l, gw_namespace) {
+                resolved = condition(
+                    RESOLVED_REFS,
+                    false,
+                    R_INVALID_CERTIFICATE_REF,
+                    problem,
+                    generation,
+                );
+            }
+        }
+        other => {
+            accepted = condition(
+                ACCEPTED,
+                false,
+                R_UNSUPPORTED_PROTOCOL,
+                format!("protocol {other} is not supported; use HTTP or HTTPS"),
+                generation,
+            );
+            kinds.clear();
+        }
+    }
+    if let Some(wanted) = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
+        let http = wanted.iter().any(|k| {
+            k.kind == HTTP_ROUTE
+                && k.group.as_deref().unwrap_or(GATEWAY_API_GROUP) == GATEWAY_API_GROUP
+        });
+        if !http {
+            kinds.clear();
+        }
+        if wanted.iter().any(|k| {
+            k.kind != HTTP_ROUTE
+                || k.group.as_deref().unwrap_or(GATEWAY_API_GROUP) != GATEWAY_API_GROUP
+        }) {
+            resolved = condition(
+                RESOLVED_REFS,
+                false,
+                R_INVALID_ROUTE_KINDS,
+                "allowedRoutes.kinds: only HTTPRoute is supported",
+                generation,
+            );
+        }
+    }
+    let valid = accepted.status == "True" && resolved.status == "True";
+    let programmed = if valid {
+        condition(PROGRAMMED, true, R_PROGRAMMED, "programmed", generation)
+    } else {
+        condition(PROGRAMMED, false, R_INVALID, "not valid", generation)
+    };
+    CheckedListener {
+        valid,
+        state: ListenerState {
+            name: l.name.clone(),
+            supported_kinds: kinds,
+            attached_routes: 0,
+            conditions: vec![accepted, resolved, programmed],
+        },
+    }
+}
+
+/// Why an HTTPS listener's certificateRefs do not resolve, if they do not. Only Secrets in the
+/// Gateway's namespace are resolved (cross-namespace certificates need a ReferenceGrant check
+/// that is not written yet, so they are refused rather than assumed allowed).
+fn certificate_problem(l: &GatewayListeners, gw_namespace: &str) -> Option<String> {
+    let refs = l
+        .tls
+        .as_ref()
+        .and_then(|t| t.certificate_refs.as_ref())
+        .filter(|r| !r.is_empty());
+    let Some(refs) = refs else {
+        return Some("an HTTPS listener needs tls.certificateRefs".to_string());
+    };
+    for r in refs {
+        let core = r.group.as_deref().unwrap_or("").is_empty();
+        if !core || r.kind.as_deref().unwrap_or("Secret") != "Secret" {
+            return Some(format!(
+                "certificateRef {}: only core Secrets are supported",
+                r.name
+            ));
+        }
+        if r.namespace.as_deref().is_some_and(|ns| ns != gw_namespace) {
+            return Some(format!(
+                "certificateRef {}: Secrets in other namespaces are not supported yet",
+                r.name
+            ));
+        }
+    }
+    // Whether the Secrets exist and hold a certificate is for where listener certificates will
+    // be loaded (not written yet); the translation does not read Secrets.
+    None
+}
+
+/// Attach a route to the listeners its parentRef selects. `Ok(hosts)` when at least one takes it
+/// (bumping their `attachedRoutes`), else the reason and message of `Accepted=False`.
+fn attach(
+    parent: &HttpRouteParentRefs,
+    route_namespace: &str,
+    route_hostnames: &Option<Vec<String>>,
+    our: &mut OurGateway<'_>,
+) -> Result<Hosts, (&'static str, String)> {
+    let gw_namespace = namespace_of(our.gw.metadata.namespace.as_deref());
+    let selected: Vec<usize> = our
+        .gw
+        .spec
+        .listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| parent.section_name.as_ref().is_none_or(|s| s == &l.name))
+        .filter(|(_, l)| parent.port.is_none_or(|p| p == l.port))
+        .map(|(i, _)| i)
+        .collect();
+    if selected.is_empty() {
+        return Err((
+            R_NO_MATCHING_PARENT,
+            "no listener of the Gateway matches the parentRef's sectionName/port".to_string(),
+        ));
+    }
+    let route_hostnames: &[String] = route_hostnames.as_deref().unwrap_or_default();
+    let mut hosts: Option<Hosts> = None;
+    let mut allowed_somewhere = false;
+    for i in selected {
+        let listener = &our.gw.spec.listeners[i];
+        let checked = &mut our.listeners[i];
+        if !checked.valid || checked.state.supported_kinds.is_empty() {
+            continue;
+        }
+        let from = listener
+            .allowed_routes
+            .as_ref()
+            .and_then(|a| a.namespaces.as_ref())
+            .and_then(|n| n.from.clone());
+        let allowed = match from {
+            None | Some(GatewayListenersAllowedRoutesNamespacesFrom::Same) => {
+                route_namespace == gw_namespace
+            }
+            Some(GatewayListenersAllowedRoutesNamespacesFrom::All) => true,
+            // Selector needs the Namespaces' labels, which the translation does not read yet;
+            // refusing is the safe side. None allows nothing.
+            Some(_) => false,
+        };
+        if !allowed {
+            continue;
+        }
+        allowed_somewhere = true;
+        match intersect(listener.hostname.as_deref(), route_hostnames) {
+            Hosts::None => {}
+            h => {
+                checked.state.attached_routes += 1;
+                hosts = Some(merge_hosts(hosts, h));
+            }
+        }
+    }
+    match hosts {
+        Some(h) => Ok(h),
+        None if allowed_somewhere => Err((
+            R_NO_MATCHING_LISTENER_HOSTNAME,
+            "no hostname of the route matches a selected listener's hostname".to_string(),
+        )),
+        None => Err((
+            R_NOT_ALLOWED_BY_LISTENERS,
+            "no selected listener allows this route (its namespace or kind; namespace selectors are not evaluated yet)".to_string(),
+        )),
+    }
+}
+
+fn merge_hosts(a: Option<Hosts>, b: Hosts) -> Hosts {
+    match (a, b) {
+        (None, b) => b,
+        (Some(Hosts::Any), _) | (_, Hosts::Any) => Hosts::Any,
+        (Some(Hosts::None), b) => b,
+        (Some(a), Hosts::None) => a,
+        (Some(Hosts::Some(mut a)), Hosts::Some(b)) => {
+            for h in b {
+                if !a.contains(&h) {
+                    a.push(h);
+                }
+            }
+            Hosts::Some(a)
+        }
+    }
+}
+
+fn join(issues: &[&RuleIssue]) -> String {
+    issues
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The rules as table routes plus the one Service they all go to, or every issue found.
+fn translate_rules(
+    route: &HttpRoute,
+    namespace: &str,
+    name: &str,
+    inputs: &Inputs<'_>,
+) -> Result<(Vec<Route>, ServiceRef), Vec<RuleIssue>> {
+    let mut issues = Vec::new();
+    let mut out = Vec::new();
+    let mut backend: Option<ServiceRef> = None;
+    let rules: &[HttpRouteRules] = route.spec.rules.as_deref().unwrap_or_default();
+    for (i, rule) in rules.iter().enumerate() {
+        let field = format!("spec.rules[{i}]");
+        let route_name = rule.name.clone().unwrap_or_else(|| format!("{name}-{i}"));
+        if let Some(filters) = rule.filters.as_ref().filter(|f| !f.is_empty()) {
+            // Named as written in the manifest (`URLRewrite`, not the Rust variant's spelling).
+            let types: Vec<String> = filters
+                .iter()
+                .map(|f| match serde_json::to_value(&f.r#type) {
+                    Ok(serde_json::Value::String(t)) => t,
+                    _ => format!("{:?}", f.r#type),
+                })
+                .collect();
+            issues.push(unsupported(
+                format!("{field}.filters"),
+                &format!("the filter {}", types.join(", ")),
+            ));
+        }
+        if rule.timeouts.is_some() {
+            issues.push(unsupported(format!("{field}.timeouts"), "a rule timeout"));
+        }
+        match rule_match(rule.matches.as_deref().unwrap_or_default(), &field) {
+            Ok((path, path_match, methods)) => out.push(Route {
+                name: route_name,
+                path,
+                path_match,
+                methods,
+                rewrite: None,
+            }),
+            Err(mut e) => issues.append(&mut e),
+        }
+        match rule_backend(rule, &field, namespace, inputs) {
+            Ok(b) => match &backend {
+                Some(first) if first != &b => issues.push(unsupported(
+                    format!("{field}.backendRefs"),
+                    "a backend other than the first rule's (a Product has one backend)",
+                )),
+                Some(_) => {}
+                None => backend = Some(b),
+            },
+            Err(e) => issues.push(e),
+        }
+    }
+    if rules.is_empty() {
+        issues.push(unsupported(
+            "spec.rules".to_string(),
+            "a route without rules",
+        ));
+    }
+    match backend {
+        Some(b) if issues.is_empty() => Ok((out, b)),
+        _ => Err(issues),
+    }
+}
+
+fn unsupported(field: String, what: &str) -> RuleIssue {
+    RuleIssue::Unsupported {
+        field,
+        what: what.to_string(),
+    }
+}
+
+/// A rule's matches as one table route's path, path match and methods. Several matches are
+/// only expressible when they differ in method alone.
+fn rule_match(
+    matches: &[HttpRouteRulesMatches],
+    field: &str,
+) -> Result<(String, PathMatch, Vec<Method>), Vec<RuleIssue>> {
+    let mut issues = Vec::new();
+    let mut path: Option<(String, PathMatch)> = None;
+    let mut methods: BTreeSet<Method> = BTreeSet::new();
+    let mut any_method = matches.is_empty();
+    for (j, m) in matches.iter().enumerate() {
+        let field = format!("{field}.matches[{j}]");
+        if m.headers.as_ref().is_some_and(|h| !h.is_empty()) {
+            issues.push(unsupported(format!("{field}.headers"), "a header match"));
+        }
+        if m.query_params.as_ref().is_some_and(|q| !q.is_empty()) {
+            issues.push(unsupported(format!("{field}.queryParams"), "a query match"));
+        }
+        let (kind, value) = match &m.path {
+            Some(p) => (p.r#type.clone(), p.value.clone()),
+            None => (None, None),
+        };
+        let value = value.unwrap_or_else(|| "/".to_string());
+        let this = match kind.unwrap_or(HttpRouteRulesMatchesPathType::PathPrefix) {
+            HttpRouteRulesMatchesPathType::Exact => Some((value, PathMatch::Exact)),
+            // A PathPrefix ignores a trailing '/' (`/a/` matches `/a`), as Tollgate's Prefix.
+            HttpRouteRulesMatchesPathType::PathPrefix => {
+                let trimmed = value.trim_end_matches('/');
+                let value = if trimmed.is_empty() { "/" } else { trimmed };
+                Some((value.to_string(), PathMatch::Prefix))
+            }
+            HttpRouteRulesMatchesPathType::RegularExpression => {
+                issues.push(unsupported(
+                    format!("{field}.path.type"),
+                    "a RegularExpression path",
+                ));
+                None
+            }
+        };
+        if let Some(this) = this {
+            match &path {
+                Some(first) if first != &this => issues.push(unsupported(
+                    format!("{field}.path"),
+                    "a second path in one rule (split it into rules)",
+                )),
+                Some(_) => {}
+                None => path = Some(this),
+            }
+        }
+        match &m.method {
+            None => any_method = true,
+            Some(method) => match method_of(method) {
+                Some(method) => {
+                    methods.insert(method);
+                }
+                None => issues.push(unsupported(
+                    format!("{field}.method"),
+                    "the method CONNECT or TRACE",
+                )),
+            },
+        }
+    }
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    let (path, path_match) = path.unwrap_or_else(|| ("/".to_string(), PathMatch::Prefix));
+    let methods = if any_method {
+        Vec::new()
+    } else {
+        methods.into_iter().collect()
+    };
+    Ok((path, path_match, methods))
+}
+
+fn method_of(m: &HttpRouteRulesMatchesMethod) -> Option<Method> {
+    use HttpRouteRulesMatchesMethod as M;
+    Some(match m {
+        M::Get => Method::Get,
+        M::Head => Method::Head,
+        M::Post => Method::Post,
+        M::Put => Method::Put,
+        M::Delete => Method::Delete,
+        M::Options => Method::Options,
+        M::Patch => Method::Patch,
+        M::Connect | M::Trace => return None,
+    })
+}
+
+/// A rule's one backendRef, resolved to a Service.
+fn rule_backend(
+    rule: &HttpRouteRules,
+    field: &str,
+    route_namespace: &str,
+    inputs: &Inputs<'_>,
+) -> Result<ServiceRef, RuleIssue> {
+    let refs = rule.backend_refs.as_deref().unwrap_or_default();
+    let [r] = refs else {
+        return Err(unsupported(
+            format!("{field}.backendRefs"),
+            if refs.is_empty() {
+                "a rule without backendRefs"
+            } else {
+                "more than one (weighted) backendRef"
+            },
+        ));
+    };
+    let field = format!("{field}.backendRefs[0]");
+    if r.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+        return Err(unsupported(
+            format!("{field}.filters"),
+            "a backendRef filter",
+        ));
+    }
+    if r.weight == Some(0) {
+        return Err(unsupported(format!("{field}.weight"), "a weight of 0"));
+    }
+    let group = r.group.as_deref().unwrap_or("");
+    let kind = r.kind.as_deref().unwrap_or("Service");
+    if !group.is_empty() || kind != "Service" {
+        return Err(RuleIssue::Unresolved {
+            field,
+            reason: R_INVALID_KIND,
+            message: format!("{group}/{kind} is not a core Service; only Services are supported"),
+        });
+    }
+    let Some(port) = r
+        .port
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0)
+    else {
+        return Err(unsupported(
+            format!("{field}.port"),
+            "a Service backendRef without a port",
+        ));
+    };
+    let namespace = r
+        .namespace
+        .clone()
+        .unwrap_or_else(|| route_namespace.to_string());
+    if namespace != route_namespace && !granted(route_namespace, &namespace, &r.name, inputs) {
+        return Err(RuleIssue::Unresolved {
+            field,
+            reason: R_REF_NOT_PERMITTED,
+            message: format!(
+                "Service {namespace}/{} is in another namespace and no ReferenceGrant there allows HTTPRoutes from {route_namespace}",
+                r.name
+            ),
+        });
+    }
+    let service = inputs.services.iter().find(|s| {
+        s.metadata.name.as_deref() == Some(r.name.as_str())
+            && namespace_of(s.metadata.namespace.as_deref()) == namespace
+    });
+    let Some(service) = service else {
+        return Err(RuleIssue::Unresolved {
+            field,
+            reason: R_BACKEND_NOT_FOUND,
+            message: format!("Service {namespace}/{} does not exist", r.name),
+        });
+    };
+    let spec = service.spec.as_ref();
+    let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
+    if !ports.is_empty() && !ports.iter().any(|p| p.port == i32::from(port)) {
+        return Err(RuleIssue::Unresolved {
+            field,
+            reason: R_BACKEND_NOT_FOUND,
+            message: format!("Service {namespace}/{} has no port {port}", r.name),
+        });
+    }
+    let external_name = spec
+        .filter(|s| s.type_.as_deref() == Some("ExternalName"))
+        .and_then(|s| s.external_name.clone());
+    Ok(ServiceRef {
+        namespace,
+        name: r.name.clone(),
+        port,
+        external_name,
+    })
+}
+
+/// Whether a ReferenceGrant in `to_namespace` lets HTTPRoutes of `from_namespace` refer to
+/// Service `name` there.
+fn granted(from_namespace: &str, to_namespace: &str, name: &str, inputs: &Inputs<'_>) -> bool {
+    inputs.reference_grants.iter().any(|g| {
+        namespace_of(g.metadata.namespace.as_deref()) == to_namespace
+            && g.spec.from.iter().any(|f| {
+                f.group == GATEWAY_API_GROUP
+                    && f.kind == HTTP_ROUTE
+                    && f.namespace == from_namespace
+            })
+            && g.spec.to.iter().any(|t| {
+                t.group.is_empty()
+                    && t.kind == "Service"
+                    && t.name.as_deref().is_none_or(|n| n == name)
+            })
+    })
+}

@@ -1,0 +1,214 @@
+//! Standalone mode with Gateway API manifests: the real `tollgate-proxy` binary on a directory
+//! holding a GatewayClass, a Gateway, an HTTPRoute (to an ExternalName Service standing for a
+//! loopback upstream) and a Product that targets the HTTPRoute, with a Plan and a Subscription.
+//! The HTTPRoute's paths are served and enforced like a Product's own routes.
+
+mod support;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::{client, eventually, send, TempDir, Upstream};
+
+const KEY: &str = "gateway-api-key-0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn manifests(upstream: SocketAddr) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: tollgate}}
+spec: {{controllerName: tollgate.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: t}}
+spec:
+  gatewayClassName: tollgate
+  listeners: [{{name: http, protocol: HTTP, port: 80}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: weather, namespace: t}}
+spec: {{type: ExternalName, externalName: "{ip}", ports: [{{port: {port}}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: weather, namespace: t}}
+spec:
+  parentRefs: [{{name: edge}}]
+  rules:
+  - name: forecast
+    matches: [{{path: {{type: PathPrefix, value: /forecast}}, method: GET}}]
+    backendRefs: [{{name: weather, port: {port}}}]
+  - matches: [{{path: {{type: Exact, value: /alerts}}}}]
+    backendRefs: [{{name: weather, port: {port}}}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Product
+metadata: {{name: weather, namespace: t}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: weather}}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Plan
+metadata: {{name: forecasts, namespace: t}}
+spec: {{product: weather, routes: [forecast]}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Subscription
+metadata: {{name: acme, namespace: t}}
+spec:
+  plan: forecasts
+  subscriber: {{name: acme}}
+  keys: {{secretRef: {{name: acme-keys}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: acme-keys, namespace: t}}
+stringData: {{primaryKey: {KEY}}}
+"#,
+        ip = upstream.ip(),
+        port = upstream.port(),
+    )
+}
+
+/// The binary on `dir`, stopped when dropped.
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    async fn start(dir: &std::path::Path) -> Proxy {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-proxy"))
+            .arg("--from-dir")
+            .arg(dir)
+            .args(["--listen", &addr.to_string()])
+            .args(["--admin-listen", &admin.to_string()])
+            .args(["--access-log", "off", "--log-format", "text"])
+            .args(["--drain-seconds", "1", "--threads", "1"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tollgate-proxy");
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(mut out) = child.stdout.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = out.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        let proxy = Proxy { child, addr, log };
+        let c = client();
+        let ready = format!("http://{admin}/readyz");
+        // `send` panics on a refused connection: wait for the admin socket first.
+        let listening = eventually(Duration::from_secs(20), || async move {
+            tokio::net::TcpStream::connect(admin).await.is_ok()
+        })
+        .await;
+        let became_ready = listening
+            && eventually(Duration::from_secs(20), || {
+                let (c, ready) = (c.clone(), ready.clone());
+                async move { send(&c, "GET", &ready, &[]).await.status == 200 }
+            })
+            .await;
+        assert!(
+            became_ready,
+            "proxy did not become ready; log:\n{}",
+            proxy.log.lock().unwrap_or_else(|e| e.into_inner())
+        );
+        proxy
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_targeting_an_httproute_serves_its_paths_to_subscribers_only() {
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new("gateway-api");
+    dir.write("all.yaml", &manifests(upstream.addr));
+    let proxy = Proxy::start(dir.path()).await;
+    let c = client();
+
+    // A subscribed call on a path of the HTTPRoute reaches the backend.
+    let ok = send(
+        &c,
+        "GET",
+        &proxy.url("/forecast/today"),
+        &[("x-subscription-key", KEY)],
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["path"], "/forecast/today", "{}", ok.text());
+    assert_eq!(upstream.count(), 1);
+
+    // Without a key: 401, and the backend is not called.
+    send(&c, "GET", &proxy.url("/forecast/today"), &[])
+        .await
+        .assert_problem(401, "missing-key");
+    // The rule's method match is enforced, and so is the Plan (the unnamed rule is
+    // `weather-1`, not in the plan).
+    send(
+        &c,
+        "POST",
+        &proxy.url("/forecast/today"),
+        &[("x-subscription-key", KEY)],
+    )
+    .await
+    .assert_problem(405, "method-not-allowed");
+    send(
+        &c,
+        "GET",
+        &proxy.url("/alerts"),
+        &[("x-subscription-key", KEY)],
+    )
+    .await
+    .assert_problem(403, "route-not-in-plan");
+    // A path the HTTPRoute does not have.
+    send(
+        &c,
+        "GET",
+        &proxy.url("/elsewhere"),
+        &[("x-subscription-key", KEY)],
+    )
+    .await
+    .assert_problem(404, "no-route");
+    assert_eq!(
+        upstream.count(),
+        1,
+        "only the subscribed call was forwarded"
+    );
+}
