@@ -14,10 +14,13 @@ pub struct SpiffeId {
 /// Why a string is not a Kubernetes workload SPIFFE id; names the offending part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpiffeError {
+    /// Not the `spiffe` scheme.
     #[error("SPIFFE id {0:?}: must start with spiffe://")]
     Scheme(String),
+    /// Empty or invalid trust domain.
     #[error("SPIFFE id {0:?}: trust domain must be non-empty lowercase letters, digits, '.', '-' or '_'")]
     TrustDomain(String),
+    /// Not exactly `/ns/<namespace>/sa/<service-account>`.
     #[error("SPIFFE id {0:?}: path must be /ns/<namespace>/sa/<service-account>")]
     Path(String),
 }
@@ -84,12 +87,15 @@ impl SpiffeId {
             .collect()
     }
 
+    /// The trust domain (`cluster.local` by default in Tollgate).
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
     }
+    /// The pod's namespace.
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
+    /// The pod's ServiceAccount.
     pub fn service_account(&self) -> &str {
         &self.service_account
     }
