@@ -1,5 +1,16 @@
-//! Workload identity (issue 12): SPIFFE ids of sidecar-injected pods and of the ingress proxy.
-//! Only the pure id parsing and matching exists so far; the certificate store, the file source
-//! and the mTLS configs are not built yet.
+//! Workload identity (issue 12): the proxy's own SPIFFE identity and mutual TLS between the
+//! ingress proxy and sidecars.
+//!
+//! - [`spiffe`]: SPIFFE ids `spiffe://<td>/ns/<ns>/sa/<sa>`, parsing and allow-list matching.
+//! - [`san`]: the URI SANs of a certificate (where a SPIFFE id is carried).
+//! - [`store`]: the identity store (certificate, key, trust bundle, swapped as one).
+//! - [`files`]: the `--identity-dir` source (`cert.pem`, `key.pem`, `bundle.pem`).
+//! - [`mtls`]: the sidecar listener's and the ingress's rustls configurations over the store.
 
+pub mod files;
+pub mod mtls;
+pub mod san;
 pub mod spiffe;
+pub mod store;
+
+pub use store::{Identity, IdentityError};
