@@ -68,19 +68,17 @@ pub struct IdentityDir {
 }
 
 impl IdentityDir {
-    /// Install the identity in `dir` into `identity`.
-    ///
-    /// # Errors
-    /// When the files are missing or refused: a proxy started without a usable identity
-    /// must say so instead of failing every handshake.
-    pub fn load(dir: &Path, identity: Arc<Identity>) -> Result<IdentityDir, IdentityError> {
+    /// Install the identity in `dir` into `identity` now; the source is returned either way, so
+    /// that files written later (or fixed) are installed by [`IdentityDir::spawn_watcher`].
+    pub fn start(dir: &Path, identity: Arc<Identity>) -> (IdentityDir, Result<u64, IdentityError>) {
         let applied = fingerprint(dir);
-        load(&identity, dir)?;
-        Ok(IdentityDir {
+        let loaded = load(&identity, dir);
+        let source = IdentityDir {
             dir: dir.to_path_buf(),
             identity,
             applied,
-        })
+        };
+        (source, loaded)
     }
 
     /// Poll every `interval` on a thread of its own until `stop` is set; `on_change` is called
@@ -148,13 +146,9 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let ca = TestCa::new("ca");
         let identity = Arc::new(Identity::new());
-        assert!(matches!(
-            IdentityDir::load(&dir, identity.clone()),
-            Err(IdentityError::Io { .. })
-        ));
-        write(&dir, &ca, "spiffe://td/ns/a/sa/one");
-        let source = IdentityDir::load(&dir, identity.clone()).unwrap();
-        assert_eq!(identity.current().unwrap().id.service_account(), "one");
+        // Nothing there yet: not fatal, and the files are picked up once written.
+        let (source, loaded) = IdentityDir::start(&dir, identity.clone());
+        assert!(matches!(loaded, Err(IdentityError::Io { .. })));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let watcher = source
@@ -162,6 +156,9 @@ mod tests {
                 let _ = tx.send(i.current().unwrap().generation);
             })
             .unwrap();
+        write(&dir, &ca, "spiffe://td/ns/a/sa/one");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
+        assert_eq!(identity.current().unwrap().id.service_account(), "one");
         write(&dir, &ca, "spiffe://td/ns/a/sa/two");
         let generation = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(generation, 2);

@@ -279,7 +279,8 @@ mod tests {
         let expired = ca.issue(ME, true);
         let foreign = other_ca.issue(ME, false);
         let not_spiffe = ca.issue("https://example.invalid/x", false);
-        let cases: Vec<(&str, &[u8], &[u8], &[u8])> = vec![
+        type Case<'a> = (&'a str, &'a [u8], &'a [u8], &'a [u8]);
+        let cases: Vec<Case<'_>> = vec![
             (
                 "garbage chain",
                 b"nope",
