@@ -290,10 +290,10 @@ impl Gateway {
         shared.trusted_proxies = config.trusted_proxies.clone();
         let stop_watcher = Arc::new(AtomicBool::new(false));
         if let Some(dir) = &config.identity_dir {
-            shared.identity = Some(start_identity(dir, &shared, &stop_watcher)?);
+            shared.registry.identity = Some(start_identity(dir, &shared, &stop_watcher)?);
         }
         if let Some(sidecar) = &config.sidecar {
-            if shared.identity.is_none() {
+            if shared.registry.identity.is_none() {
                 return Err(StartError::SidecarOptions(
                     "--sidecar-app-port needs --identity-dir (the sidecar's certificate, key and trust bundle)",
                 ));
@@ -365,7 +365,7 @@ impl Gateway {
 
         let limits = listener_limits(config.conn_limits, shared.clone(), tls.is_some());
         let (shutdown, rx) = watch::channel(false);
-        let sidecar_tls = match (&config.sidecar, &shared.identity) {
+        let sidecar_tls = match (&config.sidecar, &shared.registry.identity) {
             (Some(sidecar), Some(identity)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
                 crate::identity::mtls::server_config(identity.clone(), sidecar.allowed.clone())
                     .map_err(StartError::SidecarTls)?,

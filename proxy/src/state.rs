@@ -25,8 +25,6 @@ pub struct Shared {
     pub shared_quota: Option<Arc<SharedQuota>>,
     /// Peers whose `X-Forwarded-For` is believed (see [`crate::client_addr`]).
     pub trusted_proxies: TrustedProxies,
-    /// The proxy's workload identity (`--identity-dir`); `None` when it has none configured.
-    pub identity: Option<Arc<crate::identity::Identity>>,
 }
 
 impl Shared {
@@ -44,7 +42,6 @@ impl Shared {
             registry: Registry::with_jwks(jwks),
             shared_quota: None,
             trusted_proxies: TrustedProxies::default(),
-            identity: None,
         }
     }
 }

@@ -412,3 +412,124 @@ async fn rewriting_the_identity_dir_under_load_loses_no_request() {
         "the sidecar still presents its first certificate"
     );
 }
+
+const KEY: &str = "cart-key-0123456789";
+
+/// A table (as the operator would serve it) with product `shop/cart` behind Service `shop/cart`
+/// whose one ready pod is `127.0.0.1:<app port>`, injected: sidecar on `sidecar_port`, identity
+/// `identity`; one active subscription with [`KEY`].
+fn injected_table(app_port: u16, sidecar_port: u16, identity: &str) -> serde_json::Value {
+    use sha2::Digest as _;
+    serde_json::json!({
+        "products": [{
+            "id": "shop/cart", "displayName": "cart", "hostnames": [],
+            "subscriptionRequired": true,
+            "keyLocation": {"header": "x-key"},
+            "backend": {
+                "kind": "service", "namespace": "shop", "name": "cart", "port": 8080,
+                "endpoints": [format!("127.0.0.1:{app_port}")],
+                "workload": {"identity": identity, "sidecarPort": sidecar_port}
+            },
+            "timeouts": {"connectMs": 1000, "requestMs": 5000},
+            "policies": [],
+            "routes": [{"name": "all", "path": "/", "pathMatch": "Prefix", "methods": []}]
+        }],
+        "plans": [{"id": "shop/gold", "product": "shop/cart", "displayName": "gold",
+                   "routes": ["all"], "scopes": []}],
+        "subscriptions": [{"id": "shop/s1", "plan": "shop/gold", "product": "shop/cart",
+                           "state": "Active",
+                           "keyDigests": [hex::encode(sha2::Sha256::digest(KEY))]}],
+        "policies": []
+    })
+}
+
+/// The ingress, in process, serving `table` from its last-known-good file (the operator
+/// address is closed), with the workload identity in `identity_dir`.
+async fn ingress(
+    table: serde_json::Value,
+    identity_dir: &Path,
+) -> (tollgate_proxy::Gateway, TempDir) {
+    let state = TempDir::new("sidecar-ingress-state");
+    let table: tollgate_crds::table::RoutingTable =
+        serde_json::from_value(table).expect("a RoutingTable");
+    let versioned = tollgate_proxy::source::operator::Versioned::new(1, table);
+    std::fs::write(
+        state.path().join("table.json"),
+        serde_json::to_vec(&versioned).expect("json"),
+    )
+    .expect("write table.json");
+    let token = state.path().join("token");
+    std::fs::write(&token, "not-used").expect("token");
+    let mut config = tollgate_proxy::GatewayConfig::new(std::path::PathBuf::new());
+    config.operator = Some(tollgate_proxy::source::operator::OperatorConfig {
+        url: format!("http://127.0.0.1:{}", support::closed_port().await),
+        token_file: token,
+        state_dir: Some(state.path().to_path_buf()),
+        ca_file: None,
+    });
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin_listen = "127.0.0.1:0".parse().expect("addr");
+    config.identity_dir = Some(identity_dir.to_path_buf());
+    let gateway = tollgate_proxy::Gateway::start(config)
+        .await
+        .expect("ingress");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gateway.shared().runtime.load().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the ingress never loaded table.json"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (gateway, state)
+}
+
+async fn ingress_get(gateway: &tollgate_proxy::Gateway, key: &str) -> (u16, String) {
+    let req = Request::get(format!("http://{}/orders/7", gateway.proxy_addr()))
+        .header("x-key", key)
+        .body(http_body_util::Full::new(Bytes::new()))
+        .expect("request");
+    let resp = support::client()
+        .request(req)
+        .await
+        .expect("ingress answers");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingress_reaches_an_injected_pod_through_its_sidecar_over_mtls() {
+    let app = Upstream::start().await;
+    let ca = TestCa::new("tollgate-ca");
+    let sidecar_dir = TempDir::new("sidecar-pod-identity");
+    ca.write_identity(sidecar_dir.path(), WORKLOAD);
+    let sidecar = start_sidecar("ingress", app.addr.port(), sidecar_dir.path());
+    let ingress_dir = TempDir::new("sidecar-ingress-identity");
+    ca.write_identity(ingress_dir.path(), INGRESS);
+
+    let table = injected_table(app.addr.port(), sidecar.addr.port(), WORKLOAD);
+    let (gateway, _state) = ingress(table, ingress_dir.path()).await;
+    // A subscribed call: ingress pipeline → mTLS to the pod's sidecar port → app.
+    let (status, body) = ingress_get(&gateway, KEY).await;
+    assert_eq!(status, 200, "{body}");
+    let echoed: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(echoed["path"], "/orders/7");
+    assert!(
+        echoed["headers"].get("x-key").is_none(),
+        "the key reached the app: {body}"
+    );
+    assert_eq!(app.count(), 1);
+    // No key: refused at the ingress, nothing sent on.
+    assert_eq!(ingress_get(&gateway, "wrong-key-0123456789").await.0, 401);
+    assert_eq!(app.count(), 1);
+    gateway.shutdown().await;
+
+    // The pod is not the workload the table names: the ingress refuses the sidecar (502).
+    let table = injected_table(app.addr.port(), sidecar.addr.port(), OTHER_SA);
+    let (gateway, _state) = ingress(table, ingress_dir.path()).await;
+    let (status, body) = ingress_get(&gateway, KEY).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(app.count(), 1, "a pod of the wrong identity was used");
+    gateway.shutdown().await;
+}

@@ -63,6 +63,7 @@ pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<LoggedB
         // handshake would fail.
         "/readyz"
             if shared
+                .registry
                 .identity
                 .as_ref()
                 .is_some_and(|i| i.current().is_none()) =>
