@@ -127,6 +127,7 @@ fn resolve_endpoints(products: &mut [crate::table::ProductEntry], endpoints: &[S
             name,
             port,
             endpoints,
+            ..
         } = &mut p.backend
         {
             if let Some(found) = index.get(&(namespace.as_str(), name.as_str(), *port)) {

@@ -134,7 +134,23 @@ pub enum BackendTarget {
         /// Ready `ip:port` endpoints, sorted; empty means use the Service's DNS name.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         endpoints: Vec<String>,
+        /// Set when the endpoints are sidecar-injected pods: proxies connect to each pod's IP on
+        /// the sidecar port (not the endpoint's port) over mutual TLS with their own workload
+        /// identity, and accept only a server presenting `identity`. Left out otherwise, so
+        /// tables (and digests) without injected pods are unchanged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workload: Option<WorkloadMtls>,
     },
+}
+
+/// How to reach the injected pods of a Service (issue 12).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadMtls {
+    /// The pods' SPIFFE id, `spiffe://<trust-domain>/ns/<namespace>/sa/<serviceAccountName>`.
+    pub identity: String,
+    /// The sidecar's port on every pod (the `tollgate.dev/sidecar-port` annotation).
+    pub sidecar_port: u16,
 }
 
 /// Backend timeouts.

@@ -3698,7 +3698,8 @@ async fn the_operator_issues_workload_certificates() {
         Some(1.0)
     );
     // The proxy's certificate client (tollgate-proxy --identity-url) against this endpoint: it
-    // makes its key, sends the CSR with its token file, and is issued a certificate.
+    // makes its key, sends the CSR with its token file, is issued a certificate and installs it
+    // as its workload identity.
     let binary = proxy_binary();
     let token_file = std::env::temp_dir().join(format!("{ns}-workload.token"));
     std::fs::write(
@@ -3727,7 +3728,9 @@ async fn the_operator_issues_workload_certificates() {
     let started = Instant::now();
     loop {
         let text = std::fs::read_to_string(&proxy_log).unwrap_or_default();
-        if text.contains("workload certificate obtained") {
+        // Obtained, then installed in the identity store (the leaf's SPIFFE id checked and
+        // verified against the bundle): what the mTLS listener and client use.
+        if text.contains("workload certificate installed") {
             eprintln!(
                 "MEASURED: proxy start to first workload certificate: {:?}",
                 started.elapsed()

@@ -64,6 +64,26 @@ pub struct GatewayConfig {
     pub conn_limits: ConnLimits,
     /// Export one span per sampled request over OTLP/HTTP (`--otlp-endpoint`); `None`: off.
     pub trace_export: Option<crate::observe::trace_export::TraceExportConfig>,
+    /// The workload identity's files (`--identity-dir`): the sidecar's listener certificate, the
+    /// ingress's client certificate towards sidecars.
+    pub identity_dir: Option<PathBuf>,
+    /// A workload identity store filled from outside (`--identity-url`: the certificate client
+    /// installs each issued certificate in it). Used when there is no `identity_dir`.
+    pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Sidecar mode (`--sidecar-app-port`): no table source and no plain listener; only the
+    /// mutual TLS listener, forwarding to the app on loopback.
+    pub sidecar: Option<SidecarConfig>,
+}
+
+/// Sidecar mode: who may call, where to listen, where the app is.
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    /// The app's port on `127.0.0.1`.
+    pub app_port: u16,
+    /// The mutual TLS listener (`--sidecar-listen`).
+    pub listen: SocketAddr,
+    /// Client identities served (`--allowed-identities`); anyone else fails the handshake.
+    pub allowed: Vec<crate::identity::spiffe::SpiffeId>,
 }
 
 impl GatewayConfig {
@@ -87,6 +107,9 @@ impl GatewayConfig {
             trusted_proxies: crate::client_addr::TrustedProxies::default(),
             conn_limits: ConnLimits::default(),
             trace_export: None,
+            identity_dir: None,
+            identity: None,
+            sidecar: None,
         }
     }
 }
@@ -124,6 +147,12 @@ pub enum StartError {
     /// Span export is misconfigured (endpoint, sample ratio).
     #[error(transparent)]
     TraceExport(#[from] crate::observe::trace_export::TraceExportError),
+    /// Sidecar or identity options that do not fit together.
+    #[error("{0}")]
+    SidecarOptions(&'static str),
+    /// The sidecar's TLS configuration could not be built.
+    #[error("sidecar TLS configuration: {0}")]
+    SidecarTls(#[source] rustls::Error),
 }
 
 /// The caps and timeouts of each proxy listener, by metrics label (`http`, `https`): the
@@ -202,6 +231,48 @@ async fn start_tls(
     Ok(Some((listener, bound, edge)))
 }
 
+/// Load `--identity-dir` into a new store and start watching it. A directory that is empty or
+/// refused at start is logged, not fatal: the files may be written a moment later (by the
+/// certificate client), the watcher installs them then, and `/readyz` says not ready until it
+/// has.
+fn start_identity(
+    dir: &std::path::Path,
+    shared: &Shared,
+    stop: &Arc<AtomicBool>,
+) -> Result<Arc<crate::identity::Identity>, StartError> {
+    use crate::identity::files::{IdentityDir, POLL_INTERVAL};
+    let identity = Arc::new(crate::identity::Identity::new());
+    let (source, loaded) = IdentityDir::start(dir, identity.clone());
+    let report = {
+        let metrics = shared.metrics.clone();
+        move |identity: &crate::identity::Identity| {
+            let expiry: Vec<(String, i64)> = identity
+                .current()
+                .and_then(|l| Some(("identity".to_string(), l.not_after?)))
+                .into_iter()
+                .collect();
+            metrics.certificates_expire("identity", &expiry);
+        }
+    };
+    match loaded {
+        Ok(_) => {
+            report(&identity);
+            let id = identity
+                .current()
+                .map(|l| l.id.to_string())
+                .unwrap_or_default();
+            tracing::info!(target: "identity", dir = %dir.display(), %id, "workload identity loaded");
+        }
+        Err(e) => {
+            tracing::warn!(target: "identity", dir = %dir.display(), error = %e, "no workload identity yet; mTLS handshakes fail until one is installed")
+        }
+    }
+    source
+        .spawn_watcher(POLL_INTERVAL, stop.clone(), report)
+        .map_err(StartError::Watcher)?;
+    Ok(identity)
+}
+
 /// A running gateway.
 #[derive(Debug)]
 pub struct Gateway {
@@ -227,6 +298,29 @@ impl Gateway {
             JwksRegistry::with_roots(config.jwks, config.jwks_extra_roots.clone()),
         );
         shared.trusted_proxies = config.trusted_proxies.clone();
+        let stop_watcher = Arc::new(AtomicBool::new(false));
+        if let Some(dir) = &config.identity_dir {
+            shared.registry.identity = Some(start_identity(dir, &shared, &stop_watcher)?);
+        } else if let Some(identity) = &config.identity {
+            shared.registry.identity = Some(identity.clone());
+        }
+        if let Some(sidecar) = &config.sidecar {
+            if shared.registry.identity.is_none() {
+                return Err(StartError::SidecarOptions(
+                    "--sidecar-app-port needs --identity-dir or --identity-url (the sidecar's certificate, key and trust bundle)",
+                ));
+            }
+            if sidecar.allowed.is_empty() {
+                return Err(StartError::SidecarOptions(
+                    "--sidecar-app-port needs --allowed-identities (the gateway identities it serves)",
+                ));
+            }
+            if config.tls_listen.is_some() || config.operator.is_some() {
+                return Err(StartError::SidecarOptions(
+                    "sidecar mode serves only its mTLS listener: --tls-listen and --from-operator do not apply",
+                ));
+            }
+        }
         if let Some(redis) = &config.redis {
             let quotas =
                 crate::limits::shared::SharedQuota::connect(redis, shared.metrics.registry())?;
@@ -243,9 +337,16 @@ impl Gateway {
         // once a table arrives or the state file is read); the directory loads before them.
         let mut dir_source = None;
         let mut operator_source = None;
-        match &config.operator {
-            Some(op) => operator_source = Some(OperatorSource::new(op.clone(), shared.clone())?),
-            None => {
+        match (&config.operator, &config.sidecar) {
+            (_, Some(sidecar)) => {
+                let rt = crate::source::sidecar::runtime(sidecar.app_port, &shared.registry);
+                shared.metrics.reload_succeeded(rt.version());
+                shared.runtime.store(Some(Arc::new(rt)));
+            }
+            (Some(op), None) => {
+                operator_source = Some(OperatorSource::new(op.clone(), shared.clone())?)
+            }
+            (None, None) => {
                 let mut source = DirSource::new(config.from_dir.clone(), shared.clone())
                     .with_settle(config.settle_window)
                     .with_limits(config.manifest_limits);
@@ -257,10 +358,12 @@ impl Gateway {
         let bind = |addr: SocketAddr| async move {
             crate::listen::limits::bind(addr).map_err(|source| StartError::Bind { addr, source })
         };
-        let proxy = bind(config.listen).await?;
+        // A sidecar shares the pod's network with the app: it binds only its own ports.
+        let proxy_listen = config.sidecar.as_ref().map_or(config.listen, |s| s.listen);
+        let proxy = bind(proxy_listen).await?;
         let admin = bind(config.admin_listen).await?;
         let proxy_addr = proxy.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
+            addr: proxy_listen,
             source,
         })?;
         let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
@@ -268,7 +371,6 @@ impl Gateway {
             source,
         })?;
 
-        let stop_watcher = Arc::new(AtomicBool::new(false));
         let (tls_listener, tls) = match start_tls(&config, &shared, &stop_watcher).await? {
             Some((listener, addr, edge)) => (Some(listener), Some((addr, edge))),
             None => (None, None),
@@ -281,9 +383,24 @@ impl Gateway {
 
         let limits = listener_limits(config.conn_limits, shared.clone(), tls.is_some());
         let (shutdown, rx) = watch::channel(false);
+        let sidecar_tls = match (&config.sidecar, &shared.registry.identity) {
+            (Some(sidecar), Some(identity)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                crate::identity::mtls::server_config(identity.clone(), sidecar.allowed.clone())
+                    .map_err(StartError::SidecarTls)?,
+            ))),
+            _ => None,
+        };
         let mut tasks = vec![
-            match (&tls, config.redirect_http) {
-                (Some((tls_addr, _)), true) => tokio::spawn(server::serve_redirect(
+            match (&tls, config.redirect_http, sidecar_tls) {
+                (_, _, Some(acceptor)) => tokio::spawn(server::serve_mtls(
+                    proxy,
+                    shared.clone(),
+                    acceptor,
+                    limits("sidecar"),
+                    rx.clone(),
+                    config.drain_timeout,
+                )),
+                (Some((tls_addr, _)), true, None) => tokio::spawn(server::serve_redirect(
                     proxy,
                     tls_addr.port(),
                     limits("http"),
@@ -312,6 +429,9 @@ impl Gateway {
         }
         let rx_op = rx;
         match operator_source {
+            None if config.sidecar.is_some() => {
+                tracing::info!(sidecar = %proxy_addr, admin = %admin_addr, app_port = config.sidecar.as_ref().map(|s| s.app_port), "tollgate-proxy sidecar listening (mTLS)");
+            }
             Some(source) => {
                 tasks.push(tokio::spawn(source.run(rx_op)));
                 let url = config

@@ -29,6 +29,7 @@ pub mod forward;
 pub mod fuzzing;
 pub mod gateway;
 pub(crate) mod identify;
+pub mod identity;
 pub mod jwt;
 pub mod limits;
 pub(crate) mod listen;

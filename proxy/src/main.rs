@@ -1,15 +1,19 @@
 //! `tollgate-proxy --from-dir DIR`: the standalone gateway; or
 //! `tollgate-proxy --from-operator URL`: follow an operator's table (cluster mode); or
+//! `tollgate-proxy --sidecar-app-port PORT`: the mTLS sidecar next to an app (sidecar mode); or
 //! `tollgate-proxy check DIR`: compile a directory as the gateway would, report, and exit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
-use tollgate_proxy::source::certificate::{spawn_renewal, CertificateClient, CertificateConfig};
+use tollgate_proxy::source::certificate::{
+    spawn_renewal, CertificateClient, CertificateConfig, IssuedCertificate,
+};
 use tollgate_proxy::source::operator::OperatorConfig;
 use tollgate_proxy::{Gateway, GatewayConfig};
 
@@ -29,8 +33,8 @@ struct Args {
     #[arg(
         long,
         env = "TOLLGATE_FROM_DIR",
-        required_unless_present = "from_operator",
-        conflicts_with = "from_operator"
+        required_unless_present_any = ["from_operator", "sidecar_app_port"],
+        conflicts_with_all = ["from_operator", "sidecar_app_port"]
     )]
     from_dir: Option<PathBuf>,
     /// Apply a change to --from-dir only once the directory has been quiet this many
@@ -47,13 +51,19 @@ struct Args {
     max_manifest_depth: u16,
     /// Follow the operator's table at this base URL (https://HOST:PORT of its
     /// --distribute-listen; http:// only on loopback or inside a mesh).
-    #[arg(long, env = "TOLLGATE_FROM_OPERATOR")]
+    #[arg(
+        long,
+        env = "TOLLGATE_FROM_OPERATOR",
+        conflicts_with = "sidecar_app_port"
+    )]
     from_operator: Option<String>,
     /// PEM CA bundle that signs the operator's certificate (default: the public web roots).
+    /// Also accepted without --from-operator: a sidecar talks to the operator only for its
+    /// certificate.
     #[arg(long, env = "TOLLGATE_OPERATOR_CA")]
     operator_ca: Option<PathBuf>,
     /// ServiceAccount token presented to the operator (re-read on every request: the kubelet
-    /// rotates it).
+    /// rotates it). Also accepted without --from-operator (see --operator-ca).
     #[arg(
         long,
         env = "TOLLGATE_TOKEN_FILE",
@@ -65,6 +75,31 @@ struct Args {
     /// --token-file and --operator-ca.
     #[arg(long, env = "TOLLGATE_IDENTITY_URL")]
     identity_url: Option<String>,
+    /// Sidecar mode: forward every request to the app on 127.0.0.1:PORT, after a mutual TLS
+    /// handshake with an allowed gateway identity on --sidecar-listen. No table source, no
+    /// --listen listener. Needs --identity-dir and --allowed-identities.
+    #[arg(long, env = "TOLLGATE_SIDECAR_APP_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    sidecar_app_port: Option<u16>,
+    /// Address of the sidecar's mutual TLS listener.
+    #[arg(
+        long,
+        env = "TOLLGATE_SIDECAR_LISTEN",
+        default_value = "0.0.0.0:15443",
+        requires = "sidecar_app_port"
+    )]
+    sidecar_listen: SocketAddr,
+    /// Client identities the sidecar serves: comma-separated SPIFFE ids
+    /// spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/SERVICE-ACCOUNT (the ingress proxies').
+    #[arg(long, env = "TOLLGATE_ALLOWED_IDENTITIES", requires = "sidecar_app_port", value_parser = parse_identities)]
+    allowed_identities: Option<Identities>,
+    /// The trust domain of workload identities; every --allowed-identities entry must be in it.
+    #[arg(long, env = "TOLLGATE_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Directory of this proxy's workload identity: cert.pem (chain, leaf first, one
+    /// spiffe:// URI SAN), key.pem and bundle.pem (the CAs peers chain to). Reloaded when the
+    /// files change; required in sidecar mode.
+    #[arg(long, env = "TOLLGATE_IDENTITY_DIR")]
+    identity_dir: Option<PathBuf>,
     /// Directory for the last-known-good table (table.json), served at start when the operator
     /// cannot be reached.
     #[arg(long, env = "TOLLGATE_STATE_DIR", requires = "from_operator")]
@@ -270,20 +305,65 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // The workload certificate: obtained and renewed in the background; the proxy does not
     // wait for it (a table from the operator or a directory serves without it).
     let (stop_certificates, certificates) = watch::channel(false);
-    let _certificate = match &args.identity_url {
-        None => None,
-        Some(url) => {
+    if args.identity_url.is_some() && args.identity_dir.is_some() {
+        tracing::info!(target: "identity", "--identity-url provides the workload identity; --identity-dir is not read");
+    }
+    let identity_store = args
+        .identity_url
+        .as_ref()
+        .map(|_| Arc::new(tollgate_proxy::identity::Identity::new()));
+    let _certificate = match (&args.identity_url, &identity_store) {
+        (Some(url), Some(store)) => {
             let client = CertificateClient::new(CertificateConfig {
                 url: url.clone(),
                 token_file: args.token_file.clone(),
                 ca_file: args.operator_ca.clone(),
             })?;
-            // Each renewal is logged with its expiry (never the key); handing the certificate to
-            // the TLS identity store is the sidecar mode's part.
-            Some(spawn_renewal(client, |_issued| {}, certificates))
+            // Each certificate is installed in the identity store the mTLS listener and the
+            // client towards sidecars read; new handshakes use it, open connections keep theirs.
+            let store = store.clone();
+            let install = move |issued: IssuedCertificate| match store.install(
+                issued.chain_pem.as_bytes(),
+                issued.key_pem.as_bytes(),
+                issued.bundle_pem.as_bytes(),
+            ) {
+                Ok(generation) => {
+                    tracing::info!(target: "identity", generation, "workload certificate installed")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "identity", error = %e, "issued workload certificate refused; the previous one stays")
+                }
+            };
+            Some(spawn_renewal(client, install, certificates))
         }
+        _ => None,
+    };
+    let sidecar = match args.sidecar_app_port {
+        Some(app_port) => {
+            let allowed = args.allowed_identities.map(|i| i.0).unwrap_or_default();
+            anyhow::ensure!(
+                !allowed.is_empty(),
+                "--sidecar-app-port needs --allowed-identities (the gateway identities to serve)"
+            );
+            if let Some(other) = allowed
+                .iter()
+                .find(|id| id.trust_domain() != args.trust_domain)
+            {
+                anyhow::bail!(
+                    "--allowed-identities: {other} is not in --trust-domain {}",
+                    args.trust_domain
+                );
+            }
+            Some(tollgate_proxy::gateway::SidecarConfig {
+                app_port,
+                listen: args.sidecar_listen,
+                allowed,
+            })
+        }
+        None => None,
     };
     let mut config = match (args.from_dir, args.from_operator) {
+        _ if sidecar.is_some() => GatewayConfig::new(PathBuf::new()),
         (Some(dir), _) => {
             anyhow::ensure!(
                 dir.is_dir(),
@@ -302,8 +382,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             });
             config
         }
-        (None, None) => anyhow::bail!("one of --from-dir or --from-operator is required"),
+        (None, None) => {
+            anyhow::bail!("one of --from-dir, --from-operator or --sidecar-app-port is required")
+        }
     };
+    config.sidecar = sidecar;
+    // The operator's certificate endpoint wins over files: the injected sidecar gets both.
+    config.identity_dir = args.identity_dir.filter(|_| identity_store.is_none());
+    config.identity = identity_store;
     config.settle_window = Duration::from_millis(args.settle_ms);
     config.manifest_limits = limits;
     config.listen = args.listen;
@@ -420,6 +506,17 @@ fn parse_ratio(text: &str) -> Result<f64, String> {
         Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
         _ => Err(format!("{text:?} is not a ratio between 0.0 and 1.0")),
     }
+}
+
+/// The parsed `--allowed-identities` list (a newtype: clap would read a bare `Vec` as a
+/// repeated flag).
+#[derive(Debug, Clone)]
+struct Identities(Vec<tollgate_proxy::identity::spiffe::SpiffeId>);
+
+fn parse_identities(text: &str) -> Result<Identities, String> {
+    tollgate_proxy::identity::spiffe::SpiffeId::parse_list(text)
+        .map(Identities)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_trusted(text: &str) -> Result<tollgate_proxy::client_addr::TrustedProxies, String> {

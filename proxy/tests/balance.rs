@@ -29,6 +29,7 @@ fn table(endpoints: Vec<String>) -> RoutingTable {
                 name: "api".into(),
                 port: 80,
                 endpoints,
+                workload: None,
             },
             timeouts: TimeoutsMs::default(),
             policies: vec![],

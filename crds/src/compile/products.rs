@@ -435,6 +435,7 @@ fn backend(backend: &Backend, namespace: &str, report: &mut Report<'_>) -> Optio
                 name: service.name.clone(),
                 port: service.port,
                 endpoints: Vec::new(),
+                workload: None,
             })
         }
     }

@@ -136,6 +136,32 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 impl BackendTls {
+    /// Mutual TLS to a sidecar-injected pod: present `identity`, accept only a server whose
+    /// SPIFFE id is `expected` (see [`crate::identity::mtls::client_config`]). The pod is
+    /// reached by IP; the certificate is checked by identity, not by name.
+    ///
+    /// # Errors
+    /// When rustls refuses the configuration (not expected with the ring provider).
+    pub fn workload(
+        identity: Arc<crate::identity::Identity>,
+        expected: crate::identity::spiffe::SpiffeId,
+    ) -> Result<BackendTls, BackendTlsError> {
+        let tag = format!("tollgate-backend-tls:workload:{expected}");
+        let config = crate::identity::mtls::client_config(identity, expected).map_err(|e| {
+            BackendTlsError::Config {
+                policy: "(workload identity)".into(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(BackendTls {
+            config: Arc::new(config),
+            server_name: None,
+            identity: Sha256::digest(tag.as_bytes()).into(),
+            insecure_skip_verify: false,
+            client_cert_not_after: None,
+        })
+    }
+
     /// Public web roots, no client certificate, the URL's host as name: a plain `https://`
     /// backend without `backendTLS`.
     pub fn public_roots() -> Result<BackendTls, BackendTlsError> {

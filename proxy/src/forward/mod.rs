@@ -168,6 +168,25 @@ impl Upstream {
         upstream
     }
 
+    /// Tie `backend` to a pooled client that always uses `tls` (HTTPS only): the mutual TLS of
+    /// sidecar-injected pods ([`BackendTls::workload`]).
+    pub fn with_tls(
+        product: &str,
+        backend: Backend,
+        clients: &ClientPool,
+        timeouts: TimeoutsMs,
+        tls: &BackendTls,
+    ) -> Upstream {
+        Upstream {
+            backend,
+            product: product.to_string(),
+            client: Some(clients.client(timeouts.connect_ms, tls, true)),
+            request_timeout: Duration::from_millis(timeouts.request_ms.max(1)),
+            tls_error: None,
+            client_cert_not_after: None,
+        }
+    }
+
     /// `notAfter` (Unix seconds) of the client certificate presented to the backend, if any.
     pub fn client_cert_not_after(&self) -> Option<i64> {
         self.client_cert_not_after

@@ -93,6 +93,21 @@ pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<LoggedB
     let text = HeaderValue::from_static("text/plain; charset=utf-8");
     let (status, content_type, body) = match path {
         "/healthz" => (StatusCode::OK, text, Bytes::from_static(b"ok\n")),
+        // A proxy configured with a workload identity is not ready without one: every mTLS
+        // handshake would fail.
+        "/readyz"
+            if shared
+                .registry
+                .identity
+                .as_ref()
+                .is_some_and(|i| i.current().is_none()) =>
+        {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                text,
+                Bytes::from_static(b"not ready: no workload identity installed yet\n"),
+            )
+        }
         "/readyz" => match shared.runtime.load().as_deref() {
             Some(rt) => (
                 StatusCode::OK,

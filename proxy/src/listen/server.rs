@@ -115,6 +115,9 @@ enum Mode {
     Tls(Arc<Shared>, Arc<EdgeAcceptor>),
     /// Every request redirected to `https://` on this port.
     Redirect(u16),
+    /// Sidecar mode: the pipeline after a mutual TLS handshake with an allowed workload
+    /// identity (see [`crate::identity::mtls::server_config`]).
+    Mtls(Arc<Shared>, tokio_rustls::TlsAcceptor),
 }
 
 /// Serve `listener` until `shutdown` turns true, then stop accepting and let in-flight
@@ -141,6 +144,28 @@ pub async fn serve_tls(
     drain: Duration,
 ) {
     accept_loop(listener, Mode::Tls(shared, edge), limits, shutdown, drain).await;
+}
+
+/// [`serve`] for sidecar mode: each connection must complete a mutual TLS handshake with
+/// `acceptor` (bounded by [`crate::tls::edge::HANDSHAKE_TIMEOUT`]); a peer without an allowed
+/// identity fails it and is closed before any HTTP is read (logged at debug level, counted in
+/// `tollgate_sidecar_handshakes_total{outcome="refused"}`).
+pub async fn serve_mtls(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    limits: ListenerLimits,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    accept_loop(
+        listener,
+        Mode::Mtls(shared, acceptor),
+        limits,
+        shutdown,
+        drain,
+    )
+    .await;
 }
 
 /// Answer every request on `listener` with `308` to the same host and path over `https://` on
@@ -171,7 +196,7 @@ async fn accept_loop(
 ) {
     let builder = Arc::new(http_builder(limits.head_timeout));
     let graceful = GracefulShutdown::new();
-    let mut shedder = Shedder::new(&limits, !matches!(mode, Mode::Tls(..)));
+    let mut shedder = Shedder::new(&limits, !matches!(mode, Mode::Tls(..) | Mode::Mtls(..)));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -224,6 +249,52 @@ async fn accept_loop(
                                 let conn = builder.serve_connection(TokioIo::new(io), service);
                                 if let Err(e) = watcher.watch(conn.into_owned()).await {
                                     tracing::debug!(error = %e, "TLS connection ended with an error");
+                                }
+                            });
+                        }
+                        Mode::Mtls(shared, acceptor) => {
+                            let watcher = graceful.watcher();
+                            let (builder, shared, acceptor) =
+                                (builder.clone(), shared.clone(), acceptor.clone());
+                            tokio::spawn(async move {
+                                let _held = held;
+                                let handshake = tokio::time::timeout(
+                                    crate::tls::edge::HANDSHAKE_TIMEOUT,
+                                    acceptor.accept(stream),
+                                )
+                                .await;
+                                let tls = match handshake {
+                                    Ok(Ok(tls)) => {
+                                        shared.metrics.sidecar_handshake(true);
+                                        tls
+                                    }
+                                    Ok(Err(e)) => {
+                                        shared.metrics.sidecar_handshake(false);
+                                        tracing::debug!(%peer, error = %e, "sidecar mTLS handshake refused");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        shared.metrics.sidecar_handshake(false);
+                                        tracing::debug!(%peer, "sidecar mTLS handshake timed out");
+                                        return;
+                                    }
+                                };
+                                let info = Some(Arc::new(crate::tls::TlsConn::from_connection(
+                                    tls.get_ref().1,
+                                )));
+                                let tls = FirstByteDeadline::new(tls, first_byte, silent);
+                                let (io, guard) = FramingGuard::wrap(tls);
+                                let service = service_fn(move |req| {
+                                    let conn = ConnInfo {
+                                        peer,
+                                        framing: guard.next_request_fault(),
+                                        tls: info.clone(),
+                                    };
+                                    pipeline::handle(shared.clone(), conn, req)
+                                });
+                                let conn = builder.serve_connection(TokioIo::new(io), service);
+                                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                                    tracing::debug!(error = %e, "sidecar connection ended with an error");
                                 }
                             });
                         }

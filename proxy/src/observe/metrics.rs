@@ -28,6 +28,7 @@ pub struct Metrics {
     rate_limited: IntCounterVec,
     quota_exceeded: IntCounterVec,
     underscore_headers_dropped: IntCounterVec,
+    sidecar_handshakes: IntCounterVec,
     operator_connected: IntGauge,
     table_updates: IntCounterVec,
     client_errors: IntCounterVec,
@@ -279,6 +280,14 @@ impl Metrics {
             ),
             &["product"],
         )?;
+        let sidecar_handshakes = IntCounterVec::new(
+            Opts::new(
+                "tollgate_sidecar_handshakes_total",
+                "Mutual TLS handshakes on the sidecar listener by outcome (ok, refused: no, \
+                 expired or unknown client certificate, an identity not allowed, or a timeout).",
+            ),
+            &["outcome"],
+        )?;
         let operator_connected = IntGauge::new(
             "tollgate_operator_connected",
             "1 while the last exchange with the operator succeeded (cluster mode), else 0.",
@@ -342,6 +351,7 @@ impl Metrics {
         registry.register(Box::new(quota_exceeded.clone()))?;
         registry.register(Box::new(underscore_headers_dropped.clone()))?;
         let config = ConfigMetrics::new(&registry)?;
+        registry.register(Box::new(sidecar_handshakes.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -352,6 +362,7 @@ impl Metrics {
             rate_limited,
             quota_exceeded,
             underscore_headers_dropped,
+            sidecar_handshakes,
             operator_connected,
             table_updates,
             client_errors,
@@ -447,6 +458,12 @@ impl Metrics {
         self.underscore_headers_dropped
             .with_label_values(&[product])
             .inc_by(u64::try_from(fields).unwrap_or(u64::MAX));
+    }
+
+    /// Count a mutual TLS handshake on the sidecar listener.
+    pub fn sidecar_handshake(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "refused" };
+        self.sidecar_handshakes.with_label_values(&[outcome]).inc();
     }
 
     /// Count a request refused for the client's framing or host; `problem` is the problem

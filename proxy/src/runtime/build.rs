@@ -128,13 +128,31 @@ impl Runtime {
             } else {
                 "http"
             };
+            let mut workload = None;
             let backend = match &p.backend {
                 BackendTarget::Url { url } => Backend::from_url(url),
+                BackendTarget::Service {
+                    endpoints,
+                    workload: Some(w),
+                    ..
+                } => {
+                    workload = Some(w);
+                    crate::forward::balance::Endpoints::new(
+                        sidecar_addresses(endpoints, w.sidecar_port)
+                            .iter()
+                            .map(String::as_str),
+                    )
+                    .map_or(Backend::Unsupported, |pods| Backend::Pods {
+                        scheme: http::uri::Scheme::HTTPS,
+                        pods: Arc::new(pods),
+                    })
+                }
                 BackendTarget::Service {
                     namespace,
                     name,
                     port,
                     endpoints,
+                    workload: None,
                 } => match crate::forward::balance::Endpoints::new(
                     endpoints.iter().map(String::as_str),
                 ) {
@@ -174,8 +192,24 @@ impl Runtime {
                     ),
                 ));
             }
-            let upstream =
-                Upstream::new(&p.id, backend, &registry.clients, p.timeouts, backend_tls);
+            // Injected pods: mutual TLS with this proxy's identity replaces any backendTLS.
+            let upstream = match workload.map(|w| workload_tls(registry, w)) {
+                None => Upstream::new(&p.id, backend, &registry.clients, p.timeouts, backend_tls),
+                Some(Ok(tls)) => {
+                    Upstream::with_tls(&p.id, backend, &registry.clients, p.timeouts, &tls)
+                }
+                Some(Err(reason)) => {
+                    notes.push(Diagnostic::error(
+                        ObjectKind::Product,
+                        &p.id,
+                        "backend.service.workload",
+                        format!("{reason}; its requests are answered 502"),
+                    ));
+                    // Fail closed: never fall back to plaintext to an injected pod.
+                    let closed = Backend::TlsMisconfigured;
+                    Upstream::new(&p.id, closed, &registry.clients, p.timeouts, None)
+                }
+            };
             if let Some(e) = upstream.tls_error() {
                 notes.push(Diagnostic::error(
                     ObjectKind::Product,
@@ -593,4 +627,129 @@ fn client_auth(
         Diagnostic::error(ObjectKind::Product, product, "clientCertificates", message)
     }));
     built
+}
+
+/// `ip:port` endpoints with the port replaced by the sidecar's (IPv6 stays bracketed);
+/// unparsable entries are left out.
+fn sidecar_addresses(endpoints: &[String], sidecar_port: u16) -> Vec<String> {
+    endpoints
+        .iter()
+        .filter_map(|e| e.parse::<http::uri::Authority>().ok())
+        .map(|a| format!("{}:{sidecar_port}", a.host()))
+        .collect()
+}
+
+/// The mutual TLS towards injected pods of identity `w.identity`, or why it cannot be used.
+fn workload_tls(
+    registry: &Registry,
+    w: &tollgate_crds::table::WorkloadMtls,
+) -> Result<crate::forward::backend_tls::BackendTls, String> {
+    let expected = crate::identity::spiffe::SpiffeId::parse(&w.identity)
+        .map_err(|e| format!("the pods' identity: {e}"))?;
+    let identity = registry.identity.clone().ok_or_else(|| {
+        "the endpoints are sidecar-injected pods but this proxy has no workload identity (--identity-dir)"
+            .to_string()
+    })?;
+    crate::forward::backend_tls::BackendTls::workload(identity, expected).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a panic is a failure
+mod workload_tests {
+    use super::*;
+    use crate::identity::store::test_identities::TestCa;
+    use tollgate_crds::table::{ProductEntry, WorkloadMtls};
+
+    fn injected(identity: &str) -> RoutingTable {
+        RoutingTable {
+            products: vec![ProductEntry {
+                backend: BackendTarget::Service {
+                    namespace: "shop".into(),
+                    name: "cart".into(),
+                    port: 80,
+                    endpoints: vec!["10.0.0.7:8080".into(), "[fd00::7]:8080".into()],
+                    workload: Some(WorkloadMtls {
+                        identity: identity.into(),
+                        sidecar_port: 15443,
+                    }),
+                },
+                ..crate::runtime::fixtures::product("shop/cart")
+            }],
+            ..RoutingTable::default()
+        }
+    }
+
+    #[test]
+    fn injected_pods_are_reached_on_the_sidecar_port_over_https() {
+        let ca = TestCa::new("ca");
+        let issued = ca.issue("spiffe://cluster.local/ns/gw/sa/proxy", false);
+        let identity = Arc::new(crate::identity::Identity::new());
+        identity
+            .install(
+                issued.chain.as_bytes(),
+                issued.key.as_bytes(),
+                ca.pem().as_bytes(),
+            )
+            .unwrap();
+        let mut registry = Registry::default();
+        registry.identity = Some(identity);
+        let rt = Runtime::build(
+            &injected("spiffe://cluster.local/ns/shop/sa/cart"),
+            &registry,
+            1,
+        );
+        assert!(rt.diagnostics().is_empty(), "{:?}", rt.diagnostics());
+        let backend = &rt.products[0].upstream.backend;
+        let Backend::Pods { scheme, .. } = backend else {
+            panic!("{backend:?}");
+        };
+        assert_eq!(*scheme, http::uri::Scheme::HTTPS);
+        let mut seen: Vec<String> = (0..2)
+            .map(|_| {
+                crate::forward::target_uri(backend, "/x", None)
+                    .unwrap()
+                    .authority()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(seen, vec!["10.0.0.7:15443", "[fd00::7]:15443"]);
+    }
+
+    #[test]
+    fn injected_pods_without_an_identity_fail_closed_with_a_diagnostic() {
+        let mut with_identity = Registry::default();
+        with_identity.identity = Some(Arc::new(crate::identity::Identity::new()));
+        for (registry, id) in [
+            // No --identity-dir on this proxy.
+            (
+                Registry::default(),
+                "spiffe://cluster.local/ns/shop/sa/cart",
+            ),
+            // Not a SPIFFE id.
+            (with_identity, "cart"),
+        ] {
+            let rt = Runtime::build(&injected(id), &registry, 1);
+            assert!(matches!(
+                rt.products[0].upstream.backend,
+                Backend::TlsMisconfigured
+            ));
+            let d = &rt.diagnostics()[0];
+            assert_eq!(d.field, "backend.service.workload", "{d:?}");
+        }
+    }
+
+    #[test]
+    fn sidecar_addresses_replace_the_port_and_drop_garbage() {
+        let eps = vec![
+            "10.1.2.3:80".into(),
+            "[::1]:80".into(),
+            "not an address".into(),
+        ];
+        assert_eq!(
+            sidecar_addresses(&eps, 15443),
+            vec!["10.1.2.3:15443".to_string(), "[::1]:15443".to_string()]
+        );
+    }
 }

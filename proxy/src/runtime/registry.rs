@@ -38,6 +38,8 @@ pub struct Registry {
     pub clients: ClientPool,
     /// JWKS sources, by `jwksUri`.
     pub jwks: JwksRegistry,
+    /// This proxy's workload identity (`--identity-dir`): what it presents to sidecars.
+    pub identity: Option<Arc<crate::identity::Identity>>,
     subscriptions: Mutex<HashMap<Box<str>, Weak<SubscriptionCells>>>,
     anonymous: Mutex<HashMap<Box<str>, Weak<AnonymousLimiter>>>,
 }
