@@ -219,6 +219,31 @@ pub struct Route {
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("rewrite must start with '/'"))]
     #[schemars(length(max = 1024))]
     pub rewrite: Option<String>,
+    /// Request headers that must all be present with exactly these values (names compared
+    /// case-insensitively, values exactly). A route with more header matches wins over one
+    /// with fewer on the same path, as in the Gateway API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(h, self.exists_one(o, o.name.lowerAscii() == h.name.lowerAscii()))").message("a header is matched at most once"))]
+    #[schemars(length(max = 16))]
+    pub headers: Vec<ValueMatch>,
+    /// Query parameters that must all be present with exactly these values (names and values
+    /// compared exactly). Ranks after header matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(q, self.exists_one(o, o.name == q.name))").message("a query parameter is matched at most once"))]
+    #[schemars(length(max = 16))]
+    pub query_params: Vec<ValueMatch>,
+}
+
+/// A header or query parameter a route requires, with its exact value.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueMatch {
+    /// The header or query parameter name.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// The exact value it must have.
+    #[schemars(length(max = 4096))]
+    pub value: String,
 }
 
 /// How a route's path is compared.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::plan::{FailurePolicy, QuotaPeriod};
-use crate::product::{Method, PathMatch, UnderscoreHeaders};
+use crate::product::{Method, PathMatch, UnderscoreHeaders, ValueMatch};
 use crate::subscription::SubscriptionState;
 
 /// Identifier of an object inside the table: `namespace/name`.
@@ -187,6 +187,12 @@ pub struct RouteEntry {
     /// Replacement for the matched path when forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<String>,
+    /// Headers the request must carry with exactly these values; names lowercased, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    /// Query parameters the request must carry with exactly these values; sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<ValueMatch>,
 }
 
 /// A compiled Plan.

@@ -86,6 +86,8 @@ fn product() -> impl Strategy<Value = Product> {
                         .filter_map(|(m, on)| on.then_some(m))
                         .collect(),
                     rewrite: None,
+                    headers: Vec::new(),
+                    query_params: Vec::new(),
                 })
                 .collect();
             let url = if good_backend {

@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 
 use http::header::HeaderValue;
+use http::HeaderMap;
 use http::Method;
 use tollgate_crds::product::PathMatch;
 
@@ -184,8 +185,37 @@ pub fn path_matches(route: &RouteRt, path: &str) -> bool {
     }
 }
 
+/// Whether the request carries every header and query match of `route`. Header values are
+/// compared exactly, any of a repeated header's values counting; a query parameter's first
+/// occurrence is compared after percent-decoding (so `a%20b` matches the value `a b`).
+pub fn matches_extra(route: &RouteRt, headers: &HeaderMap, query: Option<&str>) -> bool {
+    if route.unmatchable {
+        return false;
+    }
+    let headers_ok = route
+        .headers
+        .iter()
+        .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value));
+    headers_ok
+        && route.query_params.iter().all(|(name, value)| {
+            let query = query.unwrap_or("");
+            let first = query.split('&').find_map(|pair| {
+                let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+                Decode::new(n.bytes()).eq(name.bytes()).then_some(v)
+            });
+            first.is_some_and(|v| Decode::new(v.bytes()).eq(value.bytes()))
+        })
+}
+
 /// Find the route for a request.
-pub fn find(rt: &Runtime, host: &str, path: &str, method: &Method) -> RouteMatch {
+pub fn find(
+    rt: &Runtime,
+    host: &str,
+    path: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> RouteMatch {
     let host = normalise_host(host);
     let bit = method_bit(method);
     let exact = rt.hosts.exact.get(host.as_ref()).map(Vec::as_slice);
@@ -207,6 +237,11 @@ pub fn find(rt: &Runtime, host: &str, path: &str, method: &Method) -> RouteMatch
                 continue;
             };
             if !path_matches(route, path) {
+                continue;
+            }
+            // The common route has no header or query match: skip the call.
+            let plain = route.headers.is_empty() && route.query_params.is_empty();
+            if (!plain || route.unmatchable) && !matches_extra(route, headers, query) {
                 continue;
             }
             if route.methods == 0 || route.methods & bit != 0 {
@@ -268,7 +303,14 @@ mod tests {
             path_match: m,
             methods: methods.to_vec(),
             rewrite: None,
+            headers: Vec::new(),
+            query_params: Vec::new(),
         }
+    }
+
+    /// `find` for a request with no headers and no query.
+    fn plain(rt: &Runtime, host: &str, path: &str, method: &Method) -> RouteMatch {
+        find(rt, host, path, method, &HeaderMap::new(), None)
     }
 
     fn runtime(products: Vec<ProductEntry>) -> Runtime {
@@ -301,17 +343,20 @@ mod tests {
             ],
         )]);
         let get = Method::GET;
-        assert_eq!(name(&rt, find(&rt, "h", "/w", &get)), "ns/w:root");
-        assert_eq!(name(&rt, find(&rt, "h", "/w/", &get)), "ns/w:root");
+        assert_eq!(name(&rt, plain(&rt, "h", "/w", &get)), "ns/w:root");
+        assert_eq!(name(&rt, plain(&rt, "h", "/w/", &get)), "ns/w:root");
         assert_eq!(
-            name(&rt, find(&rt, "h", "/w/forecast/week", &get)),
+            name(&rt, plain(&rt, "h", "/w/forecast/week", &get)),
             "ns/w:deep"
         );
-        assert_eq!(name(&rt, find(&rt, "h", "/w/forecastx", &get)), "ns/w:root");
-        assert_eq!(name(&rt, find(&rt, "h", "/w/alerts", &get)), "ns/w:alerts");
-        assert_eq!(name(&rt, find(&rt, "h", "/w/alerts/x", &get)), "ns/w:root");
-        assert_eq!(find(&rt, "h", "/wx", &get), RouteMatch::NotFound);
-        assert_eq!(find(&rt, "h", "/", &get), RouteMatch::NotFound);
+        assert_eq!(
+            name(&rt, plain(&rt, "h", "/w/forecastx", &get)),
+            "ns/w:root"
+        );
+        assert_eq!(name(&rt, plain(&rt, "h", "/w/alerts", &get)), "ns/w:alerts");
+        assert_eq!(name(&rt, plain(&rt, "h", "/w/alerts/x", &get)), "ns/w:root");
+        assert_eq!(plain(&rt, "h", "/wx", &get), RouteMatch::NotFound);
+        assert_eq!(plain(&rt, "h", "/", &get), RouteMatch::NotFound);
     }
 
     #[test]
@@ -327,7 +372,7 @@ mod tests {
             )],
         )]);
         assert_eq!(
-            find(&rt, "h", "/alerts", &Method::DELETE),
+            plain(&rt, "h", "/alerts", &Method::DELETE),
             RouteMatch::MethodNotAllowed {
                 allow: HeaderValue::from_static("GET, POST")
             }
@@ -351,20 +396,20 @@ mod tests {
         ]);
         let get = Method::GET;
         assert_eq!(
-            name(&rt, find(&rt, "API.example.com:8080", "/x", &get)),
+            name(&rt, plain(&rt, "API.example.com:8080", "/x", &get)),
             "ns/exact:e"
         );
         // Exact host has no route for /y: the wildcard tier answers.
         assert_eq!(
-            name(&rt, find(&rt, "api.example.com", "/y", &get)),
+            name(&rt, plain(&rt, "api.example.com", "/y", &get)),
             "ns/star:s"
         );
         assert_eq!(
-            name(&rt, find(&rt, "a.b.example.com.", "/y", &get)),
+            name(&rt, plain(&rt, "a.b.example.com.", "/y", &get)),
             "ns/star:s"
         );
-        assert_eq!(name(&rt, find(&rt, "example.com", "/y", &get)), "ns/any:a");
-        assert_eq!(name(&rt, find(&rt, "", "/y", &get)), "ns/any:a");
+        assert_eq!(name(&rt, plain(&rt, "example.com", "/y", &get)), "ns/any:a");
+        assert_eq!(name(&rt, plain(&rt, "", "/y", &get)), "ns/any:a");
     }
 
     #[test]
@@ -446,6 +491,104 @@ mod tests {
         }
     }
 
+    fn with_matches(
+        name: &str,
+        methods: &[M],
+        headers: &[(&str, &str)],
+        query: &[(&str, &str)],
+    ) -> RouteEntry {
+        let vm = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(n, v)| tollgate_crds::product::ValueMatch {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect()
+        };
+        RouteEntry {
+            headers: vm(headers),
+            query_params: vm(query),
+            ..route(name, "/w", PathMatch::Prefix, methods)
+        }
+    }
+
+    #[test]
+    fn header_and_query_matches_rank_after_the_path_as_in_the_gateway_api() {
+        // Declared least specific first: the index must order them, not the table.
+        let rt = runtime(vec![product(
+            "ns/w",
+            &[],
+            vec![
+                with_matches("any", &[], &[], &[]),
+                with_matches("query", &[], &[], &[("units", "metric")]),
+                with_matches("header", &[], &[("x-version", "2")], &[]),
+                with_matches("both", &[], &[("x-version", "2"), ("x-beta", "on")], &[]),
+                with_matches("post", &[M::Post], &[], &[]),
+            ],
+        )]);
+        let get = Method::GET;
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (n, v) in pairs {
+                map.append(*n, HeaderValue::from_static(v));
+            }
+            map
+        };
+        let at = |headers: &HeaderMap, query: Option<&str>, method: &Method| {
+            name(&rt, find(&rt, "h", "/w/x", method, headers, query))
+        };
+        assert_eq!(at(&h(&[]), None, &get), "ns/w:any");
+        assert_eq!(at(&h(&[("x-version", "2")]), None, &get), "ns/w:header");
+        // Any of a repeated header's values may match; names are case-insensitive.
+        assert_eq!(
+            at(&h(&[("X-Version", "1"), ("x-version", "2")]), None, &get),
+            "ns/w:header"
+        );
+        assert_eq!(at(&h(&[("x-version", "3")]), None, &get), "ns/w:any");
+        // More header matches win; a value differing in case does not match.
+        assert_eq!(
+            at(&h(&[("x-version", "2"), ("x-beta", "on")]), None, &get),
+            "ns/w:both"
+        );
+        assert_eq!(
+            at(&h(&[("x-version", "2"), ("x-beta", "ON")]), None, &get),
+            "ns/w:header"
+        );
+        // Header matches rank before query matches.
+        assert_eq!(
+            at(&h(&[("x-version", "2")]), Some("units=metric"), &get),
+            "ns/w:header"
+        );
+        assert_eq!(at(&h(&[]), Some("a=1&units=metric"), &get), "ns/w:query");
+        // The first occurrence counts, percent-decoded.
+        assert_eq!(
+            at(&h(&[]), Some("units=imperial&units=metric"), &get),
+            "ns/w:any"
+        );
+        assert_eq!(at(&h(&[]), Some("unit%73=metri%63"), &get), "ns/w:query");
+        assert_eq!(at(&h(&[]), Some("units"), &get), "ns/w:any");
+        // A route with a method beats one without, before header matches are counted.
+        assert_eq!(
+            at(&h(&[("x-version", "2")]), None, &Method::POST),
+            "ns/w:post"
+        );
+    }
+
+    #[test]
+    fn a_route_whose_matches_cannot_be_represented_matches_nothing() {
+        let mut bad = with_matches("bad", &[], &[("x-version", "2")], &[]);
+        bad.headers[0].value = "a\nb".to_string();
+        let rt = runtime(vec![product("ns/w", &[], vec![bad])]);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-version", HeaderValue::from_static("2"));
+        assert_eq!(
+            find(&rt, "h", "/w", &Method::GET, &headers, None),
+            RouteMatch::NotFound
+        );
+        assert_eq!(plain(&rt, "h", "/w", &Method::GET), RouteMatch::NotFound);
+    }
+
     #[test]
     fn rewrites_replace_the_matched_part() {
         let mut r = RouteRt {
@@ -454,6 +597,9 @@ mod tests {
             path_match: PathMatch::Prefix,
             methods: 0,
             rewrite: Some("/v1/now".into()),
+            headers: Vec::new(),
+            query_params: Vec::new(),
+            unmatchable: false,
         };
         assert_eq!(rewrite(&r, "/weather/current"), "/v1/now");
         assert_eq!(rewrite(&r, "/weather/current/x"), "/v1/now/x");

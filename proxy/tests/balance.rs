@@ -39,6 +39,8 @@ fn table(endpoints: Vec<String>) -> RoutingTable {
                 path_match: Default::default(),
                 methods: vec![],
                 rewrite: None,
+                headers: Vec::new(),
+                query_params: Vec::new(),
             }],
             client_certificates: None,
             headers_with_underscores: Default::default(),

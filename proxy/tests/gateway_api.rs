@@ -52,6 +52,12 @@ spec:
     backendRefs: [{{name: weather, port: {port}}}]
   - matches: [{{path: {{type: Exact, value: /alerts}}}}]
     backendRefs: [{{name: weather, port: {port}}}]
+  - name: beta
+    matches: [{{path: {{type: PathPrefix, value: /forecast}}, method: GET, headers: [{{name: X-Beta, value: "on"}}]}}]
+    backendRefs: [{{name: weather, port: {port}}}]
+  - name: metric
+    matches: [{{path: {{type: PathPrefix, value: /forecast}}, method: GET, queryParams: [{{name: units, value: metric}}]}}]
+    backendRefs: [{{name: weather, port: {port}}}]
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: Product
@@ -197,6 +203,32 @@ async fn a_product_targeting_an_httproute_serves_its_paths_to_subscribers_only()
     )
     .await
     .assert_problem(403, "route-not-in-plan");
+    // Header and query matches select their own rules (not in the plan: 403 shows which
+    // route was chosen); a header value that differs falls back to the plain rule.
+    send(
+        &c,
+        "GET",
+        &proxy.url("/forecast/today"),
+        &[("x-subscription-key", KEY), ("x-beta", "on")],
+    )
+    .await
+    .assert_problem(403, "route-not-in-plan");
+    send(
+        &c,
+        "GET",
+        &proxy.url("/forecast/today?units=metric"),
+        &[("x-subscription-key", KEY)],
+    )
+    .await
+    .assert_problem(403, "route-not-in-plan");
+    let plain = send(
+        &c,
+        "GET",
+        &proxy.url("/forecast/today?units=imperial"),
+        &[("x-subscription-key", KEY), ("x-beta", "off")],
+    )
+    .await;
+    assert_eq!(plain.status, 200, "{}", plain.text());
     // A path the HTTPRoute does not have.
     send(
         &c,
@@ -208,7 +240,7 @@ async fn a_product_targeting_an_httproute_serves_its_paths_to_subscribers_only()
     .assert_problem(404, "no-route");
     assert_eq!(
         upstream.count(),
-        1,
-        "only the subscribed call was forwarded"
+        2,
+        "only the subscribed calls on plan routes were forwarded"
     );
 }

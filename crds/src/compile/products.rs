@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 
 use super::durations::parse_timeout_ms;
 use super::secrets::{Secrets, CA_CRT};
-use super::syntax::{is_header_name, is_hostname, is_query_name, is_route_name, path_problem};
+use super::syntax::{
+    is_header_name, is_header_value, is_hostname, is_query_name, is_route_name, path_problem,
+};
 use super::{object_id, Input, Lookup, Outcome, Outcomes, Rejected, Report};
 use crate::diagnostics::Diagnostic;
-use crate::product::{Backend, Method, PathMatch, Product, Route};
+use crate::product::{Backend, Method, PathMatch, Product, Route, ValueMatch};
 use crate::reasons;
 use crate::table::{
     BackendTarget, ClientCertificatesEntry, KeyLookup, PolicyEntry, ProductEntry, RouteEntry,
@@ -572,18 +574,24 @@ fn routes(list: &[Route], base: &str, report: &mut Report<'_>) -> Vec<RouteEntry
         let mut methods = route.methods.clone();
         methods.sort();
         methods.dedup();
+        let headers = value_matches(&route.headers, &at("headers"), true, report);
+        let query_params = value_matches(&route.query_params, &at("queryParams"), false, report);
         let entry = RouteEntry {
             name: route.name.clone(),
             path: join_path(base, &route.path),
             path_match: route.path_match,
             methods,
             rewrite: route.rewrite.clone(),
+            headers,
+            query_params,
         };
         // Within one product the proxy could only pick one of two identical matches at random.
         if let Some((j, other)) = entries.iter().enumerate().find(|(_, o)| {
             o.path == entry.path
                 && o.path_match == entry.path_match
                 && methods_overlap(&o.methods, &entry.methods)
+                && o.headers == entry.headers
+                && o.query_params == entry.query_params
         }) {
             report.error(
                 format!("spec.routes[{i}]"),
@@ -598,6 +606,64 @@ fn routes(list: &[Route], base: &str, report: &mut Report<'_>) -> Vec<RouteEntry
         entries.push(entry);
     }
     entries
+}
+
+/// A route's header (`header` true: names lowercased) or query matches, checked and sorted so
+/// the table does not change when the manifest merely reorders them.
+fn value_matches(
+    matches: &[ValueMatch],
+    field: &str,
+    header: bool,
+    report: &mut Report<'_>,
+) -> Vec<ValueMatch> {
+    let mut out: Vec<ValueMatch> = Vec::with_capacity(matches.len());
+    for (k, m) in matches.iter().enumerate() {
+        let at = format!("{field}[{k}]");
+        let (valid_name, reason, what) = if header {
+            (
+                is_header_name(&m.name),
+                reasons::INVALID_HEADER_NAME,
+                "a valid HTTP header name; use letters, digits and -",
+            )
+        } else {
+            (
+                is_query_name(&m.name),
+                reasons::INVALID_ROUTE,
+                "a valid query parameter name; use letters, digits and ._~-",
+            )
+        };
+        let name = if header {
+            m.name.to_ascii_lowercase()
+        } else {
+            m.name.clone()
+        };
+        if !valid_name {
+            report.error(
+                format!("{at}.name"),
+                reason,
+                format!("`{}` is not {what}", m.name),
+            );
+        } else if !is_header_value(&m.value) {
+            report.error(
+                format!("{at}.value"),
+                reasons::INVALID_HEADER_VALUE,
+                "the value contains control characters (such as a line break); remove them",
+            );
+        } else if out.iter().any(|o| o.name == name) {
+            report.error(
+                format!("{at}.name"),
+                reasons::INVALID_ROUTE,
+                format!("`{}` is matched twice; match each name once", m.name),
+            );
+        } else {
+            out.push(ValueMatch {
+                name,
+                value: m.value.clone(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.value.cmp(&b.value)));
+    out
 }
 
 #[cfg(test)]

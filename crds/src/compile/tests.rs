@@ -784,3 +784,50 @@ spec: {plan: free, subscriber: {name: Copy}, keys: {secretRef: {name: acme-keys}
     let c = run(&[PRODUCT, PLAN, &bad_cidr]);
     assert_eq!(c.table.unavailable.len(), 1);
 }
+
+#[test]
+fn route_header_and_query_matches_are_checked_and_normalised() {
+    let product = |routes: &str| {
+        format!("apiVersion: tollgate.dev/v1alpha1\nkind: Product\nmetadata: {{name: w, namespace: w}}\nspec:\n  backend: {{url: 'http://127.0.0.1:9000'}}\n  routes: {routes}\n")
+    };
+    // Two routes on one path that differ only in their header match do not conflict.
+    let ok = product(
+        "[{name: a, path: /x, headers: [{name: X-B, value: '1'}, {name: X-A, value: '2'}], queryParams: [{name: v, value: '3'}]}, {name: b, path: /x}]",
+    );
+    let c = run(&[&ok]);
+    assert!(
+        reasons_for(&c, "Product", "w").is_empty(),
+        "{:?}",
+        c.diagnostics
+    );
+    let a = &c.table.products[0].routes[0];
+    let names: Vec<&str> = a.headers.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["x-a", "x-b"], "lowercased and sorted");
+    assert_eq!(a.query_params[0].value, "3");
+
+    for (routes, reason) in [
+        (
+            "[{name: a, path: /x, headers: [{name: 'X A', value: '1'}]}]",
+            reasons::INVALID_HEADER_NAME,
+        ),
+        (
+            "[{name: a, path: /x, headers: [{name: X-A, value: \"a\\nb\"}]}]",
+            reasons::INVALID_HEADER_VALUE,
+        ),
+        (
+            "[{name: a, path: /x, headers: [{name: X-A, value: '1'}, {name: x-a, value: '2'}]}]",
+            reasons::INVALID_ROUTE,
+        ),
+        (
+            "[{name: a, path: /x, queryParams: [{name: 'a b', value: '1'}]}]",
+            reasons::INVALID_ROUTE,
+        ),
+        (
+            "[{name: a, path: /x, headers: [{name: X-A, value: '1'}]}, {name: b, path: /x, headers: [{name: x-a, value: '1'}]}]",
+            reasons::ROUTE_CONFLICT,
+        ),
+    ] {
+        let c = run(&[&product(routes)]);
+        assert_eq!(reasons_for(&c, "Product", "w"), [reason], "{routes}");
+    }
+}

@@ -4,9 +4,10 @@
 //!
 //! # What the table can express today
 //!
-//! Path `Exact`/`PathPrefix` matches, a method, and one backendRef to a Service per rule, the same
-//! Service for every rule of a route (a Product has one backend). Anything else in a rule (header
-//! or query matches, filters, several weighted backendRefs, timeouts, regular-expression paths)
+//! Path `Exact`/`PathPrefix` matches, a method, `Exact` header and query matches, and one
+//! backendRef to a Service per rule, the same Service for every rule of a route (a Product has
+//! one backend). Anything else in a rule (filters, several weighted backendRefs, timeouts,
+//! regular-expression matches, two matches with different paths, headers or query parameters)
 //! makes the parent's `Accepted=False` with reason `UnsupportedValue`, naming the field, and the
 //! route is not served at all: serving it without the part we cannot honour would serve more
 //! than its author meant. Backend references that do not resolve give `ResolvedRefs=False`
@@ -26,7 +27,8 @@ use super::api::gateways::{
 };
 use super::api::httproutes::{
     HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesMatches,
-    HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
+    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
+    HttpRouteRulesMatchesQueryParamsType,
 };
 use super::api::referencegrants::ReferenceGrant;
 use super::hostnames::{intersect, Hosts};
@@ -35,7 +37,7 @@ use super::status::{
     Statuses,
 };
 use crate::compile::DEFAULT_NAMESPACE;
-use crate::product::{Method, PathMatch, Route, GATEWAY_API_GROUP};
+use crate::product::{Method, PathMatch, Route, ValueMatch, GATEWAY_API_GROUP};
 
 /// The `controllerName` of GatewayClasses Tollgate implements.
 pub const CONTROLLER_NAME: &str = "tollgate.dev/gateway-controller";
@@ -619,12 +621,14 @@ fn translate_rules(
             issues.push(unsupported(format!("{field}.timeouts"), "a rule timeout"));
         }
         match rule_match(rule.matches.as_deref().unwrap_or_default(), &field) {
-            Ok((path, path_match, methods)) => out.push(Route {
+            Ok(((path, path_match, headers, query_params), methods)) => out.push(Route {
                 name: route_name,
                 path,
                 path_match,
                 methods,
                 rewrite: None,
+                headers,
+                query_params,
             }),
             Err(mut e) => issues.append(&mut e),
         }
@@ -659,24 +663,45 @@ fn unsupported(field: String, what: &str) -> RuleIssue {
     }
 }
 
-/// A rule's matches as one table route's path, path match and methods. Several matches are
-/// only expressible when they differ in method alone.
+/// What one rule's matches share: path, path match, header and query matches.
+type MatchKey = (String, PathMatch, Vec<ValueMatch>, Vec<ValueMatch>);
+
+/// A rule's matches as one table route: its path, path match, methods and header and query
+/// matches. Several matches are only expressible when they differ in method alone.
 fn rule_match(
     matches: &[HttpRouteRulesMatches],
     field: &str,
-) -> Result<(String, PathMatch, Vec<Method>), Vec<RuleIssue>> {
+) -> Result<(MatchKey, Vec<Method>), Vec<RuleIssue>> {
     let mut issues = Vec::new();
-    let mut path: Option<(String, PathMatch)> = None;
+    let mut key: Option<MatchKey> = None;
     let mut methods: BTreeSet<Method> = BTreeSet::new();
     let mut any_method = matches.is_empty();
     for (j, m) in matches.iter().enumerate() {
         let field = format!("{field}.matches[{j}]");
-        if m.headers.as_ref().is_some_and(|h| !h.is_empty()) {
-            issues.push(unsupported(format!("{field}.headers"), "a header match"));
-        }
-        if m.query_params.as_ref().is_some_and(|q| !q.is_empty()) {
-            issues.push(unsupported(format!("{field}.queryParams"), "a query match"));
-        }
+        let headers = value_matches(
+            m.headers.as_deref().unwrap_or_default().iter().map(|h| {
+                let regex = h.r#type == Some(HttpRouteRulesMatchesHeadersType::RegularExpression);
+                // Header names are case-insensitive: the first of equivalent names counts.
+                (h.name.to_ascii_lowercase(), h.value.as_str(), regex)
+            }),
+            &format!("{field}.headers"),
+            "a RegularExpression header match",
+            &mut issues,
+        );
+        let query_params = value_matches(
+            m.query_params
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|q| {
+                    let regex =
+                        q.r#type == Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression);
+                    (q.name.clone(), q.value.as_str(), regex)
+                }),
+            &format!("{field}.queryParams"),
+            "a RegularExpression query match",
+            &mut issues,
+        );
         let (kind, value) = match &m.path {
             Some(p) => (p.r#type.clone(), p.value.clone()),
             None => (None, None),
@@ -698,14 +723,16 @@ fn rule_match(
                 None
             }
         };
-        if let Some(this) = this {
-            match &path {
+        if let Some((path, path_match)) = this {
+            let this = (path, path_match, headers, query_params);
+            match &key {
                 Some(first) if first != &this => issues.push(unsupported(
-                    format!("{field}.path"),
-                    "a second path in one rule (split it into rules)",
+                    field.clone(),
+                    "a second match with another path, headers or query parameters in one rule \
+                     (split it into rules)",
                 )),
                 Some(_) => {}
-                None => path = Some(this),
+                None => key = Some(this),
             }
         }
         match &m.method {
@@ -724,13 +751,38 @@ fn rule_match(
     if !issues.is_empty() {
         return Err(issues);
     }
-    let (path, path_match) = path.unwrap_or_else(|| ("/".to_string(), PathMatch::Prefix));
+    let key = key.unwrap_or_else(|| ("/".to_string(), PathMatch::Prefix, Vec::new(), Vec::new()));
     let methods = if any_method {
         Vec::new()
     } else {
         methods.into_iter().collect()
     };
-    Ok((path, path_match, methods))
+    Ok((key, methods))
+}
+
+/// Exact header or query matches, the first of each name kept (the spec: later entries with an
+/// equivalent name are ignored), sorted; a regular expression is reported as unsupported.
+fn value_matches<'a>(
+    matches: impl Iterator<Item = (String, &'a str, bool)>,
+    field: &str,
+    regex: &str,
+    issues: &mut Vec<RuleIssue>,
+) -> Vec<ValueMatch> {
+    let mut out: Vec<ValueMatch> = Vec::new();
+    for (k, (name, value, is_regex)) in matches.enumerate() {
+        if is_regex {
+            issues.push(unsupported(format!("{field}[{k}].type"), regex));
+            continue;
+        }
+        if out.iter().all(|o| o.name != name) {
+            out.push(ValueMatch {
+                name,
+                value: value.to_string(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }
 
 fn method_of(m: &HttpRouteRulesMatchesMethod) -> Option<Method> {

@@ -182,7 +182,14 @@ async fn run(
     // A CORS preflight is routed by the method it asks about; it is the gateway's to answer
     // only when that route's product has a `cors` policy (otherwise: the normal pipeline).
     let preflight = cors::Preflight::parse(&parts.method, &parts.headers).and_then(|pre| {
-        match route::find(rt, host_str, path, &pre.method) {
+        match route::find(
+            rt,
+            host_str,
+            path,
+            &pre.method,
+            &parts.headers,
+            parts.uri.query(),
+        ) {
             route::RouteMatch::Found(r) if rt.route(r).is_some_and(|(p, _)| p.cors.is_some()) => {
                 Some((pre, r))
             }
@@ -191,7 +198,15 @@ async fn run(
     });
     let route_ref = match &preflight {
         Some((_, r)) => *r,
-        None => route::find(rt, host_str, path, &parts.method).into_result()?,
+        None => route::find(
+            rt,
+            host_str,
+            path,
+            &parts.method,
+            &parts.headers,
+            parts.uri.query(),
+        )
+        .into_result()?,
     };
     record.route = Some(route_ref);
     let (product, route) = rt.route(route_ref).ok_or(Rejection::NoRoute)?;

@@ -173,12 +173,30 @@ impl Runtime {
             let routes = p
                 .routes
                 .iter()
-                .map(|r| RouteRt {
-                    name: r.name.clone(),
-                    path: r.path.clone(),
-                    path_match: r.path_match,
-                    methods: r.methods.iter().fold(0, |m, x| m | crd_method_bit(*x)),
-                    rewrite: r.rewrite.clone(),
+                .map(|r| {
+                    let headers: Vec<_> = r
+                        .headers
+                        .iter()
+                        .filter_map(|h| {
+                            let name = http::header::HeaderName::from_bytes(h.name.as_bytes());
+                            let value = http::header::HeaderValue::from_str(&h.value);
+                            name.ok().zip(value.ok())
+                        })
+                        .collect();
+                    RouteRt {
+                        name: r.name.clone(),
+                        path: r.path.clone(),
+                        path_match: r.path_match,
+                        methods: r.methods.iter().fold(0, |m, x| m | crd_method_bit(*x)),
+                        rewrite: r.rewrite.clone(),
+                        unmatchable: headers.len() != r.headers.len(),
+                        headers,
+                        query_params: r
+                            .query_params
+                            .iter()
+                            .map(|q| (q.name.clone(), q.value.clone()))
+                            .collect(),
+                    }
                 })
                 .collect();
             if let Some(t) = backend_tls.filter(|t| t.entry.insecure_skip_verify) {

@@ -40,9 +40,14 @@ pub(super) fn index(table: &RoutingTable, products: &[ProductRt]) -> HostIndex {
                 .get(r.product as usize)
                 .and_then(|p| p.routes.get(r.route as usize))
                 .map(|rt| {
+                    // The Gateway API's precedence: exact path, longest prefix, a method
+                    // match, most header matches, most query matches.
                     (
                         rt.path_match != PathMatch::Exact,
                         usize::MAX - rt.path.len(),
+                        rt.methods == 0,
+                        usize::MAX - rt.headers.len(),
+                        usize::MAX - rt.query_params.len(),
                     )
                 })
         };

@@ -108,6 +108,13 @@ pub struct RouteRt {
     pub methods: u8,
     /// Replacement for the matched path.
     pub rewrite: Option<String>,
+    /// Headers the request must carry with these exact values (any of its values may match).
+    pub headers: Vec<(http::header::HeaderName, http::header::HeaderValue)>,
+    /// Query parameters (their first occurrence, percent-decoded) that must have these values.
+    pub query_params: Vec<(String, String)>,
+    /// A match the table holds but this proxy cannot represent (a header name or value `http`
+    /// refuses): the route then matches nothing rather than more than its author meant.
+    pub unmatchable: bool,
 }
 
 /// A plan, resolved.
@@ -451,6 +458,8 @@ mod tests {
             path_match: PathMatch::Prefix,
             methods: vec![],
             rewrite: None,
+            headers: Vec::new(),
+            query_params: Vec::new(),
         }
     }
 

@@ -43,6 +43,8 @@ pub fn table(app_port: u16) -> RoutingTable {
                 path_match: PathMatch::Prefix,
                 methods: vec![],
                 rewrite: None,
+                headers: Vec::new(),
+                query_params: Vec::new(),
             }],
             client_certificates: None,
             headers_with_underscores: Default::default(),
@@ -74,7 +76,9 @@ mod tests {
             ("", "/a/b?x", http::Method::DELETE),
             ("shop.svc", "/deep/path", http::Method::PATCH),
         ] {
-            let RouteMatch::Found(r) = find(&rt, host, path, &method) else {
+            let RouteMatch::Found(r) =
+                find(&rt, host, path, &method, &http::HeaderMap::new(), None)
+            else {
                 panic!("{host} {path} not routed");
             };
             let (product, route) = rt.route(r).unwrap();

@@ -340,6 +340,8 @@ mod tests {
                 path_match: PathMatch::Prefix,
                 methods: vec![],
                 rewrite: None,
+                headers: Vec::new(),
+                query_params: Vec::new(),
             }],
             ..crate::runtime::fixtures::product(id)
         }
