@@ -244,3 +244,69 @@ async fn a_product_targeting_an_httproute_serves_its_paths_to_subscribers_only()
         "only the subscribed calls on plan routes were forwarded"
     );
 }
+
+/// An HTTPRoute no Product targets, with two rules to two Services.
+fn open_route(web: SocketAddr, api: SocketAddr) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: tollgate}}
+spec: {{controllerName: tollgate.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: t}}
+spec:
+  gatewayClassName: tollgate
+  listeners: [{{name: http, protocol: HTTP, port: 80}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: t}}
+spec: {{type: ExternalName, externalName: "{web_ip}", ports: [{{port: {web_port}}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: api, namespace: t}}
+spec: {{type: ExternalName, externalName: "{api_ip}", ports: [{{port: {api_port}}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: site, namespace: t}}
+spec:
+  parentRefs: [{{name: edge}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /}}}}]
+    backendRefs: [{{name: web, port: {web_port}}}]
+  - matches: [{{path: {{type: PathPrefix, value: /api}}, headers: [{{name: x-api, value: "yes"}}]}}]
+    backendRefs: [{{name: api, port: {api_port}}}]
+"#,
+        web_ip = web.ip(),
+        web_port = web.port(),
+        api_ip = api.ip(),
+        api_port = api.port(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_httproute_no_product_targets_is_served_open_rule_by_rule() {
+    let web = Upstream::start().await;
+    let api = Upstream::start().await;
+    let dir = TempDir::new("gateway-api-open");
+    dir.write("all.yaml", &open_route(web.addr, api.addr));
+    let proxy = Proxy::start(dir.path()).await;
+    let c = client();
+
+    // No key needed; each rule goes to its own Service.
+    let home = send(&c, "GET", &proxy.url("/index.html"), &[]).await;
+    assert_eq!(home.status, 200, "{}", home.text());
+    assert_eq!((web.count(), api.count()), (1, 0));
+    let call = send(&c, "GET", &proxy.url("/api/v1"), &[("x-api", "yes")]).await;
+    assert_eq!(call.status, 200, "{}", call.text());
+    assert_eq!(call.json()["path"], "/api/v1", "{}", call.text());
+    assert_eq!((web.count(), api.count()), (1, 1));
+    // Without the header the header-matched rule does not apply: the `/` rule serves it.
+    let other = send(&c, "GET", &proxy.url("/api/v1"), &[]).await;
+    assert_eq!(other.status, 200, "{}", other.text());
+    assert_eq!((web.count(), api.count()), (2, 1));
+}

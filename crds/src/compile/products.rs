@@ -81,8 +81,16 @@ pub(crate) fn compile(
     outcomes
 }
 
-/// (host or any, full path, exact?) — what two routes must share to be able to collide.
-type ClaimKey = (Option<String>, String, bool);
+/// (host or any, full path, exact?, header matches, query matches) — what two routes must share
+/// to be able to collide (routes that differ in their header or query matches are told apart
+/// by the proxy's ranking, so they do not).
+type ClaimKey = (
+    Option<String>,
+    String,
+    bool,
+    Vec<(String, String)>,
+    Vec<(String, String)>,
+);
 
 /// One route's hold on a [`ClaimKey`].
 struct Claim {
@@ -108,6 +116,8 @@ fn claims_of(entry: &ProductEntry) -> Vec<(ClaimKey, Claim)> {
                     host.clone(),
                     route.path.clone(),
                     route.path_match == PathMatch::Exact,
+                    pairs(&route.headers),
+                    pairs(&route.query_params),
                 ),
                 Claim {
                     product: entry.id.clone(),
@@ -121,12 +131,19 @@ fn claims_of(entry: &ProductEntry) -> Vec<(ClaimKey, Claim)> {
     claims
 }
 
+fn pairs(matches: &[ValueMatch]) -> Vec<(String, String)> {
+    matches
+        .iter()
+        .map(|m| (m.name.clone(), m.value.clone()))
+        .collect()
+}
+
 /// Empty means every method, so it overlaps with anything.
 fn methods_overlap(a: &[Method], b: &[Method]) -> bool {
     a.is_empty() || b.is_empty() || a.iter().any(|m| b.contains(m))
 }
 
-fn describe((host, path, exact): &ClaimKey, methods: &[Method]) -> String {
+fn describe((host, path, exact, headers, query): &ClaimKey, methods: &[Method]) -> String {
     let methods = if methods.is_empty() {
         "any method".to_string()
     } else {
@@ -138,7 +155,13 @@ fn describe((host, path, exact): &ClaimKey, methods: &[Method]) -> String {
     };
     let host = host.as_deref().unwrap_or("any host");
     let kind = if *exact { "exactly" } else { "prefix" };
-    format!("{methods} {path} ({kind}) on {host}")
+    let mut out = format!("{methods} {path} ({kind}) on {host}");
+    for (what, list) in [("header", headers), ("query", query)] {
+        for (name, value) in list {
+            out.push_str(&format!(" with {what} {name}={value}"));
+        }
+    }
+    out
 }
 
 fn compile_one(

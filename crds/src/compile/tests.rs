@@ -831,3 +831,24 @@ fn route_header_and_query_matches_are_checked_and_normalised() {
         assert_eq!(reasons_for(&c, "Product", "w"), [reason], "{routes}");
     }
 }
+
+#[test]
+fn routes_of_two_products_that_differ_in_header_matches_do_not_conflict() {
+    let product = |name: &str, age: &str, headers: &str| {
+        format!("apiVersion: tollgate.dev/v1alpha1\nkind: Product\nmetadata: {{name: {name}, namespace: w, creationTimestamp: '{age}'}}\nspec:\n  backend: {{url: 'http://127.0.0.1:9000'}}\n  routes: [{{name: r, path: /x, headers: {headers}}}]\n")
+    };
+    let old = product("old", "2026-01-01T00:00:00Z", "[{name: x-v, value: '1'}]");
+    let other = product("other", "2026-02-01T00:00:00Z", "[{name: x-v, value: '2'}]");
+    let same = product("same", "2026-03-01T00:00:00Z", "[{name: X-V, value: '1'}]");
+    let c = run(&[&old, &other, &same]);
+    assert!(reasons_for(&c, "Product", "other").is_empty());
+    assert_eq!(
+        reasons_for(&c, "Product", "same"),
+        [reasons::ROUTE_CONFLICT]
+    );
+    assert!(
+        message_for(&c, reasons::ROUTE_CONFLICT).contains("with header x-v=1"),
+        "{}",
+        message_for(&c, reasons::ROUTE_CONFLICT)
+    );
+}

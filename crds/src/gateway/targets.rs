@@ -7,9 +7,12 @@
 
 use std::borrow::Cow;
 
-use super::translate::{ServedRoute, Translation};
+use super::translate::{ServedRoute, ServiceRef, Translation};
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
-use crate::product::{Backend, Product, ServiceBackend, GATEWAY_API_GROUP};
+use crate::product::{
+    Backend, KeyLocation, Product, ProductSpec, ServiceBackend, UnderscoreHeaders,
+    GATEWAY_API_GROUP,
+};
 use crate::snapshot::Snapshot;
 use crate::{compile::DEFAULT_NAMESPACE, reasons};
 
@@ -49,6 +52,12 @@ pub enum TargetRefError {
         /// Its False conditions, or that no Tollgate Gateway is among its parents.
         why: String,
     },
+    /// The rules of one HTTPRoute go to different Services, and a Product has one backend.
+    #[error("the rules of HTTPRoute {name} go to different Services, and a Product has one backend; target HTTPRoutes whose rules share one backendRef (an HTTPRoute no Product targets is served open, whatever its backends)")]
+    SplitBackends {
+        /// The HTTPRoute.
+        name: String,
+    },
     /// Two targets disagree on what a Product holds once (its backend, its hostnames).
     #[error("HTTPRoute {name} has a different {what} than the first target; a Product has one, so target them from separate Products")]
     Disagree {
@@ -67,25 +76,29 @@ impl TargetRefError {
             TargetRefError::NotAccepted { .. } => reasons::TARGET_NOT_READY,
             TargetRefError::Exclusive { .. }
             | TargetRefError::WrongKind { .. }
+            | TargetRefError::SplitBackends { .. }
             | TargetRefError::Disagree { .. } => reasons::INVALID_TARGET_REFS,
         }
     }
 }
 
-/// The snapshot with every targeting Product resolved, plus the errors of those left out.
-/// Borrowed unchanged when no Product has `targetRefs` (the common case costs nothing).
+/// The snapshot with every targeting Product resolved, plus the errors of those left out, and
+/// an open Product for each rule of an HTTPRoute no Product targets. Borrowed unchanged when no
+/// Product has `targetRefs` and no HTTPRoute is served (the common case costs nothing).
 pub fn resolve<'a>(
     snapshot: &'a Snapshot,
     translation: &Translation,
 ) -> (Cow<'a, Snapshot>, Vec<Diagnostic>) {
-    if snapshot
-        .products
-        .iter()
-        .all(|p| p.spec.target_refs.is_empty())
+    if translation.routes.is_empty()
+        && snapshot
+            .products
+            .iter()
+            .all(|p| p.spec.target_refs.is_empty())
     {
         return (Cow::Borrowed(snapshot), Vec::new());
     }
     let mut out = snapshot.clone();
+    out.products.extend(untargeted(snapshot, translation));
     let mut diagnostics = Vec::new();
     let mut kept = Vec::with_capacity(out.products.len());
     for product in std::mem::take(&mut out.products) {
@@ -165,8 +178,18 @@ fn resolve_one(
             continue;
         }
         if let Some(r) = translation.route(namespace, &t.name) {
+            let own = r.rules.first().map(|rule| &rule.backend);
+            if r.rules.iter().any(|rule| Some(&rule.backend) != own) {
+                errors.push((
+                    field,
+                    TargetRefError::SplitBackends {
+                        name: t.name.clone(),
+                    },
+                ));
+                continue;
+            }
             if let Some(first) = served.first() {
-                let what = if first.backend != r.backend {
+                let what = if first.rules.first().map(|rule| &rule.backend) != own {
                     Some("backend")
                 } else if first.hostnames != r.hostnames {
                     Some("hostnames")
@@ -225,13 +248,24 @@ fn resolve_one(
     let Some(first) = served.first() else {
         return Err(errors);
     };
+    let Some(backend) = first.rules.first().map(|r| &r.backend) else {
+        return Err(errors);
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
-    let backend = &first.backend;
     product.spec.hostnames = first.hostnames.clone();
-    product.spec.routes = served.iter().flat_map(|r| r.routes.clone()).collect();
-    product.spec.backend = Some(match &backend.external_name {
+    product.spec.routes = served
+        .iter()
+        .flat_map(|r| r.rules.iter().map(|rule| rule.route.clone()))
+        .collect();
+    product.spec.backend = Some(backend_of(backend, namespace));
+    Ok(product)
+}
+
+/// The Product backend that reaches a resolved backendRef from `namespace`.
+fn backend_of(backend: &ServiceRef, namespace: &str) -> Backend {
+    match &backend.external_name {
         // Standalone mode's way to a backend outside any cluster, and what cluster DNS does
         // for an ExternalName Service too.
         Some(host) => Backend {
@@ -254,6 +288,64 @@ fn resolve_one(
                 backend.name, backend.namespace, backend.port
             )),
         },
-    });
-    Ok(product)
+    }
+}
+
+/// An open Product (no subscription required) for each rule of each served HTTPRoute that no
+/// Product targets: a Gateway API user's routes are served as any Gateway serves them; to
+/// require keys, target the route from a Product. One Product per rule, because rules may go
+/// to different Services and a Product has one backend. Named `HTTPRoute:<route>:<rule index>`,
+/// which no Kubernetes object can be named, so it never collides with a user's Product; it
+/// carries the HTTPRoute's creation time, so route conflicts go to the older route as the
+/// Gateway API says. A route named by any Product's `targetRefs` is never opened, even while
+/// that Product does not compile: fail closed.
+fn untargeted(snapshot: &Snapshot, translation: &Translation) -> Vec<Product> {
+    let targeted = |namespace: &str, name: &str| {
+        snapshot.products.iter().any(|p| {
+            p.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE) == namespace
+                && p.spec
+                    .target_refs
+                    .iter()
+                    .any(|t| t.kind == "HTTPRoute" && t.name == name)
+        })
+    };
+    let mut out = Vec::new();
+    for served in &translation.routes {
+        if targeted(&served.namespace, &served.name) {
+            continue;
+        }
+        let created = snapshot
+            .gateway
+            .http_routes
+            .iter()
+            .find(|r| {
+                r.metadata.name.as_deref() == Some(served.name.as_str())
+                    && r.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+                        == served.namespace
+            })
+            .and_then(|r| r.metadata.creation_timestamp.clone());
+        for (i, rule) in served.rules.iter().enumerate() {
+            let mut product = Product::new(
+                &format!("HTTPRoute:{}:{i}", served.name),
+                ProductSpec {
+                    display_name: Some(format!("HTTPRoute {}", served.name)),
+                    hostnames: served.hostnames.clone(),
+                    base_path: None,
+                    backend: Some(backend_of(&rule.backend, &served.namespace)),
+                    subscription_required: false,
+                    key_location: KeyLocation::default(),
+                    routes: vec![rule.route.clone()],
+                    target_refs: Vec::new(),
+                    policies: Vec::new(),
+                    timeouts: None,
+                    client_certificates: None,
+                    headers_with_underscores: UnderscoreHeaders::default(),
+                },
+            );
+            product.metadata.namespace = Some(served.namespace.clone());
+            product.metadata.creation_timestamp.clone_from(&created);
+            out.push(product);
+        }
+    }
+    out
 }

@@ -5,8 +5,8 @@
 //! # What the table can express today
 //!
 //! Path `Exact`/`PathPrefix` matches, a method, `Exact` header and query matches, and one
-//! backendRef to a Service per rule, the same Service for every rule of a route (a Product has
-//! one backend). Anything else in a rule (filters, several weighted backendRefs, timeouts,
+//! backendRef to a Service per rule (a Product targeting the route needs the same Service in
+//! every rule: it has one backend). Anything else in a rule (filters, several weighted backendRefs, timeouts,
 //! regular-expression matches, two matches with different paths, headers or query parameters)
 //! makes the parent's `Accepted=False` with reason `UnsupportedValue`, naming the field, and the
 //! route is not served at all: serving it without the part we cannot honour would serve more
@@ -120,9 +120,18 @@ pub struct ServedRoute {
     pub name: String,
     /// Hosts served (the intersections with the accepting listeners); empty means any host.
     pub hostnames: Vec<String>,
-    /// One route per rule, named by the rule's `name`, else `<route>-<index>`.
-    pub routes: Vec<Route>,
-    /// The Service every rule sends to.
+    /// One per rule: its route, named by the rule's `name`, else `<route>-<index>`, and the
+    /// Service it sends to.
+    pub rules: Vec<ServedRule>,
+}
+
+/// One rule of a served HTTPRoute.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServedRule {
+    /// The rule as a route.
+    pub route: Route,
+    /// The Service it sends to.
     pub backend: ServiceRef,
 }
 
@@ -301,7 +310,7 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
                 conditions: vec![accepted, resolved_refs.clone()],
             });
         }
-        if let (Some(hosts), Ok((routes, backend))) = (hosts, rules) {
+        if let (Some(hosts), Ok(rules)) = (hosts, rules) {
             served.push(ServedRoute {
                 namespace: namespace.clone(),
                 name: name.clone(),
@@ -309,8 +318,7 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
                     Hosts::Some(h) => h,
                     Hosts::Any | Hosts::None => Vec::new(),
                 },
-                routes,
-                backend,
+                rules,
             });
         }
         statuses.http_routes.push(RouteState {
@@ -589,16 +597,15 @@ fn join(issues: &[&RuleIssue]) -> String {
         .join("; ")
 }
 
-/// The rules as table routes plus the one Service they all go to, or every issue found.
+/// The rules as table routes, each with the Service it goes to, or every issue found.
 fn translate_rules(
     route: &HttpRoute,
     namespace: &str,
     name: &str,
     inputs: &Inputs<'_>,
-) -> Result<(Vec<Route>, ServiceRef), Vec<RuleIssue>> {
+) -> Result<Vec<ServedRule>, Vec<RuleIssue>> {
     let mut issues = Vec::new();
     let mut out = Vec::new();
-    let mut backend: Option<ServiceRef> = None;
     let rules: &[HttpRouteRules] = route.spec.rules.as_deref().unwrap_or_default();
     for (i, rule) in rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
@@ -620,8 +627,8 @@ fn translate_rules(
         if rule.timeouts.is_some() {
             issues.push(unsupported(format!("{field}.timeouts"), "a rule timeout"));
         }
-        match rule_match(rule.matches.as_deref().unwrap_or_default(), &field) {
-            Ok(((path, path_match, headers, query_params), methods)) => out.push(Route {
+        let route = match rule_match(rule.matches.as_deref().unwrap_or_default(), &field) {
+            Ok(((path, path_match, headers, query_params), methods)) => Some(Route {
                 name: route_name,
                 path,
                 path_match,
@@ -630,17 +637,13 @@ fn translate_rules(
                 headers,
                 query_params,
             }),
-            Err(mut e) => issues.append(&mut e),
-        }
+            Err(mut e) => {
+                issues.append(&mut e);
+                None
+            }
+        };
         match rule_backend(rule, &field, namespace, inputs) {
-            Ok(b) => match &backend {
-                Some(first) if first != &b => issues.push(unsupported(
-                    format!("{field}.backendRefs"),
-                    "a backend other than the first rule's (a Product has one backend)",
-                )),
-                Some(_) => {}
-                None => backend = Some(b),
-            },
+            Ok(backend) => out.extend(route.map(|route| ServedRule { route, backend })),
             Err(e) => issues.push(e),
         }
     }
@@ -650,9 +653,10 @@ fn translate_rules(
             "a route without rules",
         ));
     }
-    match backend {
-        Some(b) if issues.is_empty() => Ok((out, b)),
-        _ => Err(issues),
+    if issues.is_empty() {
+        Ok(out)
+    } else {
+        Err(issues)
     }
 }
 
