@@ -26,8 +26,9 @@ use super::api::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
 };
 use super::api::httproutes::{
-    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesMatches,
-    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
+    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesFilters,
+    HttpRouteRulesFiltersType, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
+    HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
     HttpRouteRulesMatchesQueryParamsType,
 };
 use super::api::referencegrants::ReferenceGrant;
@@ -610,33 +611,56 @@ fn translate_rules(
     for (i, rule) in rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
         let route_name = rule.name.clone().unwrap_or_else(|| format!("{name}-{i}"));
-        if let Some(filters) = rule.filters.as_ref().filter(|f| !f.is_empty()) {
-            // Named as written in the manifest (`URLRewrite`, not the Rust variant's spelling).
-            let types: Vec<String> = filters
-                .iter()
-                .map(|f| match serde_json::to_value(&f.r#type) {
-                    Ok(serde_json::Value::String(t)) => t,
-                    _ => format!("{:?}", f.r#type),
-                })
-                .collect();
-            issues.push(unsupported(
-                format!("{field}.filters"),
-                &format!("the filter {}", types.join(", ")),
-            ));
+        let mut rewrite: Option<(String, bool)> = None;
+        for (k, filter) in rule
+            .filters
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let at = format!("{field}.filters[{k}]");
+            match url_rewrite(filter) {
+                Some(Ok(r)) if rewrite.is_none() => rewrite = Some(r),
+                Some(Ok(_)) => issues.push(unsupported(at, "a second URLRewrite")),
+                Some(Err(what)) => issues.push(unsupported(at, what)),
+                None => {
+                    // Named as written in the manifest (`RequestRedirect`, not the Rust spelling).
+                    let name = match serde_json::to_value(&filter.r#type) {
+                        Ok(serde_json::Value::String(t)) => t,
+                        _ => format!("{:?}", filter.r#type),
+                    };
+                    issues.push(unsupported(at, &format!("the filter {name}")));
+                }
+            }
         }
         if rule.timeouts.is_some() {
             issues.push(unsupported(format!("{field}.timeouts"), "a rule timeout"));
         }
         let route = match rule_match(rule.matches.as_deref().unwrap_or_default(), &field) {
-            Ok(((path, path_match, headers, query_params), methods)) => Some(Route {
-                name: route_name,
-                path,
-                path_match,
-                methods,
-                rewrite: None,
-                headers,
-                query_params,
-            }),
+            Ok(((path, path_match, headers, query_params), methods)) => {
+                // A full-path replacement is Tollgate's rewrite only on an exact match (where
+                // the matched part is the whole path).
+                let rewrite = match rewrite.take() {
+                    Some((_, true)) if path_match != PathMatch::Exact => {
+                        issues.push(unsupported(
+                            format!("{field}.filters"),
+                            "URLRewrite replaceFullPath on a PathPrefix match",
+                        ));
+                        None
+                    }
+                    other => other.map(|(to, _)| to),
+                };
+                Some(Route {
+                    name: route_name,
+                    path,
+                    path_match,
+                    methods,
+                    rewrite,
+                    headers,
+                    query_params,
+                })
+            }
             Err(mut e) => {
                 issues.append(&mut e);
                 None
@@ -658,6 +682,31 @@ fn translate_rules(
     } else {
         Err(issues)
     }
+}
+
+/// A URLRewrite filter as `(path, full?)`: `None` for another filter type, an error naming
+/// what is not supported (a hostname rewrite, a rewrite without a path).
+fn url_rewrite(filter: &HttpRouteRulesFilters) -> Option<Result<(String, bool), &'static str>> {
+    if filter.r#type != HttpRouteRulesFiltersType::UrlRewrite {
+        return None;
+    }
+    let Some(rewrite) = &filter.url_rewrite else {
+        return Some(Err("a URLRewrite filter without urlRewrite"));
+    };
+    if rewrite.hostname.is_some() {
+        return Some(Err("a URLRewrite hostname"));
+    }
+    let path = rewrite.path.as_ref();
+    Some(
+        match (
+            path.and_then(|p| p.replace_prefix_match.clone()),
+            path.and_then(|p| p.replace_full_path.clone()),
+        ) {
+            (Some(prefix), None) => Ok((prefix, false)),
+            (None, Some(full)) => Ok((full, true)),
+            _ => Err("a URLRewrite without exactly one of replacePrefixMatch and replaceFullPath"),
+        },
+    )
 }
 
 fn unsupported(field: String, what: &str) -> RuleIssue {
