@@ -127,7 +127,7 @@ fn resolve_endpoints(products: &mut [crate::table::ProductEntry], endpoints: &[S
             name,
             port,
             endpoints,
-            ..
+            workload,
         } = &mut p.backend
         {
             if let Some(found) = index.get(&(namespace.as_str(), name.as_str(), *port)) {
@@ -135,6 +135,7 @@ fn resolve_endpoints(products: &mut [crate::table::ProductEntry], endpoints: &[S
                 addresses.sort();
                 addresses.dedup();
                 *endpoints = addresses;
+                workload.clone_from(&found.workload);
             }
         }
     }

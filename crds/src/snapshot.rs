@@ -43,4 +43,7 @@ pub struct ServiceEndpoints {
     pub port: u16,
     /// `ip:targetPort` of each ready endpoint (IPv6 as `[ip]:port`).
     pub addresses: Vec<String>,
+    /// Set when `addresses` are sidecar-injected pods: how proxies reach them (mutual TLS to
+    /// the sidecar port, checking this identity).
+    pub workload: Option<crate::table::WorkloadMtls>,
 }

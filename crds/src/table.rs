@@ -144,7 +144,7 @@ pub enum BackendTarget {
 }
 
 /// How to reach the injected pods of a Service (issue 12).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadMtls {
     /// The pods' SPIFFE id, `spiffe://<trust-domain>/ns/<namespace>/sa/<serviceAccountName>`.

@@ -23,7 +23,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -97,6 +97,10 @@ pub struct Stores {
     pub services: Watched<Service>,
     /// EndpointSlices (the ready pods behind those Services).
     pub endpoint_slices: Watched<EndpointSlice>,
+    /// With the sidecar injector on: Pods (trimmed to what says whether and how they are
+    /// injected) and the trust domain of their identities, so Service backends whose pods have
+    /// sidecars are reached through them.
+    pub injected: Option<(Watched<Pod>, String)>,
 }
 
 impl Stores {
@@ -135,6 +139,9 @@ impl Stores {
             .wait_until_ready()
             .await
             .map_err(closed("EndpointSlice"))?;
+        if let Some((pods, _)) = &self.injected {
+            pods.wait_until_ready().await.map_err(closed("Pod"))?;
+        }
         Ok(())
     }
 
@@ -160,7 +167,22 @@ impl Stores {
                 let slices = self.endpoint_slices.state();
                 let services: Vec<&Service> = services.iter().map(AsRef::as_ref).collect();
                 let slices: Vec<&EndpointSlice> = slices.iter().map(AsRef::as_ref).collect();
-                crate::endpoints::service_endpoints(&services, &slices)
+                match &self.injected {
+                    Some((pods, trust_domain)) => {
+                        let pods = pods.state();
+                        let pods: Vec<&Pod> = pods.iter().map(AsRef::as_ref).collect();
+                        let injected = crate::endpoints::Injected {
+                            pods: &pods,
+                            trust_domain,
+                        };
+                        crate::endpoints::service_endpoints_with(
+                            &services,
+                            &slices,
+                            Some(&injected),
+                        )
+                    }
+                    None => crate::endpoints::service_endpoints(&services, &slices),
+                }
             },
             rejected: Vec::new(),
             // The Gateway API controller (issue 13) is not written yet: no HTTPRoute is read.
@@ -196,11 +218,14 @@ pub fn is_key_secret(secret: &Secret) -> bool {
 /// Start one reflector per kind; every change (after the first list, too) notifies `changed`.
 ///
 /// `namespaces` limits the watches to those namespaces; empty watches all of them.
+/// `injected_trust_domain`: the sidecar injector is on, with this trust domain (Pods are then
+/// watched too; the chart grants that only with the injector).
 pub fn start(
     client: &Client,
     namespaces: &[String],
     changed: Arc<Notify>,
     metrics: Arc<Metrics>,
+    injected_trust_domain: Option<&str>,
 ) -> (Stores, Vec<JoinHandle<()>>) {
     let mut tasks = Vec::new();
     // `None`: one cluster-wide watch per kind.
@@ -246,6 +271,23 @@ pub fn start(
             &mut tasks,
             |_| {},
         ),
+        injected: injected_trust_domain.map(|trust_domain| {
+            let pods = reflect::<Pod>(client, &scopes, &changed, &metrics, &mut tasks, |p| {
+                // Only the annotations and the ServiceAccount are read: a Pod's status changes
+                // on every probe, its spec is large, and neither matters here.
+                p.status = None;
+                let account = p.spec.as_ref().and_then(|s| s.service_account_name.clone());
+                p.spec = Some(PodSpec {
+                    service_account_name: account,
+                    ..PodSpec::default()
+                });
+                p.metadata.labels = None;
+                if let Some(a) = p.metadata.annotations.as_mut() {
+                    a.retain(|k, _| k.starts_with("tollgate.dev/"));
+                }
+            });
+            (pods, trust_domain.to_string())
+        }),
     };
     (stores, tasks)
 }

@@ -243,6 +243,10 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
         &config.watch_namespaces,
         changed.clone(),
         metrics.clone(),
+        config
+            .webhook
+            .as_ref()
+            .map(|w| w.inject.trust_domain.as_str()),
     );
     let reporter = Reporter {
         controller: "tollgate-operator".into(),

@@ -275,6 +275,10 @@ fn resource_of(kind: &str) -> ApiResource {
         "Subscription" => ApiResource::erase::<Subscription>(&()),
         "ApiPolicy" => ApiResource::erase::<ApiPolicy>(&()),
         "Secret" => ApiResource::erase::<Secret>(&()),
+        "Service" => ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&()),
+        "EndpointSlice" => {
+            ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&())
+        }
         other => panic!("unexpected kind {other} in a test manifest"),
     }
 }
@@ -2898,6 +2902,56 @@ async fn the_api_server_injects_sidecars_through_the_operator_webhook() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // The operator sends gateway traffic to the injected pod's sidecar: a Service whose
+    // EndpointSlice lists the stored pod (written by hand: no kubelet makes it ready here) is
+    // a Product backend reached over mTLS with the pod's ServiceAccount identity.
+    let account = stored
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    for doc in [
+        "apiVersion: v1\nkind: Service\nmetadata: {name: weather}\nspec: {ports: [{name: http, port: 80, targetPort: 8080}]}\n".to_string(),
+        format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: weather-e2e, labels: {{kubernetes.io/service-name: weather, endpointslice.kubernetes.io/managed-by: tollgate-e2e}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints: [{{addresses: [10.244.0.7], conditions: {{ready: true}}, targetRef: {{kind: Pod, name: {}, namespace: {injected}}}}}]\n", stored.name_any()),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Product\nmetadata: {name: weather}\nspec: {backend: {service: {name: weather, port: 80}}, subscriptionRequired: false, routes: [{name: all, path: /}]}\n".to_string(),
+    ] {
+        create(&client, &injected, &yaml(&injected, &doc))
+            .await
+            .expect("create Service, EndpointSlice, Product");
+    }
+    let table_token = std::fs::read_to_string(proxy_token(&client, &home).await).expect("token");
+    let want = serde_json::json!({
+        "identity": format!("spiffe://cluster.local/ns/{injected}/sa/{account}"),
+        "sidecarPort": 15443
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let snapshot = table_snapshot(operator.as_ref().expect("operator"), &table_token).await;
+        let backend = snapshot["table"]["products"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["id"] == format!("{injected}/weather").as_str())
+            .map(|p| p["backend"].clone());
+        if let Some(b) = &backend {
+            if b["workload"] == want {
+                assert_eq!(
+                    b["endpoints"],
+                    serde_json::json!(["10.244.0.7:8080"]),
+                    "{b}"
+                );
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no workload in the table: {backend:?}; log: {}",
+            operator.as_ref().expect("operator").log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     let policy_spec = policy.spec.clone().expect("spec");
     assert_eq!(
         policy_spec

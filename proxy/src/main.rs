@@ -321,8 +321,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             })?;
             // Each certificate is installed in the identity store the mTLS listener and the
             // client towards sidecars read; new handshakes use it, open connections keep theirs.
-            let store = store.clone();
-            let install = move |issued: IssuedCertificate| match store.install(
+            let installer = store.clone();
+            let install = move |issued: IssuedCertificate| match installer.install(
                 issued.chain_pem.as_bytes(),
                 issued.key_pem.as_bytes(),
                 issued.bundle_pem.as_bytes(),
@@ -334,7 +334,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     tracing::warn!(target: "identity", error = %e, "issued workload certificate refused; the previous one stays")
                 }
             };
-            Some(spawn_renewal(client, install, certificates))
+            let (task, mut status) = spawn_renewal(client, install, certificates);
+            // The renewal state goes to the store, where `/readyz` and metrics read it.
+            let store = store.clone();
+            let reporter = tokio::spawn(async move {
+                while status.changed().await.is_ok() {
+                    let s = status.borrow_and_update().clone();
+                    store.record_renewal(s.renew_failures, s.last_error);
+                }
+            });
+            Some((task, reporter))
         }
         _ => None,
     };

@@ -567,6 +567,7 @@ fn service_backends_get_their_ready_endpoints_sorted() {
         service: "api".into(),
         port: 80,
         addresses: addresses.iter().map(|a| a.to_string()).collect(),
+        workload: None,
     };
     let backend = |set: &ManifestSet| set.compile().table.products[0].backend.clone();
     // No EndpointSlice information (standalone): the DNS name is used.
@@ -590,6 +591,15 @@ fn service_backends_get_their_ready_endpoints_sorted() {
         backend(&set),
         first,
         "slice order does not change the table"
+    );
+    // Injected pods: the table says how to reach their sidecars.
+    let workload = crate::table::WorkloadMtls {
+        identity: "spiffe://cluster.local/ns/w/sa/api".into(),
+        sidecar_port: 15443,
+    };
+    set.snapshot.endpoints[0].workload = Some(workload.clone());
+    assert!(
+        matches!(backend(&set), crate::table::BackendTarget::Service { workload: Some(w), .. } if w == workload)
     );
 }
 

@@ -6,8 +6,10 @@
 //! - [`store`]: the identity store (certificate, key, trust bundle, swapped as one).
 //! - [`files`]: the `--identity-dir` source (`cert.pem`, `key.pem`, `bundle.pem`).
 //! - [`mtls`]: the sidecar listener's and the ingress's rustls configurations over the store.
+//! - [`health`]: what the identity's state means for `/readyz` and metrics.
 
 pub mod files;
+pub mod health;
 pub mod mtls;
 pub mod san;
 pub mod spiffe;

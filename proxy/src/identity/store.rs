@@ -73,6 +73,9 @@ pub struct Loaded {
 pub struct Identity {
     current: ArcSwapOption<Loaded>,
     generations: AtomicU64,
+    /// The certificate client's renewal state: failed attempts since the last success, and
+    /// the last error (see [`super::health`]).
+    renewal: std::sync::Mutex<(u64, Option<String>)>,
 }
 
 impl Identity {
@@ -84,6 +87,22 @@ impl Identity {
     /// The installed identity, if any.
     pub fn current(&self) -> Option<Arc<Loaded>> {
         self.current.load_full()
+    }
+
+    /// Record the renewal state reported by the certificate client.
+    pub fn record_renewal(&self, failures: u64, last_error: Option<String>) {
+        *self
+            .renewal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (failures, last_error);
+    }
+
+    /// Failed renewal attempts since the last success, and the last error.
+    pub fn renewal(&self) -> (u64, Option<String>) {
+        self.renewal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Check and swap in a new identity: `chain_pem` (leaf first), its `key_pem`, and the

@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/diagnostics`, `/table`.
 
+use crate::identity::health::{health, Health};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -91,28 +92,41 @@ pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<LoggedB
         });
     }
     let text = HeaderValue::from_static("text/plain; charset=utf-8");
+    let identity_health = shared.registry.identity.as_ref().map(|identity| {
+        let health = health(identity, unix_now());
+        // Scrapes and probes see the same state: the gauges are set from it here.
+        let (failures, _) = identity.renewal();
+        shared
+            .metrics
+            .identity_observed(identity.current().and_then(|c| c.not_after), failures);
+        health
+    });
     let (status, content_type, body) = match path {
         "/healthz" => (StatusCode::OK, text, Bytes::from_static(b"ok\n")),
-        // A proxy configured with a workload identity is not ready without one: every mTLS
-        // handshake would fail.
-        "/readyz"
-            if shared
-                .registry
-                .identity
-                .as_ref()
-                .is_some_and(|i| i.current().is_none()) =>
-        {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                text,
-                Bytes::from_static(b"not ready: no workload identity installed yet\n"),
-            )
-        }
+        // A proxy configured with a workload identity is not ready without a valid one: every
+        // mTLS handshake would fail. One whose renewal fails is ready until it expires, and
+        // says so.
+        "/readyz" if identity_health.as_ref().is_some_and(|h| !h.ready()) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            text,
+            Bytes::from(format!(
+                "not ready: {}\n",
+                identity_health
+                    .as_ref()
+                    .map(Health::describe)
+                    .unwrap_or_default()
+            )),
+        ),
         "/readyz" => match shared.runtime.load().as_deref() {
             Some(rt) => (
                 StatusCode::OK,
                 text,
-                Bytes::from(format!("ready: table version {}\n", rt.version())),
+                Bytes::from(match identity_health.as_ref() {
+                    Some(h @ Health::Degraded { .. }) => {
+                        format!("ready: table version {}; {}\n", rt.version(), h.describe())
+                    }
+                    _ => format!("ready: table version {}\n", rt.version()),
+                }),
             ),
             None => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -192,6 +206,13 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         }
     }
+}
+
+/// Now, in Unix seconds (0 if the clock is before 1970).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

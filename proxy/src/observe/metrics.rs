@@ -39,6 +39,8 @@ pub struct Metrics {
     connections_shed: IntCounterVec,
     connections_silent: IntCounterVec,
     certificate_expiry: IntGaugeVec,
+    /// Failed workload certificate renewals since the last success.
+    identity_renewal_failures: IntGauge,
     /// The names on `certificate_expiry` per kind, so a certificate that went away leaves the
     /// gauge with the next report of its kind.
     certificate_names: Arc<Mutex<BTreeMap<&'static str, Vec<String>>>>,
@@ -337,6 +339,11 @@ impl Metrics {
             &["kind", "name"],
         )?;
         registry.register(Box::new(certificate_expiry.clone()))?;
+        let identity_renewal_failures = IntGauge::new(
+            "tollgate_identity_renewal_failures",
+            "Failed workload certificate renewals (--identity-url) since the last success; the current certificate serves until it expires",
+        )?;
+        registry.register(Box::new(identity_renewal_failures.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(connections_shed.clone()))?;
         registry.register(Box::new(connections_silent.clone()))?;
@@ -372,6 +379,7 @@ impl Metrics {
             connections_silent,
             config,
             certificate_expiry,
+            identity_renewal_failures,
             certificate_names: Arc::default(),
             unrouted: Arc::default(),
         })
@@ -521,6 +529,18 @@ impl Metrics {
                 .with_label_values(&[kind])
                 .set(gauge(out));
         }
+    }
+
+    /// The workload identity as the admin listener found it: its certificate's `notAfter`
+    /// (the `identity` entry of the expiry gauge) and its failed renewals since the last success.
+    pub fn identity_observed(&self, not_after: Option<i64>, renewal_failures: u64) {
+        let certs: Vec<(String, i64)> = not_after
+            .map(|t| ("identity".to_string(), t))
+            .into_iter()
+            .collect();
+        self.certificates_expire("identity", &certs);
+        self.identity_renewal_failures
+            .set(i64::try_from(renewal_failures).unwrap_or(i64::MAX));
     }
 
     /// The certificates of one `kind` now in use, as `(name, notAfter in Unix seconds)`;
