@@ -223,7 +223,9 @@ pub struct Route {
     /// case-insensitively, values exactly). A route with more header matches wins over one
     /// with fewer on the same path, as in the Gateway API.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(h, self.exists_one(o, o.name.lowerAscii() == h.name.lowerAscii()))").message("a header is matched at most once"))]
+    // Case-sensitive here (the compiler also refuses case variants, `InvalidRoute`): with
+    // lowerAscii the rule is over the API server's CEL cost budget.
+    #[x_kube(validation = Rule::new("self.all(h, self.exists_one(o, o.name == h.name))").message("a header is matched at most once"))]
     #[schemars(length(max = 16))]
     pub headers: Vec<ValueMatch>,
     /// Query parameters that must all be present with exactly these values (names and values
@@ -239,7 +241,7 @@ pub struct Route {
 #[serde(rename_all = "camelCase")]
 pub struct ValueMatch {
     /// The header or query parameter name.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 128))]
     pub name: String,
     /// The exact value it must have.
     #[schemars(length(max = 4096))]
