@@ -2,7 +2,9 @@
 # The Gateway API standard-channel CRDs (the release Tollgate's types are generated from), for the
 # operator's e2e tests and the conformance harness: fetched once from the pinned Go module through
 # the Go module proxy and cached; the last stdout line is the path of one YAML file holding all of
-# them (apply it with `kubectl apply --server-side -f`). Idempotent; run from anywhere.
+# them, plus the release's ValidatingAdmissionPolicy against unsafe CRD upgrades, exactly as the
+# release's standard install (apply it with `kubectl apply --server-side -f`). Idempotent; run
+# from anywhere.
 #
 # Environment:
 #   TOLLGATE_CACHE   cache root (default ~/.cache/tollgate)
