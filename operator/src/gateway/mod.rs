@@ -176,3 +176,108 @@ where
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objects(yaml: &str) -> GatewayObjects {
+        let mut o = GatewayObjects::default();
+        for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+            let v: Value = serde::Deserialize::deserialize(doc).expect("yaml");
+            match v["kind"].as_str() {
+                Some("GatewayClass") => o
+                    .gateway_classes
+                    .push(serde_json::from_value(v).expect("class")),
+                Some("Gateway") => o.gateways.push(serde_json::from_value(v).expect("gateway")),
+                Some("HTTPRoute") => o
+                    .http_routes
+                    .push(serde_json::from_value(v).expect("route")),
+                Some("Service") => o.services.push(serde_json::from_value(v).expect("service")),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        o
+    }
+
+    const INPUT: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: ours, generation: 1}
+spec: {controllerName: tollgate.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: theirs, generation: 1}
+spec: {controllerName: example.com/other}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default, generation: 1}
+spec:
+  gatewayClassName: ours
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: foreign, namespace: default, generation: 1}
+spec:
+  gatewayClassName: theirs
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec: {ports: [{port: 8080}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mine, namespace: default, generation: 2}
+spec:
+  parentRefs: [{name: edge}]
+  rules: [{backendRefs: [{name: echo, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: foreign, namespace: default, generation: 1}
+spec:
+  parentRefs: [{name: foreign}]
+  rules: [{backendRefs: [{name: echo, port: 8080}]}]
+";
+
+    #[test]
+    fn only_our_class_its_gateways_and_their_routes_are_written_then_nothing() {
+        let mut o = objects(INPUT);
+        let serving = Serving {
+            addresses: vec!["127.0.0.2".parse().expect("ip")],
+        };
+        let writes = plan(&o, &serving, "2026-01-01T00:00:00Z");
+        let targets: Vec<&Target> = writes.iter().map(|w| &w.target).collect();
+        assert_eq!(
+            targets,
+            [
+                &Target::Class("ours".into()),
+                &Target::Gateway("default".into(), "edge".into()),
+                &Target::Route("default".into(), "mine".into()),
+            ]
+        );
+        // Once the statuses are stored, the next pass writes nothing.
+        for w in writes {
+            match w.target {
+                Target::Class(_) => {
+                    o.gateway_classes[0].status =
+                        Some(serde_json::from_value(w.status).expect("class status"));
+                }
+                Target::Gateway(..) => {
+                    o.gateways[0].status =
+                        Some(serde_json::from_value(w.status).expect("gateway status"));
+                }
+                Target::Route(..) => {
+                    o.http_routes[0].status =
+                        Some(serde_json::from_value(w.status).expect("route status"));
+                }
+            }
+        }
+        assert_eq!(plan(&o, &serving, "2026-01-02T00:00:00Z"), Vec::new());
+    }
+}
