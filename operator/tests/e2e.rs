@@ -711,16 +711,7 @@ async fn least_privilege_kubeconfig(client: &Client, ns: &str) -> PathBuf {
         "subjects": subject
     }))
     .expect("binding");
-    let class_role: ClusterRole = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": format!("{ns}-gatewayclasses")}, "rules": gateway_class_rules()
-    }))
-    .expect("role");
-    let class_binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": format!("{ns}-gatewayclasses")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{ns}-gatewayclasses")},
-        "subjects": subject
-    }))
-    .expect("binding");
+
     let pp = PostParams::default();
     let roles: Api<ClusterRole> = Api::all(client.clone());
     roles.create(&pp, &role).await.expect("create ClusterRole");
@@ -728,14 +719,7 @@ async fn least_privilege_kubeconfig(client: &Client, ns: &str) -> PathBuf {
         .create(&pp, &review_role)
         .await
         .expect("create ClusterRole");
-    roles
-        .create(&pp, &class_role)
-        .await
-        .expect("create ClusterRole");
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .create(&pp, &class_binding)
-        .await
-        .expect("create ClusterRoleBinding");
+    grant_gateway_classes(client, ns, sa).await;
     Api::<RoleBinding>::namespaced(client.clone(), ns)
         .create(&pp, &binding)
         .await
@@ -785,6 +769,30 @@ fn ca_rules() -> [serde_json::Value; 2] {
         serde_json::json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}),
         serde_json::json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}),
     ]
+}
+
+/// The GatewayClass ClusterRole (every mode, see [`gateway_class_rules`]) for ServiceAccount
+/// `sa` of `ns`, named `{ns}-gatewayclasses` ([`remove_cluster_rbac`] removes it).
+async fn grant_gateway_classes(client: &Client, ns: &str, sa: &str) {
+    let pp = PostParams::default();
+    let role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{ns}-gatewayclasses")}, "rules": gateway_class_rules()
+    }))
+    .expect("role");
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{ns}-gatewayclasses")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{ns}-gatewayclasses")},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
+    }))
+    .expect("binding");
+    Api::<ClusterRole>::all(client.clone())
+        .create(&pp, &role)
+        .await
+        .expect("create ClusterRole");
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&pp, &binding)
+        .await
+        .expect("create ClusterRoleBinding");
 }
 
 /// Create ServiceAccount `sa` in `ns` and write a kubeconfig holding a token of it.
@@ -1024,6 +1032,9 @@ async fn operator_watches_only_its_namespaces() {
             .await
             .expect("create RoleBinding");
     }
+    // GatewayClasses are cluster-scoped: their ClusterRole stays in every mode (the chart's
+    // namespaced rendering has it too).
+    grant_gateway_classes(&client, &watched[0], sa).await;
     let kubeconfig = service_account_kubeconfig(&client, &watched[0], sa).await;
     let started = Instant::now();
     // One namespace as the flag's first value, the other repeated: both spellings at once.
@@ -1073,6 +1084,7 @@ async fn operator_watches_only_its_namespaces() {
     );
 
     drop(operator);
+    remove_cluster_rbac(&client, &watched[0]).await;
     for ns in watched.iter().chain([&other]) {
         let _ = Api::<Namespace>::all(client.clone())
             .delete(ns, &DeleteParams::default())

@@ -98,6 +98,15 @@ async fn installed(client: &Client) -> Result<bool, kube::Error> {
     }
 }
 
+/// Whether this identity may list GatewayClasses (cluster-scoped, so RBAC for them is a
+/// ClusterRole that namespaced installs may lack).
+async fn may_list_classes(client: &Client) -> Result<(), kube::Error> {
+    Api::<GatewayClass>::all(client.clone())
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .map(|_| ())
+}
+
 /// Check for the CRDs until they are installed, then watch them (see the module docs). Returns
 /// the handle the snapshot reads and the task doing it (which also owns the watch tasks).
 pub fn start(
@@ -113,9 +122,20 @@ pub fn start(
     let namespaces = namespaces.to_vec();
     let task = tokio::spawn(async move {
         let mut said_missing = false;
+        let mut said_refused = false;
         loop {
             match installed(&client).await {
-                Ok(true) => break,
+                Ok(true) => match may_list_classes(&client).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        // Without the GatewayClass ClusterRole a watch would fail and retry
+                        // forever; say it once and keep the Gateway API off until it may.
+                        if !said_refused {
+                            tracing::warn!(error = %e, recheck = ?RECHECK, "the Gateway API CRDs are installed but GatewayClasses cannot be listed (the chart's gatewayclasses ClusterRole grants it); Gateways and HTTPRoutes are ignored until they can");
+                            said_refused = true;
+                        }
+                    }
+                },
                 Ok(false) if !said_missing => {
                     tracing::info!(
                         recheck = ?RECHECK,
