@@ -4066,6 +4066,10 @@ async fn gateway_api_objects_are_programmed_and_get_their_statuses() {
             "listener {c}: {listener}"
         );
     }
+    assert!(
+        condition_is(listener, "Conflicted", "False"),
+        "listener Conflicted: {listener}"
+    );
     let routes: Api<HttpRoute> = Api::namespaced(client.clone(), &ns);
     let route = wait_status(&routes, "echo", "HTTPRoute parent Accepted", |s| {
         s["parents"]

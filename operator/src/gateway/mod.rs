@@ -74,17 +74,25 @@ pub fn plan(objects: &GatewayObjects, serving: &Serving, now: &str) -> Vec<Write
                 && g.metadata.name.as_deref() == Some(desired.name.as_str())
         });
         let current = gw.and_then(|g| json_status(g.status.as_ref()));
-        let https: Vec<String> = gw
+        let facts = gw
             .map(|g| {
-                g.spec
+                let listeners: Vec<(&str, i32, &str, Option<&str>)> = g
+                    .spec
                     .listeners
                     .iter()
-                    .filter(|l| l.protocol == "HTTPS")
-                    .map(|l| l.name.clone())
-                    .collect()
+                    .map(|l| {
+                        (
+                            l.name.as_str(),
+                            l.port,
+                            l.protocol.as_str(),
+                            l.hostname.as_deref(),
+                        )
+                    })
+                    .collect();
+                status::ListenerFacts::of(&listeners)
             })
             .unwrap_or_default();
-        if let Some(status) = status::gateway_patch(current.as_ref(), desired, serving, &https, now)
+        if let Some(status) = status::gateway_patch(current.as_ref(), desired, serving, &facts, now)
         {
             writes.push(Write {
                 target: Target::Gateway(desired.namespace.clone(), desired.name.clone()),

@@ -34,6 +34,53 @@ pub struct Serving {
     pub addresses: Vec<IpAddr>,
 }
 
+/// What the operator reads from a Gateway's listeners besides the translation's verdicts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenerFacts {
+    /// Names of HTTPS listeners (not programmed, see [`gateway_patch`]).
+    pub https: Vec<String>,
+    /// Listeners that conflict with another of the same Gateway, with the reason
+    /// (`ProtocolConflict` or `HostnameConflict`).
+    pub conflicted: Vec<(String, &'static str)>,
+}
+
+impl ListenerFacts {
+    /// The facts of listeners given as (name, port, protocol, hostname).
+    ///
+    /// Two listeners on one port conflict when their protocols differ (`ProtocolConflict`: one
+    /// port cannot speak both), or when protocol and hostname are the same (`HostnameConflict`:
+    /// nothing tells their requests apart); no hostname counts as one hostname.
+    pub fn of(listeners: &[(&str, i32, &str, Option<&str>)]) -> ListenerFacts {
+        let mut facts = ListenerFacts {
+            https: listeners
+                .iter()
+                .filter(|l| l.2 == "HTTPS")
+                .map(|l| l.0.to_string())
+                .collect(),
+            conflicted: Vec::new(),
+        };
+        for (i, a) in listeners.iter().enumerate() {
+            let reason = listeners
+                .iter()
+                .enumerate()
+                .filter(|(j, b)| *j != i && b.1 == a.1)
+                .find_map(|(_, b)| {
+                    if b.2 != a.2 {
+                        Some("ProtocolConflict")
+                    } else if b.3 == a.3 {
+                        Some("HostnameConflict")
+                    } else {
+                        None
+                    }
+                });
+            if let Some(reason) = reason {
+                facts.conflicted.push((a.0.to_string(), reason));
+            }
+        }
+        facts
+    }
+}
+
 /// `status` a GatewayClass should have, or `None` when `current` already says it.
 pub fn class_patch(current: Option<&Value>, desired: &ClassStatus, now: &str) -> Option<Value> {
     let conditions = stamp(current, &desired.conditions, now);
@@ -45,12 +92,14 @@ pub fn class_patch(current: Option<&Value>, desired: &ClassStatus, now: &str) ->
 ///
 /// Completes the translation's data: `addresses` from `serving` (no address: `Programmed=False`,
 /// `AddressNotAssigned`); HTTPS listeners `Programmed=False` (the proxies do not load listener
-/// certificates from Gateways yet, so such a listener would not serve TLS).
+/// certificates from Gateways yet, so such a listener would not serve TLS); every listener a
+/// `Conflicted` condition (`True` with the reason for those in `facts.conflicted`, which are not
+/// programmed either).
 pub fn gateway_patch(
     current: Option<&Value>,
     desired: &GatewayState,
     serving: &Serving,
-    https_listeners: &[String],
+    facts: &ListenerFacts,
     now: &str,
 ) -> Option<Value> {
     let mut conditions = desired.conditions.clone();
@@ -67,7 +116,34 @@ pub fn gateway_patch(
         .iter()
         .map(|l| {
             let mut lc = l.conditions.clone();
-            if https_listeners.contains(&l.name) {
+            let generation = lc.first().and_then(|c| c.observed_generation);
+            let conflict = facts
+                .conflicted
+                .iter()
+                .find(|(n, _)| n == &l.name)
+                .map(|(_, r)| *r);
+            lc.push(Condition {
+                type_: "Conflicted".into(),
+                status: if conflict.is_some() { "True" } else { "False" }.into(),
+                reason: conflict.unwrap_or("NoConflicts").into(),
+                message: match conflict {
+                    Some("ProtocolConflict") => {
+                        "another listener on this port uses another protocol".into()
+                    }
+                    Some(_) => "another listener has this port, protocol and hostname".into(),
+                    None => "no conflicts".into(),
+                },
+                last_transition_time: None,
+                observed_generation: generation,
+            });
+            if let Some(reason) = conflict {
+                set(
+                    &mut lc,
+                    PROGRAMMED,
+                    "Invalid",
+                    &format!("conflicts with another listener ({reason})"),
+                );
+            } else if facts.https.contains(&l.name) {
                 set(
                     &mut lc,
                     PROGRAMMED,
@@ -330,8 +406,14 @@ mod tests {
         let fresh = json!({"conditions": [
             {"type": "Accepted", "status": "Unknown", "reason": "Pending", "message": "Waiting for controller",
              "lastTransitionTime": "1970-01-01T00:00:00Z"}]});
-        let patch =
-            gateway_patch(Some(&fresh), &gateway(&["http"]), &serving, &[], "t1").expect("a write");
+        let patch = gateway_patch(
+            Some(&fresh),
+            &gateway(&["http"]),
+            &serving,
+            &ListenerFacts::default(),
+            "t1",
+        )
+        .expect("a write");
         assert_eq!(
             patch["addresses"],
             json!([{"type": "IPAddress", "value": "127.0.0.7"}])
@@ -343,14 +425,26 @@ mod tests {
         );
         assert_eq!(patch["conditions"][1]["status"], json!("True"));
         assert_eq!(
-            gateway_patch(Some(&patch), &gateway(&["http"]), &serving, &[], "t2"),
+            gateway_patch(
+                Some(&patch),
+                &gateway(&["http"]),
+                &serving,
+                &ListenerFacts::default(),
+                "t2"
+            ),
             None
         );
         // A field someone else writes is not compared.
         let mut with_extra = patch.clone();
         with_extra["attachedListenerSets"] = json!(0);
         assert_eq!(
-            gateway_patch(Some(&with_extra), &gateway(&["http"]), &serving, &[], "t2"),
+            gateway_patch(
+                Some(&with_extra),
+                &gateway(&["http"]),
+                &serving,
+                &ListenerFacts::default(),
+                "t2"
+            ),
             None
         );
     }
@@ -361,7 +455,7 @@ mod tests {
             None,
             &gateway(&["http", "https"]),
             &Serving::default(),
-            &["https".to_string()],
+            &ListenerFacts::of(&[("http", 80, "HTTP", None), ("https", 443, "HTTPS", None)]),
             "t",
         )
         .expect("a write");
@@ -382,6 +476,60 @@ mod tests {
         assert_eq!(
             patch["listeners"][1]["conditions"][2]["observedGeneration"],
             json!(1)
+        );
+    }
+
+    #[test]
+    fn listeners_sharing_a_port_conflict_by_protocol_or_hostname() {
+        let facts = ListenerFacts::of(&[
+            ("a", 80, "HTTP", Some("a.example")),
+            ("b", 80, "HTTP", Some("b.example")),
+            ("c", 80, "HTTP", Some("a.example")),
+            ("d", 8443, "HTTPS", None),
+            ("e", 8443, "HTTP", None),
+            ("f", 81, "HTTP", None),
+        ]);
+        assert_eq!(
+            facts.conflicted,
+            [
+                ("a".to_string(), "HostnameConflict"),
+                ("c".to_string(), "HostnameConflict"),
+                ("d".to_string(), "ProtocolConflict"),
+                ("e".to_string(), "ProtocolConflict"),
+            ]
+        );
+        let patch = gateway_patch(
+            None,
+            &gateway(&["a", "b"]),
+            &Serving::default(),
+            &ListenerFacts::of(&[("a", 80, "HTTP", None), ("b", 80, "HTTP", None)]),
+            "t",
+        )
+        .expect("a write");
+        let a = &patch["listeners"][0]["conditions"];
+        assert_eq!(a[3]["type"], json!("Conflicted"));
+        assert_eq!(a[3]["status"], json!("True"));
+        assert_eq!(a[3]["reason"], json!("HostnameConflict"));
+        assert_eq!(
+            a[2]["status"],
+            json!("False"),
+            "a conflicted listener is not programmed"
+        );
+        let fine = gateway_patch(
+            None,
+            &gateway(&["a"]),
+            &Serving::default(),
+            &ListenerFacts::of(&[("a", 80, "HTTP", None)]),
+            "t",
+        )
+        .expect("a write");
+        assert_eq!(
+            fine["listeners"][0]["conditions"][3]["reason"],
+            json!("NoConflicts")
+        );
+        assert_eq!(
+            fine["listeners"][0]["conditions"][3]["status"],
+            json!("False")
         );
     }
 
