@@ -505,7 +505,7 @@ YAML
 
 # Namespaced mode (operator.watchNamespaces): a second release, `tgns` in namespace $NS_RELEASE,
 # watching $NS_A and $NS_B. Its ServiceAccount gets Roles there and nothing cluster-wide but
-# TokenReviews. (operator/tests/e2e.rs `operator_watches_only_its_namespaces` runs the operator
+# TokenReviews and GatewayClasses. (operator/tests/e2e.rs `operator_watches_only_its_namespaces` runs the operator
 # itself under Roles only.)
 NS_RELEASE=tg-ns-release NS_A=tg-ns-a NS_B=tg-ns-b
 namespaced_rbac_tests() { # KUBECTL SERVER CA_DATA
@@ -517,13 +517,13 @@ namespaced_rbac_tests() { # KUBECTL SERVER CA_DATA
 		--set "operator.watchNamespaces={$NS_A,$NS_B}" --set sidecar.injector.enabled=true \
 		--show-only templates/serviceaccounts.yaml --show-only templates/rbac.yaml \
 		--show-only templates/secret-policy.yaml >"$WORK/rbac-ns.yaml"
-	check "namespaced mode: no operator ClusterRole, only the TokenReview and namespace-read ones" python3 -c '
+	check "namespaced mode: no operator ClusterRole, only the TokenReview, GatewayClass and namespace-read ones" python3 -c '
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 cluster = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole")
 roles = sorted((d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "Role")
 print(cluster, roles)
-assert cluster == ["tgns-tollgate-injector", "tgns-tollgate-tokenreview"], cluster
+assert cluster == ["tgns-tollgate-gatewayclasses", "tgns-tollgate-injector", "tgns-tollgate-tokenreview"], cluster
 assert roles == [("tg-ns-a", "tgns-tollgate-operator"), ("tg-ns-b", "tgns-tollgate-operator"),
                  ("tg-ns-release", "tgns-tollgate-leader")], roles
 ' "$WORK/rbac-ns.yaml"

@@ -65,6 +65,8 @@ pub struct Context {
     /// When the next graced key expires (leader only): the loop wakes up then to remove it,
     /// since nothing else changes at that instant.
     pub next_key_expiry: Mutex<Option<DateTime<Utc>>>,
+    /// What Gateways of our classes are served on (their `status.addresses`).
+    pub gateway: crate::gateway::Serving,
 }
 
 /// How long until `at` (at least [`MIN_EXPIRY_WAIT`]: a removal that keeps failing must not
@@ -301,6 +303,11 @@ pub async fn reconcile(
             note(e);
         }
         for e in write_all(ctx, policies).await {
+            note(e);
+        }
+        // Statuses from the very objects that were compiled (see above).
+        let writes = crate::gateway::plan(&snapshot.gateway, &ctx.gateway, &now);
+        for e in crate::gateway::write_statuses(&ctx.client, &ctx.metrics, writes).await {
             note(e);
         }
     }

@@ -58,7 +58,7 @@ impl<K> Watched<K>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    fn new(stores: Vec<Store<K>>) -> Self {
+    pub(crate) fn new(stores: Vec<Store<K>>) -> Self {
         Watched { stores }
     }
 
@@ -72,7 +72,9 @@ where
         self.stores.iter().find_map(|s| s.get(key))
     }
 
-    async fn wait_until_ready(&self) -> std::result::Result<(), reflector::store::WriterDropped> {
+    pub(crate) async fn wait_until_ready(
+        &self,
+    ) -> std::result::Result<(), reflector::store::WriterDropped> {
         for store in &self.stores {
             store.wait_until_ready().await?;
         }
@@ -101,6 +103,8 @@ pub struct Stores {
     /// injected) and the trust domain of their identities, so Service backends whose pods have
     /// sidecars are reached through them.
     pub injected: Option<(Watched<Pod>, String)>,
+    /// The Gateway API kinds, once their CRDs are found (see [`crate::gateway::watch`]).
+    pub gateway: crate::gateway::watch::GatewayWatch,
 }
 
 impl Stores {
@@ -185,8 +189,7 @@ impl Stores {
                 }
             },
             rejected: Vec::new(),
-            // The Gateway API controller (issue 13) is not written yet: no HTTPRoute is read.
-            gateway: Default::default(),
+            gateway: self.gateway.objects(&self.services),
         }
     }
 }
@@ -288,12 +291,14 @@ pub fn start(
             });
             (pods, trust_domain.to_string())
         }),
+        // Filled by `crate::gateway::watch::start` when the CRDs are there.
+        gateway: Default::default(),
     };
     (stores, tasks)
 }
 
 /// One reflector per scope in `scopes`, gathered into one [`Watched`].
-fn reflect<K>(
+pub(crate) fn reflect<K>(
     client: &Client,
     scopes: &[Option<&str>],
     changed: &Arc<Notify>,

@@ -15,6 +15,7 @@ pub mod controller;
 pub mod distribute;
 pub mod endpoints;
 pub mod error;
+pub mod gateway;
 pub mod gather;
 pub mod health;
 pub mod inject;
@@ -72,6 +73,8 @@ pub struct Config {
     pub webhook: Option<WebhookConfig>,
     /// The workload CA behind `POST /v1/certificate` on the distribution listener (`None`: off).
     pub ca: Option<ca::CaConfig>,
+    /// What Gateways of our classes are served on (`status.addresses`).
+    pub gateway: gateway::Serving,
 }
 
 /// The sidecar injector: where its webhook listens, its serving certificate, the sidecar.
@@ -238,7 +241,7 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
     }
 
     let changed = Arc::new(Notify::new());
-    let (stores, watches) = gather::start(
+    let (mut stores, mut watches) = gather::start(
         &client,
         &config.watch_namespaces,
         changed.clone(),
@@ -248,6 +251,15 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
             .as_ref()
             .map(|w| w.inject.trust_domain.as_str()),
     );
+    let (gateway_watch, gateway_task) = gateway::watch::start(
+        &client,
+        &config.watch_namespaces,
+        changed.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    stores.gateway = gateway_watch;
+    watches.push(gateway_task);
     let reporter = Reporter {
         controller: "tollgate-operator".into(),
         instance: Some(config.identity.clone()),
@@ -277,6 +289,7 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
         pending_keys: Default::default(),
         last_good: Default::default(),
         next_key_expiry: Default::default(),
+        gateway: config.gateway.clone(),
     });
     let result = controller::run(ctx, stores, changed, table_tx, config.debounce, shutdown).await;
 

@@ -178,6 +178,11 @@ struct Args {
     /// when written to a terminal.
     #[arg(long)]
     log_json: bool,
+    /// The address(es) proxies serve Gateways of our GatewayClasses on, written to every such
+    /// Gateway's `status.addresses` (IP[,IP]). Without one, Gateways are `Programmed=False`
+    /// (`AddressNotAssigned`).
+    #[arg(long, env = "TOLLGATE_GATEWAY_ADDRESS", value_delimiter = ',')]
+    gateway_address: Vec<std::net::IpAddr>,
 }
 
 /// Colour codes only for a terminal: in a file or a log collector they are noise. NO_COLOR
@@ -263,6 +268,9 @@ async fn main() -> anyhow::Result<()> {
             usage_interval: Duration::from_secs(args.usage_interval_secs.max(1)),
             webhook,
             ca,
+            gateway: tollgate_operator::gateway::Serving {
+                addresses: args.gateway_address.clone(),
+            },
         },
         shutdown_rx,
     )

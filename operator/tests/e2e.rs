@@ -715,6 +715,7 @@ async fn least_privilege_kubeconfig(client: &Client, ns: &str) -> PathBuf {
         "subjects": subject
     }))
     .expect("binding");
+
     let pp = PostParams::default();
     let roles: Api<ClusterRole> = Api::all(client.clone());
     roles.create(&pp, &role).await.expect("create ClusterRole");
@@ -722,6 +723,7 @@ async fn least_privilege_kubeconfig(client: &Client, ns: &str) -> PathBuf {
         .create(&pp, &review_role)
         .await
         .expect("create ClusterRole");
+    grant_gateway_classes(client, ns, sa).await;
     Api::<RoleBinding>::namespaced(client.clone(), ns)
         .create(&pp, &binding)
         .await
@@ -746,6 +748,16 @@ fn operator_rules() -> serde_json::Value {
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create", "patch"]},
+        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways", "httproutes", "referencegrants"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways/status", "httproutes/status"], "verbs": ["patch"]},
+    ])
+}
+
+/// GatewayClasses are cluster-scoped: the operator README's ClusterRole for them (every mode).
+fn gateway_class_rules() -> serde_json::Value {
+    serde_json::json!([
+        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gatewayclasses"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gatewayclasses/status"], "verbs": ["patch"]},
     ])
 }
 
@@ -761,6 +773,30 @@ fn ca_rules() -> [serde_json::Value; 2] {
         serde_json::json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}),
         serde_json::json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}),
     ]
+}
+
+/// The GatewayClass ClusterRole (every mode, see [`gateway_class_rules`]) for ServiceAccount
+/// `sa` of `ns`, named `{ns}-gatewayclasses` ([`remove_cluster_rbac`] removes it).
+async fn grant_gateway_classes(client: &Client, ns: &str, sa: &str) {
+    let pp = PostParams::default();
+    let role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{ns}-gatewayclasses")}, "rules": gateway_class_rules()
+    }))
+    .expect("role");
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{ns}-gatewayclasses")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{ns}-gatewayclasses")},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
+    }))
+    .expect("binding");
+    Api::<ClusterRole>::all(client.clone())
+        .create(&pp, &role)
+        .await
+        .expect("create ClusterRole");
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&pp, &binding)
+        .await
+        .expect("create ClusterRoleBinding");
 }
 
 /// Create ServiceAccount `sa` in `ns` and write a kubeconfig holding a token of it.
@@ -813,8 +849,12 @@ async fn remove_cluster_rbac(client: &Client, ns: &str) {
     let roles: Api<ClusterRole> = Api::all(client.clone());
     let _ = roles.delete(&format!("{ns}-operator"), &dp).await;
     let _ = roles.delete(&format!("{ns}-tokenreview"), &dp).await;
+    let _ = roles.delete(&format!("{ns}-gatewayclasses"), &dp).await;
     let _ = Api::<ClusterRoleBinding>::all(client.clone())
         .delete(&format!("{ns}-tokenreview"), &dp)
+        .await;
+    let _ = Api::<ClusterRoleBinding>::all(client.clone())
+        .delete(&format!("{ns}-gatewayclasses"), &dp)
         .await;
 }
 
@@ -996,6 +1036,9 @@ async fn operator_watches_only_its_namespaces() {
             .await
             .expect("create RoleBinding");
     }
+    // GatewayClasses are cluster-scoped: their ClusterRole stays in every mode (the chart's
+    // namespaced rendering has it too).
+    grant_gateway_classes(&client, &watched[0], sa).await;
     let kubeconfig = service_account_kubeconfig(&client, &watched[0], sa).await;
     let started = Instant::now();
     // One namespace as the flag's first value, the other repeated: both spellings at once.
@@ -1045,6 +1088,7 @@ async fn operator_watches_only_its_namespaces() {
     );
 
     drop(operator);
+    remove_cluster_rbac(&client, &watched[0]).await;
     for ns in watched.iter().chain([&other]) {
         let _ = Api::<Namespace>::all(client.clone())
             .delete(ns, &DeleteParams::default())
@@ -3841,4 +3885,374 @@ async fn the_operator_issues_workload_certificates() {
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
         .await;
+}
+
+/// The Gateway API standard CRDs (e2e/gateway-api-crds.sh fetches and caches them), applied
+/// like Tollgate's own.
+async fn install_gateway_api_crds(client: &Client) {
+    let out = Command::new(root().join("e2e/gateway-api-crds.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run e2e/gateway-api-crds.sh");
+    assert!(out.status.success(), "e2e/gateway-api-crds.sh failed");
+    let path = String::from_utf8(out.stdout).expect("path");
+    let path = Path::new(path.lines().last().expect("a path").trim());
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    // The file also holds the release's ValidatingAdmissionPolicy against unsafe upgrades, which
+    // these tests do not need.
+    for doc in documents(path, "")
+        .into_iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+    {
+        let crd: CustomResourceDefinition = serde_json::from_value(doc).expect("a CRD");
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("tollgate-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
+        tokio::time::timeout(
+            WAIT,
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not Established in {WAIT:?}"))
+        .expect("watch CRD");
+    }
+}
+
+/// Create any object (namespaced unless `ns` is empty) by server-side apply as the test.
+async fn apply_any(client: &Client, ns: &str, doc: serde_json::Value) {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use tollgate_crds::gateway::{Gateway, GatewayClass, HttpRoute};
+    let kind = doc["kind"].as_str().expect("kind").to_string();
+    let ar = match kind.as_str() {
+        "GatewayClass" => ApiResource::erase::<GatewayClass>(&()),
+        "Gateway" => ApiResource::erase::<Gateway>(&()),
+        "HTTPRoute" => ApiResource::erase::<HttpRoute>(&()),
+        "Service" => ApiResource::erase::<Service>(&()),
+        "EndpointSlice" => ApiResource::erase::<EndpointSlice>(&()),
+        other => resource_of(other),
+    };
+    let name = doc["metadata"]["name"].as_str().expect("name").to_string();
+    let api: Api<DynamicObject> = if ns.is_empty() {
+        Api::all_with(client.clone(), &ar)
+    } else {
+        Api::namespaced_with(client.clone(), ns, &ar)
+    };
+    api.patch(
+        &name,
+        &PatchParams::apply("tollgate-e2e").force(),
+        &Patch::Apply(&doc),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+}
+
+/// `status` of a Gateway API object, as JSON, once `pred` holds (or a panic naming `what`).
+async fn wait_status<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + serde::Serialize,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let obj = api.get(name).await.expect("get");
+        let v = serde_json::to_value(&obj).expect("json");
+        if pred(&v["status"]) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not seen in {WAIT:?}; last: {}",
+            v["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn condition_is(status: &serde_json::Value, type_: &str, value: &str) -> bool {
+    status["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == type_ && c["status"] == value)
+    })
+}
+
+/// The operator as the Gateway API controller of its class: a GatewayClass, Gateway and
+/// HTTPRoute (to a Service with an EndpointSlice) and a Product targeting the route get their
+/// statuses (class Accepted; Gateway Accepted/Programmed with the --gateway-address and the
+/// listener's attachedRoutes; the route's parent Accepted/ResolvedRefs under our controllerName),
+/// the route is in the distributed table, a proxy following the operator serves it, and an edit
+/// of the route's path reaches the proxy (measured). A class of another controller gets no
+/// status from us.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_objects_are_programmed_and_get_their_statuses() {
+    use tollgate_crds::gateway::{Gateway, GatewayClass, HttpRoute};
+    if !enabled("gateway_api_objects_are_programmed_and_get_their_statuses") {
+        return;
+    }
+    if on_kind() {
+        eprintln!("gateway_api_objects_are_programmed_and_get_their_statuses: local target only");
+        return;
+    }
+    let binary = proxy_binary();
+    let client = Client::try_default().await.expect("kube client");
+    install_crds(&client).await;
+    install_gateway_api_crds(&client).await;
+    let ns = fresh_namespace(&client).await;
+    eprintln!("namespace {ns}");
+    let tls = DistributionTls::create(&std::env::temp_dir().join(format!("{ns}-tls")));
+    let kubeconfig = operator_kubeconfig(&client, &ns).await;
+    let operator = Operator::start_with_args(
+        &ns,
+        "op-gw",
+        &kubeconfig,
+        free_port(),
+        Some(&tls),
+        &["--gateway-address".to_string(), "127.0.0.1".to_string()],
+    );
+    operator.wait_ready().await;
+
+    // GatewayClasses are cluster-scoped: named after the namespace so runs do not meet.
+    let ours = ns.clone();
+    let theirs = format!("{ns}-other");
+    // EndpointSlices refuse loopback addresses: the backend listens on this machine's own
+    // address (the one a route to a documentation address would leave from; nothing is sent).
+    let host_ip = {
+        let probe = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+        probe
+            .connect("192.0.2.1:9")
+            .expect("a non-loopback IPv4 route (EndpointSlices refuse 127.x)");
+        probe.local_addr().expect("local address").ip()
+    };
+    assert!(!host_ip.is_loopback(), "{host_ip}");
+    let backend_port = {
+        let listener = tokio::net::TcpListener::bind((host_ip, 0))
+            .await
+            .expect("bind backend");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\necho")
+                        .await;
+                });
+            }
+        });
+        port
+    };
+    apply_any(
+        &client,
+        "",
+        serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": ours}, "spec": {"controllerName": "tollgate.dev/gateway-controller"}}),
+    )
+    .await;
+    apply_any(
+        &client,
+        "",
+        serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": theirs}, "spec": {"controllerName": "example.com/not-tollgate"}}),
+    )
+    .await;
+    for doc in [
+        serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "edge"},
+            "spec": {"gatewayClassName": ours, "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}]}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"},
+            "spec": {"ports": [{"port": 8080}]}}),
+        serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "echo-1", "labels": {"kubernetes.io/service-name": "echo"}},
+            "addressType": "IPv4", "ports": [{"port": backend_port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [host_ip.to_string()], "conditions": {"ready": true}}]}),
+        serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "echo"},
+            "spec": {"parentRefs": [{"name": "edge"}],
+                "rules": [{"name": "v1", "matches": [{"path": {"type": "PathPrefix", "value": "/v1/"}}],
+                    "backendRefs": [{"name": "echo", "port": 8080}]}]}}),
+        serde_json::json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "Product", "metadata": {"name": "echo"},
+            "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "echo"}]}}),
+        serde_json::json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "Plan", "metadata": {"name": "basic"},
+            "spec": {"product": "echo"}}),
+        serde_json::json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "Subscription", "metadata": {"name": "acme"},
+            "spec": {"plan": "basic", "subscriber": {"name": "Acme", "email": "ops@acme.example"}}}),
+    ] {
+        apply_any(&client, &ns, doc).await;
+    }
+
+    // --- statuses
+    let classes: Api<GatewayClass> = Api::all(client.clone());
+    let class = wait_status(&classes, &ours, "GatewayClass Accepted", |s| {
+        condition_is(s, "Accepted", "True")
+    })
+    .await;
+    assert_eq!(class["status"]["conditions"][0]["observedGeneration"], 1);
+    let gateways: Api<Gateway> = Api::namespaced(client.clone(), &ns);
+    let gw = wait_status(&gateways, "edge", "Gateway Programmed", |s| {
+        condition_is(s, "Programmed", "True") && s["listeners"][0]["attachedRoutes"] == 1
+    })
+    .await;
+    let st = &gw["status"];
+    assert!(condition_is(st, "Accepted", "True"), "{st}");
+    assert_eq!(
+        st["addresses"],
+        serde_json::json!([{"type": "IPAddress", "value": "127.0.0.1"}])
+    );
+    let listener = &st["listeners"][0];
+    assert_eq!(listener["name"], "http");
+    assert_eq!(
+        listener["supportedKinds"],
+        serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+    );
+    for c in ["Accepted", "ResolvedRefs", "Programmed"] {
+        assert!(
+            condition_is(listener, c, "True"),
+            "listener {c}: {listener}"
+        );
+    }
+    assert!(
+        condition_is(listener, "Conflicted", "False"),
+        "listener Conflicted: {listener}"
+    );
+    let routes: Api<HttpRoute> = Api::namespaced(client.clone(), &ns);
+    let route = wait_status(&routes, "echo", "HTTPRoute parent Accepted", |s| {
+        s["parents"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| condition_is(p, "Accepted", "True")))
+    })
+    .await;
+    let parents = route["status"]["parents"].as_array().expect("parents");
+    assert_eq!(parents.len(), 1, "{parents:?}");
+    assert_eq!(
+        parents[0]["controllerName"],
+        "tollgate.dev/gateway-controller"
+    );
+    assert_eq!(parents[0]["parentRef"]["name"], "edge");
+    assert!(
+        condition_is(&parents[0], "ResolvedRefs", "True"),
+        "{parents:?}"
+    );
+
+    // --- the route in the distributed table: a proxy following the operator (over HTTPS)
+    // serves it, to the EndpointSlice's address.
+    proxy_token(&client, &ns).await;
+    let token_file = std::env::temp_dir().join(format!("{ns}-proxy.token"));
+    let key = generated_key(&client, &ns, "acme-keys").await;
+    let state = std::env::temp_dir().join(format!("{ns}-proxy-state"));
+    let proxy = Proxy::start(
+        &binary,
+        &format!("{ns}-proxy"),
+        operator.table_port,
+        &token_file,
+        &state,
+        &tls,
+    );
+    let header = format!("X-Subscription-Key: {key}\r\n");
+    let status_of = |path: String| {
+        let header = header.clone();
+        let port = proxy.port;
+        async move { http_get_with(port, &path, &header).await.map(|(c, _)| c) }
+    };
+    let deadline = Instant::now() + WAIT;
+    while status_of("/v1/x".into()).await != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never served /v1/x: {}",
+            proxy.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // --- HTTPRoute path edits → enforced by the proxy (200 on the new path), measured
+    let mut latencies = Vec::new();
+    for i in 2..=6 {
+        let prefix = format!("/v{i}/");
+        let started = Instant::now();
+        routes
+            .patch(
+                "echo",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"rules": [{"name": "v1",
+                    "matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
+                    "backendRefs": [{"name": "echo", "port": 8080}]}]}})),
+            )
+            .await
+            .expect("patch HTTPRoute");
+        let deadline = Instant::now() + WAIT;
+        while status_of(format!("{prefix}x")).await != Some(200) {
+            assert!(Instant::now() < deadline, "{prefix} never served");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        latencies.push(started.elapsed());
+        assert_ne!(
+            status_of(format!("/v{}/x", i - 1)).await,
+            Some(200),
+            "the old path still served"
+        );
+    }
+    latencies.sort();
+    eprintln!(
+        "MEASURED HTTPRoute path change → 200 on the new path through the proxy over {} changes: min {:?}, median {:?}, max {:?}",
+        latencies.len(),
+        latencies[0],
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    // The route's status follows its generation.
+    wait_status(&routes, "echo", "HTTPRoute observedGeneration", |s| {
+        s["parents"][0]["conditions"][0]["observedGeneration"] == 6
+    })
+    .await;
+
+    // --- the other controller's class: no status write of ours, ever
+    let other = classes.get(&theirs).await.expect("get other class");
+    let managers: Vec<String> = other
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        !managers.iter().any(|m| m == "tollgate-operator"),
+        "{managers:?}"
+    );
+    assert!(
+        !other
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .any(|c| c.status == "True"),
+        "{:?}",
+        other.status
+    );
+
+    // --- statuses settle: no write loop
+    let writes = operator
+        .metric("tollgate_operator_status_writes_total")
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        operator
+            .metric("tollgate_operator_status_writes_total")
+            .await,
+        writes,
+        "status writes keep going"
+    );
+
+    drop(proxy);
+    drop(operator);
+    let _ = classes.delete(&ours, &DeleteParams::default()).await;
+    let _ = classes.delete(&theirs, &DeleteParams::default()).await;
+    remove_cluster_rbac(&client, &ns).await;
 }

@@ -1,0 +1,547 @@
+//! The Gateway API statuses to write (pure): the translation's status data, completed with what
+//! only the operator knows (the addresses it serves on, which listeners the proxies can program),
+//! stamped with `lastTransitionTime`s and compared with what each object has, so only changes are
+//! written.
+//!
+//! # Ownership
+//!
+//! - GatewayClass and Gateway statuses are the controller's alone: only classes with our
+//!   `controllerName`, and Gateways of those classes, get one (the translation decides which).
+//! - `HTTPRoute.status.parents` is shared by every controller whose Gateway the route names, and
+//!   the CRD declares it an atomic list, so a server-side apply writes the whole list: the entries
+//!   of other controllers are copied through verbatim, ours are replaced, and ours are removed
+//!   when the route no longer attaches to one of our Gateways.
+//! - Comparison ignores `lastTransitionTime` only in the sense that it is carried over from the
+//!   current status while a condition's `status` is unchanged; anything else that differs is a
+//!   write. Writing the same status again is never needed, so write → watch event → recompile
+//!   ends after one round.
+
+use std::net::IpAddr;
+
+use serde_json::{json, Map, Value};
+use tollgate_crds::gateway::status::{ClassStatus, GatewayState, ParentState, RouteState};
+use tollgate_crds::gateway::CONTROLLER_NAME;
+use tollgate_crds::product::GATEWAY_API_GROUP;
+use tollgate_crds::status::Condition;
+
+const PROGRAMMED: &str = "Programmed";
+
+/// What the operator adds to the translation's view of a Gateway.
+#[derive(Clone, Debug, Default)]
+pub struct Serving {
+    /// The addresses proxies serve Gateways on (`--gateway-address`); written to
+    /// `status.addresses` of every Gateway of our classes.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// What the operator reads from a Gateway's listeners besides the translation's verdicts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenerFacts {
+    /// Names of HTTPS listeners (not programmed, see [`gateway_patch`]).
+    pub https: Vec<String>,
+    /// Listeners that conflict with another of the same Gateway, with the reason
+    /// (`ProtocolConflict` or `HostnameConflict`).
+    pub conflicted: Vec<(String, &'static str)>,
+}
+
+impl ListenerFacts {
+    /// The facts of listeners given as (name, port, protocol, hostname).
+    ///
+    /// Two listeners on one port conflict when their protocols differ (`ProtocolConflict`: one
+    /// port cannot speak both), or when protocol and hostname are the same (`HostnameConflict`:
+    /// nothing tells their requests apart); no hostname counts as one hostname.
+    pub fn of(listeners: &[(&str, i32, &str, Option<&str>)]) -> ListenerFacts {
+        let mut facts = ListenerFacts {
+            https: listeners
+                .iter()
+                .filter(|l| l.2 == "HTTPS")
+                .map(|l| l.0.to_string())
+                .collect(),
+            conflicted: Vec::new(),
+        };
+        for (i, a) in listeners.iter().enumerate() {
+            let reason = listeners
+                .iter()
+                .enumerate()
+                .filter(|(j, b)| *j != i && b.1 == a.1)
+                .find_map(|(_, b)| {
+                    if b.2 != a.2 {
+                        Some("ProtocolConflict")
+                    } else if b.3 == a.3 {
+                        Some("HostnameConflict")
+                    } else {
+                        None
+                    }
+                });
+            if let Some(reason) = reason {
+                facts.conflicted.push((a.0.to_string(), reason));
+            }
+        }
+        facts
+    }
+}
+
+/// `status` a GatewayClass should have, or `None` when `current` already says it.
+pub fn class_patch(current: Option<&Value>, desired: &ClassStatus, now: &str) -> Option<Value> {
+    let conditions = stamp(current, &desired.conditions, now);
+    let status = json!({ "conditions": conditions });
+    changed(current, status)
+}
+
+/// `status` a Gateway should have, or `None` when `current` already says it.
+///
+/// Completes the translation's data: `addresses` from `serving` (no address: `Programmed=False`,
+/// `AddressNotAssigned`); HTTPS listeners `Programmed=False` (the proxies do not load listener
+/// certificates from Gateways yet, so such a listener would not serve TLS); every listener a
+/// `Conflicted` condition (`True` with the reason for those in `facts.conflicted`, which are not
+/// programmed either).
+pub fn gateway_patch(
+    current: Option<&Value>,
+    desired: &GatewayState,
+    serving: &Serving,
+    facts: &ListenerFacts,
+    now: &str,
+) -> Option<Value> {
+    let mut conditions = desired.conditions.clone();
+    if serving.addresses.is_empty() {
+        set(
+            &mut conditions,
+            PROGRAMMED,
+            "AddressNotAssigned",
+            "the operator has no --gateway-address (TOLLGATE_GATEWAY_ADDRESS) to report",
+        );
+    }
+    let listeners: Vec<Value> = desired
+        .listeners
+        .iter()
+        .map(|l| {
+            let mut lc = l.conditions.clone();
+            let generation = lc.first().and_then(|c| c.observed_generation);
+            let conflict = facts
+                .conflicted
+                .iter()
+                .find(|(n, _)| n == &l.name)
+                .map(|(_, r)| *r);
+            lc.push(Condition {
+                type_: "Conflicted".into(),
+                status: if conflict.is_some() { "True" } else { "False" }.into(),
+                reason: conflict.unwrap_or("NoConflicts").into(),
+                message: match conflict {
+                    Some("ProtocolConflict") => {
+                        "another listener on this port uses another protocol".into()
+                    }
+                    Some(_) => "another listener has this port, protocol and hostname".into(),
+                    None => "no conflicts".into(),
+                },
+                last_transition_time: None,
+                observed_generation: generation,
+            });
+            if let Some(reason) = conflict {
+                set(
+                    &mut lc,
+                    PROGRAMMED,
+                    "Invalid",
+                    &format!("conflicts with another listener ({reason})"),
+                );
+            } else if facts.https.contains(&l.name) {
+                set(
+                    &mut lc,
+                    PROGRAMMED,
+                    "Invalid",
+                    "HTTPS listeners are not programmed: the proxies do not load certificates \
+                     from Gateway listeners yet (use HTTP listeners, or terminate TLS with the \
+                     proxy's own certificate)",
+                );
+            }
+            let current_l = current
+                .and_then(|c| c.get("listeners"))
+                .and_then(Value::as_array)
+                .and_then(|ls| ls.iter().find(|x| x["name"] == json!(l.name)));
+            json!({
+                "name": l.name,
+                "supportedKinds": l.supported_kinds.iter()
+                    .map(|k| json!({"group": GATEWAY_API_GROUP, "kind": k}))
+                    .collect::<Vec<_>>(),
+                "attachedRoutes": l.attached_routes,
+                "conditions": stamp(current_l, &lc, now),
+            })
+        })
+        .collect();
+    let mut status = Map::new();
+    if !serving.addresses.is_empty() {
+        status.insert(
+            "addresses".into(),
+            serving
+                .addresses
+                .iter()
+                .map(|a| json!({"type": "IPAddress", "value": a.to_string()}))
+                .collect(),
+        );
+    }
+    status.insert("conditions".into(), json!(stamp(current, &conditions, now)));
+    status.insert("listeners".into(), Value::Array(listeners));
+    changed(current, Value::Object(status))
+}
+
+/// `status` an HTTPRoute should have, or `None` when `current` already says it.
+///
+/// `desired` is the translation's state (`None` when the route names none of our Gateways);
+/// other controllers' `parents` entries are kept as they are (see the module docs).
+pub fn route_patch(
+    current: Option<&Value>,
+    desired: Option<&RouteState>,
+    now: &str,
+) -> Option<Value> {
+    let current_parents: &[Value] = current
+        .and_then(|c| c.get("parents"))
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
+    let mut parents: Vec<Value> = current_parents
+        .iter()
+        .filter(|p| p["controllerName"] != json!(CONTROLLER_NAME))
+        .cloned()
+        .collect();
+    let ours_before = parents.len() != current_parents.len();
+    let ours: &[ParentState] = desired.map_or(&[], |d| d.parents.as_slice());
+    if ours.is_empty() && !ours_before {
+        // Not ours, never was: do not touch it at all.
+        return None;
+    }
+    for p in ours {
+        let parent_ref = parent_ref(p);
+        let previous = current_parents.iter().find(|c| {
+            c["controllerName"] == json!(CONTROLLER_NAME) && c["parentRef"] == parent_ref
+        });
+        parents.push(json!({
+            "parentRef": parent_ref,
+            "controllerName": CONTROLLER_NAME,
+            "conditions": stamp(previous, &p.conditions, now),
+        }));
+    }
+    changed(current, json!({ "parents": parents }))
+}
+
+/// A parentRef as the API server stores it (group and kind defaulted), so that what we write
+/// compares equal to what we read back.
+fn parent_ref(p: &ParentState) -> Value {
+    let mut r = json!({
+        "group": GATEWAY_API_GROUP,
+        "kind": "Gateway",
+        "namespace": p.parent_ref.namespace,
+        "name": p.parent_ref.name,
+    });
+    if let Some(s) = &p.parent_ref.section_name {
+        r["sectionName"] = json!(s);
+    }
+    if let Some(port) = p.parent_ref.port {
+        r["port"] = json!(port);
+    }
+    r
+}
+
+/// Replace condition `type_` (keeping its observedGeneration) with a `False` one.
+fn set(conditions: &mut [Condition], type_: &str, reason: &str, message: &str) {
+    for c in conditions.iter_mut().filter(|c| c.type_ == type_) {
+        c.status = "False".into();
+        c.reason = reason.into();
+        c.message = message.into();
+    }
+}
+
+/// `computed`, each with the `lastTransitionTime` of the same condition in `current` (an object
+/// with `conditions`) when its status is unchanged, else `now`.
+fn stamp(current: Option<&Value>, computed: &[Condition], now: &str) -> Vec<Condition> {
+    let previous: Vec<Condition> = current
+        .and_then(|c| c.get("conditions"))
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    computed
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            let kept = previous
+                .iter()
+                .find(|p| p.type_ == c.type_ && p.status == c.status)
+                .and_then(|p| p.last_transition_time.clone());
+            c.last_transition_time = Some(kept.unwrap_or_else(|| now.to_string()));
+            c
+        })
+        .collect()
+}
+
+/// `Some(desired)` unless every field of `desired` already has that value in `current` (fields
+/// we do not write, such as a class's `supportedFeatures`, are not compared).
+fn changed(current: Option<&Value>, desired: Value) -> Option<Value> {
+    let same = match (current, desired.as_object()) {
+        (Some(Value::Object(c)), Some(d)) => d.iter().all(|(k, v)| c.get(k) == Some(v)),
+        _ => false,
+    };
+    (!same).then_some(desired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_crds::gateway::status::{ListenerState, ParentRefKey};
+
+    fn cond(type_: &str, ok: bool) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: if ok { "True" } else { "False" }.into(),
+            reason: if ok { type_ } else { "Invalid" }.into(),
+            message: "m".into(),
+            last_transition_time: None,
+            observed_generation: Some(1),
+        }
+    }
+
+    fn ours(gateway: &str, ok: bool) -> RouteState {
+        RouteState {
+            namespace: "ns".into(),
+            name: "r".into(),
+            parents: vec![ParentState {
+                parent_ref: ParentRefKey {
+                    namespace: "ns".into(),
+                    name: gateway.into(),
+                    section_name: None,
+                    port: None,
+                },
+                controller_name: CONTROLLER_NAME.into(),
+                conditions: vec![cond("Accepted", ok), cond("ResolvedRefs", true)],
+            }],
+        }
+    }
+
+    fn other_entry() -> Value {
+        json!({
+            "parentRef": {"group": GATEWAY_API_GROUP, "kind": "Gateway", "namespace": "ns", "name": "theirs"},
+            "controllerName": "example.com/other",
+            "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                            "lastTransitionTime": "2020-01-01T00:00:00Z"}],
+        })
+    }
+
+    #[test]
+    fn other_controllers_parents_are_kept_verbatim_and_ours_replaced() {
+        let current = json!({"parents": [other_entry()]});
+        let patch = route_patch(Some(&current), Some(&ours("gw", true)), "t1").expect("a write");
+        let parents = patch["parents"].as_array().expect("parents");
+        assert_eq!(parents.len(), 2);
+        assert_eq!(parents[0], other_entry());
+        assert_eq!(parents[1]["controllerName"], json!(CONTROLLER_NAME));
+        assert_eq!(parents[1]["parentRef"]["kind"], json!("Gateway"));
+        // Written back as read: nothing more to write.
+        assert_eq!(
+            route_patch(Some(&patch), Some(&ours("gw", true)), "t2"),
+            None
+        );
+        // A change of ours keeps theirs.
+        let again = route_patch(Some(&patch), Some(&ours("gw", false)), "t3").expect("a write");
+        assert_eq!(again["parents"][0], other_entry());
+        assert_eq!(
+            again["parents"][1]["conditions"][0]["status"],
+            json!("False")
+        );
+        assert_eq!(
+            again["parents"][1]["conditions"][0]["lastTransitionTime"],
+            json!("t3")
+        );
+        assert_eq!(
+            again["parents"][1]["conditions"][1]["lastTransitionTime"],
+            json!("t1")
+        );
+    }
+
+    #[test]
+    fn routes_of_other_controllers_only_are_never_written() {
+        let current = json!({"parents": [other_entry()]});
+        assert_eq!(route_patch(Some(&current), None, "t"), None);
+        assert_eq!(route_patch(None, None, "t"), None);
+    }
+
+    #[test]
+    fn our_entries_leave_when_the_route_leaves_our_gateways() {
+        let mine = route_patch(None, Some(&ours("gw", true)), "t1").expect("a write");
+        let mut both = mine.clone();
+        both["parents"]
+            .as_array_mut()
+            .expect("parents")
+            .insert(0, other_entry());
+        let patch = route_patch(Some(&both), None, "t2").expect("a write");
+        assert_eq!(patch, json!({"parents": [other_entry()]}));
+        // And an empty list when ours was the only entry.
+        assert_eq!(
+            route_patch(Some(&mine), None, "t2"),
+            Some(json!({"parents": []}))
+        );
+    }
+
+    fn gateway(listeners: &[&str]) -> GatewayState {
+        GatewayState {
+            namespace: "ns".into(),
+            name: "gw".into(),
+            conditions: vec![cond("Accepted", true), cond("Programmed", true)],
+            listeners: listeners
+                .iter()
+                .map(|n| ListenerState {
+                    name: (*n).into(),
+                    supported_kinds: vec!["HTTPRoute".into()],
+                    attached_routes: 1,
+                    conditions: vec![
+                        cond("Accepted", true),
+                        cond("ResolvedRefs", true),
+                        cond("Programmed", true),
+                    ],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn gateway_status_carries_addresses_and_is_written_once() {
+        let serving = Serving {
+            addresses: vec!["127.0.0.7".parse().expect("ip")],
+        };
+        // What the CRD defaults a new Gateway's status to.
+        let fresh = json!({"conditions": [
+            {"type": "Accepted", "status": "Unknown", "reason": "Pending", "message": "Waiting for controller",
+             "lastTransitionTime": "1970-01-01T00:00:00Z"}]});
+        let patch = gateway_patch(
+            Some(&fresh),
+            &gateway(&["http"]),
+            &serving,
+            &ListenerFacts::default(),
+            "t1",
+        )
+        .expect("a write");
+        assert_eq!(
+            patch["addresses"],
+            json!([{"type": "IPAddress", "value": "127.0.0.7"}])
+        );
+        assert_eq!(patch["listeners"][0]["attachedRoutes"], json!(1));
+        assert_eq!(
+            patch["listeners"][0]["supportedKinds"],
+            json!([{"group": GATEWAY_API_GROUP, "kind": "HTTPRoute"}])
+        );
+        assert_eq!(patch["conditions"][1]["status"], json!("True"));
+        assert_eq!(
+            gateway_patch(
+                Some(&patch),
+                &gateway(&["http"]),
+                &serving,
+                &ListenerFacts::default(),
+                "t2"
+            ),
+            None
+        );
+        // A field someone else writes is not compared.
+        let mut with_extra = patch.clone();
+        with_extra["attachedListenerSets"] = json!(0);
+        assert_eq!(
+            gateway_patch(
+                Some(&with_extra),
+                &gateway(&["http"]),
+                &serving,
+                &ListenerFacts::default(),
+                "t2"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn no_address_and_https_listeners_are_not_programmed() {
+        let patch = gateway_patch(
+            None,
+            &gateway(&["http", "https"]),
+            &Serving::default(),
+            &ListenerFacts::of(&[("http", 80, "HTTP", None), ("https", 443, "HTTPS", None)]),
+            "t",
+        )
+        .expect("a write");
+        assert!(patch.get("addresses").is_none());
+        assert_eq!(
+            patch["conditions"][1]["reason"],
+            json!("AddressNotAssigned")
+        );
+        assert_eq!(patch["conditions"][1]["status"], json!("False"));
+        assert_eq!(
+            patch["listeners"][0]["conditions"][2]["status"],
+            json!("True")
+        );
+        assert_eq!(
+            patch["listeners"][1]["conditions"][2]["status"],
+            json!("False")
+        );
+        assert_eq!(
+            patch["listeners"][1]["conditions"][2]["observedGeneration"],
+            json!(1)
+        );
+    }
+
+    #[test]
+    fn listeners_sharing_a_port_conflict_by_protocol_or_hostname() {
+        let facts = ListenerFacts::of(&[
+            ("a", 80, "HTTP", Some("a.example")),
+            ("b", 80, "HTTP", Some("b.example")),
+            ("c", 80, "HTTP", Some("a.example")),
+            ("d", 8443, "HTTPS", None),
+            ("e", 8443, "HTTP", None),
+            ("f", 81, "HTTP", None),
+        ]);
+        assert_eq!(
+            facts.conflicted,
+            [
+                ("a".to_string(), "HostnameConflict"),
+                ("c".to_string(), "HostnameConflict"),
+                ("d".to_string(), "ProtocolConflict"),
+                ("e".to_string(), "ProtocolConflict"),
+            ]
+        );
+        let patch = gateway_patch(
+            None,
+            &gateway(&["a", "b"]),
+            &Serving::default(),
+            &ListenerFacts::of(&[("a", 80, "HTTP", None), ("b", 80, "HTTP", None)]),
+            "t",
+        )
+        .expect("a write");
+        let a = &patch["listeners"][0]["conditions"];
+        assert_eq!(a[3]["type"], json!("Conflicted"));
+        assert_eq!(a[3]["status"], json!("True"));
+        assert_eq!(a[3]["reason"], json!("HostnameConflict"));
+        assert_eq!(
+            a[2]["status"],
+            json!("False"),
+            "a conflicted listener is not programmed"
+        );
+        let fine = gateway_patch(
+            None,
+            &gateway(&["a"]),
+            &Serving::default(),
+            &ListenerFacts::of(&[("a", 80, "HTTP", None)]),
+            "t",
+        )
+        .expect("a write");
+        assert_eq!(
+            fine["listeners"][0]["conditions"][3]["reason"],
+            json!("NoConflicts")
+        );
+        assert_eq!(
+            fine["listeners"][0]["conditions"][3]["status"],
+            json!("False")
+        );
+    }
+
+    #[test]
+    fn class_status_is_written_only_when_it_changes() {
+        let desired = ClassStatus {
+            name: "tollgate".into(),
+            conditions: vec![cond("Accepted", true)],
+        };
+        let patch = class_patch(None, &desired, "t1").expect("a write");
+        let mut stored = patch.clone();
+        stored["supportedFeatures"] = json!([]);
+        assert_eq!(class_patch(Some(&stored), &desired, "t2"), None);
+    }
+}
