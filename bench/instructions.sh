@@ -17,10 +17,13 @@
 #   bench/instructions.sh
 #   PROXY_BIN=/path/to/tollgate-proxy bench/instructions.sh    # measure that binary, build nothing
 #   N_LONG=5000 KEEP=1 bench/instructions.sh
+#   FLOOR=1 bench/instructions.sh    # also the engine alone (bench/floor: hyper + tokio, no policy)
 #
 # Env: PROXY_BIN, BACKEND_BIN (default: built with cargo build --release --locked in this repo;
 # BACKEND_BIN defaults to tollgate-demo-backend beside PROXY_BIN), N_LONG (2000), N_SHORT (100),
 # KEEP (0: 1 keeps the raw outputs), TOP (15: functions in the profile; 0 skips it),
+# FLOOR (0: 1 also measures bench/floor, built with cargo build --release in bench/floor; or
+# FLOOR_BIN=that binary),
 # READY_TIMEOUT (120 s for a server under valgrind to listen), DHAT (1: 0 skips the dhat runs),
 # DHAT_BIN (the tollgate-proxy binary for the dhat runs, see below), DHAT_SYSALLOC (0),
 # PROXY_SRC, SYSALLOC_DIR, CALLGRIND_EXCLUDE (see below), BENCH_RUST_LOG (warn), BACKEND_PORT (19000), NGINX_PORT (19080),
@@ -49,6 +52,7 @@ READY_TIMEOUT="${READY_TIMEOUT:-120}"
 STOP_TIMEOUT="${STOP_TIMEOUT:-120}"
 DHAT="${DHAT:-1}"
 DHAT_SYSALLOC="${DHAT_SYSALLOC:-0}"
+FLOOR="${FLOOR:-0}"
 # A function callgrind does not count in (with all it calls), for tollgate-proxy: one-time start-up
 # work whose instruction count depends on wall time, so it would not cancel between the runs. The
 # rate limiter's clock (quanta) calibrates itself in a once_cell initializer, spinning on
@@ -97,6 +101,14 @@ pick_port BACKEND_PORT 19000
 pick_port NGINX_PORT 19080
 pick_port TOLLGATE_PORT 19180
 pick_port TOLLGATE_ADMIN_PORT 19901
+pick_port FLOOR_PORT 19280
+if [[ "$FLOOR" == 1 && -z "${FLOOR_BIN:-}" ]]; then
+    log "FLOOR=1: building bench/floor (release)"
+    (cd "$ROOT/bench/floor" && cargo build --release --locked -q)
+    FLOOR_BIN="$(cd "$ROOT/bench/floor" && cargo metadata --format-version 1 --no-deps \
+        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/tollgate-floor"
+fi
+[[ "$FLOOR" != 1 || -x "$FLOOR_BIN" ]] || die "FLOOR_BIN=$FLOOR_BIN is not executable"
 # shellcheck disable=SC2153 # BACKEND_PORT is set by pick_port
 bench_manifests "$OUT/manifests" "$BACKEND_PORT"
 
@@ -182,6 +194,14 @@ measure() {
             port="$TOLLGATE_PORT"
             wait_listening "$pid" "tollgate-proxy" "$TOLLGATE_PORT" "$TOLLGATE_ADMIN_PORT"
             wait_ready "http://127.0.0.1:$TOLLGATE_ADMIN_PORT/readyz" "tollgate-proxy's /readyz"
+            ;;
+        floor)
+            echo "${vg[*]} $FLOOR_BIN 127.0.0.1:$FLOOR_PORT 127.0.0.1:$BACKEND_PORT" >"$OUT/$name.cmd"
+            "${vg[@]}" "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$BACKEND_PORT" >"$OUT/$name.log" 2>&1 &
+            pid=$!
+            PIDS+=("$pid")
+            port="$FLOOR_PORT"
+            wait_listening "$pid" "tollgate-floor" "$FLOOR_PORT"
             ;;
         nginx)
             echo "${vg[*]} nginx -p $OUT/nginx -c $OUT/nginx/nginx.conf -e $OUT/nginx/logs/error.log" >"$OUT/$name.cmd"
@@ -276,6 +296,9 @@ fi
 for target in tollgate nginx; do
     for n in "$N_LONG" "$N_SHORT"; do measure callgrind "$target" "$n"; done
 done
+if [[ "$FLOOR" == 1 ]]; then
+    for n in "$N_LONG" "$N_SHORT"; do measure callgrind floor "$n"; done
+fi
 IR_T_L="$(callgrind_total "$OUT/tollgate.callgrind.$N_LONG.out")"
 IR_T_S="$(callgrind_total "$OUT/tollgate.callgrind.$N_SHORT.out")"
 IR_N_L="$(callgrind_total "$OUT/nginx.callgrind.$N_LONG.out")"
@@ -325,7 +348,18 @@ REPORT="$OUT/report.txt"
         "$(per_request "$FR_T_L" "$FR_T_S")" "$DH_T_BLOCKS" "$DH_T_BYTES"
     printf '%-16s %14.0f %13s %13s %15s %15s\n' nginx "$IR_N" "$(per_request "$AC_N_L" "$AC_N_S")" \
         "$(per_request "$FR_N_L" "$FR_N_S")" "$DH_N_BLOCKS" "$DH_N_BYTES"
+    if [[ "$FLOOR" == 1 ]]; then
+        IR_F="$(per_request "$(callgrind_total "$OUT/floor.callgrind.$N_LONG.out")" "$(callgrind_total "$OUT/floor.callgrind.$N_SHORT.out")")"
+        read -r AC_F_L FR_F_L <<<"$(python3 "$ROOT/bench/callgrind-profile.py" allocs "$OUT/floor.callgrind.$N_LONG.out")"
+        read -r AC_F_S FR_F_S <<<"$(python3 "$ROOT/bench/callgrind-profile.py" allocs "$OUT/floor.callgrind.$N_SHORT.out")"
+        printf '%-16s %14.0f %13s %13s %15s %15s\n' "floor (engine)" "$IR_F" "$(per_request "$AC_F_L" "$AC_F_S")" \
+            "$(per_request "$FR_F_L" "$FR_F_S")" "—" "—"
+    fi
     awk -v a="$IR_T" -v b="$IR_N" 'BEGIN { printf "%-16s %13sx%.2f\n", "tollgate/nginx", "", (b ? a / b : 0) }'
+    if [[ "$FLOOR" == 1 ]]; then
+        awk -v a="$IR_F" -v b="$IR_N" 'BEGIN { printf "%-16s %13sx%.2f\n", "floor/nginx", "", (b ? a / b : 0) }'
+        awk -v a="$IR_T" -v b="$IR_F" 'BEGIN { printf "%-16s %13s%.0f\n", "tollgate-floor", "", a - b }'
+    fi
     echo
     echo "instructions: user-space instructions executed (callgrind Ir), all threads; the kernel's work in system"
     echo "  calls is not counted. Totals: tollgate $IR_T_L and $IR_T_S, nginx $IR_N_L and $IR_N_S."
@@ -344,6 +378,14 @@ REPORT="$OUT/report.txt"
 } | tee "$REPORT"
 
 if [[ "$TOP" != 0 ]]; then
+    if [[ "$FLOOR" == 1 ]]; then
+        {
+            echo
+            echo "Where the engine alone (bench/floor) spends per request:"
+            python3 "$ROOT/bench/callgrind-profile.py" profile "$OUT/floor.callgrind.$N_LONG.out" \
+                "$OUT/floor.callgrind.$N_SHORT.out" "$N_DIFF" "$TOP"
+        } | tee -a "$REPORT"
+    fi
     {
         echo
         echo "Where tollgate's instructions per request go ($N_LONG-request run minus $N_SHORT-request run):"
