@@ -310,3 +310,48 @@ async fn an_httproute_no_product_targets_is_served_open_rule_by_rule() {
     assert_eq!(other.status, 200, "{}", other.text());
     assert_eq!((web.count(), api.count()), (2, 1));
 }
+
+/// The README's walk-through, `examples/gateway-api/`, as written (only the backend's loopback
+/// port is replaced by this test's upstream): keys and plans on the targeted HTTPRoute, the
+/// untargeted one open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_api_example_runs_as_the_readme_says() {
+    let upstream = Upstream::start().await;
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/gateway-api");
+    let dir = TempDir::new("gateway-api-example");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&example).expect("examples/gateway-api") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let text = text.replace("port: 9000", &format!("port: {}", upstream.addr.port()));
+        dir.write(
+            path.file_name().and_then(|n| n.to_str()).expect("name"),
+            &text,
+        );
+        files += 1;
+    }
+    assert!(files >= 3, "the example's manifests were not found");
+    let proxy = Proxy::start(dir.path()).await;
+    let c = client();
+    let key = [("x-subscription-key", "acme-weather-key-0123456789")];
+
+    let current = send(&c, "GET", &proxy.url("/current"), &key).await;
+    assert_eq!(current.status, 200, "{}", current.text());
+    send(&c, "GET", &proxy.url("/current"), &[])
+        .await
+        .assert_problem(401, "missing-key");
+    send(&c, "GET", &proxy.url("/forecast/week"), &key)
+        .await
+        .assert_problem(403, "route-not-in-plan");
+    let health = send(&c, "GET", &proxy.url("/healthz"), &[]).await;
+    assert_eq!(
+        health.status,
+        200,
+        "the untargeted route is open: {}",
+        health.text()
+    );
+    assert_eq!(upstream.count(), 2);
+}
