@@ -72,7 +72,7 @@ pub struct HeaderPolicy {
     pub response: Option<HeaderOps>,
 }
 
-/// Set and remove operations; removes run first.
+/// Remove, set and add operations, in that order.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderOps {
@@ -82,6 +82,13 @@ pub struct HeaderOps {
     #[x_kube(validation = Rule::new("self.all(k, !(k.lowerAscii() in ['connection', 'content-length', 'host', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']))").message("connection, content-length, host, keep-alive, proxy-connection, te, trailer, transfer-encoding and upgrade are managed by the gateway and cannot be set"))]
     #[schemars(extend("maxProperties" = 64))]
     pub set: BTreeMap<String, String>,
+    /// Headers to add: a value appended to any the message already has (a new field line),
+    /// after the sets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9!#$%&\\'*+.^_`|~-]+$'))").message("header names must be valid HTTP tokens"))]
+    #[x_kube(validation = Rule::new("self.all(k, !(k.lowerAscii() in ['connection', 'content-length', 'host', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']))").message("connection, content-length, host, keep-alive, proxy-connection, te, trailer, transfer-encoding and upgrade are managed by the gateway and cannot be set"))]
+    #[schemars(extend("maxProperties" = 64))]
+    pub add: BTreeMap<String, String>,
     /// Header names to remove.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9!#$%&\\'*+.^_`|~-]+$'))").message("header names must be valid HTTP tokens"))]

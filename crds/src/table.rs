@@ -501,6 +501,9 @@ pub struct RequiredScopesEntry {
 pub struct HeaderOpsEntry {
     /// `(lowercased name, value)`, sorted by name.
     pub set: Vec<(String, String)>,
+    /// `(lowercased name, value)` appended after the sets, sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<(String, String)>,
     /// Lowercased names, sorted.
     pub remove: Vec<String>,
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use tollgate_crds::gateway::{translate, Translation};
-use tollgate_crds::table::ProductEntry;
+use tollgate_crds::table::{PolicyEntry, ProductEntry};
 use tollgate_crds::{Diagnostic, ManifestSet};
 
 fn cases_dir() -> PathBuf {
@@ -41,6 +41,9 @@ fn cases() -> Vec<(String, PathBuf)> {
 struct Out {
     translation: Translation,
     products: Vec<ProductEntry>,
+    /// Policies in the table (those of HTTPRoute filters), left out when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    policies: Vec<PolicyEntry>,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -52,6 +55,7 @@ fn render(name: &str, dir: &Path) -> String {
     let out = Out {
         translation: translate(&set.snapshot.gateway.inputs()),
         products: compiled.table.products,
+        policies: compiled.table.policies,
         diagnostics: compiled.diagnostics,
     };
     let mut text =

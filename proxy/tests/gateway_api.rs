@@ -277,6 +277,14 @@ spec:
   parentRefs: [{{name: edge}}]
   rules:
   - matches: [{{path: {{type: PathPrefix, value: /}}}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{{name: X-Header-Set, value: set-by-gateway}}]
+        add: [{{name: X-Header-Add, value: added-by-gateway}}]
+        remove: [X-Header-Remove]
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {{set: [{{name: X-Served-By, value: tollgate}}]}}
     backendRefs: [{{name: web, port: {web_port}}}]
   - matches: [{{path: {{type: PathPrefix, value: /api}}, headers: [{{name: x-api, value: "yes"}}]}}]
     backendRefs: [{{name: api, port: {api_port}}}]
@@ -297,9 +305,32 @@ async fn an_httproute_no_product_targets_is_served_open_rule_by_rule() {
     let proxy = Proxy::start(dir.path()).await;
     let c = client();
 
-    // No key needed; each rule goes to its own Service.
-    let home = send(&c, "GET", &proxy.url("/index.html"), &[]).await;
+    // No key needed; each rule goes to its own Service, with its header filters applied.
+    let home = send(
+        &c,
+        "GET",
+        &proxy.url("/index.html"),
+        &[
+            ("x-header-set", "from-client"),
+            ("x-header-add", "from-client"),
+            ("x-header-remove", "from-client"),
+        ],
+    )
+    .await;
     assert_eq!(home.status, 200, "{}", home.text());
+    let seen = &home.json()["headers"];
+    assert_eq!(
+        seen["x-header-set"],
+        serde_json::json!(["set-by-gateway"]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["x-header-add"],
+        serde_json::json!(["from-client", "added-by-gateway"]),
+        "{seen}"
+    );
+    assert!(seen.get("x-header-remove").is_none(), "{seen}");
+    assert_eq!(home.header("x-served-by"), Some("tollgate"));
     assert_eq!((web.count(), api.count()), (1, 0));
     let call = send(&c, "GET", &proxy.url("/api/v1"), &[("x-api", "yes")]).await;
     assert_eq!(call.status, 200, "{}", call.text());

@@ -1,7 +1,7 @@
 //! ApiPolicy → [`PolicyEntry`]. Each feature is checked here or in its own module (cors,
 //! validation, backend_tls); a policy with any error is left out, and so are its products.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
@@ -361,45 +361,8 @@ fn header_ops(ops: Option<&HeaderOps>, field: &str, report: &mut Report<'_>) -> 
     let Some(ops) = ops else {
         return HeaderOpsEntry::default();
     };
-    let mut set: Vec<(String, String)> = Vec::new();
-    let mut seen = BTreeSet::new();
-    // BTreeMap iteration is sorted, so which of two case-variants is reported is deterministic.
-    for (name, value) in &ops.set {
-        let at = format!("{field}.set.{name}");
-        let lower = name.to_ascii_lowercase();
-        if !is_header_name(name) {
-            report.error(
-                at,
-                reasons::INVALID_HEADER_NAME,
-                format!("`{name}` is not a valid HTTP header name; use letters, digits and -"),
-            );
-        } else if GATEWAY_MANAGED.contains(&lower.as_str()) {
-            report.error(
-                at,
-                reasons::INVALID_HEADER_NAME,
-                format!(
-                    "`{name}` is managed by the gateway and cannot be set by a policy; remove it"
-                ),
-            );
-        } else if !seen.insert(lower.clone()) {
-            report.error(
-                at,
-                reasons::INVALID_HEADER_NAME,
-                format!(
-                    "`{name}` is set twice (header names are case-insensitive); keep one of them"
-                ),
-            );
-        } else if !is_header_value(value) {
-            report.error(
-                at,
-                reasons::INVALID_HEADER_VALUE,
-                "the value contains control characters (such as a line break); remove them",
-            );
-        } else {
-            set.push((lower, value.clone()));
-        }
-    }
-    set.sort();
+    let set = header_values(&ops.set, &format!("{field}.set"), "set", report);
+    let add = header_values(&ops.add, &format!("{field}.add"), "added", report);
 
     let mut remove = Vec::new();
     for (i, name) in ops.remove.iter().enumerate() {
@@ -415,7 +378,58 @@ fn header_ops(ops: Option<&HeaderOps>, field: &str, report: &mut Report<'_>) -> 
     }
     remove.sort();
     remove.dedup();
-    HeaderOpsEntry { set, remove }
+    HeaderOpsEntry { set, add, remove }
+}
+
+/// The `set` or `add` map of a policy's header operations, checked: `(lowercased name, value)`,
+/// sorted. `verb` is how the message says what was asked ("set", "added").
+fn header_values(
+    map: &BTreeMap<String, String>,
+    field: &str,
+    verb: &str,
+    report: &mut Report<'_>,
+) -> Vec<(String, String)> {
+    let mut set: Vec<(String, String)> = Vec::new();
+    let mut seen = BTreeSet::new();
+    // BTreeMap iteration is sorted, so which of two case-variants is reported is deterministic.
+    for (name, value) in map {
+        let at = format!("{field}.{name}");
+        let lower = name.to_ascii_lowercase();
+        if !is_header_name(name) {
+            report.error(
+                at,
+                reasons::INVALID_HEADER_NAME,
+                format!("`{name}` is not a valid HTTP header name; use letters, digits and -"),
+            );
+        } else if GATEWAY_MANAGED.contains(&lower.as_str()) {
+            report.error(
+                at,
+                reasons::INVALID_HEADER_NAME,
+                format!(
+                    "`{name}` is managed by the gateway and cannot be {verb} by a policy; remove it"
+                ),
+            );
+        } else if !seen.insert(lower.clone()) {
+            report.error(
+                at,
+                reasons::INVALID_HEADER_NAME,
+                format!(
+                    "`{name}` is {verb} twice (header names are case-insensitive); keep one of them"
+                ),
+            );
+        } else if !is_header_value(value) {
+            report.error(
+                at,
+                reasons::INVALID_HEADER_VALUE,
+                "the value contains control characters (such as a line break); remove them",
+            );
+        } else {
+            set.push((lower, value.clone()));
+        }
+    }
+    set.sort();
+
+    set
 }
 
 /// Parse CIDRs (host bits are dropped: `10.1.2.3/8` means `10.0.0.0/8`), sorted and deduplicated.

@@ -223,13 +223,17 @@ fn missing_or_broken_policy_keeps_the_product_out() {
 
 #[test]
 fn policy_headers_and_cidrs_are_normalised() {
-    let policy = "apiVersion: tollgate.dev/v1alpha1\nkind: ApiPolicy\nmetadata: {name: p, namespace: w}\nspec:\n  headers: {response: {remove: [Server, server, X-Powered-By]}, request: {set: {X-A: '1'}}}\n  ipFilter: {allow: [10.1.2.3/8], deny: ['2001:db8::1/32']}\n";
+    let policy = "apiVersion: tollgate.dev/v1alpha1\nkind: ApiPolicy\nmetadata: {name: p, namespace: w}\nspec:\n  headers: {response: {remove: [Server, server, X-Powered-By]}, request: {set: {X-A: '1'}, add: {X-Tag: t}}}\n  ipFilter: {allow: [10.1.2.3/8], deny: ['2001:db8::1/32']}\n";
     let c = run(&[policy]);
     let p = &c.table.policies[0];
     assert_eq!(p.response_headers.remove, ["server", "x-powered-by"]);
     assert_eq!(
         p.request_headers.set,
         [("x-a".to_string(), "1".to_string())]
+    );
+    assert_eq!(
+        p.request_headers.add,
+        [("x-tag".to_string(), "t".to_string())]
     );
     let filter = p.ip_filter.as_ref().expect("ip filter");
     assert_eq!(filter.allow[0].to_string(), "10.0.0.0/8");
@@ -251,6 +255,14 @@ fn policy_headers_and_cidrs_are_normalised() {
         (
             "{response: {remove: ['a:b']}}",
             reasons::INVALID_HEADER_NAME,
+        ),
+        (
+            "{request: {add: {Host: evil}}}",
+            reasons::INVALID_HEADER_NAME,
+        ),
+        (
+            "{response: {add: {X-A: \"a\\nb\"}}}",
+            reasons::INVALID_HEADER_VALUE,
         ),
     ] {
         let doc = format!("apiVersion: tollgate.dev/v1alpha1\nkind: ApiPolicy\nmetadata: {{name: p, namespace: w}}\nspec: {{headers: {bad}}}\n");

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use super::translate::{ServedRoute, ServiceRef, Translation};
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
+use crate::policy::{ApiPolicy, ApiPolicySpec, HeaderPolicy};
 use crate::product::{
     Backend, KeyLocation, Product, ProductSpec, ServiceBackend, UnderscoreHeaders,
     GATEWAY_API_GROUP,
@@ -58,6 +59,13 @@ pub enum TargetRefError {
         /// The HTTPRoute.
         name: String,
     },
+    /// The HTTPRoute's rules carry header modifier filters, which a targeting Product does not
+    /// apply (its policies do, for every route).
+    #[error("HTTPRoute {name} has RequestHeaderModifier or ResponseHeaderModifier filters, which a targeting Product does not apply yet; set the headers with an ApiPolicy in spec.policies and remove the filters (an HTTPRoute no Product targets applies them)")]
+    HeaderFilters {
+        /// The HTTPRoute.
+        name: String,
+    },
     /// Two targets disagree on what a Product holds once (its backend, its hostnames).
     #[error("HTTPRoute {name} has a different {what} than the first target; a Product has one, so target them from separate Products")]
     Disagree {
@@ -77,6 +85,7 @@ impl TargetRefError {
             TargetRefError::Exclusive { .. }
             | TargetRefError::WrongKind { .. }
             | TargetRefError::SplitBackends { .. }
+            | TargetRefError::HeaderFilters { .. }
             | TargetRefError::Disagree { .. } => reasons::INVALID_TARGET_REFS,
         }
     }
@@ -98,7 +107,9 @@ pub fn resolve<'a>(
         return (Cow::Borrowed(snapshot), Vec::new());
     }
     let mut out = snapshot.clone();
-    out.products.extend(untargeted(snapshot, translation));
+    let (products, policies) = untargeted(snapshot, translation);
+    out.products.extend(products);
+    out.policies.extend(policies);
     let mut diagnostics = Vec::new();
     let mut kept = Vec::with_capacity(out.products.len());
     for product in std::mem::take(&mut out.products) {
@@ -178,6 +189,18 @@ fn resolve_one(
             continue;
         }
         if let Some(r) = translation.route(namespace, &t.name) {
+            if r.rules
+                .iter()
+                .any(|rule| rule.request_headers.is_some() || rule.response_headers.is_some())
+            {
+                errors.push((
+                    field,
+                    TargetRefError::HeaderFilters {
+                        name: t.name.clone(),
+                    },
+                ));
+                continue;
+            }
             let own = r.rules.first().map(|rule| &rule.backend);
             if r.rules.iter().any(|rule| Some(&rule.backend) != own) {
                 errors.push((
@@ -299,7 +322,9 @@ fn backend_of(backend: &ServiceRef, namespace: &str) -> Backend {
 /// carries the HTTPRoute's creation time, so route conflicts go to the older route as the
 /// Gateway API says. A route named by any Product's `targetRefs` is never opened, even while
 /// that Product does not compile: fail closed.
-fn untargeted(snapshot: &Snapshot, translation: &Translation) -> Vec<Product> {
+/// A rule's header modifier filters become an ApiPolicy of the same name, which its Product
+/// lists.
+fn untargeted(snapshot: &Snapshot, translation: &Translation) -> (Vec<Product>, Vec<ApiPolicy>) {
     let targeted = |namespace: &str, name: &str| {
         snapshot.products.iter().any(|p| {
             p.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE) == namespace
@@ -310,6 +335,7 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation) -> Vec<Product> {
         })
     };
     let mut out = Vec::new();
+    let mut policies = Vec::new();
     for served in &translation.routes {
         if targeted(&served.namespace, &served.name) {
             continue;
@@ -325,8 +351,26 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation) -> Vec<Product> {
             })
             .and_then(|r| r.metadata.creation_timestamp.clone());
         for (i, rule) in served.rules.iter().enumerate() {
+            let name = format!("HTTPRoute:{}:{i}", served.name);
+            let mut attached = Vec::new();
+            if rule.request_headers.is_some() || rule.response_headers.is_some() {
+                let mut policy = ApiPolicy::new(
+                    &name,
+                    ApiPolicySpec {
+                        headers: Some(HeaderPolicy {
+                            request: rule.request_headers.clone(),
+                            response: rule.response_headers.clone(),
+                        }),
+                        ..ApiPolicySpec::default()
+                    },
+                );
+                policy.metadata.namespace = Some(served.namespace.clone());
+                policy.metadata.creation_timestamp.clone_from(&created);
+                policies.push(policy);
+                attached.push(name.clone());
+            }
             let mut product = Product::new(
-                &format!("HTTPRoute:{}:{i}", served.name),
+                &name,
                 ProductSpec {
                     display_name: Some(format!("HTTPRoute {}", served.name)),
                     hostnames: served.hostnames.clone(),
@@ -336,7 +380,7 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation) -> Vec<Product> {
                     key_location: KeyLocation::default(),
                     routes: vec![rule.route.clone()],
                     target_refs: Vec::new(),
-                    policies: Vec::new(),
+                    policies: attached,
                     timeouts: None,
                     client_certificates: None,
                     headers_with_underscores: UnderscoreHeaders::default(),
@@ -347,5 +391,5 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation) -> Vec<Product> {
             out.push(product);
         }
     }
-    out
+    (out, policies)
 }

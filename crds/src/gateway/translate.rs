@@ -38,6 +38,7 @@ use super::status::{
     Statuses,
 };
 use crate::compile::DEFAULT_NAMESPACE;
+use crate::policy::HeaderOps;
 use crate::product::{Method, PathMatch, Route, ValueMatch, GATEWAY_API_GROUP};
 
 /// The `controllerName` of GatewayClasses Tollgate implements.
@@ -134,6 +135,12 @@ pub struct ServedRule {
     pub route: Route,
     /// The Service it sends to.
     pub backend: ServiceRef,
+    /// Its `RequestHeaderModifier` filters, as a policy's request header operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderOps>,
+    /// Its `ResponseHeaderModifier` filters, as a policy's response header operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderOps>,
 }
 
 /// A resolved backendRef.
@@ -612,6 +619,8 @@ fn translate_rules(
         let field = format!("spec.rules[{i}]");
         let route_name = rule.name.clone().unwrap_or_else(|| format!("{name}-{i}"));
         let mut rewrite: Option<(String, bool)> = None;
+        let mut request_headers: Option<HeaderOps> = None;
+        let mut response_headers: Option<HeaderOps> = None;
         for (k, filter) in rule
             .filters
             .as_deref()
@@ -624,6 +633,18 @@ fn translate_rules(
                 Some(Ok(r)) if rewrite.is_none() => rewrite = Some(r),
                 Some(Ok(_)) => issues.push(unsupported(at, "a second URLRewrite")),
                 Some(Err(what)) => issues.push(unsupported(at, what)),
+                None if filter.r#type == HttpRouteRulesFiltersType::RequestHeaderModifier => {
+                    merge_ops(
+                        &mut request_headers,
+                        filter.request_header_modifier.as_ref(),
+                    );
+                }
+                None if filter.r#type == HttpRouteRulesFiltersType::ResponseHeaderModifier => {
+                    merge_ops(
+                        &mut response_headers,
+                        filter.response_header_modifier.as_ref(),
+                    );
+                }
                 None => {
                     // Named as written in the manifest (`RequestRedirect`, not the Rust spelling).
                     let name = match serde_json::to_value(&filter.r#type) {
@@ -667,7 +688,12 @@ fn translate_rules(
             }
         };
         match rule_backend(rule, &field, namespace, inputs) {
-            Ok(backend) => out.extend(route.map(|route| ServedRule { route, backend })),
+            Ok(backend) => out.extend(route.map(|route| ServedRule {
+                route,
+                backend,
+                request_headers,
+                response_headers,
+            })),
             Err(e) => issues.push(e),
         }
     }
@@ -682,6 +708,37 @@ fn translate_rules(
     } else {
         Err(issues)
     }
+}
+
+/// Add a header modifier filter (`set`, `add`, `remove`, read by name so that the request and
+/// response filter types, identical but generated apart, share this) to `ops`.
+fn merge_ops<T: Serialize>(ops: &mut Option<HeaderOps>, filter: Option<&T>) {
+    let value = filter
+        .and_then(|f| serde_json::to_value(f).ok())
+        .unwrap_or_default();
+    let ops = ops.get_or_insert_with(HeaderOps::default);
+    let pairs = |key: &str| -> Vec<(String, String)> {
+        value[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p["name"].as_str()?.to_string(),
+                    p["value"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    };
+    ops.set.extend(pairs("set"));
+    ops.add.extend(pairs("add"));
+    ops.remove.extend(
+        value["remove"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str().map(str::to_string)),
+    );
 }
 
 /// A URLRewrite filter as `(path, full?)`: `None` for another filter type, an error naming

@@ -528,11 +528,16 @@ mod tests {
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
         h.insert(header::HOST, HeaderValue::from_static("api.example"));
         h.insert("x-drop", HeaderValue::from_static("1"));
+        h.insert("x-tag", HeaderValue::from_static("client"));
         let ops = HeaderOps {
             remove: vec![HeaderName::from_static("x-drop")],
             set: vec![(
                 HeaderName::from_static("x-gateway"),
                 HeaderValue::from_static("tollgate"),
+            )],
+            add: vec![(
+                HeaderName::from_static("x-tag"),
+                HeaderValue::from_static("gateway"),
             )],
         };
         let host = Some(HeaderValue::from_static("api.example"));
@@ -553,6 +558,12 @@ mod tests {
         assert!(!h.contains_key("x-subscription-key"));
         assert!(!h.contains_key("x-hop"));
         assert!(!h.contains_key("x-drop"));
+        let tags: Vec<_> = h.get_all("x-tag").iter().collect();
+        assert_eq!(
+            tags,
+            ["client", "gateway"],
+            "add appends beside the client's value"
+        );
         assert!(!h.contains_key(header::HOST));
         assert_eq!(h[X_FORWARDED_FOR], "203.0.113.7, 127.0.0.1");
         assert_eq!(h[X_FORWARDED_HOST], "api.example");
@@ -636,6 +647,7 @@ mod tests {
                 HeaderName::from_static("x_gateway"),
                 HeaderValue::from_static("tollgate"),
             )],
+            add: Vec::new(),
         };
         let id = HeaderValue::from_static("rid");
         let trace = TraceContext::from_headers(&HeaderMap::new());

@@ -17,15 +17,20 @@ pub struct HeaderOps {
     pub remove: Vec<HeaderName>,
     /// Then set (replacing).
     pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Then added (appended beside any value already there).
+    pub add: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// Apply a policy's removes, then its sets.
+/// Apply a policy's removes, then its sets, then its adds.
 pub fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
     for name in &ops.remove {
         headers.remove(name);
     }
     for (name, value) in &ops.set {
         headers.insert(name.clone(), value.clone());
+    }
+    for (name, value) in &ops.add {
+        headers.append(name.clone(), value.clone());
     }
 }
 

@@ -135,6 +135,7 @@ mod tests {
                 HeaderName::from_static("strict-transport-security"),
                 HeaderValue::from_static("max-age=31536000"),
             )],
+            add: Vec::new(),
         };
         let info = RateInfo {
             limit: 10,

@@ -581,18 +581,23 @@ fn extend_ops(
             )),
         }
     }
-    for (name, value) in &entry.set {
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            (Ok(n), Ok(v)) => ops.set.push((n, v)),
-            _ => notes.push(Diagnostic::warning(
-                ObjectKind::ApiPolicy,
-                policy,
-                "headers.set",
-                format!("header {name:?} cannot be set to that value; left out"),
-            )),
+    for (field, list, out) in [
+        ("headers.set", &entry.set, &mut ops.set),
+        ("headers.add", &entry.add, &mut ops.add),
+    ] {
+        for (name, value) in list {
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                (Ok(n), Ok(v)) => out.push((n, v)),
+                _ => notes.push(Diagnostic::warning(
+                    ObjectKind::ApiPolicy,
+                    policy,
+                    field,
+                    format!("header {name:?} cannot be given that value; left out"),
+                )),
+            }
         }
     }
 }
