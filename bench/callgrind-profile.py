@@ -16,6 +16,11 @@
         where the instructions of REQUESTS extra requests go: self cost (Ir) per function of LONG
         minus SHORT, divided by REQUESTS, grouped by crate (Rust symbols) or library, then the
         TOP (15) functions.
+    callgrind-profile.py allocsites LONG SHORT REQUESTS
+        allocator calls per request by call site, from runs made with
+        `--separate-callers16=mi_malloc_aligned` (and the same for mi_zalloc_aligned,
+        mi_realloc_aligned, malloc, calloc, realloc): each site is the chain of callers above
+        the allocator, without the generic allocation frames (alloc::, core::, bytes' own).
 """
 
 import collections
@@ -203,6 +208,32 @@ def profile(long_path, short_path, requests, top):
         print(f"  {fmt(per):>10} {(100 * per / total if total else 0):>5.1f}%  {short} ({obj})")
 
 
+# Frames that say nothing about who asked for the memory.
+GENERIC_FRAME = re.compile(
+    r"(__rust_|__rdl_|alloc::|<alloc::|core::|<core::|mi_|_mi_|std::alloc|<mimalloc|"
+    r"bytes::bytes_mut::BytesMut::reserve_inner)")
+
+
+def alloc_sites(long_path, short_path, requests):
+    """Allocator calls per request by caller chain (see the module doc)."""
+    def sites(path):
+        out = collections.Counter()
+        for (caller, callee), n in parse(path)[2].items():
+            head, *chain = callee.split("'")
+            if alloc_kind(head) != "alloc" or is_allocator(caller.split("'")[0]):
+                continue
+            # The context's first frame is the direct caller; keep the first six that mean something.
+            kept = [f for f in chain if not GENERIC_FRAME.match(f)][:6]
+            out[" <- ".join(kept) or caller] += n
+        return out
+    long_sites, short_sites = sites(long_path), sites(short_path)
+    rows = [(n - short_sites.get(site, 0), site) for site, n in long_sites.items()]
+    rows = [(d / requests, site) for d, site in rows if d / requests >= 0.05]
+    for per, site in sorted(rows, reverse=True):
+        print(f"  {per:6.2f}  {site}")
+    print(f"  {sum(p for p, _ in rows):6.2f}  in all (sites under 0.05 per request left out)")
+
+
 def main(argv):
     if len(argv) >= 3 and argv[1] == "totals":
         print(parse(argv[2])[0])
@@ -214,6 +245,8 @@ def main(argv):
     elif len(argv) >= 5 and argv[1] == "profile":
         top = int(argv[5]) if len(argv) > 5 else 15
         profile(argv[2], argv[3], int(argv[4]), top)
+    elif len(argv) >= 5 and argv[1] == "allocsites":
+        alloc_sites(argv[2], argv[3], int(argv[4]))
     else:
         print(__doc__.strip(), file=sys.stderr)
         return 2

@@ -18,10 +18,12 @@
 #   PROXY_BIN=/path/to/tollgate-proxy bench/instructions.sh    # measure that binary, build nothing
 #   N_LONG=5000 KEEP=1 bench/instructions.sh
 #   FLOOR=1 bench/instructions.sh    # also the engine alone (bench/floor: hyper + tokio, no policy)
+#   ALLOC_SITES=1 bench/instructions.sh   # also: tollgate's allocator calls per request by call site
 #
 # Env: PROXY_BIN, BACKEND_BIN (default: built with cargo build --release --locked in this repo;
 # BACKEND_BIN defaults to tollgate-demo-backend beside PROXY_BIN), N_LONG (2000), N_SHORT (100),
 # KEEP (0: 1 keeps the raw outputs), TOP (15: functions in the profile; 0 skips it),
+# ALLOC_SITES (0: 1 adds two callgrind runs of tollgate that split allocator calls by call site),
 # FLOOR (0: 1 also measures bench/floor, built with cargo build --release in bench/floor; or
 # FLOOR_BIN=that binary),
 # READY_TIMEOUT (120 s for a server under valgrind to listen), DHAT (1: 0 skips the dhat runs),
@@ -53,6 +55,7 @@ STOP_TIMEOUT="${STOP_TIMEOUT:-120}"
 DHAT="${DHAT:-1}"
 DHAT_SYSALLOC="${DHAT_SYSALLOC:-0}"
 FLOOR="${FLOOR:-0}"
+ALLOC_SITES="${ALLOC_SITES:-0}"
 # A function callgrind does not count in (with all it calls), for tollgate-proxy: one-time start-up
 # work whose instruction count depends on wall time, so it would not cancel between the runs. The
 # rate limiter's clock (quanta) calibrates itself in a once_cell initializer, spinning on
@@ -182,6 +185,16 @@ measure() {
             if [[ "$target" == tollgate && -n "$CALLGRIND_EXCLUDE" ]]; then vg+=("--toggle-collect=$CALLGRIND_EXCLUDE" --collect-atstart=yes); fi
             ;;
         dhat) vg+=("--dhat-out-file=$OUT/$name.out") ;;
+        sites)
+            # Callgrind again, with each allocator entry point split by its 16 callers: two more
+            # runs, so that the counted runs above are not changed by the extra bookkeeping.
+            vg=(valgrind --tool=callgrind "--log-file=$OUT/$name.valgrind.log" "--callgrind-out-file=$OUT/$name.out")
+            local entry
+            for entry in mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned malloc calloc realloc; do
+                vg+=("--separate-callers16=$entry")
+            done
+            if [[ -n "$CALLGRIND_EXCLUDE" ]]; then vg+=("--toggle-collect=$CALLGRIND_EXCLUDE" --collect-atstart=yes); fi
+            ;;
     esac
     log "$target under $tool: $n requests"
     case "$target" in
@@ -299,6 +312,9 @@ done
 if [[ "$FLOOR" == 1 ]]; then
     for n in "$N_LONG" "$N_SHORT"; do measure callgrind floor "$n"; done
 fi
+if [[ "$ALLOC_SITES" == 1 ]]; then
+    for n in "$N_LONG" "$N_SHORT"; do measure sites tollgate "$n"; done
+fi
 IR_T_L="$(callgrind_total "$OUT/tollgate.callgrind.$N_LONG.out")"
 IR_T_S="$(callgrind_total "$OUT/tollgate.callgrind.$N_SHORT.out")"
 IR_N_L="$(callgrind_total "$OUT/nginx.callgrind.$N_LONG.out")"
@@ -377,6 +393,14 @@ REPORT="$OUT/report.txt"
     echo "nginx: master_process off, worker_processes 1, keep-alive upstream pool, access_log off ($OUT/nginx/nginx.conf)"
 } | tee "$REPORT"
 
+if [[ "$ALLOC_SITES" == 1 ]]; then
+    {
+        echo
+        echo "tollgate's allocator calls per request by call site (callers nearest first):"
+        python3 "$ROOT/bench/callgrind-profile.py" allocsites "$OUT/tollgate.sites.$N_LONG.out" \
+            "$OUT/tollgate.sites.$N_SHORT.out" "$N_DIFF"
+    } | tee -a "$REPORT"
+fi
 if [[ "$TOP" != 0 ]]; then
     if [[ "$FLOOR" == 1 ]]; then
         {

@@ -29,6 +29,7 @@ use crate::message::headers::{
 use crate::message::hop_by_hop;
 use crate::message::request_id::X_REQUEST_ID;
 use crate::message::trace_context::TraceContext;
+use crate::message::value_arena;
 use crate::problem::Rejection;
 use crate::validate::ForwardBody;
 
@@ -394,7 +395,8 @@ pub fn rewrite_headers(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
 
 /// The `X-Forwarded-For` value with `peer` appended to `prior` (when that is a non-blank
 /// string), else just `peer`; `None` if it is no valid header value. The address is formatted
-/// on the stack and the value built with one allocation (the header value's own buffer).
+/// on the stack; the value is cut from the per-thread block of [`value_arena`] when short,
+/// else built with one allocation (the header value's own buffer).
 fn forwarded_for(prior: Option<&HeaderValue>, peer: IpAddr) -> Option<HeaderValue> {
     // The longest textual address is an IPv4-mapped IPv6 one: 45 characters.
     let mut ip = [0u8; 48];
@@ -406,14 +408,22 @@ fn forwarded_for(prior: Option<&HeaderValue>, peer: IpAddr) -> Option<HeaderValu
     let ip = &ip[..len];
     match prior.and_then(|v| v.to_str().ok()) {
         Some(prior) if !prior.trim().is_empty() => {
+            let total = prior.len() + 2 + ip.len();
+            if total <= value_arena::MAX_CARVED {
+                let mut value = [0u8; value_arena::MAX_CARVED];
+                value[..prior.len()].copy_from_slice(prior.as_bytes());
+                value[prior.len()..prior.len() + 2].copy_from_slice(b", ");
+                value[prior.len() + 2..total].copy_from_slice(ip);
+                return value_arena::value(&value[..total]);
+            }
             // Exactly the length: `Bytes::from` then takes the buffer without another allocation.
-            let mut value = Vec::with_capacity(prior.len() + 2 + ip.len());
+            let mut value = Vec::with_capacity(total);
             value.extend_from_slice(prior.as_bytes());
             value.extend_from_slice(b", ");
             value.extend_from_slice(ip);
             HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
         }
-        _ => HeaderValue::from_bytes(ip).ok(),
+        _ => value_arena::value(ip),
     }
 }
 

@@ -57,7 +57,8 @@ const SMALL: u64 = 1000;
 
 /// `n` as a header value. Below [`SMALL`] (every `RateLimit-Reset` of a plan period up to ~16
 /// minutes, and the remaining capacity of small plans) it points into a static table instead of
-/// allocating a buffer, as `HeaderValue::from(n)` does for each value.
+/// allocating a buffer, as `HeaderValue::from(n)` does for each value; above, it is cut from
+/// the per-thread block of [`crate::message::value_arena`].
 fn number(n: u64) -> HeaderValue {
     if n < SMALL {
         let i = 3 * n as usize;
@@ -69,7 +70,7 @@ fn number(n: u64) -> HeaderValue {
             return HeaderValue::from_static(text);
         }
     }
-    HeaderValue::from(n)
+    crate::message::value_arena::number(n)
 }
 
 /// A refused request: the headers to send and when to come back.

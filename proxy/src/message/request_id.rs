@@ -33,7 +33,7 @@ pub fn generate() -> HeaderValue {
         hex[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
     }
     // Hex digits are always a valid header value.
-    HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("0"))
+    super::value_arena::value(&hex).unwrap_or(HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]

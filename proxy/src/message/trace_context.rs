@@ -134,7 +134,7 @@ impl TraceContext {
 
     /// [`Self::traceparent_bytes`] as a header value (hex digits and dashes always are one).
     pub fn traceparent(&self) -> Option<HeaderValue> {
-        HeaderValue::from_bytes(&self.traceparent_bytes()).ok()
+        super::value_arena::value(&self.traceparent_bytes())
     }
 
     /// Set the backend's trace headers: the gateway's `traceparent`; the caller's `tracestate`
