@@ -12,9 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::jwt::{JwksRegistry, JwksSettings};
+use crate::listen::admin;
 use crate::listen::limits::{default_max_connections, fd_limit, ConnTracker};
 use crate::listen::server::ListenerLimits;
-use crate::listen::{admin, server};
+use crate::listen::workers::{self, ProxyMode, Serving};
 use crate::observe::metrics::Metrics;
 use crate::source::dir::{DirSource, POLL_INTERVAL, SETTLE_WINDOW};
 use crate::source::operator::{OperatorConfig, OperatorSource, SourceError};
@@ -73,6 +74,10 @@ pub struct GatewayConfig {
     /// Sidecar mode (`--sidecar-app-port`): no table source and no plain listener; only the
     /// mutual TLS listener, forwarding to the app on loopback.
     pub sidecar: Option<SidecarConfig>,
+    /// Threads that accept and serve the proxy listeners (`--threads`), each with its own
+    /// single-threaded runtime and `SO_REUSEPORT` sockets (see [`crate::listen::workers`]). The
+    /// first is the thread `start` runs on; 1 (the default) starts no other.
+    pub accept_threads: usize,
 }
 
 /// Sidecar mode: who may call, where to listen, where the app is.
@@ -110,6 +115,7 @@ impl GatewayConfig {
             identity_dir: None,
             identity: None,
             sidecar: None,
+            accept_threads: 1,
         }
     }
 }
@@ -212,8 +218,13 @@ async fn start_tls(
         (None, None) => return Ok(None),
     };
     let store = Arc::new(crate::tls::CertStore::load(dir)?);
-    let listener =
-        crate::listen::limits::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    // Several accept threads each bind this address (see `crate::listen::workers`).
+    let listener = if config.accept_threads > 1 {
+        crate::listen::limits::bind_reuse_port(addr)
+    } else {
+        crate::listen::limits::bind(addr)
+    }
+    .map_err(|source| StartError::Bind { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
@@ -283,6 +294,8 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     stop_watcher: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The other accept threads (`accept_threads` - 1): each completes once it has drained.
+    accept_threads: Vec<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Gateway {
@@ -360,7 +373,17 @@ impl Gateway {
         };
         // A sidecar shares the pod's network with the app: it binds only its own ports.
         let proxy_listen = config.sidecar.as_ref().map_or(config.listen, |s| s.listen);
-        let proxy = bind(proxy_listen).await?;
+        let threads = config.accept_threads.max(1);
+        let proxy = if threads > 1 {
+            crate::listen::limits::bind_reuse_port(proxy_listen).map_err(|source| {
+                StartError::Bind {
+                    addr: proxy_listen,
+                    source,
+                }
+            })?
+        } else {
+            bind(proxy_listen).await?
+        };
         let admin = bind(config.admin_listen).await?;
         let proxy_addr = proxy.local_addr().map_err(|source| StartError::Bind {
             addr: proxy_listen,
@@ -390,42 +413,41 @@ impl Gateway {
             ))),
             _ => None,
         };
-        let mut tasks = vec![
-            match (&tls, config.redirect_http, sidecar_tls) {
-                (_, _, Some(acceptor)) => tokio::spawn(server::serve_mtls(
-                    proxy,
-                    shared.clone(),
-                    acceptor,
-                    limits("sidecar"),
-                    rx.clone(),
-                    config.drain_timeout,
-                )),
-                (Some((tls_addr, _)), true, None) => tokio::spawn(server::serve_redirect(
-                    proxy,
-                    tls_addr.port(),
-                    limits("http"),
-                    rx.clone(),
-                    config.drain_timeout,
-                )),
-                _ => tokio::spawn(server::serve(
-                    proxy,
-                    shared.clone(),
-                    limits("http"),
-                    rx.clone(),
-                    config.drain_timeout,
-                )),
-            },
-            tokio::spawn(admin::serve(admin, shared.clone(), rx.clone())),
-        ];
-        if let (Some(listener), Some((_, edge))) = (tls_listener, &tls) {
-            tasks.push(tokio::spawn(server::serve_tls(
-                listener,
-                shared.clone(),
-                edge.clone(),
-                limits("https"),
-                rx.clone(),
-                config.drain_timeout,
-            )));
+        let mode = match (&tls, config.redirect_http, sidecar_tls) {
+            (_, _, Some(acceptor)) => ProxyMode::Mtls(acceptor),
+            (Some((tls_addr, _)), true, None) => ProxyMode::Redirect(tls_addr.port()),
+            _ => ProxyMode::Plain,
+        };
+        let proxy_limits = limits(match mode {
+            ProxyMode::Mtls(_) => "sidecar",
+            ProxyMode::Plain | ProxyMode::Redirect(_) => "http",
+        });
+        let serving = Serving {
+            shared: shared.clone(),
+            mode,
+            proxy_limits,
+            tls: tls
+                .as_ref()
+                .map(|(_, edge)| (edge.clone(), limits("https"))),
+            shutdown: rx.clone(),
+            drain: config.drain_timeout,
+        };
+        let mut tasks = serving.spawn(proxy, tls_listener);
+        tasks.push(tokio::spawn(admin::serve(
+            admin,
+            shared.clone(),
+            rx.clone(),
+        )));
+        let mut accept_threads = Vec::new();
+        for index in 1..threads {
+            let thread = workers::spawn(
+                index,
+                serving.clone(),
+                proxy_addr,
+                tls.as_ref().map(|(addr, _)| *addr),
+            )
+            .map_err(|(addr, source)| StartError::Bind { addr, source })?;
+            accept_threads.push(thread);
         }
         let rx_op = rx;
         match operator_source {
@@ -453,6 +475,7 @@ impl Gateway {
             shutdown,
             stop_watcher,
             tasks,
+            accept_threads,
         })
     }
 
@@ -486,6 +509,9 @@ impl Gateway {
         self.signal_stop();
         for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
+        }
+        for thread in std::mem::take(&mut self.accept_threads) {
+            let _ = thread.await;
         }
         // After the drain: give back unused quota units and add local counts.
         if let Some(quotas) = &self.shared.shared_quota {

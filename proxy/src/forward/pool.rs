@@ -13,6 +13,7 @@
 //! - A request that a reused connection never wrote (the backend closed the keep-alive
 //!   connection just as it was picked) is sent again, once, on a new connection; hyper hands
 //!   such a request back unsent. A request that was written is never sent twice.
+//! - Each thread keeps its own idle lists (see `IdleShards`), so accept threads do not share a lock.
 //! - Connections idle for [`IDLE_TIMEOUT`] are closed, at most [`MAX_IDLE_PER_AUTHORITY`] are
 //!   kept per address.
 
@@ -111,7 +112,7 @@ impl ClientPool {
 /// An HTTP/1.1 client with keep-alive connections per backend address: plain TCP for
 /// `http://` backends, TLS for `https://` (see the module documentation for the pool).
 pub struct HttpClient {
-    idle: Arc<Mutex<IdleMap>>,
+    idle: Arc<IdleShards>,
     /// Whether the task that closes stale idle connections runs (started at the first connect,
     /// which is always inside the runtime; clients are built outside one in unit tests).
     sweeping: AtomicBool,
@@ -136,6 +137,36 @@ impl std::fmt::Debug for HttpClient {
 /// Idle connections per backend address. The table chooses the addresses, not the caller, so
 /// the fast hash is fine.
 type IdleMap = FxHashMap<ConnKey, Slot>;
+
+/// Idle lists per thread group: each thread takes and returns connections in its own shard, so
+/// the accept threads (see `crate::listen::workers`) never wait on one another's lock, and a
+/// connection is reused by the thread whose runtime drives it. Padded to a cache line pair so
+/// that two threads' locks do not share one.
+const SHARDS: usize = 8;
+
+#[derive(Default)]
+struct IdleShards([Shard; SHARDS]);
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<IdleMap>);
+
+impl IdleShards {
+    /// The calling thread's shard (threads are numbered on first use, round robin).
+    fn mine(&self) -> MutexGuard<'_, IdleMap> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        thread_local! {
+            static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        }
+        let index = INDEX.try_with(|i| *i).unwrap_or(0);
+        lock(&self.0[index].0)
+    }
+
+    /// Every shard, one after the other (the sweeper, tests).
+    fn each(&self) -> impl Iterator<Item = MutexGuard<'_, IdleMap>> {
+        self.0.iter().map(|shard| lock(&shard.0))
+    }
+}
 
 /// A backend address: connections are only shared between requests to the same one.
 ///
@@ -332,7 +363,7 @@ impl HttpClient {
     /// The most recently used idle connection to `key` that can take a request now, and the
     /// address's `Host` value when it has been seen before.
     fn checkout(&self, key: &ConnKey) -> (Option<SendRequest<ForwardBody>>, Option<HeaderValue>) {
-        let mut idle = lock(&self.idle);
+        let mut idle = self.idle.mine();
         let Some(slot) = idle.get_mut(key) else {
             return (None, None);
         };
@@ -364,7 +395,7 @@ impl HttpClient {
             return;
         }
         let now = Instant::now();
-        let mut idle = lock(&self.idle);
+        let mut idle = self.idle.mine();
         let slot = idle.entry(key).or_insert_with(|| Slot {
             host,
             conns: VecDeque::new(),
@@ -444,10 +475,12 @@ impl HttpClient {
                     return;
                 };
                 let now = Instant::now();
-                lock(&idle).retain(|_, slot| {
-                    slot.conns.retain(|c| !c.is_stale(now));
-                    !slot.conns.is_empty()
-                });
+                for mut shard in idle.each() {
+                    shard.retain(|_, slot| {
+                        slot.conns.retain(|c| !c.is_stale(now));
+                        !slot.conns.is_empty()
+                    });
+                }
             }
         });
     }
@@ -733,8 +766,11 @@ mod tests {
             2,
             "the first connection was reused"
         );
-        let idle = lock(&client.idle);
-        let conns: usize = idle.values().map(|s| s.conns.len()).sum();
+        let conns: usize = client
+            .idle
+            .each()
+            .map(|idle| idle.values().map(|s| s.conns.len()).sum::<usize>())
+            .sum();
         assert_eq!(conns, 1, "the closed one is gone");
     }
 
@@ -753,9 +789,11 @@ mod tests {
         resp.into_body().collect().await.expect("body");
         tokio::task::yield_now().await;
         // Idle for longer than the idle timeout.
-        for slot in lock(&client.idle).values_mut() {
-            for conn in &mut slot.conns {
-                conn.expires = Instant::now();
+        for mut idle in client.idle.each() {
+            for slot in idle.values_mut() {
+                for conn in &mut slot.conns {
+                    conn.expires = Instant::now();
+                }
             }
         }
         let resp = client.request(get(&uri)).await.expect("second");

@@ -51,12 +51,29 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 /// # Errors
 /// When the socket cannot be created, bound or put into listening state.
 pub fn bind(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    bind_with(addr, false)
+}
+
+/// [`bind`] with `SO_REUSEPORT` too, for the proxy listeners of several accept threads (see
+/// [`crate::listen::workers`]): every thread binds its own socket to the same address, and the
+/// kernel spreads new connections over them. Only sockets of the same user can share the port.
+///
+/// # Errors
+/// As [`bind`].
+pub fn bind_reuse_port(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    bind_with(addr, true)
+}
+
+fn bind_with(addr: std::net::SocketAddr, reuse_port: bool) -> io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
