@@ -4097,6 +4097,17 @@ async fn gateway_api_objects_are_programmed_and_get_their_statuses() {
     })
     .await;
     assert_eq!(class["status"]["conditions"][0]["observedGeneration"], 1);
+    // Stored as written: the API server's schema kept the list (sorted, as it requires).
+    let features: Vec<&str> = class["status"]["supportedFeatures"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|f| f["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        features,
+        tollgate_crds::gateway::SUPPORTED_FEATURES,
+        "{}",
+        class["status"]
+    );
     let gateways: Api<Gateway> = Api::namespaced(client.clone(), &ns);
     let gw = wait_status(&gateways, "edge", "Gateway Programmed", |s| {
         condition_is(s, "Programmed", "True") && s["listeners"][0]["attachedRoutes"] == 1

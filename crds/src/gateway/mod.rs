@@ -31,6 +31,24 @@ pub use translate::{translate, Inputs, Translation, CONTROLLER_NAME};
 
 use k8s_openapi::api::core::v1::Service;
 
+/// The conformance features Tollgate implements, as the upstream suite names them
+/// (`sigs.k8s.io/gateway-api/pkg/features`), sorted as the GatewayClass status requires: the
+/// operator writes them into each of its classes' `status.supportedFeatures`, and the README's
+/// Gateway API section lists them (a test checks that it does). The core features of
+/// `Gateway` and `HTTPRoute` Tollgate does not implement yet (weighted backendRefs,
+/// `RequestRedirect`, HTTPS listeners) are in the README's support table.
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "HTTPRoute",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort",
+    "HTTPRoutePathRewrite",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteResponseHeaderModification",
+    "ReferenceGrant",
+];
+
 /// The Gateway API objects of a [`Snapshot`](crate::Snapshot) (all empty when none are used).
 #[derive(Clone, Debug, Default)]
 pub struct GatewayObjects {

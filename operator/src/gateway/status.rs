@@ -20,7 +20,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 use tollgate_crds::gateway::status::{ClassStatus, GatewayState, ParentState, RouteState};
-use tollgate_crds::gateway::CONTROLLER_NAME;
+use tollgate_crds::gateway::{CONTROLLER_NAME, SUPPORTED_FEATURES};
 use tollgate_crds::product::GATEWAY_API_GROUP;
 use tollgate_crds::status::Condition;
 
@@ -82,9 +82,15 @@ impl ListenerFacts {
 }
 
 /// `status` a GatewayClass should have, or `None` when `current` already says it.
+/// With `supportedFeatures`: what Tollgate implements ([`SUPPORTED_FEATURES`]), the list
+/// conformance tools read from the class.
 pub fn class_patch(current: Option<&Value>, desired: &ClassStatus, now: &str) -> Option<Value> {
     let conditions = stamp(current, &desired.conditions, now);
-    let status = json!({ "conditions": conditions });
+    let features: Vec<Value> = SUPPORTED_FEATURES
+        .iter()
+        .map(|name| json!({ "name": name }))
+        .collect();
+    let status = json!({ "conditions": conditions, "supportedFeatures": features });
     changed(current, status)
 }
 
@@ -540,8 +546,19 @@ mod tests {
             conditions: vec![cond("Accepted", true)],
         };
         let patch = class_patch(None, &desired, "t1").expect("a write");
+        let names: Vec<&str> = patch["supportedFeatures"]
+            .as_array()
+            .expect("supportedFeatures")
+            .iter()
+            .filter_map(|f| f["name"].as_str())
+            .collect();
+        assert_eq!(names, SUPPORTED_FEATURES);
         let mut stored = patch.clone();
-        stored["supportedFeatures"] = json!([]);
+        // A field another writer owns does not make the status differ.
+        stored["somethingElse"] = json!([]);
         assert_eq!(class_patch(Some(&stored), &desired, "t2"), None);
+        // A stored list that is not ours does.
+        stored["supportedFeatures"] = json!([{"name": "HTTPRoute"}]);
+        assert!(class_patch(Some(&stored), &desired, "t3").is_some());
     }
 }
