@@ -294,8 +294,8 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     stop_watcher: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
-    /// The other accept threads (`accept_threads` - 1): each completes once it has drained.
-    accept_threads: Vec<tokio::sync::oneshot::Receiver<()>>,
+    /// The other accept threads (`accept_threads` - 1); dropping one lets its runtime end.
+    accept_threads: Vec<workers::AcceptThread>,
 }
 
 impl Gateway {
@@ -510,8 +510,11 @@ impl Gateway {
         for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
-        for thread in std::mem::take(&mut self.accept_threads) {
-            let _ = thread.await;
+        // Their runtimes are kept until the end: what was spawned on them while serving (the
+        // shared quota store's connection, say) is needed by the steps below.
+        let mut threads = std::mem::take(&mut self.accept_threads);
+        for thread in &mut threads {
+            let _ = (&mut thread.drained).await;
         }
         // After the drain: give back unused quota units and add local counts.
         if let Some(quotas) = &self.shared.shared_quota {
@@ -521,6 +524,7 @@ impl Gateway {
         if let Some(export) = &self.shared.trace_export {
             export.shutdown().await;
         }
+        drop(threads);
     }
 
     fn signal_stop(&self) {

@@ -88,9 +88,19 @@ impl Serving {
     }
 }
 
+/// A running accept thread, as its owner holds it.
+#[derive(Debug)]
+pub struct AcceptThread {
+    /// Completes when the thread has drained its connections and stopped accepting.
+    pub drained: oneshot::Receiver<()>,
+    /// Dropped to let the thread end its runtime. Until then, tasks that were spawned on it
+    /// while it served (a shared store's connection, the backend pool's sweeper) keep running,
+    /// so the owner's last shutdown steps (giving quota leases back) can still use them.
+    _release: oneshot::Sender<()>,
+}
+
 /// One more accept thread: its runtime and sockets are made here (so an error is the caller's
-/// to report), then the thread serves until shutdown. The receiver completes when it has
-/// drained and stopped.
+/// to report), then the thread serves until shutdown and keeps its runtime until released.
 ///
 /// # Errors
 /// When the runtime cannot be built or a socket cannot be bound to `proxy` / `tls` (which the
@@ -100,7 +110,7 @@ pub fn spawn(
     serving: Serving,
     proxy: SocketAddr,
     tls: Option<SocketAddr>,
-) -> Result<oneshot::Receiver<()>, (SocketAddr, io::Error)> {
+) -> Result<AcceptThread, (SocketAddr, io::Error)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -116,7 +126,8 @@ pub fn spawn(
         };
         (p, t)
     };
-    let (done, finished) = oneshot::channel();
+    let (done, drained) = oneshot::channel();
+    let (release, released) = oneshot::channel::<()>();
     std::thread::Builder::new()
         .name(format!("tollgate-accept-{index}"))
         .spawn(move || {
@@ -124,9 +135,13 @@ pub fn spawn(
                 for task in serving.spawn(proxy_listener, tls_listener) {
                     let _ = task.await;
                 }
+                let _ = done.send(());
+                let _ = released.await;
             });
-            let _ = done.send(());
         })
         .map_err(|e| (proxy, e))?;
-    Ok(finished)
+    Ok(AcceptThread {
+        drained,
+        _release: release,
+    })
 }
