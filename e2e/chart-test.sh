@@ -263,9 +263,12 @@ names = [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"]
 assert not res & {"pods", "networkpolicies", "namespaces"}, res
 assert not any(n.endswith("-injector") for n in names), names
 ' "$WORK/rbac-default.yaml"
-	# The chart's ServiceAccounts and RBAC, for real, with the injector on (its grants included).
+	# The chart's ServiceAccounts and RBAC, for real, with the injector on and the operator CA copied
+	# into injected namespaces (their grants included).
 	"$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" \
 		--set sidecar.injector.enabled=true \
+		--set sidecar.operatorCAConfigMap=tollgate-operator-ca \
+		--set operator.distributeTLS.secretName=tollgate-distribute-tls \
 		--show-only templates/serviceaccounts.yaml --show-only templates/rbac.yaml \
 		--show-only templates/secret-policy.yaml >"$WORK/rbac.yaml"
 	check "create the chart's ServiceAccounts, RBAC and Secret admission policy" $k apply -f "$WORK/rbac.yaml"
@@ -296,6 +299,7 @@ assert not any(n.endswith("-injector") for n in names), names
 		"get secrets/tollgate-workload-ca -n $NAMESPACE" "create secrets -n $NAMESPACE"
 		"get configmaps/tollgate-trust-bundle -n $NAMESPACE" "patch configmaps/tollgate-trust-bundle -n $NAMESPACE"
 		"create configmaps -n $NAMESPACE"
+		"create configmaps -n default" "patch configmaps/tollgate-operator-ca -n default"
 	)
 	# A sample of what it may not.
 	local no=(
@@ -313,7 +317,8 @@ assert not any(n.endswith("-injector") for n in names), names
 		"update mutatingwebhookconfigurations.admissionregistration.k8s.io"
 		"get secrets -n $NAMESPACE" "update secrets/tollgate-workload-ca -n $NAMESPACE"
 		"delete secrets/tollgate-workload-ca -n $NAMESPACE" "get configmaps -n $NAMESPACE"
-		"patch configmaps -n $NAMESPACE" "create configmaps -n default"
+		"patch configmaps -n $NAMESPACE" "patch configmaps -n default"
+		"patch configmaps/another -n default" "delete configmaps/tollgate-operator-ca -n default"
 	)
 	local verb
 	for verb in "${yes[@]}"; do

@@ -88,6 +88,9 @@ pub struct WebhookConfig {
     pub inject: inject::InjectConfig,
     /// Write a NetworkPolicy per injected workload (leader only).
     pub network_policies: bool,
+    /// Copy this PEM file, as `ca.crt` of the ConfigMap of this name, into every namespace with
+    /// injected pods (leader only): the sidecars' `--operator-ca`.
+    pub operator_ca_copy: Option<(String, std::path::PathBuf)>,
 }
 
 /// Run the operator until `shutdown` turns true (SIGTERM in `main`).
@@ -220,7 +223,7 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
             move |req| injector.clone().handle(req),
             shutdown.clone(),
         )));
-        if webhook.network_policies {
+        if webhook.network_policies || webhook.operator_ca_copy.is_some() {
             let namespaces: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
                 vec![None]
             } else {
@@ -231,6 +234,8 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
                     inject::netpol_reconcile::NetpolLoop {
                         client: client.clone(),
                         namespace,
+                        network_policies: webhook.network_policies,
+                        operator_ca: webhook.operator_ca_copy.clone(),
                         leader: leader_rx.clone(),
                         metrics: metrics.clone(),
                     }

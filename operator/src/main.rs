@@ -118,6 +118,16 @@ struct Args {
     /// sidecar's --operator-ca). Empty: no --operator-ca.
     #[arg(long, env = "TOLLGATE_SIDECAR_OPERATOR_CA_CONFIGMAP")]
     sidecar_operator_ca_configmap: Option<String>,
+    /// PEM file (e.g. the ca.crt of the distribution TLS Secret) that the leader writes as
+    /// ca.crt into the --sidecar-operator-ca-configmap ConfigMap of every namespace with
+    /// injected pods, and again when the file changes. Without it, that ConfigMap must exist
+    /// in each such namespace.
+    #[arg(
+        long,
+        env = "TOLLGATE_SIDECAR_OPERATOR_CA_FILE",
+        requires = "sidecar_operator_ca_configmap"
+    )]
+    sidecar_operator_ca_file: Option<std::path::PathBuf>,
     /// Lifetime of the sidecar's projected ServiceAccount token, seconds (audience:
     /// --token-audience).
     #[arg(long, env = "TOLLGATE_SIDECAR_TOKEN_EXPIRATION_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(600..=86_400))]
@@ -373,6 +383,11 @@ fn webhook_config(
             admin_port: args.sidecar_admin_port,
         },
         network_policies: args.sidecar_network_policy,
+        operator_ca_copy: args
+            .sidecar_operator_ca_configmap
+            .clone()
+            .filter(|n| !n.is_empty())
+            .zip(args.sidecar_operator_ca_file.clone()),
     })
 }
 

@@ -748,6 +748,8 @@ fn operator_rules() -> serde_json::Value {
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create", "patch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["tollgate-operator-ca"], "verbs": ["patch"]},
         {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways", "httproutes", "referencegrants"], "verbs": ["list", "watch"]},
         {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways/status", "httproutes/status"], "verbs": ["patch"]},
     ])
@@ -2783,6 +2785,9 @@ async fn the_api_server_injects_sidecars_through_the_operator_webhook() {
         &identity,
         "--sidecar-operator-ca-configmap",
         "tollgate-operator-ca",
+        // Any PEM CA will do: the leader copies it into the injected namespace.
+        "--sidecar-operator-ca-file",
+        &tls.ca.display().to_string(),
         "--sidecar-image",
         "ghcr.io/tollgate/tollgate:e2e",
     ]
@@ -2946,6 +2951,28 @@ async fn the_api_server_injects_sidecars_through_the_operator_webhook() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // The operator's CA, copied by the leader into the injected namespace as the ConfigMap the
+    // sidecar mounts for --operator-ca.
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), &injected);
+    let ca_pem = std::fs::read_to_string(&tls.ca).expect("ca.crt");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let copied = maps
+            .get_opt("tollgate-operator-ca")
+            .await
+            .expect("get ConfigMap")
+            .and_then(|m| m.data?.get("ca.crt").cloned());
+        if copied.as_deref() == Some(ca_pem.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ConfigMap tollgate-operator-ca with the CA in {injected} (found {copied:?}); log: {}",
+            operator.as_ref().expect("operator").log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The operator sends gateway traffic to the injected pod's sidecar: a Service whose
     // EndpointSlice lists the stored pod (written by hand: no kubelet makes it ready here) is
     // a Product backend reached over mTLS with the pod's ServiceAccount identity.

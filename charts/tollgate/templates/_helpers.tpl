@@ -125,3 +125,14 @@ operator.watchNamespaces plus the older single operator.watchNamespace, without 
 {{- $all := concat (.Values.operator.watchNamespaces | default list) (compact (list .Values.operator.watchNamespace)) }}
 {{- toJson (uniq $all) }}
 {{- end }}
+
+{{/*
+"true" when the operator copies its CA into injected namespaces: the injector is on, sidecars
+get --operator-ca from sidecar.operatorCAConfigMap, the operator serves HTTPS
+(operator.distributeTLS.secretName, whose ca.crt is copied) and sidecar.copyOperatorCA is on.
+*/}}
+{{- define "tollgate.copyOperatorCA" -}}
+{{- if and .Values.sidecar.injector.enabled .Values.sidecar.operatorCAConfigMap .Values.operator.distributeTLS.secretName .Values.sidecar.copyOperatorCA -}}
+true
+{{- end -}}
+{{- end }}
