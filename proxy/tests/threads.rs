@@ -70,11 +70,20 @@ fn a_second_accept_thread_serves_its_connections_while_the_first_is_busy() {
         Gateway::start(config).await.expect("gateway starts")
     });
     let addr = gateway.proxy_addr();
-    let names: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|n| n.trim().to_string())
-        .collect();
+    // A new thread names itself once it runs, so its name may appear a moment after start.
+    let thread_names = || -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect()
+    };
+    let named_by = Instant::now() + Duration::from_secs(10);
+    let mut names = thread_names();
+    while !names.iter().any(|n| n == "tollgate-accept") && Instant::now() < named_by {
+        std::thread::sleep(Duration::from_millis(20));
+        names = thread_names();
+    }
     assert!(
         names.iter().any(|n| n == "tollgate-accept"),
         "a thread named tollgate-accept-1 (comm is cut to 15 bytes): {names:?}"
