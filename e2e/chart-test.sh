@@ -368,7 +368,9 @@ EOF
 		return
 	fi
 	log "operator e2e suite with the operator under the chart's ServiceAccount $NAMESPACE/$sa"
-	if TOLLGATE_E2E=1 TOLLGATE_E2E_OPERATOR_KUBECONFIG="$WORK/operator.kubeconfig" \
+	# The suite's own files go under $WORK (removed with it unless the run fails).
+	mkdir -p "$WORK/e2e-tmp"
+	if TMPDIR="$WORK/e2e-tmp" TOLLGATE_E2E=1 TOLLGATE_E2E_OPERATOR_KUBECONFIG="$WORK/operator.kubeconfig" \
 		TOLLGATE_E2E_OPERATOR_NAMESPACE="$NAMESPACE" \
 		cargo test --locked -p tollgate-operator --test e2e -- --nocapture >"$WORK/suite.log" 2>&1; then
 		grep -E '^test result:|MEASURED' "$WORK/suite.log" >&2 || true

@@ -76,13 +76,21 @@ run "demo walk-through (smoke test)" env DEMO_EXIT=1 DEMO_PROFILE=dev scripts/de
 # step started is stopped again; one that was already up is reused and left up.
 # TOLLGATE_SKIP_E2E=1 skips the step.
 operator_e2e() {
-    local kubeconfig was_up=0 rc=0
+    local kubeconfig was_up=0 rc=0 tmp
     e2e/control-plane.sh status >/dev/null 2>&1 && was_up=1
     kubeconfig=$(e2e/control-plane.sh up | tail -n 1) || return 1
+    # The suite's files (process logs, kubeconfigs, ServiceAccount tokens, test CA keys) go to a
+    # directory of their own: removed after a passing run, kept (and named) after a failing one.
+    tmp=$(mktemp -d -t tollgate-e2e.XXXXXX)
     # kubectl on PATH: the usage test reads `kubectl get subscriptions` as a user would.
-    (eval "$(e2e/control-plane.sh env)" && KUBECONFIG="$kubeconfig" TOLLGATE_E2E=1 \
+    (eval "$(e2e/control-plane.sh env)" && TMPDIR="$tmp" KUBECONFIG="$kubeconfig" TOLLGATE_E2E=1 \
         cargo test --locked -p tollgate-operator --test e2e -- --nocapture) || rc=$?
     ((was_up)) || e2e/control-plane.sh down || true
+    if ((rc == 0)); then
+        rm -rf "$tmp"
+    else
+        log "operator e2e: the failing run's logs and files are in $tmp"
+    fi
     return "$rc"
 }
 if [[ "${TOLLGATE_SKIP_E2E:-0}" == 1 ]]; then
