@@ -18,6 +18,8 @@
 #   TOLLGATE_ETCD_PORT        etcd client port       (default: a free loopback port)
 #   TOLLGATE_ETCD_PEER_PORT   etcd peer port         (default: a free loopback port)
 #   TOLLGATE_CONTROLLER_MANAGER=0   do not run kube-controller-manager
+#   TOLLGATE_EXTRA_CONTROLLERS  more kube-controller-manager controllers, comma-separated
+#                             (the conformance harness adds deployment and replicaset ones)
 #   TOLLGATE_BUILD_PROCS      parallelism of the Go build (default 2, run under nice)
 #   TOLLGATE_UP_TIMEOUT       seconds to wait for readiness (default 120)
 #
@@ -39,6 +41,8 @@ KUBECONFIG_PATH="$STATE/admin.kubeconfig"
 MARKER="$STATE/.tollgate-control-plane"
 UP_TIMEOUT=${TOLLGATE_UP_TIMEOUT:-120}
 RUN_KCM=${TOLLGATE_CONTROLLER_MANAGER:-1}
+KCM_CONTROLLERS=garbage-collector-controller,namespace-controller,serviceaccount-controller,endpointslice-controller,clusterrole-aggregation-controller
+[[ -z "${TOLLGATE_EXTRA_CONTROLLERS:-}" ]] || KCM_CONTROLLERS+=",$TOLLGATE_EXTRA_CONTROLLERS"
 
 # Service CIDR: only a name space for ClusterIPs here; nothing routes to it.
 SERVICE_CIDR=10.96.0.0/24
@@ -382,11 +386,11 @@ do_up() {
 	wait_for "kube-apiserver /readyz" kube-apiserver apiserver_ready || die "kube-apiserver did not become ready"
 
 	if [[ "$RUN_KCM" != 0 ]]; then
-		log "starting kube-controller-manager (garbage collector, namespace, serviceaccount, endpointslice, clusterrole aggregation)"
+		log "starting kube-controller-manager ($KCM_CONTROLLERS)"
 		: >"$STATE/kube-controller-manager.enabled"
 		start_daemon kube-controller-manager \
 			--kubeconfig="$STATE/kube-controller-manager.kubeconfig" \
-			--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,endpointslice-controller,clusterrole-aggregation-controller \
+			--controllers="$KCM_CONTROLLERS" \
 			--leader-elect=false \
 			--secure-port=0 \
 			--use-service-account-credentials=false \
