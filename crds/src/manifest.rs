@@ -40,7 +40,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::CustomResourceExt;
 use serde::de::DeserializeOwned;
@@ -287,6 +287,13 @@ impl ManifestSet {
             gw.reference_grants
                 .retain(|o| keep("ReferenceGrant", &o.metadata));
             gw.services.retain(|o| keep("Service", &o.metadata));
+            gw.namespaces.retain(|o| {
+                !duplicates.contains(&ObjectRef {
+                    kind: "Namespace".to_string(),
+                    namespace: String::new(),
+                    name: o.metadata.name.clone().unwrap_or_default(),
+                })
+            });
             snap.rejected.retain(|r| !duplicates.contains(r));
             problems.retain(|d| !duplicates.contains(&d.object));
         }
@@ -436,7 +443,7 @@ impl ManifestSet {
         let is_tollgate_kind = TOLLGATE_KINDS.contains(&kind.as_str());
         let known = (api_version == TOLLGATE_API_VERSION && is_tollgate_kind)
             || (api_version == GATEWAY_API_VERSION && GATEWAY_KINDS.contains(&kind.as_str()))
-            || (api_version == "v1" && (kind == "Secret" || kind == "Service"));
+            || (api_version == "v1" && matches!(kind.as_str(), "Secret" | "Service" | "Namespace"));
         if !known {
             let group = api_version.split('/').next().unwrap_or_default();
             if group == "tollgate.dev" || is_tollgate_kind || kind == "Secret" {
@@ -463,7 +470,7 @@ impl ManifestSet {
                     "kind",
                     reasons::IGNORED_KIND,
                     format!(
-                        "{} is {api_version} {kind}; standalone mode reads only {TOLLGATE_API_VERSION} kinds, {GATEWAY_API_VERSION} {gateway_kinds}, v1 Secrets and v1 Services, so it is ignored",
+                        "{} is {api_version} {kind}; standalone mode reads only {TOLLGATE_API_VERSION} kinds, {GATEWAY_API_VERSION} {gateway_kinds}, v1 Secrets, Services and Namespaces, so it is ignored",
                         doc.describe(),
                         gateway_kinds = GATEWAY_KINDS.join(", "),
                     ),
@@ -485,8 +492,8 @@ impl ManifestSet {
         };
         ctx.object = ObjectRef {
             kind: kind.clone(),
-            // GatewayClasses are cluster-scoped.
-            namespace: if kind == "GatewayClass" {
+            // GatewayClasses and Namespaces are cluster-scoped.
+            namespace: if kind == "GatewayClass" || kind == "Namespace" {
                 String::new()
             } else {
                 namespace
@@ -538,6 +545,10 @@ impl ManifestSet {
                 default_namespace(&mut o.metadata);
                 self.snapshot.gateway.services.push(o)
             }),
+            // Only their labels are read (allowedRoutes namespace selectors).
+            "Namespace" => ctx
+                .read::<Namespace>()
+                .map(|o| self.snapshot.gateway.namespaces.push(o)),
             _ => ctx.read::<Secret>().map(|mut o| {
                 default_namespace(&mut o.metadata);
                 self.snapshot.secrets.push(o)

@@ -760,6 +760,7 @@ fn gateway_class_rules() -> serde_json::Value {
     serde_json::json!([
         {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gatewayclasses"], "verbs": ["list", "watch"]},
         {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gatewayclasses/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     ])
 }
 

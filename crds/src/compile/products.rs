@@ -235,7 +235,11 @@ fn compile_one(
         }
     }
 
-    let routes = routes(&spec.routes, &base, report);
+    // Routes made from HTTPRoute rules (a targeting Product, or the implicit Product of an
+    // untargeted rule, whose name no Kubernetes object can have) repeat the rule's name once per
+    // match: one name, so Plans and scopes naming the rule cover all of its matches.
+    let from_rules = !spec.target_refs.is_empty() || input.object.name.starts_with("HTTPRoute:");
+    let routes = routes(&spec.routes, &base, from_rules, report);
     let client_certificates = spec.client_certificates.as_ref().and_then(|c| {
         let ca_pem = secrets.certificates(
             namespace,
@@ -531,7 +535,12 @@ fn timeout(text: Option<&str>, field: &str, report: &mut Report<'_>) -> Option<u
     ms
 }
 
-fn routes(list: &[Route], base: &str, report: &mut Report<'_>) -> Vec<RouteEntry> {
+fn routes(
+    list: &[Route],
+    base: &str,
+    from_rules: bool,
+    report: &mut Report<'_>,
+) -> Vec<RouteEntry> {
     if list.is_empty() {
         report.error(
             "spec.routes",
@@ -559,7 +568,8 @@ fn routes(list: &[Route], base: &str, report: &mut Report<'_>) -> Vec<RouteEntry
                 ),
             );
         }
-        if let Some(first) = list[..i].iter().position(|r| r.name == route.name) {
+        let repeated = list[..i].iter().position(|r| r.name == route.name);
+        if let Some(first) = repeated.filter(|_| !from_rules) {
             report.error(
                 at("name"),
                 reasons::DUPLICATE_ROUTE_NAME,

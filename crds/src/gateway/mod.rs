@@ -29,7 +29,7 @@ pub use api::httproutes::HttpRoute;
 pub use api::referencegrants::ReferenceGrant;
 pub use translate::{translate, Inputs, Translation, CONTROLLER_NAME};
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 
 /// The conformance features Tollgate implements, as the upstream suite names them
 /// (`sigs.k8s.io/gateway-api/pkg/features`), sorted as the GatewayClass status requires: the
@@ -63,6 +63,8 @@ pub struct GatewayObjects {
     /// Services that backendRefs name. In standalone mode an `ExternalName` Service stands for
     /// an address outside any cluster.
     pub services: Vec<Service>,
+    /// Namespaces, for `allowedRoutes.namespaces.selector` (their labels).
+    pub namespaces: Vec<Namespace>,
 }
 
 impl GatewayObjects {
@@ -74,6 +76,7 @@ impl GatewayObjects {
             http_routes: &self.http_routes,
             reference_grants: &self.reference_grants,
             services: &self.services,
+            namespaces: &self.namespaces,
         }
     }
 }

@@ -280,7 +280,7 @@ fn resolve_one(
     product.spec.hostnames = first.hostnames.clone();
     product.spec.routes = served
         .iter()
-        .flat_map(|r| r.rules.iter().map(|rule| rule.route.clone()))
+        .flat_map(|r| r.rules.iter().flat_map(|rule| rule.routes.iter().cloned()))
         .collect();
     product.spec.backend = Some(backend_of(backend, namespace));
     Ok(product)
@@ -378,7 +378,7 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation) -> (Vec<Product>, 
                     backend: Some(backend_of(&rule.backend, &served.namespace)),
                     subscription_required: false,
                     key_location: KeyLocation::default(),
-                    routes: vec![rule.route.clone()],
+                    routes: rule.routes.clone(),
                     target_refs: Vec::new(),
                     policies: attached,
                     timeouts: None,

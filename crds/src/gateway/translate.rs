@@ -4,11 +4,12 @@
 //!
 //! # What the table can express today
 //!
-//! Path `Exact`/`PathPrefix` matches, a method, `Exact` header and query matches, and one
-//! backendRef to a Service per rule (a Product targeting the route needs the same Service in
-//! every rule: it has one backend). Anything else in a rule (filters, several weighted backendRefs, timeouts,
-//! regular-expression matches, two matches with different paths, headers or query parameters)
-//! makes the parent's `Accepted=False` with reason `UnsupportedValue`, naming the field, and the
+//! Path `Exact`/`PathPrefix` matches, methods, `Exact` header and query matches (a rule with
+//! several matches becomes one table route per distinct path/header/query match, all named
+//! after the rule), and one backendRef to a Service per rule (a Product targeting the route
+//! needs the same Service in every rule: it has one backend). Anything else in a rule (the
+//! filters listed in the README as unsupported, several weighted backendRefs, timeouts,
+//! regular-expression matches) makes the parent's `Accepted=False` with reason `UnsupportedValue`, naming the field, and the
 //! route is not served at all: serving it without the part we cannot honour would serve more
 //! than its author meant. Backend references that do not resolve give `ResolvedRefs=False`
 //! (`BackendNotFound`, `RefNotPermitted`, `InvalidKind`) and the route is not served either.
@@ -18,12 +19,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use serde::{Deserialize, Serialize};
 
 use super::api::gatewayclasses::GatewayClass;
 use super::api::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
+    GatewayListenersAllowedRoutesNamespacesSelector,
 };
 use super::api::httproutes::{
     HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesFilters,
@@ -82,6 +84,11 @@ pub struct Inputs<'a> {
     pub reference_grants: &'a [ReferenceGrant],
     /// Services, to resolve backendRefs.
     pub services: &'a [Service],
+    /// Namespaces, for the labels `allowedRoutes.namespaces.selector` matches. A namespace not
+    /// here is matched with only its `kubernetes.io/metadata.name` label (which the API server
+    /// sets on every namespace), so standalone manifests need no Namespace documents for
+    /// selectors on names.
+    pub namespaces: &'a [Namespace],
 }
 
 /// The result: what is served, and every status.
@@ -131,8 +138,9 @@ pub struct ServedRoute {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ServedRule {
-    /// The rule as a route.
-    pub route: Route,
+    /// The rule as routes: one per distinct path, header and query match, all named after
+    /// the rule.
+    pub routes: Vec<Route>,
     /// The Service it sends to.
     pub backend: ServiceRef,
     /// Its `RequestHeaderModifier` filters, as a policy's request header operations.
@@ -282,7 +290,7 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
             let Some(our) = gateways.get_mut(&key) else {
                 continue;
             };
-            let attached = attach(parent, &namespace, &route.spec.hostnames, our);
+            let attached = attach(parent, &namespace, &route.spec.hostnames, our, inputs);
             let accepted = match &attached {
                 Err((reason, message)) => {
                     condition(ACCEPTED, false, reason, message.clone(), generation)
@@ -514,6 +522,7 @@ fn attach(
     route_namespace: &str,
     route_hostnames: &Option<Vec<String>>,
     our: &mut OurGateway<'_>,
+    inputs: &Inputs<'_>,
 ) -> Result<Hosts, (&'static str, String)> {
     let gw_namespace = namespace_of(our.gw.metadata.namespace.as_deref());
     let selected: Vec<usize> = our
@@ -551,9 +560,12 @@ fn attach(
                 route_namespace == gw_namespace
             }
             Some(GatewayListenersAllowedRoutesNamespacesFrom::All) => true,
-            // Selector needs the Namespaces' labels, which the translation does not read yet;
-            // refusing is the safe side. None allows nothing.
-            Some(_) => false,
+            Some(GatewayListenersAllowedRoutesNamespacesFrom::Selector) => listener
+                .allowed_routes
+                .as_ref()
+                .and_then(|a| a.namespaces.as_ref())
+                .and_then(|n| n.selector.as_ref())
+                .is_some_and(|sel| selects(sel, &namespace_labels(route_namespace, inputs))),
         };
         if !allowed {
             continue;
@@ -575,9 +587,47 @@ fn attach(
         )),
         None => Err((
             R_NOT_ALLOWED_BY_LISTENERS,
-            "no selected listener allows this route (its namespace or kind; namespace selectors are not evaluated yet)".to_string(),
+            "no selected listener allows routes from this namespace (allowedRoutes.namespaces) or of this kind".to_string(),
         )),
     }
+}
+
+/// The labels of namespace `name`, with `kubernetes.io/metadata.name` always among them.
+fn namespace_labels(name: &str, inputs: &Inputs<'_>) -> BTreeMap<String, String> {
+    let mut labels = inputs
+        .namespaces
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(name))
+        .and_then(|n| n.metadata.labels.clone())
+        .unwrap_or_default();
+    labels.insert("kubernetes.io/metadata.name".into(), name.into());
+    labels
+}
+
+/// Whether a label selector selects `labels`: every `matchLabels` pair and every
+/// `matchExpressions` requirement (`In`, `NotIn`, `Exists`, `DoesNotExist`) holds. An unknown
+/// operator selects nothing (the CRD's validation refuses one anyway).
+fn selects(
+    selector: &GatewayListenersAllowedRoutesNamespacesSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let pairs = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    pairs
+        && selector.match_expressions.iter().flatten().all(|e| {
+            let value = labels.get(&e.key);
+            let values = e.values.as_deref().unwrap_or_default();
+            match e.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
 }
 
 fn merge_hosts(a: Option<Hosts>, b: Hosts) -> Hosts {
@@ -658,12 +708,16 @@ fn translate_rules(
         if rule.timeouts.is_some() {
             issues.push(unsupported(format!("{field}.timeouts"), "a rule timeout"));
         }
-        let route = match rule_match(rule.matches.as_deref().unwrap_or_default(), &field) {
-            Ok(((path, path_match, headers, query_params), methods)) => {
+        let routes = match rule_match(rule.matches.as_deref().unwrap_or_default(), &field) {
+            Ok(alternatives) => {
                 // A full-path replacement is Tollgate's rewrite only on an exact match (where
                 // the matched part is the whole path).
                 let rewrite = match rewrite.take() {
-                    Some((_, true)) if path_match != PathMatch::Exact => {
+                    Some((_, true))
+                        if alternatives
+                            .iter()
+                            .any(|((_, m, _, _), _)| *m != PathMatch::Exact) =>
+                    {
                         issues.push(unsupported(
                             format!("{field}.filters"),
                             "URLRewrite replaceFullPath on a PathPrefix match",
@@ -672,15 +726,22 @@ fn translate_rules(
                     }
                     other => other.map(|(to, _)| to),
                 };
-                Some(Route {
-                    name: route_name,
-                    path,
-                    path_match,
-                    methods,
-                    rewrite,
-                    headers,
-                    query_params,
-                })
+                Some(
+                    alternatives
+                        .into_iter()
+                        .map(
+                            |((path, path_match, headers, query_params), methods)| Route {
+                                name: route_name.clone(),
+                                path,
+                                path_match,
+                                methods,
+                                rewrite: rewrite.clone(),
+                                headers,
+                                query_params,
+                            },
+                        )
+                        .collect::<Vec<_>>(),
+                )
             }
             Err(mut e) => {
                 issues.append(&mut e);
@@ -688,8 +749,8 @@ fn translate_rules(
             }
         };
         match rule_backend(rule, &field, namespace, inputs) {
-            Ok(backend) => out.extend(route.map(|route| ServedRule {
-                route,
+            Ok(backend) => out.extend(routes.map(|routes| ServedRule {
+                routes,
                 backend,
                 request_headers,
                 response_headers,
@@ -776,16 +837,17 @@ fn unsupported(field: String, what: &str) -> RuleIssue {
 /// What one rule's matches share: path, path match, header and query matches.
 type MatchKey = (String, PathMatch, Vec<ValueMatch>, Vec<ValueMatch>);
 
-/// A rule's matches as one table route: its path, path match, methods and header and query
-/// matches. Several matches are only expressible when they differ in method alone.
+/// A rule's matches as table routes, one per distinct path, path match, header and query
+/// matches (in the order first written), each with the methods of the matches that share it
+/// (none: any method). They all carry the rule's name, so a Plan or scope naming the rule covers
+/// every one of its matches.
 fn rule_match(
     matches: &[HttpRouteRulesMatches],
     field: &str,
-) -> Result<(MatchKey, Vec<Method>), Vec<RuleIssue>> {
+) -> Result<Vec<(MatchKey, Vec<Method>)>, Vec<RuleIssue>> {
     let mut issues = Vec::new();
-    let mut key: Option<MatchKey> = None;
-    let mut methods: BTreeSet<Method> = BTreeSet::new();
-    let mut any_method = matches.is_empty();
+    // Per key: its methods, and whether some match of it allows any method.
+    let mut keys: Vec<(MatchKey, BTreeSet<Method>, bool)> = Vec::new();
     for (j, m) in matches.iter().enumerate() {
         let field = format!("{field}.matches[{j}]");
         let headers = value_matches(
@@ -833,41 +895,58 @@ fn rule_match(
                 None
             }
         };
-        if let Some((path, path_match)) = this {
-            let this = (path, path_match, headers, query_params);
-            match &key {
-                Some(first) if first != &this => issues.push(unsupported(
-                    field.clone(),
-                    "a second match with another path, headers or query parameters in one rule \
-                     (split it into rules)",
-                )),
-                Some(_) => {}
-                None => key = Some(this),
-            }
-        }
-        match &m.method {
-            None => any_method = true,
+        let method = match &m.method {
+            None => None,
             Some(method) => match method_of(method) {
-                Some(method) => {
-                    methods.insert(method);
+                Some(method) => Some(method),
+                None => {
+                    issues.push(unsupported(
+                        format!("{field}.method"),
+                        "the method CONNECT or TRACE",
+                    ));
+                    continue;
                 }
-                None => issues.push(unsupported(
-                    format!("{field}.method"),
-                    "the method CONNECT or TRACE",
-                )),
             },
+        };
+        let Some((path, path_match)) = this else {
+            continue;
+        };
+        let key = (path, path_match, headers, query_params);
+        let at = match keys.iter().position(|(k, _, _)| k == &key) {
+            Some(at) => at,
+            None => {
+                keys.push((key, BTreeSet::new(), false));
+                keys.len() - 1
+            }
+        };
+        match method {
+            Some(method) => {
+                keys[at].1.insert(method);
+            }
+            None => keys[at].2 = true,
         }
     }
     if !issues.is_empty() {
         return Err(issues);
     }
-    let key = key.unwrap_or_else(|| ("/".to_string(), PathMatch::Prefix, Vec::new(), Vec::new()));
-    let methods = if any_method {
-        Vec::new()
-    } else {
-        methods.into_iter().collect()
-    };
-    Ok((key, methods))
+    if keys.is_empty() {
+        // No matches: the spec's default, a PathPrefix of "/" for any method.
+        return Ok(vec![(
+            ("/".to_string(), PathMatch::Prefix, Vec::new(), Vec::new()),
+            Vec::new(),
+        )]);
+    }
+    Ok(keys
+        .into_iter()
+        .map(|(key, methods, any)| {
+            let methods = if any {
+                Vec::new()
+            } else {
+                methods.into_iter().collect()
+            };
+            (key, methods)
+        })
+        .collect())
 }
 
 /// Exact header or query matches, the first of each name kept (the spec: later entries with an

@@ -8,12 +8,17 @@
 //! namespace, like every other kind) and, once all four have listed, they join the snapshot and a
 //! recompile is triggered. CRDs removed later make those watches fail and retry with backoff
 //! (logged, counted under `tollgate_operator_errors_total{kind="watch"}`), never a crash.
+//!
+//! Namespaces are watched too (cluster-wide), for the labels listeners'
+//! `allowedRoutes.namespaces.selector` match, when this identity may list them (the chart's
+//! gatewayclasses ClusterRole grants it). When it may not, that is logged once and selectors
+//! match only the `kubernetes.io/metadata.name` label every namespace has.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
@@ -46,6 +51,8 @@ pub struct GatewayStores {
     pub http_routes: Watched<HttpRoute>,
     /// ReferenceGrants.
     pub reference_grants: Watched<ReferenceGrant>,
+    /// Namespaces (cluster-scoped), when they may be listed.
+    pub namespaces: Option<Store<Namespace>>,
 }
 
 /// The Gateway API caches once they exist (empty until the CRDs are found and listed).
@@ -80,6 +87,12 @@ impl GatewayWatch {
             http_routes: all(&s.http_routes),
             reference_grants: all(&s.reference_grants),
             services: all(services),
+            namespaces: s
+                .namespaces
+                .iter()
+                .flat_map(|n| n.state())
+                .map(|n| n.as_ref().clone())
+                .collect(),
         }
     }
 }
@@ -98,10 +111,13 @@ async fn installed(client: &Client) -> Result<bool, kube::Error> {
     }
 }
 
-/// Whether this identity may list GatewayClasses (cluster-scoped, so RBAC for them is a
-/// ClusterRole that namespaced installs may lack).
-async fn may_list_classes(client: &Client) -> Result<(), kube::Error> {
-    Api::<GatewayClass>::all(client.clone())
+/// Whether this identity may list `K` cluster-wide (GatewayClasses and Namespaces are
+/// cluster-scoped, so RBAC for them is a ClusterRole that namespaced installs may lack).
+async fn may_list<K>(client: &Client) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Api::<K>::all(client.clone())
         .list_metadata(&kube::api::ListParams::default().limit(1))
         .await
         .map(|_| ())
@@ -125,7 +141,7 @@ pub fn start(
         let mut said_refused = false;
         loop {
             match installed(&client).await {
-                Ok(true) => match may_list_classes(&client).await {
+                Ok(true) => match may_list::<GatewayClass>(&client).await {
                     Ok(()) => break,
                     Err(e) => {
                         // Without the GatewayClass ClusterRole a watch would fail and retry
@@ -161,7 +177,17 @@ pub fn start(
             namespaces.iter().map(|n| Some(n.as_str())).collect()
         };
         let mut tasks = Vec::new();
+        let namespaces = match may_list::<Namespace>(&client).await {
+            Ok(()) => Some(reflect_cluster::<Namespace>(
+                &client, &changed, &metrics, &mut tasks,
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "Namespaces cannot be listed (the chart's gatewayclasses ClusterRole grants it); allowedRoutes namespace selectors match only the kubernetes.io/metadata.name label");
+                None
+            }
+        };
         let stores = GatewayStores {
+            namespaces,
             classes: reflect_cluster(&client, &changed, &metrics, &mut tasks),
             gateways: reflect::<Gateway>(&client, &scopes, &changed, &metrics, &mut tasks, |_| {}),
             http_routes: reflect::<HttpRoute>(
@@ -189,6 +215,10 @@ pub fn start(
                 && stores.gateways.wait_until_ready().await.is_ok()
                 && stores.http_routes.wait_until_ready().await.is_ok()
                 && stores.reference_grants.wait_until_ready().await.is_ok()
+                && match &stores.namespaces {
+                    Some(n) => n.wait_until_ready().await.is_ok(),
+                    None => true,
+                }
         };
         let ready = tokio::select! {
             r = ready => r,
@@ -207,24 +237,31 @@ pub fn start(
     (handle, task)
 }
 
-/// The GatewayClass reflector (cluster-scoped, so one watch whatever `--watch-namespace` says).
-fn reflect_cluster(
+/// A reflector of a cluster-scoped kind (GatewayClasses, Namespaces): one watch whatever
+/// `--watch-namespace` says.
+fn reflect_cluster<K>(
     client: &Client,
     changed: &Arc<Notify>,
     metrics: &Arc<Metrics>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> Store<GatewayClass> {
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (reader, writer) = reflector::store();
     let changed = changed.clone();
     let metrics = metrics.clone();
     let stream = reflector::reflector(
         writer,
-        watcher(
-            Api::<GatewayClass>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(|c: &mut GatewayClass| c.metadata.managed_fields = None),
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(|c: &mut K| c.meta_mut().managed_fields = None),
     );
     tasks.push(tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -233,7 +270,7 @@ fn reflect_cluster(
                 Ok(_) => changed.notify_one(),
                 Err(e) => {
                     metrics.errors.with_label_values(&["watch"]).inc();
-                    tracing::warn!(kind = "GatewayClass", error = %e, "watch failed; retrying");
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
                 }
             }
         }
