@@ -44,6 +44,7 @@ fn table(endpoints: Vec<String>) -> RoutingTable {
             }],
             client_certificates: None,
             headers_with_underscores: Default::default(),
+            preserve_host: false,
         }],
         ..RoutingTable::default()
     }

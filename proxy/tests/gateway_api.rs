@@ -330,6 +330,10 @@ async fn an_httproute_no_product_targets_is_served_open_rule_by_rule() {
         "{seen}"
     );
     assert!(seen.get("x-header-remove").is_none(), "{seen}");
+    // As a Gateway forwards HTTPRoute traffic: the client's Host, not the backend's address.
+    let url = proxy.url("/");
+    let client_host = url.trim_start_matches("http://").trim_end_matches('/');
+    assert_eq!(seen["host"], serde_json::json!([client_host]), "{seen}");
     assert_eq!(home.header("x-served-by"), Some("tollgate"));
     assert_eq!((web.count(), api.count()), (1, 0));
     let call = send(&c, "GET", &proxy.url("/api/v1"), &[("x-api", "yes")]).await;

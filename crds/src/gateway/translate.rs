@@ -347,9 +347,22 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
     for ((namespace, name), our) in gateways {
         let generation = our.gw.metadata.generation;
         let any_valid = our.listeners.iter().any(|l| l.valid);
+        let all_valid = our.listeners.iter().all(|l| l.valid);
         let conditions = if any_valid {
             vec![
-                condition(ACCEPTED, true, R_ACCEPTED, "accepted", generation),
+                // Accepted with some listeners refused: the spec's `ListenersNotValid` reason on
+                // a True condition, so the refusal shows at the Gateway's level too.
+                if all_valid {
+                    condition(ACCEPTED, true, R_ACCEPTED, "accepted", generation)
+                } else {
+                    condition(
+                        ACCEPTED,
+                        true,
+                        R_LISTENERS_NOT_VALID,
+                        "accepted; some listeners are not valid, see status.listeners",
+                        generation,
+                    )
+                },
                 condition(
                     PROGRAMMED,
                     true,

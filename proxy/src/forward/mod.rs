@@ -262,6 +262,8 @@ pub struct ForwardContext<'a> {
     /// Whether `Authorization` is removed: credentials are the gateway's to check, not the
     /// backend's to see, unless a policy has `forwardAuthorization`.
     pub strip_authorization: bool,
+    /// Whether the client's `Host` is forwarded as is (else the backend's authority is sent).
+    pub preserve_host: bool,
     /// Whether the client connection is TLS (`X-Forwarded-Proto: https`).
     pub tls: bool,
     /// Request header policy.
@@ -360,11 +362,11 @@ pub fn upstream_request(
 /// Header changes on the way in: hop-by-hop, credentials, forwarding headers, id, policy.
 pub fn rewrite_headers(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
     // Removed with the hop-by-hop fields, in one pass over the names: the key, `Authorization`
-    // unless forwarded, and `Host` (the client sets it from the backend URI, as nginx's
-    // default `proxy_set_header Host`).
+    // unless forwarded, and `Host` unless preserved (the client sets it from the backend URI, as
+    // nginx's default `proxy_set_header Host`).
     let (host, authorization) = (header::HOST, header::AUTHORIZATION);
     let mut also = [&host; 3];
-    let mut n = 1;
+    let mut n = usize::from(!ctx.preserve_host);
     if let Some(name) = ctx.key_header {
         also[n] = name;
         n += 1;
@@ -559,6 +561,7 @@ mod tests {
             host,
             key_header: Some(&key),
             strip_authorization: true,
+            preserve_host: false,
             tls: false,
             ops: &ops,
             request_id: &id,
@@ -580,6 +583,19 @@ mod tests {
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_REQUEST_ID], "rid");
         assert_eq!(h["x-gateway"], "tollgate");
+
+        // A product made from HTTPRoute rules keeps the client's Host (the key still goes).
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("api.example"));
+        h.insert("x-subscription-key", HeaderValue::from_static("k"));
+        let ctx = ForwardContext {
+            preserve_host: true,
+            host: None,
+            ..ctx
+        };
+        rewrite_headers(&mut h, &ctx);
+        assert_eq!(h[header::HOST], "api.example");
+        assert!(!h.contains_key("x-subscription-key"));
     }
 
     #[test]
@@ -666,6 +682,7 @@ mod tests {
             host: None,
             key_header: None,
             strip_authorization: true,
+            preserve_host: false,
             tls: false,
             ops: &ops,
             request_id: &id,

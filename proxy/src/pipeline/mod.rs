@@ -334,6 +334,7 @@ async fn run(
         host,
         key_header: product.key_header.as_ref(),
         strip_authorization: !product.forward_authorization,
+        preserve_host: product.preserve_host,
         tls: conn.tls.is_some(),
         ops: &product.request_ops,
         request_id,

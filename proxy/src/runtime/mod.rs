@@ -93,6 +93,8 @@ pub struct ProductRt {
     pub forward_authorization: bool,
     /// What happens to request header names with `_`: dropped, forwarded or refused.
     pub headers_with_underscores: tollgate_crds::product::UnderscoreHeaders,
+    /// Whether the backend gets the client's `Host` (products made from HTTPRoute rules).
+    pub preserve_host: bool,
 }
 
 /// A route, resolved.
@@ -382,6 +384,7 @@ pub(crate) mod fixtures {
             policies: vec![],
             client_certificates: None,
             headers_with_underscores: Default::default(),
+            preserve_host: false,
             routes: vec![],
         }
     }

@@ -48,6 +48,7 @@ pub fn table(app_port: u16) -> RoutingTable {
             }],
             client_certificates: None,
             headers_with_underscores: Default::default(),
+            preserve_host: false,
         }],
         plans: vec![],
         subscriptions: vec![],
