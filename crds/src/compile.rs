@@ -27,7 +27,7 @@ mod last_good;
 mod plans;
 mod policies;
 mod products;
-mod secrets;
+pub(crate) mod secrets;
 mod subscriptions;
 mod syntax;
 mod validation;
@@ -71,7 +71,7 @@ impl Compiled {
 /// Compile a snapshot. Deterministic and independent of input order.
 pub fn compile(snapshot: &Snapshot) -> Compiled {
     // Products that target HTTPRoutes get their routes and backend from them first.
-    let translation = crate::gateway::translate(&snapshot.gateway.inputs());
+    let translation = crate::gateway::translate(&snapshot.gateway.inputs(&snapshot.secrets));
     let (snapshot, mut out) = crate::gateway::targets::resolve(snapshot, &translation);
     let snapshot: &Snapshot = &snapshot;
     let rejected = Rejected::new(&snapshot.rejected);

@@ -53,7 +53,7 @@ fn render(name: &str, dir: &Path) -> String {
     set.add_file(&format!("{name}/in.yaml"), &text);
     let compiled = set.compile();
     let out = Out {
-        translation: translate(&set.snapshot.gateway.inputs()),
+        translation: translate(&set.snapshot.gateway.inputs(&set.snapshot.secrets)),
         products: compiled.table.products,
         policies: compiled.table.policies,
         diagnostics: compiled.diagnostics,

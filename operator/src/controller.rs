@@ -306,7 +306,7 @@ pub async fn reconcile(
             note(e);
         }
         // Statuses from the very objects that were compiled (see above).
-        let writes = crate::gateway::plan(&snapshot.gateway, &ctx.gateway, &now);
+        let writes = crate::gateway::plan(&snapshot.gateway, &snapshot.secrets, &ctx.gateway, &now);
         for e in crate::gateway::write_statuses(&ctx.client, &ctx.metrics, writes).await {
             note(e);
         }

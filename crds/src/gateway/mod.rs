@@ -29,7 +29,7 @@ pub use api::httproutes::HttpRoute;
 pub use api::referencegrants::ReferenceGrant;
 pub use translate::{translate, Inputs, Translation, CONTROLLER_NAME};
 
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 
 /// The conformance features Tollgate implements, as the upstream suite names them
 /// (`sigs.k8s.io/gateway-api/pkg/features`), sorted as the GatewayClass status requires: the
@@ -68,8 +68,8 @@ pub struct GatewayObjects {
 }
 
 impl GatewayObjects {
-    /// The translation's inputs.
-    pub fn inputs(&self) -> Inputs<'_> {
+    /// The translation's inputs, with the Secrets HTTPS listeners' certificateRefs may name.
+    pub fn inputs<'a>(&'a self, secrets: &'a [Secret]) -> Inputs<'a> {
         Inputs {
             gateway_classes: &self.gateway_classes,
             gateways: &self.gateways,
@@ -77,6 +77,7 @@ impl GatewayObjects {
             reference_grants: &self.reference_grants,
             services: &self.services,
             namespaces: &self.namespaces,
+            secrets,
         }
     }
 }

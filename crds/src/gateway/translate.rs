@@ -19,7 +19,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 use super::api::gatewayclasses::GatewayClass;
@@ -89,6 +91,9 @@ pub struct Inputs<'a> {
     /// sets on every namespace), so standalone manifests need no Namespace documents for
     /// selectors on names.
     pub namespaces: &'a [Namespace],
+    /// Secrets, for HTTPS listeners' `certificateRefs` (that they exist and hold a PEM
+    /// certificate and private key under `tls.crt` and `tls.key`).
+    pub secrets: &'a [Secret],
 }
 
 /// The result: what is served, and every status.
@@ -231,7 +236,7 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
             .spec
             .listeners
             .iter()
-            .map(|l| check_listener(l, &namespace, gw.metadata.generation))
+            .map(|l| check_listener(l, &namespace, gw.metadata.generation, inputs.secrets))
             .collect();
         gateways.insert((namespace, name), OurGateway { gw, listeners });
     }
@@ -424,6 +429,7 @@ fn check_listener(
     l: &GatewayListeners,
     gw_namespace: &str,
     generation: Option<i64>,
+    secrets: &[Secret],
 ) -> CheckedListener {
     let mut accepted = condition(ACCEPTED, true, R_ACCEPTED, "accepted", generation);
     let mut resolved = condition(
@@ -437,7 +443,7 @@ fn check_listener(
     match l.protocol.as_str() {
         "HTTP" => {}
         "HTTPS" => {
-            if let Some(problem) = certificate_problem(l, gw_namespace) {
+            if let Some(problem) = certificate_problem(l, gw_namespace, secrets) {
                 resolved = condition(
                     RESOLVED_REFS,
                     false,
@@ -499,7 +505,11 @@ fn check_listener(
 /// Why an HTTPS listener's certificateRefs do not resolve, if they do not. Only Secrets in the
 /// Gateway's namespace are resolved (cross-namespace certificates need a ReferenceGrant check
 /// that is not written yet, so they are refused rather than assumed allowed).
-fn certificate_problem(l: &GatewayListeners, gw_namespace: &str) -> Option<String> {
+fn certificate_problem(
+    l: &GatewayListeners,
+    gw_namespace: &str,
+    secrets: &[Secret],
+) -> Option<String> {
     let refs = l
         .tls
         .as_ref()
@@ -523,8 +533,39 @@ fn certificate_problem(l: &GatewayListeners, gw_namespace: &str) -> Option<Strin
             ));
         }
     }
-    // Whether the Secrets exist and hold a certificate is for where listener certificates will
-    // be loaded (not written yet); the translation does not read Secrets.
+    refs.iter()
+        .find_map(|r| secret_problem(&r.name, gw_namespace, secrets))
+}
+
+/// Why Secret `namespace/name` cannot serve as a listener certificate, if it cannot.
+fn secret_problem(name: &str, namespace: &str, secrets: &[Secret]) -> Option<String> {
+    let Some(secret) = secrets.iter().find(|s| {
+        s.metadata.name.as_deref() == Some(name)
+            && namespace_of(s.metadata.namespace.as_deref()) == namespace
+    }) else {
+        return Some(format!(
+            "certificateRef {name}: Secret {namespace}/{name} does not exist"
+        ));
+    };
+    let cert = crate::compile::secrets::secret_value(secret, "tls.crt").map(|pem| {
+        CertificateDer::pem_slice_iter(pem)
+            .filter_map(Result::ok)
+            .count()
+            > 0
+    });
+    if cert != Some(true) {
+        return Some(format!(
+            "certificateRef {name}: tls.crt of Secret {namespace}/{name} holds no PEM certificate"
+        ));
+    }
+    let key = crate::compile::secrets::secret_value(secret, "tls.key")
+        .is_some_and(|pem| PrivateKeyDer::from_pem_slice(pem).is_ok());
+    if !key {
+        // Never quote the data: it may be a key with one typo.
+        return Some(format!(
+            "certificateRef {name}: tls.key of Secret {namespace}/{name} holds no PEM private key"
+        ));
+    }
     None
 }
 

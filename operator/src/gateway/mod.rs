@@ -12,6 +12,7 @@ pub mod status;
 pub mod watch;
 
 use futures::{stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde_json::{json, Value};
@@ -52,8 +53,13 @@ fn json_status<T: serde::Serialize>(s: Option<&T>) -> Option<Value> {
 
 /// Every status write the objects need (pure): translation, completed with `serving`, compared
 /// with each object's current status.
-pub fn plan(objects: &GatewayObjects, serving: &Serving, now: &str) -> Vec<Write> {
-    let translation = translate(&objects.inputs());
+pub fn plan(
+    objects: &GatewayObjects,
+    secrets: &[Secret],
+    serving: &Serving,
+    now: &str,
+) -> Vec<Write> {
+    let translation = translate(&objects.inputs(secrets));
     let mut writes = Vec::new();
     for desired in &translation.statuses.gateway_classes {
         let current = objects
@@ -259,7 +265,7 @@ spec:
         let serving = Serving {
             addresses: vec!["127.0.0.2".parse().expect("ip")],
         };
-        let writes = plan(&o, &serving, "2026-01-01T00:00:00Z");
+        let writes = plan(&o, &[], &serving, "2026-01-01T00:00:00Z");
         let targets: Vec<&Target> = writes.iter().map(|w| &w.target).collect();
         assert_eq!(
             targets,
@@ -286,6 +292,6 @@ spec:
                 }
             }
         }
-        assert_eq!(plan(&o, &serving, "2026-01-02T00:00:00Z"), Vec::new());
+        assert_eq!(plan(&o, &[], &serving, "2026-01-02T00:00:00Z"), Vec::new());
     }
 }
