@@ -219,6 +219,10 @@ pub struct Route {
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("rewrite must start with '/'"))]
     #[schemars(length(max = 1024))]
     pub rewrite: Option<String>,
+    /// With `rewrite`: replace the whole path, not only the matched prefix (the Gateway API's
+    /// `ReplaceFullPath`). On an `Exact` route the two are the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rewrite_full_path: bool,
     /// Request headers that must all be present with exactly these values (names compared
     /// case-insensitively, values exactly). A route with more header matches wins over one
     /// with fewer on the same path, as in the Gateway API.

@@ -196,6 +196,9 @@ pub struct RouteEntry {
     /// Replacement for the matched path when forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<String>,
+    /// `rewrite` replaces the whole path, not only the matched prefix. Left out when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub rewrite_full_path: bool,
     /// Headers the request must carry with exactly these values; names lowercased, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<ValueMatch>,

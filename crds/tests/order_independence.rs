@@ -86,6 +86,7 @@ fn product() -> impl Strategy<Value = Product> {
                         .filter_map(|(m, on)| on.then_some(m))
                         .collect(),
                     rewrite: None,
+                    rewrite_full_path: false,
                     headers: Vec::new(),
                     query_params: Vec::new(),
                 })

@@ -264,6 +264,9 @@ pub fn rewrite<'p>(route: &RouteRt, path: &'p str) -> Cow<'p, str> {
     let Some(replacement) = &route.rewrite else {
         return Cow::Borrowed(path);
     };
+    if route.rewrite_full_path {
+        return Cow::Owned(replacement.clone());
+    }
     let rest = match route.path_match {
         PathMatch::Exact => "",
         PathMatch::Prefix if route.path == "/" => path,
@@ -303,6 +306,7 @@ mod tests {
             path_match: m,
             methods: methods.to_vec(),
             rewrite: None,
+            rewrite_full_path: false,
             headers: Vec::new(),
             query_params: Vec::new(),
         }
@@ -597,6 +601,7 @@ mod tests {
             path_match: PathMatch::Prefix,
             methods: 0,
             rewrite: Some("/v1/now".into()),
+            rewrite_full_path: false,
             headers: Vec::new(),
             query_params: Vec::new(),
             unmatchable: false,
@@ -610,6 +615,11 @@ mod tests {
         assert_eq!(rewrite(&r, "/weather/current/x"), "/weather/current/x");
         r.path_match = PathMatch::Exact;
         r.rewrite = Some("/v1".into());
+        assert_eq!(rewrite(&r, "/weather/current"), "/v1");
+        // rewriteFullPath (the Gateway API's ReplaceFullPath) on a prefix: the whole path.
+        r.path_match = PathMatch::Prefix;
+        r.rewrite_full_path = true;
+        assert_eq!(rewrite(&r, "/weather/current/x/y"), "/v1");
         assert_eq!(rewrite(&r, "/weather/current"), "/v1");
     }
 

@@ -39,6 +39,7 @@ fn table(endpoints: Vec<String>) -> RoutingTable {
                 path_match: Default::default(),
                 methods: vec![],
                 rewrite: None,
+                rewrite_full_path: false,
                 headers: Vec::new(),
                 query_params: Vec::new(),
             }],

@@ -596,6 +596,13 @@ fn routes(
                 );
             }
         }
+        if route.rewrite_full_path && route.rewrite.is_none() {
+            report.error(
+                at("rewriteFullPath"),
+                reasons::INVALID_ROUTE,
+                "rewriteFullPath needs rewrite (the path to send instead); set rewrite or remove rewriteFullPath",
+            );
+        }
         if let Some(rewrite) = &route.rewrite {
             if !rewrite.starts_with('/') {
                 report.error(
@@ -616,6 +623,7 @@ fn routes(
             path_match: route.path_match,
             methods,
             rewrite: route.rewrite.clone(),
+            rewrite_full_path: route.rewrite_full_path,
             headers,
             query_params,
         };

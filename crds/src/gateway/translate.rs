@@ -764,21 +764,10 @@ fn translate_rules(
         }
         let routes = match rule_match(rule.matches.as_deref().unwrap_or_default(), &field) {
             Ok(alternatives) => {
-                // A full-path replacement is Tollgate's rewrite only on an exact match (where
-                // the matched part is the whole path).
-                let rewrite = match rewrite.take() {
-                    Some((_, true))
-                        if alternatives
-                            .iter()
-                            .any(|((_, m, _, _), _)| *m != PathMatch::Exact) =>
-                    {
-                        issues.push(unsupported(
-                            format!("{field}.filters"),
-                            "URLRewrite replaceFullPath on a PathPrefix match",
-                        ));
-                        None
-                    }
-                    other => other.map(|(to, _)| to),
+                // ReplaceFullPath: the whole path, whatever the match (`rewriteFullPath`).
+                let (rewrite, full_path) = match rewrite.take() {
+                    Some((to, full)) => (Some(to), full),
+                    None => (None, false),
                 };
                 Some(
                     alternatives
@@ -790,6 +779,7 @@ fn translate_rules(
                                 path_match,
                                 methods,
                                 rewrite: rewrite.clone(),
+                                rewrite_full_path: full_path,
                                 headers,
                                 query_params,
                             },

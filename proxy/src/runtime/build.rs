@@ -189,6 +189,7 @@ impl Runtime {
                         path_match: r.path_match,
                         methods: r.methods.iter().fold(0, |m, x| m | crd_method_bit(*x)),
                         rewrite: r.rewrite.clone(),
+                        rewrite_full_path: r.rewrite_full_path,
                         unmatchable: headers.len() != r.headers.len(),
                         headers,
                         query_params: r

@@ -110,6 +110,8 @@ pub struct RouteRt {
     pub methods: u8,
     /// Replacement for the matched path.
     pub rewrite: Option<String>,
+    /// `rewrite` replaces the whole path, not only the matched prefix.
+    pub rewrite_full_path: bool,
     /// Headers the request must carry with these exact values (any of its values may match).
     pub headers: Vec<(http::header::HeaderName, http::header::HeaderValue)>,
     /// Query parameters (their first occurrence, percent-decoded) that must have these values.
@@ -461,6 +463,7 @@ mod tests {
             path_match: PathMatch::Prefix,
             methods: vec![],
             rewrite: None,
+            rewrite_full_path: false,
             headers: Vec::new(),
             query_params: Vec::new(),
         }

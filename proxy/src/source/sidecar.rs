@@ -43,6 +43,7 @@ pub fn table(app_port: u16) -> RoutingTable {
                 path_match: PathMatch::Prefix,
                 methods: vec![],
                 rewrite: None,
+                rewrite_full_path: false,
                 headers: Vec::new(),
                 query_params: Vec::new(),
             }],

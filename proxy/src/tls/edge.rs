@@ -340,6 +340,7 @@ mod tests {
                 path_match: PathMatch::Prefix,
                 methods: vec![],
                 rewrite: None,
+                rewrite_full_path: false,
                 headers: Vec::new(),
                 query_params: Vec::new(),
             }],
