@@ -155,6 +155,11 @@ fn product_syntax_mirrors_the_cel_rules() {
             "path: /current}",
             reasons::ROUTE_CONFLICT,
         ),
+        (
+            "path: /current,",
+            "path: /current, rewriteFullPath: true,",
+            reasons::INVALID_ROUTE,
+        ),
     ];
     for (from, to, reason) in cases {
         assert!(PRODUCT.contains(from), "{from}");
