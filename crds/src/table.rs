@@ -85,11 +85,12 @@ pub struct ProductEntry {
     /// Left out when `Drop`, so tables (and their digests) from before the field are unchanged.
     #[serde(default, skip_serializing_if = "is_drop")]
     pub headers_with_underscores: UnderscoreHeaders,
-    /// Whether the backend gets the client's `Host` (as a Gateway API implementation forwards
-    /// HTTPRoute traffic) instead of the backend's own authority: set for Products made from
-    /// HTTPRoute rules. Left out when false, so other tables (and digests) are unchanged.
+    /// Made from HTTPRoute rules, and so served as a Gateway API implementation serves them:
+    /// the backend gets the client's `Host` (not the backend's own authority), and a method no
+    /// rule allows is `404` (no route matches) rather than Tollgate's `405`. Left out when
+    /// false, so other tables (and digests) are unchanged.
     #[serde(default, skip_serializing_if = "is_false")]
-    pub preserve_host: bool,
+    pub http_route: bool,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -233,7 +233,7 @@ pub fn find(
         let mut allow = 0u8;
         let mut path_hit = false;
         for &r in tier {
-            let Some((_, route)) = rt.route(r) else {
+            let Some((product, route)) = rt.route(r) else {
                 continue;
             };
             if !path_matches(route, path) {
@@ -247,8 +247,12 @@ pub fn find(
             if route.methods == 0 || route.methods & bit != 0 {
                 return RouteMatch::Found(r);
             }
-            path_hit = true;
-            allow |= route.methods;
+            // An HTTPRoute's method match is part of the match, as in the Gateway API: a miss
+            // is no route (404), not 405.
+            if !product.http_route {
+                path_hit = true;
+                allow |= route.methods;
+            }
         }
         if path_hit {
             return RouteMatch::MethodNotAllowed {
@@ -381,6 +385,27 @@ mod tests {
                 allow: HeaderValue::from_static("GET, POST")
             }
         );
+    }
+
+    #[test]
+    fn an_httproute_method_miss_is_no_route() {
+        // As a Gateway API implementation answers: the method is part of the match.
+        let rt = runtime(vec![ProductEntry {
+            http_route: true,
+            ..product(
+                "ns/HTTPRoute:r:0",
+                &[],
+                vec![route("get", "/alerts", PathMatch::Exact, &[M::Get])],
+            )
+        }]);
+        assert_eq!(
+            plain(&rt, "h", "/alerts", &Method::POST),
+            RouteMatch::NotFound
+        );
+        assert!(matches!(
+            plain(&rt, "h", "/alerts", &Method::GET),
+            RouteMatch::Found(_)
+        ));
     }
 
     #[test]

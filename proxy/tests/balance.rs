@@ -45,7 +45,7 @@ fn table(endpoints: Vec<String>) -> RoutingTable {
             }],
             client_certificates: None,
             headers_with_underscores: Default::default(),
-            preserve_host: false,
+            http_route: false,
         }],
         ..RoutingTable::default()
     }

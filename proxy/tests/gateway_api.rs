@@ -185,8 +185,9 @@ async fn a_product_targeting_an_httproute_serves_its_paths_to_subscribers_only()
     send(&c, "GET", &proxy.url("/forecast/today"), &[])
         .await
         .assert_problem(401, "missing-key");
-    // The rule's method match is enforced, and so is the Plan (the unnamed rule is
-    // `weather-1`, not in the plan).
+    // The rule's method match is part of the match, as in the Gateway API (another method is
+    // no route: 404, not 405), and the Plan is enforced (the unnamed rule is `weather-1`, not
+    // in the plan).
     send(
         &c,
         "POST",
@@ -194,7 +195,7 @@ async fn a_product_targeting_an_httproute_serves_its_paths_to_subscribers_only()
         &[("x-subscription-key", KEY)],
     )
     .await
-    .assert_problem(405, "method-not-allowed");
+    .assert_problem(404, "no-route");
     send(
         &c,
         "GET",

@@ -355,7 +355,7 @@ fn compile_one(
         routes,
         client_certificates,
         headers_with_underscores: spec.headers_with_underscores,
-        preserve_host: from_rules,
+        http_route: from_rules,
     })
 }
 

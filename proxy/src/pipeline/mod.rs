@@ -334,7 +334,7 @@ async fn run(
         host,
         key_header: product.key_header.as_ref(),
         strip_authorization: !product.forward_authorization,
-        preserve_host: product.preserve_host,
+        preserve_host: product.http_route,
         tls: conn.tls.is_some(),
         ops: &product.request_ops,
         request_id,

@@ -285,7 +285,7 @@ impl Runtime {
                 rewrite: crate::respond::rewrite::Rules::attached(&attached),
                 forward_authorization: attached.iter().any(|pol| pol.forward_authorization),
                 headers_with_underscores: p.headers_with_underscores,
-                preserve_host: p.preserve_host,
+                http_route: p.http_route,
                 anonymous: anonymous_limiter(&p.id, &attached, registry, notes),
             });
         }

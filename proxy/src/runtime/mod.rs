@@ -93,8 +93,9 @@ pub struct ProductRt {
     pub forward_authorization: bool,
     /// What happens to request header names with `_`: dropped, forwarded or refused.
     pub headers_with_underscores: tollgate_crds::product::UnderscoreHeaders,
-    /// Whether the backend gets the client's `Host` (products made from HTTPRoute rules).
-    pub preserve_host: bool,
+    /// Made from HTTPRoute rules: the client's `Host` is forwarded, and a method no route
+    /// allows is no match (404) rather than 405.
+    pub http_route: bool,
 }
 
 /// A route, resolved.
@@ -386,7 +387,7 @@ pub(crate) mod fixtures {
             policies: vec![],
             client_certificates: None,
             headers_with_underscores: Default::default(),
-            preserve_host: false,
+            http_route: false,
             routes: vec![],
         }
     }

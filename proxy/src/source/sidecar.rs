@@ -49,7 +49,7 @@ pub fn table(app_port: u16) -> RoutingTable {
             }],
             client_certificates: None,
             headers_with_underscores: Default::default(),
-            preserve_host: false,
+            http_route: false,
         }],
         plans: vec![],
         subscriptions: vec![],
