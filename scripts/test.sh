@@ -19,8 +19,9 @@ die() { printf 'test: %s\n' "$*" >&2; exit 1; }
 source "$ROOT/scripts/apt.sh"
 
 # What the tests need besides Rust. The demo smoke test calls curl; the shared-quota tests start
-# their own redis-server on a free loopback port (the packaged service is not used).
-TEST_PACKAGES=(curl:curl openssl:openssl redis-server:redis-server)
+# their own redis-server on a free loopback port (the packaged service is not used); the Gateway
+# API conformance harness gives its pods network namespaces with `ip`.
+TEST_PACKAGES=(curl:curl openssl:openssl redis-server:redis-server iproute2:ip)
 ensure_apt_packages "${TEST_PACKAGES[@]}"
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs); rust-toolchain.toml pins the version"
 
@@ -68,6 +69,14 @@ run "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 run "tests" cargo test --workspace --locked
 # The dev profile reuses what `cargo test` just built instead of a third, optimised build.
 run "demo walk-through (smoke test)" env DEMO_EXIT=1 DEMO_PROFILE=dev scripts/demo.sh
+# The Go of the conformance harness (e2e/conformance): formatted, and go vet clean.
+go_harness_checks() {
+    local unformatted
+    unformatted=$(cd e2e/conformance && gofmt -l .) || return 1
+    [[ -z "$unformatted" ]] || { printf 'gofmt would change: %s\n' "$unformatted"; return 1; }
+    (cd e2e/conformance && go vet ./...)
+}
+run "conformance harness Go (gofmt, go vet)" go_harness_checks
 
 # --- Operator end-to-end (issue 4; added by the operator engineer) -------------------------
 # The operator as a real process against a real kube-apiserver. e2e/control-plane.sh starts
@@ -110,6 +119,13 @@ fi
 # into ~/.cache/tollgate); unless TOLLGATE_SKIP_E2E=1, also a server-side dry run on the local
 # control plane and the operator e2e suite run under the chart's RBAC (e2e/chart-test.sh).
 run "Helm chart (e2e/chart-test.sh)" e2e/chart-test.sh
+if [[ "${TOLLGATE_SKIP_E2E:-0}" == 1 ]]; then
+    log "Gateway API conformance: skipped (TOLLGATE_SKIP_E2E=1)"
+else
+    # The upstream suite, unmodified; the tests e2e/conformance/not-passing.txt lists (with why)
+    # are skipped, every other test of the GATEWAY-HTTP profile must pass.
+    run "Gateway API conformance suite (e2e/conformance/run.sh)" env CONFORMANCE_GATE=1 e2e/conformance/run.sh
+fi
 
 echo
 if ((${#FAILED[@]})); then
