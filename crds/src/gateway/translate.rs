@@ -315,7 +315,7 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
                     generation,
                 ),
             };
-            if let Ok(h) = attached {
+            if let Ok(Some(h)) = attached {
                 if unsupported.is_empty() {
                     hosts = Some(merge_hosts(hosts, h));
                 }
@@ -415,6 +415,9 @@ struct OurGateway<'a> {
 
 /// A listener's verdict, and its status (whose `attachedRoutes` grows as routes attach).
 struct CheckedListener {
+    /// Accepted (a protocol we serve): routes may attach and are counted in `attachedRoutes`.
+    accepted: bool,
+    /// Accepted and every reference resolves: routes attached here are served.
     valid: bool,
     state: ListenerState,
 }
@@ -492,6 +495,7 @@ fn check_listener(
         condition(PROGRAMMED, false, R_INVALID, "not valid", generation)
     };
     CheckedListener {
+        accepted: accepted.status == "True",
         valid,
         state: ListenerState {
             name: l.name.clone(),
@@ -569,15 +573,17 @@ fn secret_problem(name: &str, namespace: &str, secrets: &[Secret]) -> Option<Str
     None
 }
 
-/// Attach a route to the listeners its parentRef selects. `Ok(hosts)` when at least one takes it
-/// (bumping their `attachedRoutes`), else the reason and message of `Accepted=False`.
+/// Attach a route to the listeners its parentRef selects. `Ok(Some(hosts))` when at least one
+/// valid listener takes it (bumping their `attachedRoutes`), `Ok(None)` when only listeners whose
+/// references do not resolve take it (counted there, served nowhere), else the reason and
+/// message of `Accepted=False`.
 fn attach(
     parent: &HttpRouteParentRefs,
     route_namespace: &str,
     route_hostnames: &Option<Vec<String>>,
     our: &mut OurGateway<'_>,
     inputs: &Inputs<'_>,
-) -> Result<Hosts, (&'static str, String)> {
+) -> Result<Option<Hosts>, (&'static str, String)> {
     let gw_namespace = namespace_of(our.gw.metadata.namespace.as_deref());
     let selected: Vec<usize> = our
         .gw
@@ -598,10 +604,11 @@ fn attach(
     let route_hostnames: &[String] = route_hostnames.as_deref().unwrap_or_default();
     let mut hosts: Option<Hosts> = None;
     let mut allowed_somewhere = false;
+    let mut attached_unserved = false;
     for i in selected {
         let listener = &our.gw.spec.listeners[i];
         let checked = &mut our.listeners[i];
-        if !checked.valid || checked.state.supported_kinds.is_empty() {
+        if !checked.accepted || checked.state.supported_kinds.is_empty() {
             continue;
         }
         let from = listener
@@ -627,14 +634,21 @@ fn attach(
         allowed_somewhere = true;
         match intersect(listener.hostname.as_deref(), route_hostnames) {
             Hosts::None => {}
-            h => {
+            // Attached (and counted) whether or not the listener's references resolve; served
+            // only through listeners that are valid.
+            h if checked.valid => {
                 checked.state.attached_routes += 1;
                 hosts = Some(merge_hosts(hosts, h));
+            }
+            _ => {
+                checked.state.attached_routes += 1;
+                attached_unserved = true;
             }
         }
     }
     match hosts {
-        Some(h) => Ok(h),
+        Some(h) => Ok(Some(h)),
+        None if attached_unserved => Ok(None),
         None if allowed_somewhere => Err((
             R_NO_MATCHING_LISTENER_HOSTNAME,
             "no hostname of the route matches a selected listener's hostname".to_string(),
