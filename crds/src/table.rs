@@ -89,12 +89,8 @@ pub struct ProductEntry {
     /// the backend gets the client's `Host` (not the backend's own authority), and a method no
     /// rule allows is `404` (no route matches) rather than Tollgate's `405`. Left out when
     /// false, so other tables (and digests) are unchanged.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub http_route: bool,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 fn is_drop(u: &UnderscoreHeaders) -> bool {
@@ -198,7 +194,7 @@ pub struct RouteEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<String>,
     /// `rewrite` replaces the whole path, not only the matched prefix. Left out when false.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rewrite_full_path: bool,
     /// Headers the request must carry with exactly these values; names lowercased, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -236,9 +236,13 @@ fn compile_one(
     }
 
     // Routes made from HTTPRoute rules (a targeting Product, or the implicit Product of an
-    // untargeted rule, whose name no Kubernetes object can have) repeat the rule's name once per
-    // match: one name, so Plans and scopes naming the rule cover all of its matches.
-    let from_rules = !spec.target_refs.is_empty() || input.object.name.starts_with("HTTPRoute:");
+    // untargeted rule) repeat the rule's name once per match: one name, so Plans and scopes
+    // naming the rule cover all of its matches.
+    let from_rules = !spec.target_refs.is_empty()
+        || input
+            .object
+            .name
+            .starts_with(crate::gateway::targets::IMPLICIT_PRODUCT_PREFIX);
     let routes = routes(&spec.routes, &base, from_rules, report);
     let client_certificates = spec.client_certificates.as_ref().and_then(|c| {
         let ca_pem = secrets.certificates(

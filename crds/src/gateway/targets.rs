@@ -17,6 +17,10 @@ use crate::product::{
 use crate::snapshot::Snapshot;
 use crate::{compile::DEFAULT_NAMESPACE, reasons};
 
+/// How the name of the implicit Product of an untargeted HTTPRoute rule starts
+/// (`HTTPRoute:<route>:<rule>`): no Kubernetes object can be named so.
+pub(crate) const IMPLICIT_PRODUCT_PREFIX: &str = "HTTPRoute:";
+
 /// Why a Product's `targetRefs` cannot be served.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TargetRefError {
@@ -351,7 +355,7 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation) -> (Vec<Product>, 
             })
             .and_then(|r| r.metadata.creation_timestamp.clone());
         for (i, rule) in served.rules.iter().enumerate() {
-            let name = format!("HTTPRoute:{}:{i}", served.name);
+            let name = format!("{IMPLICIT_PRODUCT_PREFIX}{}:{i}", served.name);
             let mut attached = Vec::new();
             if rule.request_headers.is_some() || rule.response_headers.is_some() {
                 let mut policy = ApiPolicy::new(
