@@ -147,6 +147,10 @@ pub enum BackendTarget {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         workload: Option<WorkloadMtls>,
     },
+    /// Nothing to send to: an HTTPRoute rule whose backendRefs are missing, weigh 0 or do not
+    /// resolve. Proxies answer 500, as the Gateway API requires; the route's `ResolvedRefs`
+    /// condition says why.
+    Unresolved,
 }
 
 /// How to reach the injected pods of a Service (issue 12).

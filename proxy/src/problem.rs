@@ -380,6 +380,12 @@ problems! {
         ["retry-after"]
     ),
 
+    /// The route has nothing to send to: its HTTPRoute rule has no backendRefs, or they do not
+    /// resolve (the route's `ResolvedRefs` condition says why). 500, as the Gateway API
+    /// requires: the client did nothing wrong.
+    #[error("this route has no backend to send to; the API provider must fix the route's backendRefs")]
+    NoBackend => (INTERNAL_SERVER_ERROR, "no-backend", "No backend", []),
+
     /// The backend refused or could not be reached.
     #[error("the backend could not be reached")]
     BackendUnreachable => (BAD_GATEWAY, "backend-unreachable", "Backend unreachable", []),
@@ -592,6 +598,7 @@ mod tests {
             K::BodyTimeout => Rejection::BodyTimeout { secs: 30 },
             K::BodyUnreadable => Rejection::BodyUnreadable,
             K::ValidationUnavailable => Rejection::ValidationUnavailable,
+            K::NoBackend => Rejection::NoBackend,
             K::NotReady => Rejection::NotReady,
             K::Overloaded => Rejection::Overloaded,
             K::QuotaStoreUnavailable => Rejection::QuotaStoreUnavailable,

@@ -22,21 +22,25 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn manifests(upstream: SocketAddr) -> String {
-    format!(
-        r#"apiVersion: gateway.networking.k8s.io/v1
+/// A GatewayClass of ours and its Gateway `t/edge` with one HTTP listener, before a test's
+/// Services and HTTPRoutes.
+const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
-metadata: {{name: tollgate}}
-spec: {{controllerName: tollgate.dev/gateway-controller}}
+metadata: {name: tollgate}
+spec: {controllerName: tollgate.dev/gateway-controller}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {{name: edge, namespace: t}}
+metadata: {name: edge, namespace: t}
 spec:
   gatewayClassName: tollgate
-  listeners: [{{name: http, protocol: HTTP, port: 80}}]
+  listeners: [{name: http, protocol: HTTP, port: 80}]
 ---
-apiVersion: v1
+";
+
+fn manifests(upstream: SocketAddr) -> String {
+    format!(
+        r#"{GATEWAY}apiVersion: v1
 kind: Service
 metadata: {{name: weather, namespace: t}}
 spec: {{type: ExternalName, externalName: "{ip}", ports: [{{port: {port}}}]}}
@@ -249,19 +253,7 @@ async fn a_product_targeting_an_httproute_serves_its_paths_to_subscribers_only()
 /// An HTTPRoute no Product targets, with two rules to two Services.
 fn open_route(web: SocketAddr, api: SocketAddr) -> String {
     format!(
-        r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: tollgate}}
-spec: {{controllerName: tollgate.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: t}}
-spec:
-  gatewayClassName: tollgate
-  listeners: [{{name: http, protocol: HTTP, port: 80}}]
----
-apiVersion: v1
+        r#"{GATEWAY}apiVersion: v1
 kind: Service
 metadata: {{name: web, namespace: t}}
 spec: {{type: ExternalName, externalName: "{web_ip}", ports: [{{port: {web_port}}}]}}
@@ -345,6 +337,67 @@ async fn an_httproute_no_product_targets_is_served_open_rule_by_rule() {
     let other = send(&c, "GET", &proxy.url("/api/v1"), &[]).await;
     assert_eq!(other.status, 200, "{}", other.text());
     assert_eq!((web.count(), api.count()), (2, 1));
+}
+
+/// An HTTPRoute whose rules have nothing to send to (no backendRefs, weight 0, a Service that
+/// does not exist) next to one that resolves: the Gateway API's 500 for the former, while the
+/// latter keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_without_a_backend_answer_500_and_the_others_keep_serving() {
+    let web = Upstream::start().await;
+    let dir = TempDir::new("gateway-api-no-backend");
+    dir.write(
+        "all.yaml",
+        &format!(
+            r#"{GATEWAY}apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: t}}
+spec: {{type: ExternalName, externalName: "{ip}", ports: [{{port: {port}}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: site, namespace: t}}
+spec:
+  parentRefs: [{{name: edge}}]
+  rules:
+  - matches: [{{path: {{type: Exact, value: /omitted}}}}]
+  - matches: [{{path: {{type: Exact, value: /weightless}}}}]
+    backendRefs: [{{name: web, port: {port}, weight: 0}}]
+  - matches: [{{path: {{type: Exact, value: /missing}}}}]
+    backendRefs: [{{name: missing, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /}}}}]
+    backendRefs: [{{name: web, port: {port}}}]
+"#,
+            ip = web.addr.ip(),
+            port = web.addr.port(),
+        ),
+    );
+    let proxy = Proxy::start(dir.path()).await;
+    let c = client();
+    for path in ["/omitted", "/weightless", "/missing"] {
+        let r = send(&c, "GET", &proxy.url(path), &[]).await;
+        assert_eq!(r.status, 500, "{path}: {}", r.text());
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/problem+json"),
+            "{path}"
+        );
+        assert!(
+            r.json()["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("/no-backend")),
+            "{path}: {}",
+            r.text()
+        );
+    }
+    assert_eq!(
+        web.count(),
+        0,
+        "nothing was forwarded for rules without a backend"
+    );
+    let home = send(&c, "GET", &proxy.url("/index.html"), &[]).await;
+    assert_eq!(home.status, 200, "{}", home.text());
+    assert_eq!(web.count(), 1);
 }
 
 /// The README's walk-through, `examples/gateway-api/`, as written (only the backend's loopback

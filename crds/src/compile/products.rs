@@ -177,9 +177,15 @@ fn compile_one(
     let hostnames = hostnames(&spec.hostnames, report);
     let base = base_path(spec.base_path.as_deref(), report);
     // A product with targetRefs reaches here with the backend its HTTPRoutes resolved to
-    // (`gateway::targets`); one with neither is incomplete.
+    // (`gateway::targets`); one with neither is incomplete, except the implicit Product of an
+    // HTTPRoute rule with nothing to send to, whose requests get 500 (the Gateway API's rule).
+    let implicit = input
+        .object
+        .name
+        .starts_with(crate::gateway::targets::IMPLICIT_PRODUCT_PREFIX);
     let backend = match &spec.backend {
         Some(b) => backend(b, namespace, report),
+        None if implicit => Some(BackendTarget::Unresolved),
         None => {
             report.error(
                 "spec.backend",
@@ -238,11 +244,7 @@ fn compile_one(
     // Routes made from HTTPRoute rules (a targeting Product, or the implicit Product of an
     // untargeted rule) repeat the rule's name once per match: one name, so Plans and scopes
     // naming the rule cover all of its matches.
-    let from_rules = !spec.target_refs.is_empty()
-        || input
-            .object
-            .name
-            .starts_with(crate::gateway::targets::IMPLICIT_PRODUCT_PREFIX);
+    let from_rules = !spec.target_refs.is_empty() || implicit;
     let routes = routes(&spec.routes, &base, from_rules, report);
     let client_certificates = spec.client_certificates.as_ref().and_then(|c| {
         let ca_pem = secrets.certificates(

@@ -63,6 +63,17 @@ pub enum TargetRefError {
         /// The HTTPRoute.
         name: String,
     },
+    /// A rule of the HTTPRoute has no backend (no backendRefs, weight 0, or refs that do not
+    /// resolve), so there is no API to subscribe to.
+    #[error("HTTPRoute {namespace}/{name} has a rule with no backend to send to ({why}), and a Product needs one backend; give every rule one backendRef that resolves")]
+    NoBackend {
+        /// Namespace.
+        namespace: String,
+        /// The HTTPRoute.
+        name: String,
+        /// Its `ResolvedRefs` problem, or that a rule has no backendRefs.
+        why: String,
+    },
     /// The HTTPRoute's rules carry header modifier filters, which a targeting Product does not
     /// apply (its policies do, for every route).
     #[error("HTTPRoute {name} has RequestHeaderModifier or ResponseHeaderModifier filters, which a targeting Product does not apply yet; set the headers with an ApiPolicy in spec.policies and remove the filters (an HTTPRoute no Product targets applies them)")]
@@ -85,7 +96,9 @@ impl TargetRefError {
     pub fn reason(&self) -> &'static str {
         match self {
             TargetRefError::NotFound { .. } => reasons::TARGET_NOT_FOUND,
-            TargetRefError::NotAccepted { .. } => reasons::TARGET_NOT_READY,
+            TargetRefError::NotAccepted { .. } | TargetRefError::NoBackend { .. } => {
+                reasons::TARGET_NOT_READY
+            }
             TargetRefError::Exclusive { .. }
             | TargetRefError::WrongKind { .. }
             | TargetRefError::SplitBackends { .. }
@@ -205,6 +218,19 @@ fn resolve_one(
                 ));
                 continue;
             }
+            if r.rules.iter().any(|rule| rule.backend.is_none()) {
+                errors.push((
+                    field,
+                    TargetRefError::NoBackend {
+                        namespace: namespace.to_string(),
+                        name: t.name.clone(),
+                        why: false_conditions(translation, namespace, &t.name)
+                            .filter(|w| !w.is_empty())
+                            .unwrap_or_else(|| "no backendRefs, or one of weight 0".to_string()),
+                    },
+                ));
+                continue;
+            }
             let own = r.rules.first().map(|rule| &rule.backend);
             if r.rules.iter().any(|rule| Some(&rule.backend) != own) {
                 errors.push((
@@ -247,23 +273,12 @@ fn resolve_one(
                 name: t.name.clone(),
             }
         } else {
-            let why = translation
-                .route_status(namespace, &t.name)
-                .map(|s| {
-                    s.parents
-                        .iter()
-                        .flat_map(|p| &p.conditions)
-                        .filter(|c| c.status != "True")
-                        .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-                .unwrap_or_else(|| {
-                    format!(
-                        "no parentRef names a Gateway of a GatewayClass with controllerName {}",
-                        super::CONTROLLER_NAME
-                    )
-                });
+            let why = false_conditions(translation, namespace, &t.name).unwrap_or_else(|| {
+                format!(
+                    "no parentRef names a Gateway of a GatewayClass with controllerName {}",
+                    super::CONTROLLER_NAME
+                )
+            });
             TargetRefError::NotAccepted {
                 namespace: namespace.to_string(),
                 name: t.name.clone(),
@@ -275,7 +290,7 @@ fn resolve_one(
     let Some(first) = served.first() else {
         return Err(errors);
     };
-    let Some(backend) = first.rules.first().map(|r| &r.backend) else {
+    let Some(backend) = first.rules.first().and_then(|r| r.backend.as_ref()) else {
         return Err(errors);
     };
     if !errors.is_empty() {
@@ -288,6 +303,20 @@ fn resolve_one(
         .collect();
     product.spec.backend = Some(backend_of(backend, namespace));
     Ok(product)
+}
+
+/// An HTTPRoute's conditions that are not True, as `Type=Status Reason: message; …`; none when
+/// the translation has no status for it (no parentRef names one of our Gateways).
+fn false_conditions(translation: &Translation, namespace: &str, name: &str) -> Option<String> {
+    translation.route_status(namespace, name).map(|s| {
+        s.parents
+            .iter()
+            .flat_map(|p| &p.conditions)
+            .filter(|c| c.status != "True")
+            .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 /// The Product backend that reaches a resolved backendRef from `namespace`.
@@ -379,7 +408,11 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation) -> (Vec<Product>, 
                     display_name: Some(format!("HTTPRoute {}", served.name)),
                     hostnames: served.hostnames.clone(),
                     base_path: None,
-                    backend: Some(backend_of(&rule.backend, &served.namespace)),
+                    // None: the compiler gives this implicit Product a backend answering 500.
+                    backend: rule
+                        .backend
+                        .as_ref()
+                        .map(|b| backend_of(b, &served.namespace)),
                     subscription_required: false,
                     key_location: KeyLocation::default(),
                     routes: rule.routes.clone(),

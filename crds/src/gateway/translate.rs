@@ -12,7 +12,9 @@
 //! regular-expression matches) makes the parent's `Accepted=False` with reason `UnsupportedValue`, naming the field, and the
 //! route is not served at all: serving it without the part we cannot honour would serve more
 //! than its author meant. Backend references that do not resolve give `ResolvedRefs=False`
-//! (`BackendNotFound`, `RefNotPermitted`, `InvalidKind`) and the route is not served either.
+//! (`BackendNotFound`, `RefNotPermitted`, `InvalidKind`); their rule is served without a backend
+//! (as a rule without backendRefs, or with one of weight 0), so proxies answer its requests with
+//! 500, as the Gateway API requires, and the route's other rules keep serving.
 //!
 //! HTTPRoutes whose parentRefs name no Gateway of our classes are ignored entirely (no status).
 //! Deterministic: inputs are looked up by namespace/name, outputs are sorted.
@@ -146,8 +148,10 @@ pub struct ServedRule {
     /// The rule as routes: one per distinct path, header and query match, all named after
     /// the rule.
     pub routes: Vec<Route>,
-    /// The Service it sends to.
-    pub backend: ServiceRef,
+    /// The Service it sends to; none when its backendRefs are missing, weigh 0 or do not
+    /// resolve: the rule is still served, and its requests get 500 as the Gateway API requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<ServiceRef>,
     /// Its `RequestHeaderModifier` filters, as a policy's request header operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_headers: Option<HeaderOps>,
@@ -269,13 +273,10 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
             continue;
         }
 
-        let rules = translate_rules(route, &namespace, &name, inputs);
-        let (unsupported, unresolved): (Vec<&RuleIssue>, Vec<&RuleIssue>) = match &rules {
-            Ok(_) => (Vec::new(), Vec::new()),
-            Err(issues) => issues
-                .iter()
-                .partition(|i| matches!(i, RuleIssue::Unsupported { .. })),
-        };
+        let (rules, issues) = translate_rules(route, &namespace, &name, inputs);
+        let (unsupported, unresolved): (Vec<&RuleIssue>, Vec<&RuleIssue>) = issues
+            .iter()
+            .partition(|i| matches!(i, RuleIssue::Unsupported { .. }));
         let resolved_refs = match unresolved.first() {
             Some(RuleIssue::Unresolved { reason, .. }) => {
                 condition(RESOLVED_REFS, false, reason, join(&unresolved), generation)
@@ -331,7 +332,7 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
                 conditions: vec![accepted, resolved_refs.clone()],
             });
         }
-        if let (Some(hosts), Ok(rules)) = (hosts, rules) {
+        if let Some(hosts) = hosts {
             served.push(ServedRoute {
                 namespace: namespace.clone(),
                 name: name.clone(),
@@ -723,13 +724,15 @@ fn join(issues: &[&RuleIssue]) -> String {
         .join("; ")
 }
 
-/// The rules as table routes, each with the Service it goes to, or every issue found.
+/// The rules as table routes, each with the Service it goes to, and every issue found: with an
+/// `Unsupported` issue the route is not served; an `Unresolved` one leaves its rule without a
+/// backend.
 fn translate_rules(
     route: &HttpRoute,
     namespace: &str,
     name: &str,
     inputs: &Inputs<'_>,
-) -> Result<Vec<ServedRule>, Vec<RuleIssue>> {
+) -> (Vec<ServedRule>, Vec<RuleIssue>) {
     let mut issues = Vec::new();
     let mut out = Vec::new();
     let rules: &[HttpRouteRules] = route.spec.rules.as_deref().unwrap_or_default();
@@ -806,15 +809,24 @@ fn translate_rules(
                 None
             }
         };
-        match rule_backend(rule, &field, namespace, inputs) {
-            Ok(backend) => out.extend(routes.map(|routes| ServedRule {
-                routes,
-                backend,
-                request_headers,
-                response_headers,
-            })),
-            Err(e) => issues.push(e),
-        }
+        let backend = match rule_backend(rule, &field, namespace, inputs) {
+            Ok(backend) => backend,
+            // Served all the same, answering 500: the route's other rules keep working.
+            Err(e @ RuleIssue::Unresolved { .. }) => {
+                issues.push(e);
+                None
+            }
+            Err(e) => {
+                issues.push(e);
+                continue;
+            }
+        };
+        out.extend(routes.map(|routes| ServedRule {
+            routes,
+            backend,
+            request_headers,
+            response_headers,
+        }));
     }
     if rules.is_empty() {
         issues.push(unsupported(
@@ -822,11 +834,7 @@ fn translate_rules(
             "a route without rules",
         ));
     }
-    if issues.is_empty() {
-        Ok(out)
-    } else {
-        Err(issues)
-    }
+    (out, issues)
 }
 
 /// Add a header modifier filter (`set`, `add`, `remove`, read by name so that the request and
@@ -1046,23 +1054,24 @@ fn method_of(m: &HttpRouteRulesMatchesMethod) -> Option<Method> {
     })
 }
 
-/// A rule's one backendRef, resolved to a Service.
+/// A rule's one backendRef, resolved to a Service; none when the rule has no backendRefs or
+/// its one has weight 0 (nothing to send to, which is not an error: `ResolvedRefs` stays True).
 fn rule_backend(
     rule: &HttpRouteRules,
     field: &str,
     route_namespace: &str,
     inputs: &Inputs<'_>,
-) -> Result<ServiceRef, RuleIssue> {
+) -> Result<Option<ServiceRef>, RuleIssue> {
     let refs = rule.backend_refs.as_deref().unwrap_or_default();
-    let [r] = refs else {
-        return Err(unsupported(
-            format!("{field}.backendRefs"),
-            if refs.is_empty() {
-                "a rule without backendRefs"
-            } else {
-                "more than one (weighted) backendRef"
-            },
-        ));
+    let r = match refs {
+        [] => return Ok(None),
+        [r] => r,
+        _ => {
+            return Err(unsupported(
+                format!("{field}.backendRefs"),
+                "more than one (weighted) backendRef",
+            ))
+        }
     };
     let field = format!("{field}.backendRefs[0]");
     if r.filters.as_ref().is_some_and(|f| !f.is_empty()) {
@@ -1070,9 +1079,6 @@ fn rule_backend(
             format!("{field}.filters"),
             "a backendRef filter",
         ));
-    }
-    if r.weight == Some(0) {
-        return Err(unsupported(format!("{field}.weight"), "a weight of 0"));
     }
     let group = r.group.as_deref().unwrap_or("");
     let kind = r.kind.as_deref().unwrap_or("Service");
@@ -1130,12 +1136,12 @@ fn rule_backend(
     let external_name = spec
         .filter(|s| s.type_.as_deref() == Some("ExternalName"))
         .and_then(|s| s.external_name.clone());
-    Ok(ServiceRef {
+    Ok((r.weight != Some(0)).then(|| ServiceRef {
         namespace,
         name: r.name.clone(),
         port,
         external_name,
-    })
+    }))
 }
 
 /// Whether a ReferenceGrant in `to_namespace` lets HTTPRoutes of `from_namespace` refer to

@@ -71,6 +71,9 @@ pub enum Backend {
     },
     /// A scheme or address this version cannot forward to (answered with 502).
     Unsupported,
+    /// Nothing to send to: an HTTPRoute rule whose backendRefs are missing or do not resolve
+    /// (answered with 500, as the Gateway API requires).
+    Unresolved,
     /// The product's `backendTLS` cannot be used (answered with 502, never sent in plaintext).
     TlsMisconfigured,
 }
@@ -296,6 +299,7 @@ pub fn target_uri_from(
         } => (scheme, authority, base_path.as_str()),
         Backend::Pods { scheme, pods } => (scheme, pods.pick(Instant::now()).1, ""),
         Backend::Unsupported => return Err(Rejection::BackendUnsupported),
+        Backend::Unresolved => return Err(Rejection::NoBackend),
         Backend::TlsMisconfigured => return Err(Rejection::BackendTlsMisconfigured),
     };
     let pq = match original {

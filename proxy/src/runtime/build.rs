@@ -131,6 +131,7 @@ impl Runtime {
             let mut workload = None;
             let backend = match &p.backend {
                 BackendTarget::Url { url } => Backend::from_url(url),
+                BackendTarget::Unresolved => Backend::Unresolved,
                 BackendTarget::Service {
                     endpoints,
                     workload: Some(w),
