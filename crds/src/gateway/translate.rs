@@ -51,6 +51,7 @@ use crate::product::{Method, PathMatch, Route, ValueMatch, GATEWAY_API_GROUP};
 pub const CONTROLLER_NAME: &str = "tollgate.dev/gateway-controller";
 
 const HTTP_ROUTE: &str = "HTTPRoute";
+const GATEWAY_KIND: &str = "Gateway";
 
 // Condition types and reasons, as the Gateway API spells them.
 const ACCEPTED: &str = "Accepted";
@@ -240,7 +241,7 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
             .spec
             .listeners
             .iter()
-            .map(|l| check_listener(l, &namespace, gw.metadata.generation, inputs.secrets))
+            .map(|l| check_listener(l, &namespace, gw.metadata.generation, inputs))
             .collect();
         gateways.insert((namespace, name), OurGateway { gw, listeners });
     }
@@ -261,7 +262,7 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
             .flatten()
             .filter(|p| {
                 p.group.as_deref().unwrap_or(GATEWAY_API_GROUP) == GATEWAY_API_GROUP
-                    && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+                    && p.kind.as_deref().unwrap_or(GATEWAY_KIND) == GATEWAY_KIND
             })
             .map(|p| {
                 let ns = p.namespace.clone().unwrap_or_else(|| namespace.clone());
@@ -433,7 +434,7 @@ fn check_listener(
     l: &GatewayListeners,
     gw_namespace: &str,
     generation: Option<i64>,
-    secrets: &[Secret],
+    inputs: &Inputs<'_>,
 ) -> CheckedListener {
     let mut accepted = condition(ACCEPTED, true, R_ACCEPTED, "accepted", generation);
     let mut resolved = condition(
@@ -447,14 +448,8 @@ fn check_listener(
     match l.protocol.as_str() {
         "HTTP" => {}
         "HTTPS" => {
-            if let Some(problem) = certificate_problem(l, gw_namespace, secrets) {
-                resolved = condition(
-                    RESOLVED_REFS,
-                    false,
-                    R_INVALID_CERTIFICATE_REF,
-                    problem,
-                    generation,
-                );
+            if let Some((reason, problem)) = certificate_problem(l, gw_namespace, inputs) {
+                resolved = condition(RESOLVED_REFS, false, reason, problem, generation);
             }
         }
         other => {
@@ -507,39 +502,56 @@ fn check_listener(
     }
 }
 
-/// Why an HTTPS listener's certificateRefs do not resolve, if they do not. Only Secrets in the
-/// Gateway's namespace are resolved (cross-namespace certificates need a ReferenceGrant check
-/// that is not written yet, so they are refused rather than assumed allowed).
+/// Why an HTTPS listener's certificateRefs do not resolve, if they do not: the `ResolvedRefs`
+/// reason and message. A Secret in another namespace needs a ReferenceGrant there that lets
+/// Gateways of this namespace refer to it (`RefNotPermitted` otherwise).
 fn certificate_problem(
     l: &GatewayListeners,
     gw_namespace: &str,
-    secrets: &[Secret],
-) -> Option<String> {
+    inputs: &Inputs<'_>,
+) -> Option<(&'static str, String)> {
     let refs = l
         .tls
         .as_ref()
         .and_then(|t| t.certificate_refs.as_ref())
         .filter(|r| !r.is_empty());
     let Some(refs) = refs else {
-        return Some("an HTTPS listener needs tls.certificateRefs".to_string());
+        return Some((
+            R_INVALID_CERTIFICATE_REF,
+            "an HTTPS listener needs tls.certificateRefs".to_string(),
+        ));
     };
     for r in refs {
         let core = r.group.as_deref().unwrap_or("").is_empty();
         if !core || r.kind.as_deref().unwrap_or("Secret") != "Secret" {
-            return Some(format!(
-                "certificateRef {}: only core Secrets are supported",
-                r.name
+            return Some((
+                R_INVALID_CERTIFICATE_REF,
+                format!("certificateRef {}: only core Secrets are supported", r.name),
             ));
         }
-        if r.namespace.as_deref().is_some_and(|ns| ns != gw_namespace) {
-            return Some(format!(
-                "certificateRef {}: Secrets in other namespaces are not supported yet",
-                r.name
+        let namespace = r.namespace.as_deref().unwrap_or(gw_namespace);
+        if namespace != gw_namespace
+            && !granted(
+                (GATEWAY_KIND, gw_namespace),
+                ("Secret", namespace, &r.name),
+                inputs,
+            )
+        {
+            return Some((
+                R_REF_NOT_PERMITTED,
+                format!(
+                    "certificateRef {}: Secret {namespace}/{} is in another namespace and no ReferenceGrant there allows Gateways from {gw_namespace}",
+                    r.name, r.name
+                ),
             ));
         }
     }
     refs.iter()
-        .find_map(|r| secret_problem(&r.name, gw_namespace, secrets))
+        .find_map(|r| {
+            let namespace = r.namespace.as_deref().unwrap_or(gw_namespace);
+            secret_problem(&r.name, namespace, inputs.secrets)
+        })
+        .map(|problem| (R_INVALID_CERTIFICATE_REF, problem))
 }
 
 /// Why Secret `namespace/name` cannot serve as a listener certificate, if it cannot.
@@ -1103,7 +1115,13 @@ fn rule_backend(
         .namespace
         .clone()
         .unwrap_or_else(|| route_namespace.to_string());
-    if namespace != route_namespace && !granted(route_namespace, &namespace, &r.name, inputs) {
+    if namespace != route_namespace
+        && !granted(
+            (HTTP_ROUTE, route_namespace),
+            ("Service", &namespace, &r.name),
+            inputs,
+        )
+    {
         return Err(RuleIssue::Unresolved {
             field,
             reason: R_REF_NOT_PERMITTED,
@@ -1144,19 +1162,21 @@ fn rule_backend(
     }))
 }
 
-/// Whether a ReferenceGrant in `to_namespace` lets HTTPRoutes of `from_namespace` refer to
-/// Service `name` there.
-fn granted(from_namespace: &str, to_namespace: &str, name: &str, inputs: &Inputs<'_>) -> bool {
+/// Whether a ReferenceGrant in `to_namespace` lets the `from_kind` objects (a Gateway API kind)
+/// of `from_namespace` refer to the core object `to_kind` `name` there.
+fn granted(
+    (from_kind, from_namespace): (&str, &str),
+    (to_kind, to_namespace, name): (&str, &str, &str),
+    inputs: &Inputs<'_>,
+) -> bool {
     inputs.reference_grants.iter().any(|g| {
         namespace_of(g.metadata.namespace.as_deref()) == to_namespace
             && g.spec.from.iter().any(|f| {
-                f.group == GATEWAY_API_GROUP
-                    && f.kind == HTTP_ROUTE
-                    && f.namespace == from_namespace
+                f.group == GATEWAY_API_GROUP && f.kind == from_kind && f.namespace == from_namespace
             })
             && g.spec.to.iter().any(|t| {
                 t.group.is_empty()
-                    && t.kind == "Service"
+                    && t.kind == to_kind
                     && t.name.as_deref().is_none_or(|n| n == name)
             })
     })
