@@ -98,6 +98,13 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     out.sort();
     out.dedup();
     let mut products = products.into_entries(|e| &e.id);
+    for p in &mut products {
+        if p.backend == crate::table::BackendTarget::Unresolved {
+            if let Some(backend) = crate::gateway::targets::implicit_backend(&translation, &p.id) {
+                p.backend = backend;
+            }
+        }
+    }
     resolve_endpoints(&mut products, &snapshot.endpoints);
     Compiled {
         table: RoutingTable {

@@ -178,7 +178,8 @@ fn compile_one(
     let base = base_path(spec.base_path.as_deref(), report);
     // A product with targetRefs reaches here with the backend its HTTPRoutes resolved to
     // (`gateway::targets`); one with neither is incomplete, except the implicit Product of an
-    // HTTPRoute rule with nothing to send to, whose requests get 500 (the Gateway API's rule).
+    // HTTPRoute rule whose backend a Product cannot say: nothing to send to (500, the Gateway
+    // API's rule) until `compile` sets what `targets::implicit_backend` finds.
     let implicit = input
         .object
         .name

@@ -15,6 +15,7 @@ use crate::product::{
     GATEWAY_API_GROUP,
 };
 use crate::snapshot::Snapshot;
+use crate::table::BackendTarget;
 use crate::{compile::DEFAULT_NAMESPACE, reasons};
 
 /// How the name of the implicit Product of an untargeted HTTPRoute rule starts
@@ -319,6 +320,31 @@ fn false_conditions(translation: &Translation, namespace: &str, name: &str) -> O
     })
 }
 
+/// The table backend of the implicit Product `id` (`namespace/HTTPRoute:<route>:<rule>`) when
+/// its Product spec has none, because a Product's backend cannot say it: a Service in another
+/// namespace that a ReferenceGrant allows (balanced across its ready pods as a Product's own
+/// Service is), or nothing to send to (requests get 500).
+pub(crate) fn implicit_backend(translation: &Translation, id: &str) -> Option<BackendTarget> {
+    let (namespace, name) = id.split_once('/')?;
+    let (route, rule) = name
+        .strip_prefix(IMPLICIT_PRODUCT_PREFIX)?
+        .rsplit_once(':')?;
+    let rule = translation
+        .route(namespace, route)?
+        .rules
+        .get(rule.parse::<usize>().ok()?)?;
+    Some(match &rule.backend {
+        Some(b) if b.external_name.is_none() => BackendTarget::Service {
+            namespace: b.namespace.clone(),
+            name: b.name.clone(),
+            port: b.port,
+            endpoints: Vec::new(),
+            workload: None,
+        },
+        _ => BackendTarget::Unresolved,
+    })
+}
+
 /// The Product backend that reaches a resolved backendRef from `namespace`.
 fn backend_of(backend: &ServiceRef, namespace: &str) -> Backend {
     match &backend.external_name {
@@ -408,10 +434,12 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation) -> (Vec<Product>, 
                     display_name: Some(format!("HTTPRoute {}", served.name)),
                     hostnames: served.hostnames.clone(),
                     base_path: None,
-                    // None: the compiler gives this implicit Product a backend answering 500.
+                    // None: the compiler gives it the table backend that a Product's spec cannot
+                    // say (see `implicit_backend`).
                     backend: rule
                         .backend
                         .as_ref()
+                        .filter(|b| b.namespace == served.namespace || b.external_name.is_some())
                         .map(|b| backend_of(b, &served.namespace)),
                     subscription_required: false,
                     key_location: KeyLocation::default(),
