@@ -151,6 +151,27 @@ pub enum BackendTarget {
     /// resolve. Proxies answer 500, as the Gateway API requires; the route's `ResolvedRefs`
     /// condition says why.
     Unresolved,
+    /// An HTTPRoute rule's `RequestRedirect` filter: proxies answer with a redirect to the
+    /// request's own path and query, forwarding nothing.
+    Redirect(Redirect),
+}
+
+/// Where a redirect points: each part left out is the request's own (the port: the one the
+/// client connected to, unless the scheme is replaced, then that scheme's well-known port).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Redirect {
+    /// `http` or `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// The host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// 301, 302 (the default), 303, 307 or 308.
+    pub status_code: u16,
 }
 
 /// How to reach the injected pods of a Service (issue 12).

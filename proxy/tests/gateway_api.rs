@@ -339,17 +339,11 @@ async fn an_httproute_no_product_targets_is_served_open_rule_by_rule() {
     assert_eq!((web.count(), api.count()), (2, 1));
 }
 
-/// An HTTPRoute whose rules have nothing to send to (no backendRefs, weight 0, a Service that
-/// does not exist) next to one that resolves: the Gateway API's 500 for the former, while the
-/// latter keeps serving.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rules_without_a_backend_answer_500_and_the_others_keep_serving() {
-    let web = Upstream::start().await;
-    let dir = TempDir::new("gateway-api-no-backend");
-    dir.write(
-        "all.yaml",
-        &format!(
-            r#"{GATEWAY}apiVersion: v1
+/// The Gateway of [`GATEWAY`], a Service `web` standing for `web`, and an HTTPRoute `site` with
+/// `rules` (YAML list items; `PORT` is `web`'s port).
+fn site(web: SocketAddr, rules: &str) -> String {
+    format!(
+        r#"{GATEWAY}apiVersion: v1
 kind: Service
 metadata: {{name: web, namespace: t}}
 spec: {{type: ExternalName, externalName: "{ip}", ports: [{{port: {port}}}]}}
@@ -360,16 +354,32 @@ metadata: {{name: site, namespace: t}}
 spec:
   parentRefs: [{{name: edge}}]
   rules:
-  - matches: [{{path: {{type: Exact, value: /omitted}}}}]
-  - matches: [{{path: {{type: Exact, value: /weightless}}}}]
-    backendRefs: [{{name: web, port: {port}, weight: 0}}]
-  - matches: [{{path: {{type: Exact, value: /missing}}}}]
-    backendRefs: [{{name: missing, port: 8080}}]
-  - matches: [{{path: {{type: PathPrefix, value: /}}}}]
-    backendRefs: [{{name: web, port: {port}}}]
-"#,
-            ip = web.addr.ip(),
-            port = web.addr.port(),
+{rules}"#,
+        ip = web.ip(),
+        port = web.port(),
+        rules = rules.replace("PORT", &web.port().to_string()),
+    )
+}
+
+/// An HTTPRoute whose rules have nothing to send to (no backendRefs, weight 0, a Service that
+/// does not exist) next to one that resolves: the Gateway API's 500 for the former, while the
+/// latter keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_without_a_backend_answer_500_and_the_others_keep_serving() {
+    let web = Upstream::start().await;
+    let dir = TempDir::new("gateway-api-no-backend");
+    dir.write(
+        "all.yaml",
+        &site(
+            web.addr,
+            "  - matches: [{path: {type: Exact, value: /omitted}}]
+  - matches: [{path: {type: Exact, value: /weightless}}]
+    backendRefs: [{name: web, port: PORT, weight: 0}]
+  - matches: [{path: {type: Exact, value: /missing}}]
+    backendRefs: [{name: missing, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: web, port: PORT}]
+",
         ),
     );
     let proxy = Proxy::start(dir.path()).await;
@@ -395,6 +405,60 @@ spec:
         0,
         "nothing was forwarded for rules without a backend"
     );
+    let home = send(&c, "GET", &proxy.url("/index.html"), &[]).await;
+    assert_eq!(home.status, 200, "{}", home.text());
+    assert_eq!(web.count(), 1);
+}
+
+/// RequestRedirect rules answered by the gateway with the status and `Location` the Gateway API
+/// asks for, nothing forwarded; the route's other rule still reaches its backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_redirect_rules_are_answered_by_the_gateway() {
+    let web = Upstream::start().await;
+    let dir = TempDir::new("gateway-api-redirect");
+    dir.write(
+        "all.yaml",
+        &site(
+            web.addr,
+            "  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org}}]
+    backendRefs: [{name: web, port: PORT}]
+  - matches: [{path: {type: PathPrefix, value: /secure}}]
+    filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: web, port: PORT}]
+",
+        ),
+    );
+    let proxy = Proxy::start(dir.path()).await;
+    let c = client();
+    let authority = proxy.url("/");
+    let authority = authority
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let port = authority.rsplit_once(':').expect("port").1;
+
+    // The hostname replaced; the scheme, the port the client used, the path and query kept.
+    let moved = send(&c, "GET", &proxy.url("/old/page?x=1"), &[]).await;
+    assert_eq!(moved.status, 302, "{}", moved.text());
+    assert_eq!(
+        moved.header("location"),
+        Some(format!("http://example.org:{port}/old/page?x=1").as_str())
+    );
+    // A new scheme: its well-known port, left out.
+    let secure = send(&c, "GET", &proxy.url("/secure/login"), &[]).await;
+    assert_eq!(secure.status, 301, "{}", secure.text());
+    assert_eq!(
+        secure.header("location"),
+        Some(
+            format!(
+                "https://{}/secure/login",
+                authority.rsplit_once(':').expect("host").0
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(web.count(), 0, "a redirect forwards nothing");
     let home = send(&c, "GET", &proxy.url("/index.html"), &[]).await;
     assert_eq!(home.status, 200, "{}", home.text());
     assert_eq!(web.count(), 1);

@@ -35,8 +35,8 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 /// (`sigs.k8s.io/gateway-api/pkg/features`), sorted as the GatewayClass status requires: the
 /// operator writes them into each of its classes' `status.supportedFeatures`, and the README's
 /// Gateway API section lists them (a test checks that it does). The core features of
-/// `Gateway` and `HTTPRoute` Tollgate does not implement yet (weighted backendRefs,
-/// `RequestRedirect`, HTTPS listeners) are in the README's support table.
+/// `Gateway` and `HTTPRoute` Tollgate does not implement yet (weighted backendRefs, HTTPS
+/// listeners) are in the README's support table.
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "Gateway",
     "HTTPRoute",

@@ -75,6 +75,14 @@ pub enum TargetRefError {
         /// Its `ResolvedRefs` problem, or that a rule has no backendRefs.
         why: String,
     },
+    /// A rule of the HTTPRoute is a `RequestRedirect`: no API behind it to subscribe to.
+    #[error("HTTPRoute {namespace}/{name} has a RequestRedirect rule, which has no API behind it to subscribe to; serve redirects from an HTTPRoute no Product targets")]
+    Redirect {
+        /// Namespace.
+        namespace: String,
+        /// The HTTPRoute.
+        name: String,
+    },
     /// The HTTPRoute's rules carry header modifier filters, which a targeting Product does not
     /// apply (its policies do, for every route).
     #[error("HTTPRoute {name} has RequestHeaderModifier or ResponseHeaderModifier filters, which a targeting Product does not apply yet; set the headers with an ApiPolicy in spec.policies and remove the filters (an HTTPRoute no Product targets applies them)")]
@@ -104,6 +112,7 @@ impl TargetRefError {
             | TargetRefError::WrongKind { .. }
             | TargetRefError::SplitBackends { .. }
             | TargetRefError::HeaderFilters { .. }
+            | TargetRefError::Redirect { .. }
             | TargetRefError::Disagree { .. } => reasons::INVALID_TARGET_REFS,
         }
     }
@@ -219,6 +228,16 @@ fn resolve_one(
                 ));
                 continue;
             }
+            if r.rules.iter().any(|rule| rule.redirect.is_some()) {
+                errors.push((
+                    field,
+                    TargetRefError::Redirect {
+                        namespace: namespace.to_string(),
+                        name: t.name.clone(),
+                    },
+                ));
+                continue;
+            }
             if r.rules.iter().any(|rule| rule.backend.is_none()) {
                 errors.push((
                     field,
@@ -323,7 +342,7 @@ fn false_conditions(translation: &Translation, namespace: &str, name: &str) -> O
 /// The table backend of the implicit Product `id` (`namespace/HTTPRoute:<route>:<rule>`) when
 /// its Product spec has none, because a Product's backend cannot say it: a Service in another
 /// namespace that a ReferenceGrant allows (balanced across its ready pods as a Product's own
-/// Service is), or nothing to send to (requests get 500).
+/// Service is), a `RequestRedirect`, or nothing to send to (requests get 500).
 pub(crate) fn implicit_backend(translation: &Translation, id: &str) -> Option<BackendTarget> {
     let (namespace, name) = id.split_once('/')?;
     let (route, rule) = name
@@ -334,6 +353,7 @@ pub(crate) fn implicit_backend(translation: &Translation, id: &str) -> Option<Ba
         .rules
         .get(rule.parse::<usize>().ok()?)?;
     Some(match &rule.backend {
+        _ if rule.redirect.is_some() => BackendTarget::Redirect(rule.redirect.clone()?),
         Some(b) if b.external_name.is_none() => BackendTarget::Service {
             namespace: b.namespace.clone(),
             name: b.name.clone(),

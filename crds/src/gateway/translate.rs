@@ -33,8 +33,8 @@ use super::api::gateways::{
 };
 use super::api::httproutes::{
     HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesFilters,
-    HttpRouteRulesFiltersType, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
-    HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
+    HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersType, HttpRouteRulesMatches,
+    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
     HttpRouteRulesMatchesQueryParamsType,
 };
 use super::api::referencegrants::ReferenceGrant;
@@ -46,6 +46,7 @@ use super::status::{
 use crate::compile::DEFAULT_NAMESPACE;
 use crate::policy::HeaderOps;
 use crate::product::{Method, PathMatch, Route, ValueMatch, GATEWAY_API_GROUP};
+use crate::table::Redirect;
 
 /// The `controllerName` of GatewayClasses Tollgate implements.
 pub const CONTROLLER_NAME: &str = "tollgate.dev/gateway-controller";
@@ -159,6 +160,9 @@ pub struct ServedRule {
     /// Its `ResponseHeaderModifier` filters, as a policy's response header operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_headers: Option<HeaderOps>,
+    /// Its `RequestRedirect` filter: answered with a redirect, its backendRefs not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
 }
 
 /// A resolved backendRef.
@@ -754,6 +758,7 @@ fn translate_rules(
         let mut rewrite: Option<(String, bool)> = None;
         let mut request_headers: Option<HeaderOps> = None;
         let mut response_headers: Option<HeaderOps> = None;
+        let mut redirect: Option<Redirect> = None;
         for (k, filter) in rule
             .filters
             .as_deref()
@@ -772,6 +777,13 @@ fn translate_rules(
                         filter.request_header_modifier.as_ref(),
                     );
                 }
+                None if filter.r#type == HttpRouteRulesFiltersType::RequestRedirect => {
+                    match request_redirect(filter) {
+                        Ok(r) if redirect.is_none() => redirect = Some(r),
+                        Ok(_) => issues.push(unsupported(at, "a second RequestRedirect")),
+                        Err((part, what)) => issues.push(unsupported(format!("{at}{part}"), what)),
+                    }
+                }
                 None if filter.r#type == HttpRouteRulesFiltersType::ResponseHeaderModifier => {
                     merge_ops(
                         &mut response_headers,
@@ -787,6 +799,12 @@ fn translate_rules(
                     issues.push(unsupported(at, &format!("the filter {name}")));
                 }
             }
+        }
+        if redirect.is_some() && rewrite.is_some() {
+            issues.push(unsupported(
+                format!("{field}.filters"),
+                "RequestRedirect with URLRewrite",
+            ));
         }
         if rule.timeouts.is_some() {
             issues.push(unsupported(format!("{field}.timeouts"), "a rule timeout"));
@@ -822,6 +840,8 @@ fn translate_rules(
             }
         };
         let backend = match rule_backend(rule, &field, namespace, inputs) {
+            // A redirect sends nothing to its backendRefs.
+            _ if redirect.is_some() => None,
             Ok(backend) => backend,
             // Served all the same, answering 500: the route's other rules keep working.
             Err(e @ RuleIssue::Unresolved { .. }) => {
@@ -838,6 +858,7 @@ fn translate_rules(
             backend,
             request_headers,
             response_headers,
+            redirect: redirect.clone(),
         }));
     }
     if rules.is_empty() {
@@ -903,6 +924,52 @@ fn url_rewrite(filter: &HttpRouteRulesFilters) -> Option<Result<(String, bool), 
             _ => Err("a URLRewrite without exactly one of replacePrefixMatch and replaceFullPath"),
         },
     )
+}
+
+/// A `RequestRedirect` filter as table data, or the part (appended to the filter's field) that
+/// is not supported and what it is.
+fn request_redirect(
+    filter: &HttpRouteRulesFilters,
+) -> Result<Redirect, (&'static str, &'static str)> {
+    let Some(r) = &filter.request_redirect else {
+        return Err(("", "a RequestRedirect filter without requestRedirect"));
+    };
+    if r.path.is_some() {
+        return Err((".requestRedirect.path", "a RequestRedirect path"));
+    }
+    let scheme = match &r.scheme {
+        None => None,
+        Some(HttpRouteRulesFiltersRequestRedirectScheme::Http) => Some("http".to_string()),
+        Some(HttpRouteRulesFiltersRequestRedirectScheme::Https) => Some("https".to_string()),
+    };
+    let port = match r.port {
+        None => None,
+        Some(p) => Some(
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or((".requestRedirect.port", "a port outside 1-65535"))?,
+        ),
+    };
+    let status_code = match r.status_code.unwrap_or(302) {
+        301 => 301,
+        302 => 302,
+        303 => 303,
+        307 => 307,
+        308 => 308,
+        _ => {
+            return Err((
+                ".requestRedirect.statusCode",
+                "a status code other than 301, 302, 303, 307 or 308",
+            ))
+        }
+    };
+    Ok(Redirect {
+        scheme,
+        hostname: r.hostname.clone(),
+        port,
+        status_code,
+    })
 }
 
 fn unsupported(field: String, what: &str) -> RuleIssue {

@@ -74,6 +74,9 @@ pub enum Backend {
     /// Nothing to send to: an HTTPRoute rule whose backendRefs are missing or do not resolve
     /// (answered with 500, as the Gateway API requires).
     Unresolved,
+    /// An HTTPRoute rule's `RequestRedirect`: the gateway answers (`respond::redirect`), nothing
+    /// is forwarded.
+    Redirect(Arc<Redirect>),
     /// The product's `backendTLS` cannot be used (answered with 502, never sent in plaintext).
     TlsMisconfigured,
 }
@@ -93,6 +96,19 @@ impl Backend {
             _ => Backend::Unsupported,
         }
     }
+}
+
+/// Where a `RequestRedirect` points; each part left out is the request's own.
+#[derive(Debug)]
+pub struct Redirect {
+    /// `http` or `https`.
+    pub scheme: Option<Scheme>,
+    /// The host name.
+    pub hostname: Option<String>,
+    /// The port.
+    pub port: Option<u16>,
+    /// 301, 302, 303, 307 or 308.
+    pub status: http::StatusCode,
 }
 
 /// A product's `backendTLS`, as the policy that set it.
@@ -299,7 +315,8 @@ pub fn target_uri_from(
         } => (scheme, authority, base_path.as_str()),
         Backend::Pods { scheme, pods } => (scheme, pods.pick(Instant::now()).1, ""),
         Backend::Unsupported => return Err(Rejection::BackendUnsupported),
-        Backend::Unresolved => return Err(Rejection::NoBackend),
+        // A redirect is answered before forwarding (pipeline, phase 3c); never sent anywhere.
+        Backend::Unresolved | Backend::Redirect(_) => return Err(Rejection::NoBackend),
         Backend::TlsMisconfigured => return Err(Rejection::BackendTlsMisconfigured),
     };
     let pq = match original {

@@ -233,6 +233,18 @@ async fn run(
         ));
     }
 
+    // 3c. An HTTPRoute rule's RequestRedirect: answered here, nothing is forwarded.
+    if let forward::Backend::Redirect(r) = &product.upstream.backend {
+        return respond::redirect::response(
+            r,
+            conn.tls.is_some(),
+            host.as_ref(),
+            &parts.uri,
+            &product.response_ops,
+            request_id,
+        );
+    }
+
     // 4. Identify: the bearer token first when a `jwt` policy requires one, then the caller.
     let now = Utc::now();
     let token = jwt::authenticate(&product.jwt, &parts.headers, now.timestamp()).await?;

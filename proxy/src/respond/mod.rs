@@ -1,8 +1,9 @@
 //! Response phase: what the client gets back from a backend response (body rewrite, header
-//! policy, CORS), and the gateway's own answer to a CORS preflight.
+//! policy, CORS), and the gateway's own answers to a CORS preflight and a `RequestRedirect`.
 
 pub mod body;
 pub mod cors;
+pub mod redirect;
 pub mod rewrite;
 
 use bytes::Bytes;

@@ -132,6 +132,7 @@ impl Runtime {
             let backend = match &p.backend {
                 BackendTarget::Url { url } => Backend::from_url(url),
                 BackendTarget::Unresolved => Backend::Unresolved,
+                BackendTarget::Redirect(r) => redirect(r),
                 BackendTarget::Service {
                     endpoints,
                     workload: Some(w),
@@ -677,6 +678,29 @@ fn workload_tls(
             .to_string()
     })?;
     crate::forward::backend_tls::BackendTls::workload(identity, expected).map_err(|e| e.to_string())
+}
+
+/// A `RequestRedirect` as the pipeline answers it. The compiler wrote only what these parse
+/// (`http`/`https`, a 3xx code); anything else would be a table from another version: no
+/// redirect then, but 500 (`no-backend`), never a forward.
+fn redirect(r: &tollgate_crds::table::Redirect) -> Backend {
+    let scheme = match r.scheme.as_deref() {
+        None => None,
+        Some("http") => Some(http::uri::Scheme::HTTP),
+        Some("https") => Some(http::uri::Scheme::HTTPS),
+        Some(_) => return Backend::Unresolved,
+    };
+    match http::StatusCode::from_u16(r.status_code) {
+        Ok(status) if status.is_redirection() => {
+            Backend::Redirect(Arc::new(crate::forward::Redirect {
+                scheme,
+                hostname: r.hostname.clone(),
+                port: r.port,
+                status,
+            }))
+        }
+        _ => Backend::Unresolved,
+    }
 }
 
 #[cfg(test)]
