@@ -72,8 +72,9 @@ impl Compiled {
 pub fn compile(snapshot: &Snapshot) -> Compiled {
     // Products that target HTTPRoutes get their routes and backend from them first.
     let translation = crate::gateway::translate(&snapshot.gateway.inputs(&snapshot.secrets));
-    let (snapshot, mut out) = crate::gateway::targets::resolve(snapshot, &translation);
-    let snapshot: &Snapshot = &snapshot;
+    let resolved = crate::gateway::targets::resolve(snapshot, &translation);
+    let snapshot: &Snapshot = &resolved.snapshot;
+    let mut out = resolved.diagnostics;
     let rejected = Rejected::new(&snapshot.rejected);
 
     let policy_inputs = unique_objects("ApiPolicy", &snapshot.policies, |p| &p.metadata, &mut out);
@@ -100,8 +101,8 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     let mut products = products.into_entries(|e| &e.id);
     for p in &mut products {
         if p.backend == crate::table::BackendTarget::Unresolved {
-            if let Some(backend) = crate::gateway::targets::implicit_backend(&translation, &p.id) {
-                p.backend = backend;
+            if let Some(backend) = resolved.backends.get(&p.id) {
+                p.backend = backend.clone();
             }
         }
     }

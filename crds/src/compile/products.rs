@@ -179,7 +179,7 @@ fn compile_one(
     // A product with targetRefs reaches here with the backend its HTTPRoutes resolved to
     // (`gateway::targets`); one with neither is incomplete, except the implicit Product of an
     // HTTPRoute rule whose backend a Product cannot say: nothing to send to (500, the Gateway
-    // API's rule) until `compile` sets what `targets::implicit_backend` finds.
+    // API's rule) until `compile` sets the one `targets::resolve` found.
     let implicit = input
         .object
         .name

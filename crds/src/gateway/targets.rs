@@ -6,8 +6,9 @@
 //! rejected, so Plans on it report `ProductNotReady`) with an error naming the field.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
-use super::translate::{ServedRoute, ServiceRef, Translation};
+use super::translate::{ServedRoute, ServedRule, ServiceRef, Translation};
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::policy::{ApiPolicy, ApiPolicySpec, HeaderPolicy};
 use crate::product::{
@@ -118,23 +119,36 @@ impl TargetRefError {
     }
 }
 
-/// The snapshot with every targeting Product resolved, plus the errors of those left out, and
-/// an open Product for each rule of an HTTPRoute no Product targets. Borrowed unchanged when no
-/// Product has `targetRefs` and no HTTPRoute is served (the common case costs nothing).
-pub fn resolve<'a>(
-    snapshot: &'a Snapshot,
-    translation: &Translation,
-) -> (Cow<'a, Snapshot>, Vec<Diagnostic>) {
+/// What [`resolve`] makes of a snapshot's Gateway API objects.
+pub struct Resolved<'a> {
+    /// The snapshot with every targeting Product resolved and an open Product for each rule of
+    /// an HTTPRoute no Product targets.
+    pub snapshot: Cow<'a, Snapshot>,
+    /// The errors of the targeting Products left out.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Table backends, by Product id (`namespace/name`), of the implicit Products whose backend
+    /// their spec cannot say (it has none); the compiler sets them.
+    pub backends: BTreeMap<String, BackendTarget>,
+}
+
+/// Resolve targeting Products and open the untargeted HTTPRoutes. The snapshot is borrowed
+/// unchanged when no Product has `targetRefs` and no HTTPRoute is served (the common case
+/// costs nothing).
+pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolved<'a> {
     if translation.routes.is_empty()
         && snapshot
             .products
             .iter()
             .all(|p| p.spec.target_refs.is_empty())
     {
-        return (Cow::Borrowed(snapshot), Vec::new());
+        return Resolved {
+            snapshot: Cow::Borrowed(snapshot),
+            diagnostics: Vec::new(),
+            backends: BTreeMap::new(),
+        };
     }
     let mut out = snapshot.clone();
-    let (products, policies) = untargeted(snapshot, translation);
+    let (products, policies, backends) = untargeted(snapshot, translation);
     out.products.extend(products);
     out.policies.extend(policies);
     let mut diagnostics = Vec::new();
@@ -170,7 +184,11 @@ pub fn resolve<'a>(
         }
     }
     out.products = kept;
-    (Cow::Owned(out), diagnostics)
+    Resolved {
+        snapshot: Cow::Owned(out),
+        diagnostics,
+        backends,
+    }
 }
 
 fn resolve_one(
@@ -339,21 +357,15 @@ fn false_conditions(translation: &Translation, namespace: &str, name: &str) -> O
     })
 }
 
-/// The table backend of the implicit Product `id` (`namespace/HTTPRoute:<route>:<rule>`) when
-/// its Product spec has none, because a Product's backend cannot say it: a Service in another
-/// namespace that a ReferenceGrant allows (balanced across its ready pods as a Product's own
-/// Service is), a `RequestRedirect`, or nothing to send to (requests get 500).
-pub(crate) fn implicit_backend(translation: &Translation, id: &str) -> Option<BackendTarget> {
-    let (namespace, name) = id.split_once('/')?;
-    let (route, rule) = name
-        .strip_prefix(IMPLICIT_PRODUCT_PREFIX)?
-        .rsplit_once(':')?;
-    let rule = translation
-        .route(namespace, route)?
-        .rules
-        .get(rule.parse::<usize>().ok()?)?;
-    Some(match &rule.backend {
-        _ if rule.redirect.is_some() => BackendTarget::Redirect(rule.redirect.clone()?),
+/// The table backend of an implicit Product whose backend its Product spec cannot say: a
+/// `RequestRedirect`, a Service in another namespace that a ReferenceGrant allows (balanced
+/// across its ready pods as a Product's own Service is), or nothing to send to (requests get
+/// 500, the Gateway API's rule).
+fn implicit_backend(rule: &ServedRule) -> BackendTarget {
+    if let Some(redirect) = &rule.redirect {
+        return BackendTarget::Redirect(redirect.clone());
+    }
+    match &rule.backend {
         Some(b) if b.external_name.is_none() => BackendTarget::Service {
             namespace: b.namespace.clone(),
             name: b.name.clone(),
@@ -362,7 +374,7 @@ pub(crate) fn implicit_backend(translation: &Translation, id: &str) -> Option<Ba
             workload: None,
         },
         _ => BackendTarget::Unresolved,
-    })
+    }
 }
 
 /// The Product backend that reaches a resolved backendRef from `namespace`.
@@ -403,7 +415,15 @@ fn backend_of(backend: &ServiceRef, namespace: &str) -> Backend {
 /// that Product does not compile: fail closed.
 /// A rule's header modifier filters become an ApiPolicy of the same name, which its Product
 /// lists.
-fn untargeted(snapshot: &Snapshot, translation: &Translation) -> (Vec<Product>, Vec<ApiPolicy>) {
+/// The third value holds the table backends of those whose Product spec has no backend.
+fn untargeted(
+    snapshot: &Snapshot,
+    translation: &Translation,
+) -> (
+    Vec<Product>,
+    Vec<ApiPolicy>,
+    BTreeMap<String, BackendTarget>,
+) {
     let targeted = |namespace: &str, name: &str| {
         snapshot.products.iter().any(|p| {
             p.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE) == namespace
@@ -415,6 +435,7 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation) -> (Vec<Product>, 
     };
     let mut out = Vec::new();
     let mut policies = Vec::new();
+    let mut backends = BTreeMap::new();
     for served in &translation.routes {
         if targeted(&served.namespace, &served.name) {
             continue;
@@ -448,19 +469,24 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation) -> (Vec<Product>, 
                 policies.push(policy);
                 attached.push(name.clone());
             }
+            let backend = rule
+                .backend
+                .as_ref()
+                .filter(|b| b.namespace == served.namespace || b.external_name.is_some())
+                .map(|b| backend_of(b, &served.namespace));
+            if backend.is_none() {
+                backends.insert(
+                    format!("{}/{name}", served.namespace),
+                    implicit_backend(rule),
+                );
+            }
             let mut product = Product::new(
                 &name,
                 ProductSpec {
                     display_name: Some(format!("HTTPRoute {}", served.name)),
                     hostnames: served.hostnames.clone(),
                     base_path: None,
-                    // None: the compiler gives it the table backend that a Product's spec cannot
-                    // say (see `implicit_backend`).
-                    backend: rule
-                        .backend
-                        .as_ref()
-                        .filter(|b| b.namespace == served.namespace || b.external_name.is_some())
-                        .map(|b| backend_of(b, &served.namespace)),
+                    backend: backend.clone(),
                     subscription_required: false,
                     key_location: KeyLocation::default(),
                     routes: rule.routes.clone(),
@@ -476,5 +502,5 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation) -> (Vec<Product>, 
             out.push(product);
         }
     }
-    (out, policies)
+    (out, policies, backends)
 }
