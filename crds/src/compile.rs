@@ -107,6 +107,7 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
         }
     }
     resolve_endpoints(&mut products, &snapshot.endpoints);
+    let listener_certificates = listener_certificates(&translation, &snapshot.secrets);
     Compiled {
         table: RoutingTable {
             products,
@@ -114,9 +115,45 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
             subscriptions: subscriptions.into_entries(|e| &e.id),
             policies: policies.into_entries(|e| &e.id),
             unavailable,
+            listener_certificates,
         },
         diagnostics: out,
     }
+}
+
+/// The PEM of each valid HTTPS listener's certificate Secret (the translation checked that
+/// `tls.crt` and `tls.key` hold PEM, so a listener is left out only if its Secret went away
+/// between the two reads, which a snapshot does not allow).
+fn listener_certificates(
+    translation: &crate::gateway::Translation,
+    secrets: &[k8s_openapi::api::core::v1::Secret],
+) -> Vec<crate::table::ListenerCertificateEntry> {
+    let mut out: Vec<_> = translation
+        .certificates
+        .iter()
+        .filter_map(|c| {
+            let secret = secrets.iter().find(|s| {
+                s.metadata.name.as_deref() == Some(c.secret_name.as_str())
+                    && s.metadata
+                        .namespace
+                        .as_deref()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or(DEFAULT_NAMESPACE)
+                        == c.secret_namespace
+            })?;
+            let pem = |key| {
+                secrets::secret_value(secret, key).map(|b| String::from_utf8_lossy(b).into_owned())
+            };
+            Some(crate::table::ListenerCertificateEntry {
+                id: format!("{}/{}/{}", c.namespace, c.gateway, c.listener),
+                hostname: c.hostname.clone(),
+                cert_pem: pem("tls.crt")?,
+                key_pem: crate::table::SecretPem(pem("tls.key")?),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
 }
 
 /// Fill the ready endpoints of Service backends (sorted, deduplicated, so the table does not

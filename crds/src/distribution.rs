@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::table::{
-    ObjectId, PlanEntry, PolicyEntry, ProductEntry, RoutingTable, SubscriptionEntry,
-    UnavailableEntry,
+    ListenerCertificateEntry, ObjectId, PlanEntry, PolicyEntry, ProductEntry, RoutingTable,
+    SubscriptionEntry, UnavailableEntry,
 };
 
 /// Changes to one collection of the table.
@@ -59,6 +59,9 @@ pub struct TableDelta {
     /// Subscriptions unavailable because of the provider's configuration.
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
     pub unavailable: Changes<UnavailableEntry>,
+    /// Changes to [`RoutingTable::listener_certificates`] (left out when none).
+    #[serde(default, skip_serializing_if = "Changes::is_empty")]
+    pub listener_certificates: Changes<ListenerCertificateEntry>,
 }
 
 impl<T> Changes<T> {
@@ -105,7 +108,8 @@ entry!(
     PlanEntry,
     SubscriptionEntry,
     PolicyEntry,
-    UnavailableEntry
+    UnavailableEntry,
+    ListenerCertificateEntry
 );
 
 fn diff_entries<T: Entry>(old: &[T], new: &[T]) -> Changes<T> {
@@ -148,6 +152,7 @@ pub fn diff(old: &RoutingTable, new: &RoutingTable) -> TableDelta {
         subscriptions: diff_entries(&old.subscriptions, &new.subscriptions),
         policies: diff_entries(&old.policies, &new.policies),
         unavailable: diff_entries(&old.unavailable, &new.unavailable),
+        listener_certificates: diff_entries(&old.listener_certificates, &new.listener_certificates),
     }
 }
 
@@ -159,6 +164,10 @@ pub fn apply(table: &RoutingTable, delta: &TableDelta) -> RoutingTable {
         subscriptions: apply_entries(&table.subscriptions, &delta.subscriptions),
         policies: apply_entries(&table.policies, &delta.policies),
         unavailable: apply_entries(&table.unavailable, &delta.unavailable),
+        listener_certificates: apply_entries(
+            &table.listener_certificates,
+            &delta.listener_certificates,
+        ),
     }
 }
 

@@ -35,6 +35,26 @@ pub struct RoutingTable {
     /// digests) are unchanged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unavailable: Vec<UnavailableEntry>,
+    /// The certificates of Gateway HTTPS listeners, sorted by id: the proxies serve them on
+    /// their TLS listener (`--tls-listen`) by SNI. Left out when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listener_certificates: Vec<ListenerCertificateEntry>,
+}
+
+/// The certificate of one Gateway HTTPS listener.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerCertificateEntry {
+    /// `namespace/gateway/listener`.
+    pub id: ObjectId,
+    /// The SNI names it serves: the listener's hostname (`*.example.com` matches one label);
+    /// none serves a name no listener's hostname matches, and clients without SNI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The certificate chain (PEM, leaf first), from the Secret's `tls.crt`.
+    pub cert_pem: String,
+    /// The private key (PEM), from the Secret's `tls.key`. Secret material: never logged.
+    pub key_pem: SecretPem,
 }
 
 /// A Subscription that is not served because of the provider's configuration: only its id and

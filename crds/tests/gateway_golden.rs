@@ -13,6 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tollgate_crds::gateway::{translate, Translation};
 use tollgate_crds::table::{PolicyEntry, ProductEntry};
 use tollgate_crds::{Diagnostic, ManifestSet};
@@ -44,6 +45,11 @@ struct Out {
     /// Policies in the table (those of HTTPRoute filters), left out when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     policies: Vec<PolicyEntry>,
+    /// The listener certificates in the table, as `id` and hostname with the SHA-256 of the
+    /// chain (the PEM itself, key included, would only make the golden long), left out when
+    /// there are none.
+    #[serde(rename = "listenerCertificates", skip_serializing_if = "Vec::is_empty")]
+    listener_certificates: Vec<String>,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -56,6 +62,19 @@ fn render(name: &str, dir: &Path) -> String {
         translation: translate(&set.snapshot.gateway.inputs(&set.snapshot.secrets)),
         products: compiled.table.products,
         policies: compiled.table.policies,
+        listener_certificates: compiled
+            .table
+            .listener_certificates
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} chain sha256:{}",
+                    c.id,
+                    c.hostname.as_deref().unwrap_or("(any name)"),
+                    &hex::encode(Sha256::digest(c.cert_pem.as_bytes()))[..12]
+                )
+            })
+            .collect(),
         diagnostics: compiled.diagnostics,
     };
     let mut text =

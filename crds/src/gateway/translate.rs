@@ -109,6 +109,31 @@ pub struct Translation {
     pub routes: Vec<ServedRoute>,
     /// Statuses of our GatewayClasses, their Gateways and the HTTPRoutes attached to them.
     pub statuses: Statuses,
+    /// The certificate of each valid HTTPS listener of our Gateways, sorted by Gateway and
+    /// listener.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<ListenerCertificate>,
+}
+
+/// The certificate an HTTPS listener serves: the Secret its first `certificateRef` names (the
+/// Gateway API lets a listener list several, e.g. one RSA and one ECDSA; the proxies serve one).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerCertificate {
+    /// Namespace of the Gateway.
+    pub namespace: String,
+    /// Name of the Gateway.
+    pub gateway: String,
+    /// Name of the listener.
+    pub listener: String,
+    /// The listener's hostname (`*.example.com` wildcards too): the SNI names it serves; none
+    /// serves any name no other listener's hostname matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Namespace of the Secret (`tls.crt`, `tls.key`).
+    pub secret_namespace: String,
+    /// Name of the Secret.
+    pub secret_name: String,
 }
 
 impl Translation {
@@ -355,7 +380,25 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
         });
     }
 
+    let mut certificates = Vec::new();
     for ((namespace, name), our) in gateways {
+        for (spec, checked) in our.gw.spec.listeners.iter().zip(&our.listeners) {
+            let first = spec
+                .tls
+                .as_ref()
+                .and_then(|t| t.certificate_refs.as_ref())
+                .and_then(|r| r.first());
+            if let (true, "HTTPS", Some(cert)) = (checked.valid, spec.protocol.as_str(), first) {
+                certificates.push(ListenerCertificate {
+                    namespace: namespace.clone(),
+                    gateway: name.clone(),
+                    listener: spec.name.clone(),
+                    hostname: spec.hostname.clone(),
+                    secret_namespace: cert.namespace.clone().unwrap_or_else(|| namespace.clone()),
+                    secret_name: cert.name.clone(),
+                });
+            }
+        }
         let generation = our.gw.metadata.generation;
         let any_valid = our.listeners.iter().any(|l| l.valid);
         let all_valid = our.listeners.iter().all(|l| l.valid);
@@ -410,6 +453,7 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
     Translation {
         routes: served,
         statuses,
+        certificates,
     }
 }
 
