@@ -50,7 +50,7 @@ pub struct GatewayConfig {
     /// Trust anchors for `https://` jwksUri servers besides Mozilla's roots (a private CA).
     /// Not settable from the command line yet.
     pub jwks_extra_roots: Vec<CertificateDer<'static>>,
-    /// TLS listener (edge TLS); needs `tls_dir`.
+    /// TLS listener (edge TLS): Gateway listeners' certificates from the table, and `tls_dir`'s.
     pub tls_listen: Option<SocketAddr>,
     /// Directory of `NAME.crt` + `NAME.key` pairs served on `tls_listen` (see [`crate::tls::cert_store`]).
     pub tls_dir: Option<PathBuf>,
@@ -199,12 +199,7 @@ async fn start_tls(
     stop: &Arc<AtomicBool>,
 ) -> Result<Option<(TcpListener, SocketAddr, Arc<crate::tls::EdgeAcceptor>)>, StartError> {
     let (addr, dir) = match (config.tls_listen, &config.tls_dir) {
-        (Some(addr), Some(dir)) => (addr, dir),
-        (Some(_), None) => {
-            return Err(StartError::TlsOptions(
-                "--tls-listen needs --tls-dir DIR (the NAME.crt/NAME.key pairs to serve)",
-            ))
-        }
+        (Some(addr), dir) => (addr, dir.as_deref()),
         (None, Some(_)) => {
             return Err(StartError::TlsOptions(
                 "--tls-dir is set but --tls-listen is not; add --tls-listen ADDR",
@@ -212,12 +207,17 @@ async fn start_tls(
         }
         (None, None) if config.redirect_http => {
             return Err(StartError::TlsOptions(
-                "--redirect-http needs a TLS listener (--tls-listen and --tls-dir)",
+                "--redirect-http needs a TLS listener (--tls-listen)",
             ))
         }
         (None, None) => return Ok(None),
     };
-    let store = Arc::new(crate::tls::CertStore::load(dir)?);
+    // Without --tls-dir the listener serves only the certificates of Gateway HTTPS listeners
+    // in the table; a handshake for a name none serves fails (and is counted).
+    let store = dir
+        .map(crate::tls::CertStore::load)
+        .transpose()?
+        .map(Arc::new);
     // Several accept threads each bind this address (see `crate::listen::workers`).
     let listener = if config.accept_threads > 1 {
         crate::listen::limits::bind_reuse_port(addr)
@@ -228,17 +228,23 @@ async fn start_tls(
     let bound = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
-    store.report_expiry(&shared.metrics);
-    store
-        .clone()
-        .spawn_watcher(
-            crate::tls::cert_store::CERT_POLL_INTERVAL,
-            stop.clone(),
-            shared.metrics.clone(),
-        )
-        .map_err(StartError::Watcher)?;
+    if let Some(store) = &store {
+        store.report_expiry(&shared.metrics);
+        store
+            .clone()
+            .spawn_watcher(
+                crate::tls::cert_store::CERT_POLL_INTERVAL,
+                stop.clone(),
+                shared.metrics.clone(),
+            )
+            .map_err(StartError::Watcher)?;
+    }
     let edge = Arc::new(crate::tls::EdgeAcceptor::new(shared.clone(), store));
-    tracing::info!(tls = %bound, certs = %dir.display(), redirect_http = config.redirect_http, "TLS listener ready");
+    let certs = dir.map_or_else(
+        || "Gateway HTTPS listeners only (no --tls-dir)".to_string(),
+        |d| d.display().to_string(),
+    );
+    tracing::info!(tls = %bound, %certs, redirect_http = config.redirect_http, "TLS listener ready");
     Ok(Some((listener, bound, edge)))
 }
 

@@ -112,8 +112,10 @@ struct Args {
     /// peer the header is not believed. Default: none (the socket peer is the client).
     #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", value_parser = parse_trusted)]
     trusted_proxies: Option<tollgate_proxy::client_addr::TrustedProxies>,
-    /// Address of the TLS listener (TLS 1.2/1.3; HTTP/1.1, and HTTP/2 by ALPN). Needs --tls-dir.
-    #[arg(long, env = "TOLLGATE_TLS_LISTEN", requires = "tls_dir")]
+    /// Address of the TLS listener (TLS 1.2/1.3; HTTP/1.1, and HTTP/2 by ALPN). It serves the
+    /// certificates of Gateway HTTPS listeners in the table by SNI, and those of --tls-dir;
+    /// with neither, handshakes fail.
+    #[arg(long, env = "TOLLGATE_TLS_LISTEN")]
     tls_listen: Option<SocketAddr>,
     /// Directory of NAME.crt (PEM chain) + NAME.key (PEM key) pairs; each serves the DNS names of
     /// its certificate, default.crt the rest. Reloaded when the files change.

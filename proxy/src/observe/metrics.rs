@@ -334,7 +334,7 @@ impl Metrics {
         let certificate_expiry = IntGaugeVec::new(
             Opts::new(
                 "tollgate_certificate_expiry_timestamp_seconds",
-                "notAfter (Unix seconds) of each certificate the proxy serves or presents, by kind (listener: --tls-dir, file stem; backend_client: a backendTLS client certificate, product).",
+                "notAfter (Unix seconds) of each certificate the proxy serves or presents, by kind (listener: --tls-dir, file stem; gateway_listener: a Gateway HTTPS listener's, namespace/gateway/listener; backend_client: a backendTLS client certificate, product).",
             ),
             &["kind", "name"],
         )?;

@@ -461,6 +461,16 @@ impl Runtime {
                 .map(|p| p.product.map(|i| i as usize))
                 .collect::<Vec<_>>(),
         );
+        let (listener_certs, problems) =
+            crate::tls::listener_certs::ListenerCerts::build(&table.listener_certificates);
+        for (id, why) in problems {
+            diagnostics.push(Diagnostic::error(
+                ObjectKind::GatewayListener,
+                &id,
+                "tls.certificateRefs",
+                format!("{why}; the listener's certificate is not served"),
+            ));
+        }
         Runtime {
             version,
             digest,
@@ -475,6 +485,7 @@ impl Runtime {
             policies: table.policies.len(),
             origin: None,
             request_series,
+            listener_certs,
         }
     }
 }

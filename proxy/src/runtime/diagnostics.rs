@@ -21,6 +21,8 @@ pub enum ObjectKind {
     Subscription,
     /// An ApiPolicy.
     ApiPolicy,
+    /// A Gateway HTTPS listener's certificate (id `namespace/gateway/listener`).
+    GatewayListener,
 }
 
 /// How bad it is.

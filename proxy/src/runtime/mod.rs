@@ -241,6 +241,8 @@ pub struct Runtime {
     origin: Option<Origin>,
     /// The request metric children of this table's products, routes and plans.
     request_series: RequestSeries,
+    /// Gateway HTTPS listeners' certificates, by SNI name.
+    pub listener_certs: crate::tls::listener_certs::ListenerCerts,
 }
 
 /// Where a table came from and when it started serving (`/table` on the admin listener).
@@ -436,6 +438,7 @@ pub(crate) mod fixtures {
             subscriptions: vec![subscription("ns/acme", "ns/free", "ns/p", digests)],
             policies: vec![],
             unavailable: vec![],
+            listener_certificates: Vec::new(),
         }
     }
 }
@@ -504,6 +507,7 @@ mod tests {
                 ..PolicyEntry::default()
             }],
             unavailable: vec![],
+            listener_certificates: Vec::new(),
         };
         let rt = Runtime::build(&table, &Registry::default(), 1);
         let p = &rt.products[0];

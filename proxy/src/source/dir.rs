@@ -369,6 +369,9 @@ pub fn swap_in(
     shared
         .metrics
         .certificates_expire("backend_client", &client_certs);
+    shared
+        .metrics
+        .certificates_expire("gateway_listener", runtime.listener_certs.expiry());
     // The previous table is dropped here (unless a request still holds it); then the
     // registry forgets the cells no table uses any more.
     drop(shared.runtime.swap(Some(Arc::new(runtime))));

@@ -55,6 +55,7 @@ pub fn table(app_port: u16) -> RoutingTable {
         subscriptions: vec![],
         policies: vec![],
         unavailable: vec![],
+        listener_certificates: Vec::new(),
     }
 }
 

@@ -158,20 +158,28 @@ impl CertSet {
     /// The certificate for an SNI name (already lowercased): exact name, else a wildcard for
     /// its parent, else the default.
     pub fn resolve(&self, sni: Option<&str>) -> &ServedCert {
-        let idx = sni
-            .and_then(|name| {
-                self.exact.get(name).or_else(|| {
-                    name.split_once('.')
-                        .and_then(|(_, parent)| self.wildcard.get(parent))
-                })
-            })
-            .copied()
-            .unwrap_or(self.default);
+        let idx = self.named(sni).unwrap_or(self.default);
         // `default` and every map value are indices of `certs`, which is never empty.
         &self.certs[idx.min(self.certs.len() - 1)]
     }
 
     /// Index of [`CertSet::resolve`]'s answer (for cache keys).
+    /// The certificate whose DNS names list `sni` (exactly or by wildcard), without falling
+    /// back to the default.
+    pub fn by_name(&self, sni: Option<&str>) -> Option<&ServedCert> {
+        self.named(sni).and_then(|i| self.certs.get(i))
+    }
+
+    fn named(&self, sni: Option<&str>) -> Option<usize> {
+        sni.and_then(|name| {
+            self.exact.get(name).or_else(|| {
+                name.split_once('.')
+                    .and_then(|(_, parent)| self.wildcard.get(parent))
+            })
+        })
+        .copied()
+    }
+
     pub fn resolve_index(&self, sni: Option<&str>) -> usize {
         let served = self.resolve(sni);
         self.certs
@@ -411,12 +419,23 @@ fn load_pair(dir: &Path, stem: &str) -> Result<ServedCert, CertError> {
         });
     }
     let key = read(&key_name)?;
+    parse_pair(stem, &crt, &crt_name, &key, &key_name)
+}
 
+/// A certificate from PEM text: `crt` (chain, leaf first, file or field `crt_name`) and `key`
+/// (`key_name`), checked to match; named `stem`.
+pub(crate) fn parse_pair(
+    stem: &str,
+    crt: &[u8],
+    crt_name: &str,
+    key: &[u8],
+    key_name: &str,
+) -> Result<ServedCert, CertError> {
     let bad_chain = |reason: String| CertError::BadChain {
-        file: crt_name.clone(),
+        file: crt_name.to_string(),
         reason,
     };
-    let chain = CertificateDer::pem_slice_iter(&crt)
+    let chain = CertificateDer::pem_slice_iter(crt)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad_chain(format!("not PEM ({e})")))?;
     let leaf = chain
@@ -431,10 +450,10 @@ fn load_pair(dir: &Path, stem: &str) -> Result<ServedCert, CertError> {
     let not_after = crate::tls::expiry::not_after(leaf);
 
     let bad_key = |reason: String| CertError::BadKey {
-        file: key_name.clone(),
+        file: key_name.to_string(),
         reason,
     };
-    let private = PrivateKeyDer::from_pem_slice(&key)
+    let private = PrivateKeyDer::from_pem_slice(key)
         .map_err(|e| bad_key(format!("no usable PEM private key ({e})")))?;
     let signing = crate::tls::provider()
         .key_provider
@@ -445,8 +464,8 @@ fn load_pair(dir: &Path, stem: &str) -> Result<ServedCert, CertError> {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
         Err(_) => {
             return Err(CertError::Mismatch {
-                file: crt_name,
-                key: key_name,
+                file: crt_name.to_string(),
+                key: key_name.to_string(),
             })
         }
     }

@@ -129,7 +129,8 @@ struct ConfigCache {
 /// The edge acceptor: shared by every TLS connection of a listener.
 pub struct EdgeAcceptor {
     shared: Arc<Shared>,
-    certs: Arc<CertStore>,
+    /// `--tls-dir`'s certificates, if it is set; Gateway listeners' come with the table.
+    certs: Option<Arc<CertStore>>,
     cache: Mutex<ConfigCache>,
     timeout: Duration,
     /// Handshake counters.
@@ -139,7 +140,7 @@ pub struct EdgeAcceptor {
 impl fmt::Debug for EdgeAcceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EdgeAcceptor")
-            .field("certs", &self.certs.dir())
+            .field("certs", &self.certs.as_ref().map(|c| c.dir()))
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -156,8 +157,9 @@ impl ResolvesServerCert for Fixed {
 }
 
 impl EdgeAcceptor {
-    /// An acceptor serving `certs`, with client-certificate CAs from `shared`'s table.
-    pub fn new(shared: Arc<Shared>, certs: Arc<CertStore>) -> EdgeAcceptor {
+    /// An acceptor serving the certificates of the table's Gateway listeners and of `certs`
+    /// (`--tls-dir`), with client-certificate CAs from `shared`'s table.
+    pub fn new(shared: Arc<Shared>, certs: Option<Arc<CertStore>>) -> EdgeAcceptor {
         EdgeAcceptor {
             stats: EdgeStats::registered(shared.metrics.registry()),
             shared,
@@ -167,9 +169,9 @@ impl EdgeAcceptor {
         }
     }
 
-    /// The certificate store.
-    pub fn certs(&self) -> &Arc<CertStore> {
-        &self.certs
+    /// The certificate store of `--tls-dir`, if it is set.
+    pub fn certs(&self) -> Option<&Arc<CertStore>> {
+        self.certs.as_ref()
     }
 
     /// Handshake on `io` (bounded by [`HANDSHAKE_TIMEOUT`]); counts the outcome.
@@ -218,22 +220,23 @@ impl EdgeAcceptor {
     pub fn config_for(&self, sni: Option<&str>) -> Result<Arc<ServerConfig>, rustls::Error> {
         let runtime = self.shared.runtime.load_full();
         let table = runtime.as_ref().map_or(0, |rt| rt.version());
-        let certs = self.certs.current();
+        let certs = self.certs.as_ref().map(|c| c.current());
+        let generation = certs.as_ref().map_or(0, |c| c.generation());
         let key = sni.unwrap_or("");
         {
             // A poisoned lock only means a panic while holding it; the map is still valid.
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.table != table || cache.certs != certs.generation() {
+            if cache.table != table || cache.certs != generation {
                 cache.table = table;
-                cache.certs = certs.generation();
+                cache.certs = generation;
                 cache.configs.clear();
             } else if let Some(config) = cache.configs.get(key) {
                 return Ok(config.clone());
             }
         }
-        let config = Arc::new(build_config(runtime.as_deref(), &certs, sni)?);
+        let config = Arc::new(build_config(runtime.as_deref(), certs.as_deref(), sni)?);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.table == table && cache.certs == certs.generation() {
+        if cache.table == table && cache.certs == generation {
             if cache.configs.len() >= MAX_CACHED_CONFIGS {
                 cache.configs.clear();
             }
@@ -243,13 +246,36 @@ impl EdgeAcceptor {
     }
 }
 
+/// The certificate for an SNI name: a Gateway listener's whose hostname matches it, else a
+/// `--tls-dir` certificate listing it, else a Gateway listener's without a hostname, else the
+/// directory's default. `None` when there is none at all (no listener certificates and no
+/// `--tls-dir`).
+fn served_cert(
+    rt: Option<&Runtime>,
+    certs: Option<&CertSet>,
+    sni: Option<&str>,
+) -> Option<Arc<CertifiedKey>> {
+    let listeners = rt.map(|rt| &rt.listener_certs);
+    listeners
+        .and_then(|l| l.by_name(sni))
+        .or_else(|| certs.and_then(|c| c.by_name(sni)).map(|c| &c.key))
+        .or_else(|| listeners.and_then(|l| l.any()))
+        .or_else(|| certs.map(|c| &c.resolve(sni).key))
+        .cloned()
+}
+
 /// Build the configuration for one SNI name.
 fn build_config(
     rt: Option<&Runtime>,
-    certs: &CertSet,
+    certs: Option<&CertSet>,
     sni: Option<&str>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let served = certs.resolve(sni).key.clone();
+    let served = served_cert(rt, certs, sni).ok_or_else(|| {
+        rustls::Error::General(format!(
+            "no certificate for {}: no Gateway HTTPS listener serves it and --tls-dir is not set",
+            sni.unwrap_or("a client without SNI")
+        ))
+    })?;
     let roots = rt.map(|rt| client_roots(rt, sni)).unwrap_or_default();
     let verifier = if roots.is_empty() {
         WebPkiClientVerifier::no_client_auth()
@@ -355,6 +381,7 @@ mod tests {
             subscriptions: vec![],
             policies: vec![],
             unavailable: vec![],
+            listener_certificates: Vec::new(),
         };
         Runtime::build(&table, &Registry::default(), 1)
     }
@@ -398,7 +425,7 @@ mod tests {
         std::fs::write(dir.join("a.key"), key).expect("key");
         let certs = Arc::new(CertStore::load(&dir).expect("certs"));
         let shared = Arc::new(Shared::new(Metrics::new().expect("metrics")));
-        let edge = EdgeAcceptor::new(shared.clone(), certs);
+        let edge = EdgeAcceptor::new(shared.clone(), Some(certs));
         let first = edge.config_for(Some("a.test")).expect("config");
         let again = edge.config_for(Some("a.test")).expect("config");
         assert!(Arc::ptr_eq(&first, &again));
@@ -414,6 +441,7 @@ mod tests {
                 subscriptions: vec![],
                 policies: vec![],
                 unavailable: vec![],
+                listener_certificates: Vec::new(),
             },
             &Registry::default(),
             2,

@@ -1,4 +1,5 @@
-//! TLS at the edge: certificates per hostname from a directory ([`cert_store`]), the acceptor
+//! TLS at the edge: certificates per hostname from a directory ([`cert_store`]) and from
+//! Gateway HTTPS listeners in the table ([`listener_certs`]), the acceptor
 //! that picks a configuration per SNI name ([`edge`]), and client certificates as a way to
 //! identify a caller ([`client_auth`]); [`expiry`] reads a certificate's `notAfter` for the
 //! expiry gauge.
@@ -15,6 +16,7 @@ pub mod cert_store;
 pub mod client_auth;
 pub mod edge;
 pub mod expiry;
+pub mod listener_certs;
 
 use std::sync::{Arc, OnceLock};
 

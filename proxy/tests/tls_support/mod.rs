@@ -320,11 +320,21 @@ async fn read(resp: http::Response<hyper::body::Incoming>) -> hyper::Result<Answ
 
 /// A gateway serving `manifests` on plain HTTP and `certs` on a TLS listener.
 pub async fn start_tls_gateway(manifests: &Path, certs: &Path, redirect_http: bool) -> Gateway {
+    start_tls_gateway_with(manifests, Some(certs), redirect_http).await
+}
+
+/// [`start_tls_gateway`], `--tls-dir` optional (without it the TLS listener serves only the
+/// certificates of Gateway HTTPS listeners in the manifests).
+pub async fn start_tls_gateway_with(
+    manifests: &Path,
+    certs: Option<&Path>,
+    redirect_http: bool,
+) -> Gateway {
     let mut config = GatewayConfig::new(manifests.to_path_buf());
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.admin_listen = "127.0.0.1:0".parse().expect("addr");
     config.tls_listen = Some("127.0.0.1:0".parse().expect("addr"));
-    config.tls_dir = Some(certs.to_path_buf());
+    config.tls_dir = certs.map(Path::to_path_buf);
     config.redirect_http = redirect_http;
     config.drain_timeout = Duration::from_secs(2);
     // Tests write files and wait for them: a short settle window (one test keeps the default).
