@@ -89,6 +89,16 @@ refuse_with "/proxy/service/type" "the schema refuses a wrong Service type" \
 	render "$WORK/x.yaml" --set proxy.service.type=Ingress
 refuse_with "/proxy/replicas': got string, want integer" "the schema refuses a string where a number goes" \
 	render "$WORK/x.yaml" --set-string proxy.replicas=two
+refuse_with "operator.gatewayHttps needs proxy.tls.enabled" "gateway HTTPS listeners need the proxies' TLS listener" \
+	render "$WORK/x.yaml" --set operator.gatewayHttps=true
+gateway_https_without_secret() {
+	render "$WORK/gw-https.yaml" --set operator.gatewayHttps=true --set proxy.tls.enabled=true &&
+		grep -q -- "--tls-listen=" "$WORK/gw-https.yaml" &&
+		! grep -q -- "--tls-dir" "$WORK/gw-https.yaml" &&
+		grep -q -- "--gateway-https" "$WORK/gw-https.yaml"
+}
+check "with operator.gatewayHttps, proxy.tls needs no Secret: --tls-listen without --tls-dir" \
+	gateway_https_without_secret
 refuse_with "operator.serviceAccount.name is required" "serviceAccount.create=false needs a name" \
 	render "$WORK/x.yaml" --set operator.serviceAccount.create=false
 refuse_with "/operator/watchNamespaces/0" "the schema refuses a namespace name Kubernetes would refuse" \

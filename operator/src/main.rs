@@ -193,6 +193,11 @@ struct Args {
     /// (`AddressNotAssigned`).
     #[arg(long, env = "TOLLGATE_GATEWAY_ADDRESS", value_delimiter = ',')]
     gateway_address: Vec<std::net::IpAddr>,
+    /// The proxies serve Gateways' HTTPS listeners: they run with --tls-listen on the
+    /// listeners' port (443) and serve each listener's certificate from the table. Without it
+    /// HTTPS listeners are reported Programmed=False, since nothing would answer TLS on them.
+    #[arg(long, env = "TOLLGATE_GATEWAY_HTTPS")]
+    gateway_https: bool,
 }
 
 /// Colour codes only for a terminal: in a file or a log collector they are noise. NO_COLOR
@@ -280,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
             ca,
             gateway: tollgate_operator::gateway::Serving {
                 addresses: args.gateway_address.clone(),
+                https: args.gateway_https,
             },
         },
         shutdown_rx,

@@ -264,6 +264,7 @@ spec:
         let mut o = objects(INPUT);
         let serving = Serving {
             addresses: vec!["127.0.0.2".parse().expect("ip")],
+            ..Serving::default()
         };
         let writes = plan(&o, &[], &serving, "2026-01-01T00:00:00Z");
         let targets: Vec<&Target> = writes.iter().map(|w| &w.target).collect();

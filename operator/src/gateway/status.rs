@@ -32,12 +32,17 @@ pub struct Serving {
     /// The addresses proxies serve Gateways on (`--gateway-address`); written to
     /// `status.addresses` of every Gateway of our classes.
     pub addresses: Vec<IpAddr>,
+    /// Whether the proxies serve Gateways' HTTPS listeners (`--gateway-https`: they run with
+    /// `--tls-listen` on the listeners' port and serve the listeners' certificates from the
+    /// table). Without it HTTPS listeners are `Programmed=False`.
+    pub https: bool,
 }
 
 /// What the operator reads from a Gateway's listeners besides the translation's verdicts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListenerFacts {
-    /// Names of HTTPS listeners (not programmed, see [`gateway_patch`]).
+    /// Names of HTTPS listeners (programmed only when the proxies serve TLS, see
+    /// [`gateway_patch`]).
     pub https: Vec<String>,
     /// Listeners that conflict with another of the same Gateway, with the reason
     /// (`ProtocolConflict` or `HostnameConflict`).
@@ -97,8 +102,8 @@ pub fn class_patch(current: Option<&Value>, desired: &ClassStatus, now: &str) ->
 /// `status` a Gateway should have, or `None` when `current` already says it.
 ///
 /// Completes the translation's data: `addresses` from `serving` (no address: `Programmed=False`,
-/// `AddressNotAssigned`); HTTPS listeners `Programmed=False` (the proxies do not load listener
-/// certificates from Gateways yet, so such a listener would not serve TLS); every listener a
+/// `AddressNotAssigned`); HTTPS listeners `Programmed=False` unless `serving.https` (else no
+/// proxy would answer TLS on them); every listener a
 /// `Conflicted` condition (`True` with the reason for those in `facts.conflicted`, which are not
 /// programmed either).
 pub fn gateway_patch(
@@ -149,14 +154,14 @@ pub fn gateway_patch(
                     "Invalid",
                     &format!("conflicts with another listener ({reason})"),
                 );
-            } else if facts.https.contains(&l.name) {
+            } else if facts.https.contains(&l.name) && !serving.https {
                 set(
                     &mut lc,
                     PROGRAMMED,
                     "Invalid",
-                    "HTTPS listeners are not programmed: the proxies do not load certificates \
-                     from Gateway listeners yet (use HTTP listeners, or terminate TLS with the \
-                     proxy's own certificate)",
+                    "HTTPS listeners are not programmed: the operator was not told that the \
+                     proxies serve TLS; run the proxies with --tls-listen on the listener's port \
+                     and the operator with --gateway-https (chart: gateway.https.enabled)",
                 );
             }
             let current_l = current
@@ -407,6 +412,7 @@ mod tests {
     fn gateway_status_carries_addresses_and_is_written_once() {
         let serving = Serving {
             addresses: vec!["127.0.0.7".parse().expect("ip")],
+            ..Serving::default()
         };
         // What the CRD defaults a new Gateway's status to.
         let fresh = json!({"conditions": [
@@ -483,6 +489,30 @@ mod tests {
             patch["listeners"][1]["conditions"][2]["observedGeneration"],
             json!(1)
         );
+        assert!(patch["listeners"][1]["conditions"][2]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--gateway-https")));
+    }
+
+    #[test]
+    fn https_listeners_are_programmed_when_the_proxies_serve_tls() {
+        let serving = Serving {
+            addresses: vec!["127.0.0.7".parse().expect("ip")],
+            https: true,
+        };
+        let patch = gateway_patch(
+            None,
+            &gateway(&["http", "https"]),
+            &serving,
+            &ListenerFacts::of(&[("http", 80, "HTTP", None), ("https", 443, "HTTPS", None)]),
+            "t",
+        )
+        .expect("a write");
+        for listener in 0..2 {
+            let programmed = &patch["listeners"][listener]["conditions"][2];
+            assert_eq!(programmed["type"], json!("Programmed"));
+            assert_eq!(programmed["status"], json!("True"), "{programmed}");
+        }
     }
 
     #[test]
