@@ -12,7 +12,7 @@
 #                  says why it does not pass yet), every other one must pass; the report goes
 #                  to the work dir, not over the published one
 #
-# Must run as root (network namespaces for the pods, port 80 for the Gateway). It uses its own
+# Must run as root (network namespaces for the pods, ports 80 and 443 for the Gateway). It uses its own
 # control plane state (TOLLGATE_STATE, default /tmp/tollgate-conformance) with the deployment
 # and replicaset controllers added, and stops everything it started on exit.
 #
@@ -43,11 +43,13 @@ CLASS=tollgate
 log() { printf '[conformance] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-[[ $(id -u) == 0 ]] || die "run as root: pods get network namespaces, the Gateway listens on port 80"
+[[ $(id -u) == 0 ]] || die "run as root: pods get network namespaces, the Gateway listens on ports 80 and 443"
 command -v ip >/dev/null || die "the ip command (iproute2) is needed"
-if (exec 3<>"/dev/tcp/$GATEWAY_ADDRESS/80") 2>/dev/null; then
-	die "$GATEWAY_ADDRESS:80 is in use (a local nginx?); the Gateway listens there"
-fi
+for port in 80 443; do
+	if (exec 3<>"/dev/tcp/$GATEWAY_ADDRESS/$port") 2>/dev/null; then
+		die "$GATEWAY_ADDRESS:$port is in use (a local nginx?); the Gateway listens there"
+	fi
+done
 
 log "building echo-basic and localpods ($VERSION) into $BIN"
 mkdir -p "$BIN"
@@ -99,13 +101,13 @@ RUST_LOG=info NO_COLOR=1 "$TARGET/debug/tollgate-operator" \
 	--namespace tollgate-system --identity conformance \
 	--metrics-listen "127.0.0.1:$metrics_port" \
 	--distribute-listen "127.0.0.1:$table_port" \
-	--gateway-address "$GATEWAY_ADDRESS" \
+	--gateway-address "$GATEWAY_ADDRESS" --gateway-https \
 	--debounce-ms 50 >"$WORK/operator.log" 2>&1 &
 pids+=($!)
 NO_COLOR=1 "$TARGET/debug/tollgate-proxy" \
 	--from-operator "http://127.0.0.1:$table_port" \
 	--token-file "$WORK/proxy.token" --state-dir "$WORK/proxy-state" \
-	--listen "$GATEWAY_ADDRESS:80" --admin-listen "127.0.0.1:$admin_port" \
+	--listen "$GATEWAY_ADDRESS:80" --tls-listen "$GATEWAY_ADDRESS:443" --admin-listen "127.0.0.1:$admin_port" \
 	--log-format text --access-log off >"$WORK/proxy.log" 2>&1 &
 pids+=($!)
 
