@@ -167,14 +167,23 @@ fn resolve_endpoints(products: &mut [crate::table::ProductEntry], endpoints: &[S
         .map(|e| ((e.namespace.as_str(), e.service.as_str(), e.port), e))
         .collect();
     for p in products {
-        if let crate::table::BackendTarget::Service {
+        fill_endpoints(&mut p.backend, &index);
+    }
+}
+
+/// Fill one target's endpoints (each member's, for a split).
+fn fill_endpoints(
+    target: &mut crate::table::BackendTarget,
+    index: &BTreeMap<(&str, &str, u16), &ServiceEndpoints>,
+) {
+    match target {
+        crate::table::BackendTarget::Service {
             namespace,
             name,
             port,
             endpoints,
             workload,
-        } = &mut p.backend
-        {
+        } => {
             if let Some(found) = index.get(&(namespace.as_str(), name.as_str(), *port)) {
                 let mut addresses = found.addresses.clone();
                 addresses.sort();
@@ -183,6 +192,12 @@ fn resolve_endpoints(products: &mut [crate::table::ProductEntry], endpoints: &[S
                 workload.clone_from(&found.workload);
             }
         }
+        crate::table::BackendTarget::Split { backends } => {
+            for member in backends {
+                fill_endpoints(&mut member.target, index);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -174,6 +174,23 @@ pub enum BackendTarget {
     /// An HTTPRoute rule's `RequestRedirect` filter: proxies answer with a redirect to the
     /// request's own path and query, forwarding nothing.
     Redirect(Redirect),
+    /// An HTTPRoute rule's weighted backendRefs: each request goes to one of them, in
+    /// proportion to the weights (a Service's share spread evenly over its ready pods).
+    /// Members are `url` or `service` targets.
+    Split {
+        /// Two or more, each of weight above 0.
+        backends: Vec<WeightedBackend>,
+    },
+}
+
+/// One member of a [`BackendTarget::Split`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightedBackend {
+    /// Its share: `weight` over the sum of the members' weights.
+    pub weight: u32,
+    /// Where its share goes.
+    pub target: BackendTarget,
 }
 
 /// Where a redirect points: each part left out is the request's own (the port: the one the

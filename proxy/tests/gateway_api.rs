@@ -464,6 +464,59 @@ async fn request_redirect_rules_are_answered_by_the_gateway() {
     assert_eq!(web.count(), 1);
 }
 
+/// Weighted backendRefs split a rule's requests in proportion (70/30 over 100 requests is
+/// exactly 70 and 30: the schedule is deterministic), the weight-0 one gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_backend_refs_split_requests_in_proportion() {
+    let (v1, v2, v3) = (
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+    );
+    let service = |name: &str, up: &Upstream| {
+        format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: t}}
+spec: {{type: ExternalName, externalName: \"{ip}\", ports: [{{port: {port}}}]}}
+---
+",
+            ip = up.addr.ip(),
+            port = up.addr.port()
+        )
+    };
+    let dir = TempDir::new("gateway-api-weights");
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{GATEWAY}{}{}{}apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: split, namespace: t}}
+spec:
+  parentRefs: [{{name: edge}}]
+  rules:
+  - backendRefs:
+    - {{name: v1, port: {}, weight: 70}}
+    - {{name: v2, port: {}, weight: 30}}
+    - {{name: v3, port: {}, weight: 0}}
+",
+            service("v1", &v1),
+            service("v2", &v2),
+            service("v3", &v3),
+            v1.addr.port(),
+            v2.addr.port(),
+            v3.addr.port(),
+        ),
+    );
+    let proxy = Proxy::start(dir.path()).await;
+    let c = client();
+    for i in 0..100 {
+        let r = send(&c, "GET", &proxy.url(&format!("/item/{i}")), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!((v1.count(), v2.count(), v3.count()), (70, 30, 0));
+}
+
 /// The README's walk-through, `examples/gateway-api/`, as written (only the backend's loopback
 /// port is replaced by this test's upstream): keys and plans on the targeted HTTPRoute, the
 /// untargeted one open.

@@ -16,7 +16,7 @@ use crate::product::{
     GATEWAY_API_GROUP,
 };
 use crate::snapshot::Snapshot;
-use crate::table::BackendTarget;
+use crate::table::{BackendTarget, WeightedBackend};
 use crate::{compile::DEFAULT_NAMESPACE, reasons};
 
 /// How the name of the implicit Product of an untargeted HTTPRoute rule starts
@@ -62,6 +62,12 @@ pub enum TargetRefError {
     /// The rules of one HTTPRoute go to different Services, and a Product has one backend.
     #[error("the rules of HTTPRoute {name} go to different Services, and a Product has one backend; target HTTPRoutes whose rules share one backendRef (an HTTPRoute no Product targets is served open, whatever its backends)")]
     SplitBackends {
+        /// The HTTPRoute.
+        name: String,
+    },
+    /// A rule of the HTTPRoute splits its requests over weighted backendRefs.
+    #[error("a rule of HTTPRoute {name} splits its requests over weighted backendRefs, and a Product has one backend; target HTTPRoutes whose rules have one backendRef (an HTTPRoute no Product targets is served open, weights included)")]
+    Weighted {
         /// The HTTPRoute.
         name: String,
     },
@@ -112,6 +118,7 @@ impl TargetRefError {
             TargetRefError::Exclusive { .. }
             | TargetRefError::WrongKind { .. }
             | TargetRefError::SplitBackends { .. }
+            | TargetRefError::Weighted { .. }
             | TargetRefError::HeaderFilters { .. }
             | TargetRefError::Redirect { .. }
             | TargetRefError::Disagree { .. } => reasons::INVALID_TARGET_REFS,
@@ -256,6 +263,15 @@ fn resolve_one(
                 ));
                 continue;
             }
+            if r.rules.iter().any(|rule| !rule.split.is_empty()) {
+                errors.push((
+                    field,
+                    TargetRefError::Weighted {
+                        name: t.name.clone(),
+                    },
+                ));
+                continue;
+            }
             if r.rules.iter().any(|rule| rule.backend.is_none()) {
                 errors.push((
                     field,
@@ -365,15 +381,38 @@ fn implicit_backend(rule: &ServedRule) -> BackendTarget {
     if let Some(redirect) = &rule.redirect {
         return BackendTarget::Redirect(redirect.clone());
     }
+    if !rule.split.is_empty() {
+        return BackendTarget::Split {
+            backends: rule
+                .split
+                .iter()
+                .map(|w| WeightedBackend {
+                    weight: w.weight,
+                    target: service_target(&w.backend),
+                })
+                .collect(),
+        };
+    }
     match &rule.backend {
-        Some(b) if b.external_name.is_none() => BackendTarget::Service {
+        Some(b) if b.external_name.is_none() => service_target(b),
+        _ => BackendTarget::Unresolved,
+    }
+}
+
+/// The table target of a resolved backendRef: its Service (endpoints filled by the compiler),
+/// or for an ExternalName Service the URL of the name it stands for.
+fn service_target(b: &ServiceRef) -> BackendTarget {
+    match &b.external_name {
+        Some(host) => BackendTarget::Url {
+            url: format!("http://{host}:{}", b.port),
+        },
+        None => BackendTarget::Service {
             namespace: b.namespace.clone(),
             name: b.name.clone(),
             port: b.port,
             endpoints: Vec::new(),
             workload: None,
         },
-        _ => BackendTarget::Unresolved,
     }
 }
 

@@ -32,10 +32,10 @@ use super::api::gateways::{
     GatewayListenersAllowedRoutesNamespacesSelector,
 };
 use super::api::httproutes::{
-    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesFilters,
-    HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersType, HttpRouteRulesMatches,
-    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
-    HttpRouteRulesMatchesQueryParamsType,
+    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs,
+    HttpRouteRulesFilters, HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersType,
+    HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesMethod,
+    HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
 };
 use super::api::referencegrants::ReferenceGrant;
 use super::hostnames::{intersect, Hosts};
@@ -176,9 +176,14 @@ pub struct ServedRule {
     /// the rule.
     pub routes: Vec<Route>,
     /// The Service it sends to; none when its backendRefs are missing, weigh 0 or do not
-    /// resolve: the rule is still served, and its requests get 500 as the Gateway API requires.
+    /// resolve (the rule is still served, and its requests get 500 as the Gateway API
+    /// requires), or when it splits its requests (`split`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<ServiceRef>,
+    /// Its backendRefs of weight above 0 when there are two or more: each request goes to one
+    /// of them, in proportion to the weights.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<WeightedRef>,
     /// Its `RequestHeaderModifier` filters, as a policy's request header operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_headers: Option<HeaderOps>,
@@ -188,6 +193,16 @@ pub struct ServedRule {
     /// Its `RequestRedirect` filter: answered with a redirect, its backendRefs not used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Redirect>,
+}
+
+/// A resolved backendRef with its weight (above 0).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightedRef {
+    /// The backendRef's `weight` (1 when left out).
+    pub weight: u32,
+    /// The Service.
+    pub backend: ServiceRef,
 }
 
 /// A resolved backendRef.
@@ -883,23 +898,29 @@ fn translate_rules(
                 None
             }
         };
-        let backend = match rule_backend(rule, &field, namespace, inputs) {
+        let mut backends = match rule_backends(rule, &field, namespace, inputs) {
             // A redirect sends nothing to its backendRefs.
-            _ if redirect.is_some() => None,
-            Ok(backend) => backend,
+            _ if redirect.is_some() => Vec::new(),
+            Ok(backends) => backends,
             // Served all the same, answering 500: the route's other rules keep working.
             Err(e @ RuleIssue::Unresolved { .. }) => {
                 issues.push(e);
-                None
+                Vec::new()
             }
             Err(e) => {
                 issues.push(e);
                 continue;
             }
         };
+        let (backend, split) = if backends.len() == 1 {
+            (backends.pop().map(|w| w.backend), Vec::new())
+        } else {
+            (None, backends)
+        };
         out.extend(routes.map(|routes| ServedRule {
             routes,
             backend,
+            split: split.clone(),
             request_headers,
             response_headers,
             redirect: redirect.clone(),
@@ -1177,26 +1198,37 @@ fn method_of(m: &HttpRouteRulesMatchesMethod) -> Option<Method> {
     })
 }
 
-/// A rule's one backendRef, resolved to a Service; none when the rule has no backendRefs or
-/// its one has weight 0 (nothing to send to, which is not an error: `ResolvedRefs` stays True).
-fn rule_backend(
+/// A rule's backendRefs of weight above 0, resolved to Services; none when the rule has no
+/// backendRefs or all weigh 0 (nothing to send to, which is not an error: `ResolvedRefs` stays
+/// True). One that does not resolve is the rule's issue (its requests get 500).
+fn rule_backends(
     rule: &HttpRouteRules,
     field: &str,
     route_namespace: &str,
     inputs: &Inputs<'_>,
-) -> Result<Option<ServiceRef>, RuleIssue> {
+) -> Result<Vec<WeightedRef>, RuleIssue> {
     let refs = rule.backend_refs.as_deref().unwrap_or_default();
-    let r = match refs {
-        [] => return Ok(None),
-        [r] => r,
-        _ => {
-            return Err(unsupported(
-                format!("{field}.backendRefs"),
-                "more than one (weighted) backendRef",
-            ))
+    let mut out = Vec::with_capacity(refs.len());
+    for (i, r) in refs.iter().enumerate() {
+        let field = format!("{field}.backendRefs[{i}]");
+        let backend = backend_ref(r, &field, route_namespace, inputs)?;
+        // The Gateway API's default weight is 1; a negative one the CRD refuses.
+        let weight = r.weight.map_or(1, |w| u32::try_from(w).unwrap_or(0));
+        if weight > 0 {
+            out.push(WeightedRef { weight, backend });
         }
-    };
-    let field = format!("{field}.backendRefs[0]");
+    }
+    Ok(out)
+}
+
+/// One backendRef, resolved to a Service.
+fn backend_ref(
+    r: &HttpRouteRulesBackendRefs,
+    field: &str,
+    route_namespace: &str,
+    inputs: &Inputs<'_>,
+) -> Result<ServiceRef, RuleIssue> {
+    let field = field.to_string();
     if r.filters.as_ref().is_some_and(|f| !f.is_empty()) {
         return Err(unsupported(
             format!("{field}.filters"),
@@ -1265,12 +1297,12 @@ fn rule_backend(
     let external_name = spec
         .filter(|s| s.type_.as_deref() == Some("ExternalName"))
         .and_then(|s| s.external_name.clone());
-    Ok((r.weight != Some(0)).then(|| ServiceRef {
+    Ok(ServiceRef {
         namespace,
         name: r.name.clone(),
         port,
         external_name,
-    }))
+    })
 }
 
 /// Whether a ReferenceGrant in `to_namespace` lets the `from_kind` objects (a Gateway API kind)

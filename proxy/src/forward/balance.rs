@@ -12,10 +12,17 @@ use http::uri::Authority;
 /// How long a pod that refused a connection is skipped.
 pub const EJECT_FOR: Duration = Duration::from_secs(5);
 
-/// One Service's pods.
+/// Slots in a weighted schedule: shares are kept to 0.1 %.
+const SCHEDULE_SLOTS: usize = 1000;
+
+/// One Service's pods, or the members of a weighted split.
 #[derive(Debug)]
 pub struct Endpoints {
     addrs: Vec<Authority>,
+    /// For unequal weights: the order pods are picked in (indices of `addrs`), each pod as
+    /// often as its share, interleaved (smooth weighted round robin, as nginx does it). `None`:
+    /// plain round robin.
+    schedule: Option<Vec<u32>>,
     next: AtomicUsize,
     /// Per pod: milliseconds since `epoch` until which it is skipped (0: never failed).
     down_until: Vec<AtomicU64>,
@@ -32,10 +39,42 @@ impl Endpoints {
         let down_until = addrs.iter().map(|_| AtomicU64::new(0)).collect();
         Some(Endpoints {
             addrs,
+            schedule: None,
             next: AtomicUsize::new(0),
             down_until,
             epoch: Instant::now(),
         })
+    }
+
+    /// Balance over `members` (`ip:port` or `host:port`, weight) in proportion to the weights
+    /// (unparsable entries and weights that are not above 0 are left out; an address listed
+    /// twice gets the sum). `None` when nothing is left.
+    pub fn weighted<'a>(members: impl IntoIterator<Item = (&'a str, f64)>) -> Option<Endpoints> {
+        let mut addrs: Vec<Authority> = Vec::new();
+        let mut weights: Vec<f64> = Vec::new();
+        for (addr, weight) in members {
+            let Ok(authority) = addr.parse::<Authority>() else {
+                continue;
+            };
+            if weight.is_nan() || weight <= 0.0 {
+                continue;
+            }
+            match addrs.iter().position(|a| *a == authority) {
+                Some(i) => weights[i] += weight,
+                None => {
+                    addrs.push(authority);
+                    weights.push(weight);
+                }
+            }
+        }
+        let mut endpoints = Endpoints::new(addrs.iter().map(Authority::as_str))?;
+        let equal = weights
+            .windows(2)
+            .all(|w| (w[0] - w[1]).abs() < f64::EPSILON);
+        if !equal {
+            endpoints.schedule = Some(schedule(&weights, SCHEDULE_SLOTS));
+        }
+        Some(endpoints)
     }
 
     /// Number of pods.
@@ -56,7 +95,12 @@ impl Endpoints {
     /// anyway (a request should still try rather than fail without a connection attempt).
     pub fn pick(&self, now: Instant) -> (usize, &Authority) {
         let n = self.addrs.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = match &self.schedule {
+            // Every schedule entry is an index of `addrs`; `% n` only guards the invariant.
+            Some(order) => order[turn % order.len()] as usize % n,
+            None => turn % n,
+        };
         let t = self.millis(now);
         let idx = (0..n)
             .map(|k| (start + k) % n)
@@ -79,6 +123,27 @@ impl Endpoints {
             slot.store(until.max(1), Ordering::Relaxed);
         }
     }
+}
+
+/// `slots` picks of indices of `weights` (all above 0), each about `slots × weight / total`
+/// times, spread out: smooth weighted round robin (every pick, each index gains its weight, the
+/// one ahead is picked and loses the total).
+fn schedule(weights: &[f64], slots: usize) -> Vec<u32> {
+    let total: f64 = weights.iter().sum();
+    let mut current = vec![0.0_f64; weights.len()];
+    (0..slots)
+        .map(|_| {
+            let mut best = 0;
+            for (i, w) in weights.iter().enumerate() {
+                current[i] += w;
+                if current[i] > current[best] {
+                    best = i;
+                }
+            }
+            current[best] -= total;
+            u32::try_from(best).unwrap_or(0)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -127,6 +192,46 @@ mod tests {
         let mut tried = names(&e, now, 2);
         tried.sort();
         assert_eq!(tried, ["10.0.0.1:80", "10.0.0.2:80"]);
+    }
+
+    #[test]
+    fn weighted_members_get_their_share_spread_out() {
+        let e = Endpoints::weighted([("10.0.0.1:80", 70.0), ("10.0.0.2:80", 30.0)]).expect("two");
+        let now = Instant::now();
+        let picks = names(&e, now, 1000);
+        let first = picks.iter().filter(|p| *p == "10.0.0.1:80").count();
+        assert_eq!(first, 700);
+        // Spread, not 700 in a row: every run of 10 picks holds 7 and 3.
+        for run in picks.chunks(10) {
+            assert_eq!(run.iter().filter(|p| *p == "10.0.0.1:80").count(), 7);
+        }
+    }
+
+    #[test]
+    fn weighted_merges_repeats_and_drops_zero_weights() {
+        let e = Endpoints::weighted([
+            ("10.0.0.1:80", 1.0),
+            ("10.0.0.2:80", 0.0),
+            ("10.0.0.1:80", 1.0),
+            ("10.0.0.3:80", 2.0),
+            ("not an address", 5.0),
+        ])
+        .expect("two");
+        assert_eq!(e.len(), 2);
+        // Equal after merging: plain round robin.
+        assert_eq!(
+            names(&e, Instant::now(), 4),
+            ["10.0.0.1:80", "10.0.0.3:80", "10.0.0.1:80", "10.0.0.3:80"]
+        );
+        assert!(Endpoints::weighted([("10.0.0.1:80", 0.0)]).is_none());
+    }
+
+    #[test]
+    fn a_weighted_pick_of_an_ejected_pod_goes_to_another() {
+        let e = Endpoints::weighted([("10.0.0.1:80", 9.0), ("10.0.0.2:80", 1.0)]).expect("two");
+        let now = Instant::now();
+        e.eject(0, now);
+        assert_eq!(names(&e, now, 20), ["10.0.0.2:80"; 20]);
     }
 
     #[test]

@@ -171,6 +171,9 @@ impl Runtime {
                         "{service_scheme}://{name}.{namespace}.svc:{port}"
                     )),
                 },
+                BackendTarget::Split { backends } => {
+                    split(&p.id, backends, backend_tls.is_some(), notes)
+                }
             };
             let routes = p
                 .routes
@@ -488,6 +491,84 @@ impl Runtime {
             listener_certs,
         }
     }
+}
+
+/// The balancer of a weighted split: each member's share spread over its ready pods (its
+/// Service's DNS name when none are known; an ExternalName's address). Sidecar-injected
+/// members need the workload mTLS client of their own, which one balancer does not have: such
+/// a split is not forwarded (502), and said so.
+fn split(
+    product: &str,
+    members: &[tollgate_crds::table::WeightedBackend],
+    tls: bool,
+    notes: &mut Vec<Diagnostic>,
+) -> Backend {
+    let mut weighted: Vec<(String, f64)> = Vec::new();
+    for m in members {
+        let weight = f64::from(m.weight);
+        match &m.target {
+            BackendTarget::Service {
+                workload: Some(_), ..
+            } => {
+                notes.push(Diagnostic::error(
+                    ObjectKind::Product,
+                    product,
+                    "backend",
+                    "a weighted backendRef to sidecar-injected pods is not supported yet; \
+                     requests get 502",
+                ));
+                return Backend::Unsupported;
+            }
+            BackendTarget::Service {
+                endpoints,
+                namespace,
+                name,
+                port,
+                workload: None,
+            } => {
+                if endpoints.is_empty() {
+                    weighted.push((format!("{name}.{namespace}.svc:{port}"), weight));
+                } else {
+                    let share = weight / endpoints.len() as f64;
+                    weighted.extend(endpoints.iter().map(|e| (e.clone(), share)));
+                }
+            }
+            BackendTarget::Url { url } => match Backend::from_url(url) {
+                Backend::Http {
+                    authority,
+                    base_path,
+                    ..
+                } if base_path.is_empty() => weighted.push((authority.to_string(), weight)),
+                _ => {
+                    notes.push(Diagnostic::error(
+                        ObjectKind::Product,
+                        product,
+                        "backend",
+                        format!("split member {url} is not host:port; requests get 502"),
+                    ));
+                    return Backend::Unsupported;
+                }
+            },
+            _ => {
+                notes.push(Diagnostic::error(
+                    ObjectKind::Product,
+                    product,
+                    "backend",
+                    "a split member is neither a Service nor a URL; requests get 502",
+                ));
+                return Backend::Unsupported;
+            }
+        }
+    }
+    crate::forward::balance::Endpoints::weighted(weighted.iter().map(|(a, w)| (a.as_str(), *w)))
+        .map_or(Backend::Unsupported, |pods| Backend::Pods {
+            scheme: if tls {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
+            pods: Arc::new(pods),
+        })
 }
 
 fn crd_method_bit(m: Method) -> u8 {
