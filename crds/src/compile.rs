@@ -22,7 +22,7 @@
 
 mod backend_tls;
 mod cors;
-mod durations;
+pub(crate) mod durations;
 mod last_good;
 mod plans;
 mod policies;

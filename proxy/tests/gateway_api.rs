@@ -425,6 +425,10 @@ async fn request_redirect_rules_are_answered_by_the_gateway() {
     backendRefs: [{name: web, port: PORT}]
   - matches: [{path: {type: PathPrefix, value: /secure}}]
     filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]
+  - matches: [{path: {type: PathPrefix, value: /docs}}]
+    filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /manual}}}]
+  - matches: [{path: {type: PathPrefix, value: /legacy}}]
+    filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /}, statusCode: 308}}]
   - matches: [{path: {type: PathPrefix, value: /}}]
     backendRefs: [{name: web, port: PORT}]
 ",
@@ -458,10 +462,58 @@ async fn request_redirect_rules_are_answered_by_the_gateway() {
             .as_str()
         )
     );
+    // A redirect path: the matched prefix replaced, or the whole path; the query kept.
+    let docs = send(&c, "GET", &proxy.url("/docs/intro?v=2"), &[]).await;
+    assert_eq!(docs.status, 302, "{}", docs.text());
+    assert_eq!(
+        docs.header("location"),
+        Some(format!("http://{authority}/manual/intro?v=2").as_str())
+    );
+    let legacy = send(&c, "GET", &proxy.url("/legacy/a/b"), &[]).await;
+    assert_eq!(legacy.status, 308, "{}", legacy.text());
+    assert_eq!(
+        legacy.header("location"),
+        Some(format!("http://{authority}/").as_str())
+    );
     assert_eq!(web.count(), 0, "a redirect forwards nothing");
     let home = send(&c, "GET", &proxy.url("/index.html"), &[]).await;
     assert_eq!(home.status, 200, "{}", home.text());
     assert_eq!(web.count(), 1);
+}
+
+/// A rule's `timeouts` bound the time its backend has to answer (504 past it, 200 within), and
+/// another rule of the route keeps the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_timeouts_bound_the_backends_answer() {
+    let web = Upstream::start().await;
+    let dir = TempDir::new("gateway-api-timeouts");
+    dir.write(
+        "all.yaml",
+        &site(
+            web.addr,
+            "  - matches: [{path: {type: PathPrefix, value: /quick}}]
+    backendRefs: [{name: web, port: PORT}]
+    timeouts: {request: 2s, backendRequest: 300ms}
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: web, port: PORT}]
+",
+        ),
+    );
+    let proxy = Proxy::start(dir.path()).await;
+    let c = client();
+    let slow = [("x-echo-sleep-ms", "1000")];
+    let late = send(&c, "GET", &proxy.url("/quick/a"), &slow).await;
+    assert_eq!(late.status, 504, "{}", late.text());
+    let soon = send(
+        &c,
+        "GET",
+        &proxy.url("/quick/a"),
+        &[("x-echo-sleep-ms", "50")],
+    )
+    .await;
+    assert_eq!(soon.status, 200, "{}", soon.text());
+    let other = send(&c, "GET", &proxy.url("/other"), &slow).await;
+    assert_eq!(other.status, 200, "the default 30 s: {}", other.text());
 }
 
 /// Weighted backendRefs split a rule's requests in proportion (70/30 over 100 requests is

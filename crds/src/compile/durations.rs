@@ -1,4 +1,5 @@
-//! Duration strings of the CRDs: timeouts (`250ms`, `5s`, `1m`) and rate periods (`30s`, `1m`, `1h`).
+//! Duration strings of the CRDs: timeouts (`250ms`, `5s`, `1m`) and rate periods (`30s`, `1m`, `1h`),
+//! and the Gateway API's (`1h30m`, `500ms`, `0s`).
 //!
 //! The CRD's CEL rules check the same syntax at `kubectl apply` time; standalone mode has no API
 //! server, so the compiler parses strictly instead of trusting the schema.
@@ -33,6 +34,40 @@ pub(crate) fn parse_period_ms(text: &str) -> Option<u64> {
 }
 
 /// ASCII digits without a leading zero, at most `max_digits` of them, as a number ≥ 1.
+/// Parse a Gateway API duration (GEP-2257): one to four parts of 1–5 digits followed by `h`,
+/// `m`, `s` or `ms`, each unit at most once, largest first (`1h30m`, `500ms`, `0s`), in
+/// milliseconds.
+pub(crate) fn parse_gateway_duration_ms(text: &str) -> Option<u64> {
+    let units: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
+    let mut rest = text;
+    let mut total = 0u64;
+    let mut next_unit = 0;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 5 {
+            return None;
+        }
+        let (number, tail) = rest.split_at(digits);
+        // `ms` before `m`, or "5ms" would read as 5 minutes followed by garbage.
+        let unit_len = if tail.starts_with("ms") {
+            2
+        } else {
+            tail.chars().next().map_or(0, char::len_utf8)
+        };
+        let unit = &tail[..unit_len.min(tail.len())];
+        let index = units.iter().position(|(u, _)| *u == unit)?;
+        if index < next_unit {
+            return None;
+        }
+        total = total.checked_add(number.parse::<u64>().ok()?.checked_mul(units[index].1)?)?;
+        next_unit = index + 1;
+        parts += 1;
+        rest = &tail[unit_len..];
+    }
+    (parts > 0).then_some(total)
+}
+
 fn positive_number(digits: &str, max_digits: usize) -> Option<u64> {
     let well_formed = !digits.is_empty()
         && digits.len() <= max_digits
@@ -47,6 +82,28 @@ fn positive_number(digits: &str, max_digits: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_durations() {
+        for (text, ms) in [
+            ("0s", Some(0)),
+            ("500ms", Some(500)),
+            ("1s", Some(1_000)),
+            ("1h30m", Some(5_400_000)),
+            ("1h2m3s4ms", Some(3_723_004)),
+            ("99999ms", Some(99_999)),
+            ("", None),
+            ("1", None),
+            ("1d", None),
+            ("100000s", None),
+            ("1s1h", None),
+            ("1s1s", None),
+            ("-1s", None),
+            ("1.5s", None),
+        ] {
+            assert_eq!(parse_gateway_duration_ms(text), ms, "{text:?}");
+        }
+    }
 
     #[test]
     fn timeouts() {

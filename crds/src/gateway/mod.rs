@@ -40,12 +40,17 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "Gateway",
     "HTTPRoute",
+    "HTTPRouteBackendTimeout",
     "HTTPRouteMethodMatching",
     "HTTPRouteNamedRouteRule",
     "HTTPRouteParentRefPort",
+    "HTTPRoutePathRedirect",
     "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
+    "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
 ];
 

@@ -12,7 +12,7 @@ use super::translate::{ServedRoute, ServedRule, ServiceRef, Translation};
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::policy::{ApiPolicy, ApiPolicySpec, HeaderPolicy};
 use crate::product::{
-    Backend, KeyLocation, Product, ProductSpec, ServiceBackend, UnderscoreHeaders,
+    Backend, KeyLocation, Product, ProductSpec, ServiceBackend, Timeouts, UnderscoreHeaders,
     GATEWAY_API_GROUP,
 };
 use crate::snapshot::Snapshot;
@@ -62,6 +62,12 @@ pub enum TargetRefError {
     /// The rules of one HTTPRoute go to different Services, and a Product has one backend.
     #[error("the rules of HTTPRoute {name} go to different Services, and a Product has one backend; target HTTPRoutes whose rules share one backendRef (an HTTPRoute no Product targets is served open, whatever its backends)")]
     SplitBackends {
+        /// The HTTPRoute.
+        name: String,
+    },
+    /// A rule of the HTTPRoute has `timeouts`.
+    #[error("a rule of HTTPRoute {name} has timeouts, and a Product's timeouts are its own; remove them from the HTTPRoute and set the Product's spec.timeouts")]
+    RuleTimeouts {
         /// The HTTPRoute.
         name: String,
     },
@@ -119,6 +125,7 @@ impl TargetRefError {
             | TargetRefError::WrongKind { .. }
             | TargetRefError::SplitBackends { .. }
             | TargetRefError::Weighted { .. }
+            | TargetRefError::RuleTimeouts { .. }
             | TargetRefError::HeaderFilters { .. }
             | TargetRefError::Redirect { .. }
             | TargetRefError::Disagree { .. } => reasons::INVALID_TARGET_REFS,
@@ -258,6 +265,15 @@ fn resolve_one(
                     field,
                     TargetRefError::Redirect {
                         namespace: namespace.to_string(),
+                        name: t.name.clone(),
+                    },
+                ));
+                continue;
+            }
+            if r.rules.iter().any(|rule| rule.timeout_ms.is_some()) {
+                errors.push((
+                    field,
+                    TargetRefError::RuleTimeouts {
                         name: t.name.clone(),
                     },
                 ));
@@ -531,7 +547,10 @@ fn untargeted(
                     routes: rule.routes.clone(),
                     target_refs: Vec::new(),
                     policies: attached,
-                    timeouts: None,
+                    timeouts: rule.timeout_ms.map(|ms| Timeouts {
+                        connect: None,
+                        request: Some(format!("{ms}ms")),
+                    }),
                     client_certificates: None,
                     headers_with_underscores: UnderscoreHeaders::default(),
                 },

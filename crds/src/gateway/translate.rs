@@ -193,7 +193,15 @@ pub struct ServedRule {
     /// Its `RequestRedirect` filter: answered with a redirect, its backendRefs not used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Redirect>,
+    /// Its `timeouts`, as the time the backend has to answer in milliseconds: the shorter of
+    /// `request` and `backendRequest` (Tollgate does not retry, so one request is one backend
+    /// request); a zero duration, which disables a timeout, is [`DISABLED_TIMEOUT_MS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
+
+/// What a rule timeout of `0s` (disabled) becomes: the longest time Tollgate waits, ~49 days.
+pub const DISABLED_TIMEOUT_MS: u64 = u32::MAX as u64;
 
 /// A resolved backendRef with its weight (above 0).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -818,6 +826,7 @@ fn translate_rules(
         let mut request_headers: Option<HeaderOps> = None;
         let mut response_headers: Option<HeaderOps> = None;
         let mut redirect: Option<Redirect> = None;
+        let mut redirect_path: Option<(String, bool)> = None;
         for (k, filter) in rule
             .filters
             .as_deref()
@@ -838,7 +847,10 @@ fn translate_rules(
                 }
                 None if filter.r#type == HttpRouteRulesFiltersType::RequestRedirect => {
                     match request_redirect(filter) {
-                        Ok(r) if redirect.is_none() => redirect = Some(r),
+                        Ok((r, path)) if redirect.is_none() => {
+                            redirect = Some(r);
+                            redirect_path = path;
+                        }
                         Ok(_) => issues.push(unsupported(at, "a second RequestRedirect")),
                         Err((part, what)) => issues.push(unsupported(format!("{at}{part}"), what)),
                     }
@@ -865,9 +877,21 @@ fn translate_rules(
                 "RequestRedirect with URLRewrite",
             ));
         }
-        if rule.timeouts.is_some() {
-            issues.push(unsupported(format!("{field}.timeouts"), "a rule timeout"));
+        // A redirect's path is made as a rewrite's is, from the matched prefix; the proxy puts
+        // it in `Location` instead of forwarding.
+        if redirect_path.is_some() {
+            rewrite = redirect_path;
         }
+        let timeout_ms = match rule_timeout(rule) {
+            Ok(t) => t,
+            Err(part) => {
+                issues.push(unsupported(
+                    format!("{field}.timeouts.{part}"),
+                    "a duration that is not of the Gateway API's form (like 500ms or 1h30m)",
+                ));
+                None
+            }
+        };
         let routes = match rule_match(rule.matches.as_deref().unwrap_or_default(), &field) {
             Ok(alternatives) => {
                 // ReplaceFullPath: the whole path, whatever the match (`rewriteFullPath`).
@@ -924,6 +948,7 @@ fn translate_rules(
             request_headers,
             response_headers,
             redirect: redirect.clone(),
+            timeout_ms,
         }));
     }
     if rules.is_empty() {
@@ -993,15 +1018,28 @@ fn url_rewrite(filter: &HttpRouteRulesFilters) -> Option<Result<(String, bool), 
 
 /// A `RequestRedirect` filter as table data, or the part (appended to the filter's field) that
 /// is not supported and what it is.
+/// A path replacement: the new path or prefix, and whether it is the full path.
+type PathReplacement = (String, bool);
+
+/// With its `path` as a rewrite.
 fn request_redirect(
     filter: &HttpRouteRulesFilters,
-) -> Result<Redirect, (&'static str, &'static str)> {
+) -> Result<(Redirect, Option<PathReplacement>), (&'static str, &'static str)> {
     let Some(r) = &filter.request_redirect else {
         return Err(("", "a RequestRedirect filter without requestRedirect"));
     };
-    if r.path.is_some() {
-        return Err((".requestRedirect.path", "a RequestRedirect path"));
-    }
+    let path =
+        match &r.path {
+            None => None,
+            Some(p) => match (&p.replace_prefix_match, &p.replace_full_path) {
+                (Some(prefix), None) => Some((prefix.clone(), false)),
+                (None, Some(full)) => Some((full.clone(), true)),
+                _ => return Err((
+                    ".requestRedirect.path",
+                    "a redirect path without exactly one of replacePrefixMatch and replaceFullPath",
+                )),
+            },
+        };
     let scheme = match &r.scheme {
         None => None,
         Some(HttpRouteRulesFiltersRequestRedirectScheme::Http) => Some("http".to_string()),
@@ -1029,11 +1067,34 @@ fn request_redirect(
             ))
         }
     };
-    Ok(Redirect {
-        scheme,
-        hostname: r.hostname.clone(),
-        port,
-        status_code,
+    Ok((
+        Redirect {
+            scheme,
+            hostname: r.hostname.clone(),
+            port,
+            status_code,
+        },
+        path,
+    ))
+}
+
+/// A rule's `timeouts` in milliseconds (see [`ServedRule::timeout_ms`]), or the field that is
+/// not a duration.
+fn rule_timeout(rule: &HttpRouteRules) -> Result<Option<u64>, &'static str> {
+    let Some(t) = &rule.timeouts else {
+        return Ok(None);
+    };
+    let parse = |text: &Option<String>, field| match text.as_deref() {
+        None => Ok(None),
+        Some(text) => crate::compile::durations::parse_gateway_duration_ms(text)
+            .map(|ms| Some(if ms == 0 { DISABLED_TIMEOUT_MS } else { ms }))
+            .ok_or(field),
+    };
+    let request = parse(&t.request, "request")?;
+    let backend = parse(&t.backend_request, "backendRequest")?;
+    Ok(match (request, backend) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     })
 }
 

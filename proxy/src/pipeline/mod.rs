@@ -235,11 +235,12 @@ async fn run(
 
     // 3c. An HTTPRoute rule's RequestRedirect: answered here, nothing is forwarded.
     if let forward::Backend::Redirect(r) = &product.upstream.backend {
+        // A redirect's `path` is the route's rewrite (`ReplacePrefixMatch`, `ReplaceFullPath`).
         return respond::redirect::response(
             r,
             conn.tls.is_some(),
             host.as_ref(),
-            &parts.uri,
+            (&route::rewrite(route, parts.uri.path()), parts.uri.query()),
             &product.response_ops,
             request_id,
         );

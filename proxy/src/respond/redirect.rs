@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use http::header::{HeaderValue, LOCATION};
 use http::uri::{Authority, Scheme};
-use http::{Response, Uri};
+use http::Response;
 use http_body_util::{Either, Full};
 
 use crate::forward::Redirect;
@@ -14,9 +14,16 @@ use crate::message::headers::HeaderOps;
 use crate::problem::Rejection;
 use crate::respond::body::Inner;
 
-/// The `Location` for a request to `uri` with `host`, received over TLS or not; none when
-/// neither the filter nor the request names a host.
-pub fn location(r: &Redirect, tls: bool, host: Option<&HeaderValue>, uri: &Uri) -> Option<String> {
+/// The `Location` for a request with `host`, received over TLS or not, to `path` (the
+/// request's, or as the filter's `path` replaces it) and `query`; none when neither the filter
+/// nor the request names a host.
+pub fn location(
+    r: &Redirect,
+    tls: bool,
+    host: Option<&HeaderValue>,
+    path: &str,
+    query: Option<&str>,
+) -> Option<String> {
     let authority: Option<Authority> = host
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.parse().ok());
@@ -36,10 +43,10 @@ pub fn location(r: &Redirect, tls: bool, host: Option<&HeaderValue>, uri: &Uri) 
         (None, None) => authority.as_ref().and_then(Authority::port_u16),
     };
     let well_known = if scheme == Scheme::HTTPS { 443 } else { 80 };
-    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let query = query.map_or(String::new(), |q| format!("?{q}"));
     Some(match port.filter(|p| *p != well_known) {
-        Some(p) => format!("{scheme}://{hostname}:{p}{path}"),
-        None => format!("{scheme}://{hostname}{path}"),
+        Some(p) => format!("{scheme}://{hostname}:{p}{path}{query}"),
+        None => format!("{scheme}://{hostname}{path}{query}"),
     })
 }
 
@@ -48,11 +55,11 @@ pub fn response(
     r: &Redirect,
     tls: bool,
     host: Option<&HeaderValue>,
-    uri: &Uri,
+    (path, query): (&str, Option<&str>),
     ops: &HeaderOps,
     request_id: &HeaderValue,
 ) -> Result<Response<Inner>, Rejection> {
-    let location = location(r, tls, host, uri).ok_or(Rejection::MissingHost)?;
+    let location = location(r, tls, host, path, query).ok_or(Rejection::MissingHost)?;
     // Built from a parsed authority and path, or the filter's hostname, which the API server
     // validated as a DNS name; a value that still is not a header value is the client's Host.
     let location = HeaderValue::try_from(location).map_err(|_| Rejection::BadHost)?;
@@ -66,7 +73,7 @@ pub fn response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::StatusCode;
+    use http::{StatusCode, Uri};
 
     fn redirect(scheme: Option<Scheme>, hostname: Option<&str>, port: Option<u16>) -> Redirect {
         Redirect {
@@ -79,7 +86,8 @@ mod tests {
 
     fn at(r: &Redirect, tls: bool, host: Option<&str>, uri: &str) -> Option<String> {
         let host = host.map(|h| HeaderValue::from_str(h).expect("host"));
-        location(r, tls, host.as_ref(), &uri.parse().expect("uri"))
+        let uri: Uri = uri.parse().expect("uri");
+        location(r, tls, host.as_ref(), uri.path(), uri.query())
     }
 
     #[test]
