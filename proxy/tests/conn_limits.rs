@@ -154,6 +154,53 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_head_timeout() {
     eprintln!("idle keep-alive connection closed {elapsed:?} after its request");
 }
 
+/// The head timeout restarts for every request of a keep-alive connection (one timer per
+/// connection, re-armed): requests 300 ms apart under a 500 ms timeout are all served, and a
+/// head left half-sent after them is cut off 500 ms later.
+#[tokio::test]
+async fn the_head_timeout_restarts_for_each_request_of_a_connection() {
+    let mut l = limits(None, None, 10_000);
+    l.head_timeout = Duration::from_millis(500);
+    let (gw, up, _dir) = start("head-restart", l).await;
+    let mut stream = TcpStream::connect(gw.proxy_addr()).await.expect("connect");
+    let mut buf = vec![0u8; 64 * 1024];
+    for i in 0..4 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        stream.write_all(GET).await.expect("write");
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert_eq!(raw_status(&answer), 200, "request {i}: {answer}");
+    }
+    assert_eq!(
+        up.count(),
+        4,
+        "1.2 s on one connection: each request had its own 500 ms"
+    );
+    stream
+        .write_all(b"GET /slow/x HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let rest = read_until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("a half-sent head is cut off within 5 s");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(450),
+        "closed after {elapsed:?}"
+    );
+    assert_eq!(
+        up.count(),
+        4,
+        "the half-sent request never reached the backend: {rest}"
+    );
+}
+
 #[tokio::test]
 async fn over_the_listener_cap_connections_are_shed_fast_and_admin_still_answers() {
     let (gw, up, _dir) = start("cap", limits(Some(5), None, 10_000)).await;
