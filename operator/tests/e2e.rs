@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
@@ -2699,6 +2700,168 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
+/// The sidecar injector's setting on the local API server: the operator's own namespace `home`
+/// (its Lease; always excluded from injection), a namespace `injected` labelled for injection
+/// and one, `plain`, that is not; the operator under its least-privilege identity (rules also in
+/// `injected`, and `get` on namespaces, whose labels decide injection), serving the webhook and
+/// `/v1/table` + `/v1/certificate` (plain HTTP) on `table_port`; the webhook registered with
+/// `failurePolicy: Fail`. Injected sidecars get `--identity-url=identity_url` and admit the
+/// gateway identity of ServiceAccount `allowed_account` in `home`.
+struct InjectionEnv {
+    home: String,
+    injected: String,
+    plain: String,
+    tls: DistributionTls,
+    operator: Option<Operator>,
+    config_name: String,
+    /// The admitted gateway identity.
+    identity: String,
+}
+
+impl InjectionEnv {
+    async fn start(
+        client: &Client,
+        identity_url: &str,
+        allowed_account: &str,
+        table_port: u16,
+    ) -> InjectionEnv {
+        let client = client.clone();
+        // The operator's own namespace (its Lease: always excluded from injection), a namespace
+        // labelled for injection, and one that is not.
+        let home = fresh_namespace(&client).await;
+        let injected = fresh_namespace(&client).await;
+        let plain = fresh_namespace(&client).await;
+        Api::<Namespace>::all(client.clone())
+            .patch(
+                &injected,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    serde_json::json!({"metadata": {"labels": {"tollgate.dev/inject": "enabled"}}}),
+                ),
+            )
+            .await
+            .expect("label namespace");
+
+        // The operator's least-privilege identity, its rules also in the injected namespace (it
+        // watches both), and read access to namespaces (their labels decide injection).
+        let kubeconfig = least_privilege_kubeconfig(&client, &home).await;
+        let pp = PostParams::default();
+        let subject = serde_json::json!([{"kind": "ServiceAccount", "name": "tollgate-operator", "namespace": home}]);
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "tollgate-operator", "namespace": injected},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{home}-operator")},
+            "subjects": subject
+        }))
+        .expect("binding");
+        Api::<RoleBinding>::namespaced(client.clone(), &injected)
+            .create(&pp, &binding)
+            .await
+            .expect("RoleBinding");
+        let ns_role: ClusterRole = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{home}-namespaces")},
+            "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]
+        }))
+        .expect("role");
+        let ns_binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{home}-namespaces")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{home}-namespaces")},
+            "subjects": subject
+        }))
+        .expect("binding");
+        Api::<ClusterRole>::all(client.clone())
+            .create(&pp, &ns_role)
+            .await
+            .expect("ClusterRole");
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .create(&pp, &ns_binding)
+            .await
+            .expect("binding");
+
+        // The webhook's serving certificate (the chart's Secret in a cluster) and the operator.
+        let tls = DistributionTls::create(&std::env::temp_dir().join(format!("{home}-webhook")));
+        let webhook_port = free_port();
+        let cert_dir = tls.cert.parent().expect("dir").to_path_buf();
+        let identity = format!("spiffe://cluster.local/ns/{home}/sa/{allowed_account}");
+        let extra: Vec<String> = [
+            "--watch-namespace",
+            &injected,
+            "--webhook-listen",
+            &format!("127.0.0.1:{webhook_port}"),
+            "--webhook-cert-dir",
+            &cert_dir.display().to_string(),
+            "--sidecar-identity-url",
+            identity_url,
+            "--sidecar-allowed-identities",
+            &identity,
+            "--sidecar-operator-ca-configmap",
+            "tollgate-operator-ca",
+            // Any PEM CA will do: the leader copies it into the injected namespace.
+            "--sidecar-operator-ca-file",
+            &tls.ca.display().to_string(),
+            "--sidecar-image",
+            "ghcr.io/tollgate/tollgate:e2e",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let operator = Some(Operator::start_leasing(
+            &home,
+            "op-webhook",
+            &kubeconfig,
+            table_port,
+            None,
+            &extra,
+            (home.clone(), "tollgate-operator-leader".into()),
+        ));
+        operator.as_ref().expect("operator").wait_ready().await;
+
+        let configs: Api<
+            k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+        > = Api::all(client.clone());
+        let config_name = format!("{home}-injector");
+        let scoped = [injected.as_str(), plain.as_str(), home.as_str()];
+        configs
+            .create(
+                &pp,
+                &webhook_configuration(&config_name, webhook_port, &tls.ca, &scoped, "Fail"),
+            )
+            .await
+            .expect("register the webhook");
+        InjectionEnv {
+            home,
+            injected,
+            plain,
+            tls,
+            operator,
+            config_name,
+            identity,
+        }
+    }
+
+    /// Delete what [`InjectionEnv::start`] made (the operator is stopped when dropped).
+    async fn remove(&self, client: &Client) {
+        let configs: Api<
+            k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+        > = Api::all(client.clone());
+        let _ = configs
+            .delete(&self.config_name, &DeleteParams::default())
+            .await;
+        remove_cluster_rbac(client, &self.home).await;
+        let name = format!("{}-namespaces", self.home);
+        let _ = Api::<ClusterRole>::all(client.clone())
+            .delete(&name, &DeleteParams::default())
+            .await;
+        let _ = Api::<ClusterRoleBinding>::all(client.clone())
+            .delete(&name, &DeleteParams::default())
+            .await;
+        for ns in [&self.home, &self.injected, &self.plain] {
+            let _ = Api::<Namespace>::all(client.clone())
+                .delete(ns, &DeleteParams::default())
+                .await;
+        }
+    }
+}
+
 /// The sidecar injector, really called by kube-apiserver: a pod created in an injected
 /// namespace is *stored* with the sidecar, its projected token, ports and annotations, and its
 /// workload gets a NetworkPolicy; other pods are unchanged; a pod without an app port is refused
@@ -2717,105 +2880,24 @@ async fn the_api_server_injects_sidecars_through_the_operator_webhook() {
     }
     let client = Client::try_default().await.expect("kube client");
     install_crds(&client).await;
-    // The operator's own namespace (its Lease: always excluded from injection), a namespace
-    // labelled for injection, and one that is not.
-    let home = fresh_namespace(&client).await;
-    let injected = fresh_namespace(&client).await;
-    let plain = fresh_namespace(&client).await;
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            &injected,
-            &PatchParams::default(),
-            &Patch::Merge(
-                serde_json::json!({"metadata": {"labels": {"tollgate.dev/inject": "enabled"}}}),
-            ),
-        )
-        .await
-        .expect("label namespace");
-
-    // The operator's least-privilege identity, its rules also in the injected namespace (it
-    // watches both), and read access to namespaces (their labels decide injection).
-    let kubeconfig = least_privilege_kubeconfig(&client, &home).await;
-    let pp = PostParams::default();
-    let subject = serde_json::json!([{"kind": "ServiceAccount", "name": "tollgate-operator", "namespace": home}]);
-    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "tollgate-operator", "namespace": injected},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{home}-operator")},
-        "subjects": subject
-    }))
-    .expect("binding");
-    Api::<RoleBinding>::namespaced(client.clone(), &injected)
-        .create(&pp, &binding)
-        .await
-        .expect("RoleBinding");
-    let ns_role: ClusterRole = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": format!("{home}-namespaces")},
-        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]
-    }))
-    .expect("role");
-    let ns_binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": format!("{home}-namespaces")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{home}-namespaces")},
-        "subjects": subject
-    }))
-    .expect("binding");
-    Api::<ClusterRole>::all(client.clone())
-        .create(&pp, &ns_role)
-        .await
-        .expect("ClusterRole");
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .create(&pp, &ns_binding)
-        .await
-        .expect("binding");
-
-    // The webhook's serving certificate (the chart's Secret in a cluster) and the operator.
-    let tls = DistributionTls::create(&std::env::temp_dir().join(format!("{home}-webhook")));
-    let webhook_port = free_port();
-    let cert_dir = tls.cert.parent().expect("dir").to_path_buf();
-    let identity = format!("spiffe://cluster.local/ns/{home}/sa/tollgate-proxy");
-    let extra: Vec<String> = [
-        "--watch-namespace",
-        &injected,
-        "--webhook-listen",
-        &format!("127.0.0.1:{webhook_port}"),
-        "--webhook-cert-dir",
-        &cert_dir.display().to_string(),
-        "--sidecar-identity-url",
+    let InjectionEnv {
+        home,
+        injected,
+        plain,
+        tls,
+        mut operator,
+        config_name,
+        identity,
+        ..
+    } = InjectionEnv::start(
+        &client,
         "https://tollgate-operator.tollgate-system.svc:8082",
-        "--sidecar-allowed-identities",
-        &identity,
-        "--sidecar-operator-ca-configmap",
-        "tollgate-operator-ca",
-        // Any PEM CA will do: the leader copies it into the injected namespace.
-        "--sidecar-operator-ca-file",
-        &tls.ca.display().to_string(),
-        "--sidecar-image",
-        "ghcr.io/tollgate/tollgate:e2e",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut operator = Some(Operator::start_leasing(
-        &home,
-        "op-webhook",
-        &kubeconfig,
+        "tollgate-proxy",
         free_port(),
-        None,
-        &extra,
-        (home.clone(), "tollgate-operator-leader".into()),
-    ));
-    operator.as_ref().expect("operator").wait_ready().await;
-
+    )
+    .await;
+    let pp = PostParams::default();
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let config_name = format!("{home}-injector");
-    let scoped = [injected.as_str(), plain.as_str(), home.as_str()];
-    configs
-        .create(
-            &pp,
-            &webhook_configuration(&config_name, webhook_port, &tls.ca, &scoped, "Fail"),
-        )
-        .await
-        .expect("register the webhook");
 
     let pods = |ns: &str| Api::<Pod>::namespaced(client.clone(), ns);
     let app_port = serde_json::json!({"tollgate.dev/app-port": "8080"});
@@ -3259,19 +3341,393 @@ async fn the_api_server_injects_sidecars_through_the_operator_webhook() {
         !log.contains("Forbidden") && !log.contains("forbidden"),
         "the operator hit RBAC: {log}"
     );
-    let _ = configs.delete(&config_name, &DeleteParams::default()).await;
-    remove_cluster_rbac(&client, &home).await;
-    let _ = Api::<ClusterRole>::all(client.clone())
-        .delete(&format!("{home}-namespaces"), &DeleteParams::default())
-        .await;
-    let _ = Api::<ClusterRoleBinding>::all(client.clone())
-        .delete(&format!("{home}-namespaces"), &DeleteParams::default())
-        .await;
-    for ns in [&home, &injected, &plain] {
-        let _ = Api::<Namespace>::all(client.clone())
-            .delete(ns, &DeleteParams::default())
-            .await;
+    InjectionEnv {
+        home,
+        injected,
+        plain,
+        tls,
+        operator,
+        config_name,
+        identity,
     }
+    .remove(&client)
+    .await;
+}
+
+/// This host's own outward IPv4 address, if it has one (no packet is sent): the address of
+/// the "pod" below. The API server refuses loopback addresses in EndpointSlices, and the
+/// ingress proxy connects to an endpoint's IP on the sidecar port, so the sidecar process must
+/// be reachable on a non-loopback local address.
+fn host_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("10.255.255.254:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// A token of ServiceAccount `ns/name` (created if missing) for the operator's audience.
+async fn account_token(client: &Client, ns: &str, name: &str) -> String {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("sa");
+    let _ = sas.create(&PostParams::default(), &sa).await;
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "spec": {"audiences": ["tollgate-e2e"], "expirationSeconds": 3600}
+    }))
+    .expect("token request");
+    sas.create_token_request(name, &PostParams::default(), &request)
+        .await
+        .expect("token")
+        .status
+        .expect("token status")
+        .token
+}
+
+/// Accepts any server certificate: the direct callers below test what the *sidecar* refuses.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `GET /` straight to a sidecar at `addr` over TLS, presenting `client` (chain PEM, key PEM)
+/// if given: the status, or why there was none (a refused handshake, a closed connection).
+async fn direct_call(
+    addr: std::net::SocketAddr,
+    client: Option<(&str, &str)>,
+) -> Result<u16, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)));
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => {
+            use rustls_pki_types::pem::PemObject;
+            let chain = rustls_pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|e| e.to_string())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| e.to_string())?
+        }
+    };
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from("sidecar.test").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: sidecar.test\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    match read {
+        Ok(Ok(_)) | Ok(Err(_)) if text.starts_with("HTTP/1.1 ") => text[9..12]
+            .parse()
+            .map_err(|_| format!("not a status line: {text}")),
+        Ok(Err(e)) => Err(format!("read: {e}")),
+        Ok(Ok(_)) => Err(format!("closed without an answer: {text:?}")),
+        Err(_) => Err("no answer in 5 s".into()),
+    }
+}
+
+/// The whole sidecar chain on the local API server, with no kubelet: a pod created in an
+/// injected namespace is stored with its sidecar; that sidecar runs as a local process with
+/// exactly the stored command, arguments and environment (paths under its mounts mapped to
+/// local directories, the token a real one of the pod's ServiceAccount) next to an app on
+/// loopback; an ingress proxy follows the operator. Both get their certificates from the
+/// operator (`--identity-url`, with their ServiceAccount tokens). A subscribed call passes
+/// ingress → sidecar (mutual TLS, identities checked both ways) → app; a direct call to the
+/// sidecar without a certificate, or with an operator-issued certificate of another
+/// ServiceAccount, never reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_pods_stored_sidecar_admits_only_the_gateway() {
+    if !enabled("an_injected_pods_stored_sidecar_admits_only_the_gateway") {
+        return;
+    }
+    if on_kind() {
+        eprintln!("an_injected_pods_stored_sidecar_admits_only_the_gateway: local target only (kind runs real pods)");
+        return;
+    }
+    let pod_ip = host_address().expect(
+        "this host has no non-loopback IPv4 address to stand for the pod's (the API server refuses loopback endpoints)",
+    );
+    let client = Client::try_default().await.expect("kube client");
+    install_crds(&client).await;
+    let table_port = free_port();
+    let operator_url = format!("http://127.0.0.1:{table_port}");
+    let env = InjectionEnv::start(&client, &operator_url, "proxy", table_port).await;
+    let operator = env.operator.as_ref().expect("operator");
+    let injected = env.injected.clone();
+
+    // The app: loopback only, counting what reaches it.
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind app");
+    let app_port = app.local_addr().expect("addr").port();
+    let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = reached.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = app.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\napp",
+                    )
+                    .await;
+            });
+        }
+    });
+
+    // The pod, as the API server stores it after the webhook (retried until the API server
+    // uses the new webhook configuration).
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &injected);
+    let cart_token = account_token(&client, &injected, "cart").await;
+    let deadline = Instant::now() + WAIT;
+    let mut attempt = 0;
+    let stored = loop {
+        attempt += 1;
+        let mut pod = test_pod(
+            &format!("cart-{attempt}"),
+            serde_json::json!({"tollgate.dev/app-port": app_port.to_string()}),
+        );
+        pod.spec.as_mut().expect("spec").service_account_name = Some("cart".into());
+        let pod = pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+        if pod.annotations().contains_key("tollgate.dev/injected") {
+            break pods.get(&pod.name_any()).await.expect("get pod");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no injection: {}",
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // The sidecar, from the stored pod: its projected token and the operator-CA ConfigMap
+    // become local files.
+    let work = std::env::temp_dir().join(format!("{injected}-sidecar"));
+    let (token_dir, ca_dir) = (work.join("token"), work.join("operator-ca"));
+    std::fs::create_dir_all(&token_dir).expect("dir");
+    std::fs::create_dir_all(&ca_dir).expect("dir");
+    std::fs::write(token_dir.join("token"), &cart_token).expect("token");
+    std::fs::copy(&env.tls.ca, ca_dir.join("ca.crt")).expect("ca");
+    let binary = proxy_binary();
+    let mut command = sidecar_command(
+        &stored,
+        &binary,
+        &[
+            ("/var/run/secrets/tollgate", &token_dir),
+            ("/etc/tollgate/operator-ca", &ca_dir),
+        ],
+    );
+    let sidecar_log = work.join("sidecar.log");
+    let file = std::fs::File::create(&sidecar_log).expect("log");
+    let mut sidecar = command
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::from(file.try_clone().expect("log")))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("start the sidecar");
+    let sidecar_port: u16 = stored
+        .annotations()
+        .get("tollgate.dev/sidecar-port")
+        .and_then(|p| p.parse().ok())
+        .expect("sidecar port annotation");
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&sidecar_log).unwrap_or_default();
+        if text.contains("workload certificate installed") {
+            eprintln!(
+                "MEASURED: stored sidecar start to its operator-issued certificate: {:?}",
+                started.elapsed()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT && sidecar.try_wait().ok().flatten().is_none(),
+            "the sidecar got no certificate: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The API behind it: the pod an endpoint of its Service (written by hand: no kubelet makes
+    // it ready here), a Product with a Plan and a Subscription.
+    for doc in [
+        "apiVersion: v1\nkind: Service\nmetadata: {name: cart}\nspec: {ports: [{name: http, port: 80, targetPort: 8080}]}\n".to_string(),
+        format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: cart-e2e, labels: {{kubernetes.io/service-name: cart, endpointslice.kubernetes.io/managed-by: tollgate-e2e}}}}\naddressType: IPv4\nports: [{{name: http, port: {app_port}, protocol: TCP}}]\nendpoints: [{{addresses: [\"{pod_ip}\"], conditions: {{ready: true}}, targetRef: {{kind: Pod, name: {}, namespace: {injected}}}}}]\n", stored.name_any()),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Product\nmetadata: {name: cart}\nspec: {backend: {service: {name: cart, port: 80}}, routes: [{name: all, path: /}]}\n".to_string(),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Plan\nmetadata: {name: basic}\nspec: {product: cart}\n".to_string(),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Subscription\nmetadata: {name: acme}\nspec: {plan: basic, subscriber: {name: Acme}}\n".to_string(),
+    ] {
+        create(&client, &injected, &yaml(&injected, &doc))
+            .await
+            .expect("create the API's objects");
+    }
+    let key = generated_key(&client, &injected, "acme-keys").await;
+
+    // The ingress proxy: ServiceAccount `proxy` of the operator's namespace, the identity the
+    // sidecar admits; its certificate from the operator too.
+    let proxy_token_file = proxy_token(&client, &env.home).await;
+    let (proxy_port, proxy_admin) = (free_port(), free_port());
+    let proxy_log = work.join("ingress.log");
+    let file = std::fs::File::create(&proxy_log).expect("log");
+    let mut ingress = Command::new(&binary)
+        .args(["--from-operator", &operator_url])
+        .arg("--token-file")
+        .arg(&proxy_token_file)
+        .arg("--state-dir")
+        .arg(work.join("ingress-state"))
+        .args(["--identity-url", &operator_url])
+        .args(["--listen", &format!("127.0.0.1:{proxy_port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{proxy_admin}")])
+        .args(["--log-format", "text", "--access-log", "off"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::from(file.try_clone().expect("log")))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("start the ingress proxy");
+
+    // A subscribed call: ingress → sidecar (mTLS) → app.
+    let auth = format!("X-Subscription-Key: {key}\r\n");
+    let deadline = Instant::now() + WAIT;
+    let started = Instant::now();
+    loop {
+        if let Some((200, body)) = http_get_with(proxy_port, "/", &auth).await {
+            assert!(body.ends_with("app"), "{body}");
+            eprintln!(
+                "MEASURED: ingress start to the first call through the sidecar: {:?}",
+                started.elapsed()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && ingress.try_wait().ok().flatten().is_none(),
+            "no 200 through the sidecar; ingress log: {}\nsidecar log: {}",
+            std::fs::read_to_string(&proxy_log).unwrap_or_default(),
+            std::fs::read_to_string(&sidecar_log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let through = reached.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(through >= 1);
+    // Without a key the ingress refuses; nothing more reaches the app.
+    let (code, _) = http_get_with(proxy_port, "/", "").await.expect("answer");
+    assert_eq!(code, 401);
+
+    // Straight to the sidecar: no certificate, then an operator-issued certificate of another
+    // ServiceAccount (a real one, from the same CA). Neither reaches the app.
+    let sidecar_addr = std::net::SocketAddr::new(pod_ip, sidecar_port);
+    let intruder_token = account_token(&client, &injected, "intruder").await;
+    let (intruder_key, csr) = csr_asking_for(&env.identity);
+    let (code, _, body) = http_post(
+        table_port,
+        "/v1/certificate",
+        &format!("Authorization: Bearer {intruder_token}\r\n"),
+        &csr,
+    )
+    .await
+    .expect("the certificate endpoint answers");
+    assert_eq!(code, 200, "{body}");
+    let issued: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let intruder_chain = issued["certificateChain"]
+        .as_str()
+        .expect("chain")
+        .to_string();
+    let intruder_key = intruder_key.serialize_pem();
+    for (what, cert) in [
+        ("no certificate", None),
+        (
+            "another ServiceAccount's certificate",
+            Some((intruder_chain.as_str(), intruder_key.as_str())),
+        ),
+    ] {
+        let outcome = direct_call(sidecar_addr, cert).await;
+        eprintln!("direct call to the sidecar with {what}: {outcome:?}");
+        assert!(
+            !matches!(outcome, Ok(200)),
+            "{what}: the sidecar answered 200"
+        );
+    }
+    assert_eq!(
+        reached.load(std::sync::atomic::Ordering::SeqCst),
+        through,
+        "a direct call reached the app"
+    );
+
+    for child in [&mut sidecar, &mut ingress] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for log in [&sidecar_log, &proxy_log] {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(
+            !text.contains("PRIVATE KEY") && !text.contains(&cart_token),
+            "a key or a token in {}",
+            log.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    env.remove(&client).await;
 }
 
 /// The operator's `/v1/table` snapshot as JSON, read with a token for its audience.
