@@ -105,6 +105,9 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
                 p.backend = backend.clone();
             }
         }
+        if let Some(host) = resolved.host_rewrites.get(&p.id) {
+            p.host_rewrite = Some(host.clone());
+        }
     }
     resolve_endpoints(&mut products, &snapshot.endpoints);
     let listener_certificates = listener_certificates(&translation, &snapshot.secrets);

@@ -111,6 +111,10 @@ pub struct ProductEntry {
     /// false, so other tables (and digests) are unchanged.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub http_route: bool,
+    /// The `Host` the backend gets instead of the client's (an HTTPRoute rule's `URLRewrite`
+    /// hostname). Left out when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<String>,
 }
 
 fn is_drop(u: &UnderscoreHeaders) -> bool {

@@ -46,6 +46,7 @@ fn table(endpoints: Vec<String>) -> RoutingTable {
             client_certificates: None,
             headers_with_underscores: Default::default(),
             http_route: false,
+            host_rewrite: None,
         }],
         ..RoutingTable::default()
     }

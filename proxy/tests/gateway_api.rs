@@ -481,6 +481,47 @@ async fn request_redirect_rules_are_answered_by_the_gateway() {
     assert_eq!(web.count(), 1);
 }
 
+/// A rule's `URLRewrite` hostname is the `Host` its backend gets; the route's other rule
+/// forwards the client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_rewrite_hostname_is_the_host_the_backend_gets() {
+    let web = Upstream::start().await;
+    let dir = TempDir::new("gateway-api-host-rewrite");
+    dir.write(
+        "all.yaml",
+        &site(
+            web.addr,
+            "  - matches: [{path: {type: PathPrefix, value: /internal}}]
+    filters: [{type: URLRewrite, urlRewrite: {hostname: internal.example}}]
+    backendRefs: [{name: web, port: PORT}]
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: web, port: PORT}]
+",
+        ),
+    );
+    let proxy = Proxy::start(dir.path()).await;
+    let c = client();
+    let rewritten = send(
+        &c,
+        "GET",
+        &proxy.url("/internal/a"),
+        &[("host", "shop.example")],
+    )
+    .await;
+    assert_eq!(rewritten.status, 200, "{}", rewritten.text());
+    assert_eq!(
+        rewritten.echoed_header("host").as_deref(),
+        Some("internal.example")
+    );
+    assert_eq!(
+        rewritten.echoed_header("x-forwarded-host").as_deref(),
+        Some("shop.example"),
+        "the client's Host is still told"
+    );
+    let kept = send(&c, "GET", &proxy.url("/a"), &[("host", "shop.example")]).await;
+    assert_eq!(kept.echoed_header("host").as_deref(), Some("shop.example"));
+}
+
 /// A rule's `timeouts` bound the time its backend has to answer (504 past it, 200 within), and
 /// another rule of the route keeps the default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -363,6 +363,7 @@ fn compile_one(
         client_certificates,
         headers_with_underscores: spec.headers_with_underscores,
         http_route: from_rules,
+        host_rewrite: None,
     })
 }
 

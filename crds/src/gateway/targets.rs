@@ -65,6 +65,12 @@ pub enum TargetRefError {
         /// The HTTPRoute.
         name: String,
     },
+    /// A rule of the HTTPRoute rewrites the `Host` (`URLRewrite` hostname).
+    #[error("a rule of HTTPRoute {name} rewrites the Host (URLRewrite hostname), which a Product's routes cannot say; remove it, or leave the HTTPRoute untargeted")]
+    HostRewrite {
+        /// The HTTPRoute.
+        name: String,
+    },
     /// A rule of the HTTPRoute has `timeouts`.
     #[error("a rule of HTTPRoute {name} has timeouts, and a Product's timeouts are its own; remove them from the HTTPRoute and set the Product's spec.timeouts")]
     RuleTimeouts {
@@ -126,6 +132,7 @@ impl TargetRefError {
             | TargetRefError::SplitBackends { .. }
             | TargetRefError::Weighted { .. }
             | TargetRefError::RuleTimeouts { .. }
+            | TargetRefError::HostRewrite { .. }
             | TargetRefError::HeaderFilters { .. }
             | TargetRefError::Redirect { .. }
             | TargetRefError::Disagree { .. } => reasons::INVALID_TARGET_REFS,
@@ -143,6 +150,18 @@ pub struct Resolved<'a> {
     /// Table backends, by Product id (`namespace/name`), of the implicit Products whose backend
     /// their spec cannot say (it has none); the compiler sets them.
     pub backends: BTreeMap<String, BackendTarget>,
+    /// The `Host` their backend gets, by Product id, for implicit Products of rules with a
+    /// `URLRewrite` hostname (a Product spec has no such field); the compiler sets them.
+    pub host_rewrites: BTreeMap<String, String>,
+}
+
+/// The open Products (and their policies) of the untargeted HTTPRoutes, with what the
+/// compiler adds to their table entries (see [`Resolved`]).
+struct Untargeted {
+    products: Vec<Product>,
+    policies: Vec<ApiPolicy>,
+    backends: BTreeMap<String, BackendTarget>,
+    host_rewrites: BTreeMap<String, String>,
 }
 
 /// Resolve targeting Products and open the untargeted HTTPRoutes. The snapshot is borrowed
@@ -159,12 +178,13 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
             snapshot: Cow::Borrowed(snapshot),
             diagnostics: Vec::new(),
             backends: BTreeMap::new(),
+            host_rewrites: BTreeMap::new(),
         };
     }
     let mut out = snapshot.clone();
-    let (products, policies, backends) = untargeted(snapshot, translation);
-    out.products.extend(products);
-    out.policies.extend(policies);
+    let open = untargeted(snapshot, translation);
+    out.products.extend(open.products);
+    out.policies.extend(open.policies);
     let mut diagnostics = Vec::new();
     let mut kept = Vec::with_capacity(out.products.len());
     for product in std::mem::take(&mut out.products) {
@@ -201,7 +221,8 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
     Resolved {
         snapshot: Cow::Owned(out),
         diagnostics,
-        backends,
+        backends: open.backends,
+        host_rewrites: open.host_rewrites,
     }
 }
 
@@ -265,6 +286,15 @@ fn resolve_one(
                     field,
                     TargetRefError::Redirect {
                         namespace: namespace.to_string(),
+                        name: t.name.clone(),
+                    },
+                ));
+                continue;
+            }
+            if r.rules.iter().any(|rule| rule.host_rewrite.is_some()) {
+                errors.push((
+                    field,
+                    TargetRefError::HostRewrite {
                         name: t.name.clone(),
                     },
                 ));
@@ -470,15 +500,7 @@ fn backend_of(backend: &ServiceRef, namespace: &str) -> Backend {
 /// that Product does not compile: fail closed.
 /// A rule's header modifier filters become an ApiPolicy of the same name, which its Product
 /// lists.
-/// The third value holds the table backends of those whose Product spec has no backend.
-fn untargeted(
-    snapshot: &Snapshot,
-    translation: &Translation,
-) -> (
-    Vec<Product>,
-    Vec<ApiPolicy>,
-    BTreeMap<String, BackendTarget>,
-) {
+fn untargeted(snapshot: &Snapshot, translation: &Translation) -> Untargeted {
     let targeted = |namespace: &str, name: &str| {
         snapshot.products.iter().any(|p| {
             p.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE) == namespace
@@ -491,6 +513,7 @@ fn untargeted(
     let mut out = Vec::new();
     let mut policies = Vec::new();
     let mut backends = BTreeMap::new();
+    let mut host_rewrites = BTreeMap::new();
     for served in &translation.routes {
         if targeted(&served.namespace, &served.name) {
             continue;
@@ -529,11 +552,12 @@ fn untargeted(
                 .as_ref()
                 .filter(|b| b.namespace == served.namespace || b.external_name.is_some())
                 .map(|b| backend_of(b, &served.namespace));
+            let id = format!("{}/{name}", served.namespace);
+            if let Some(host) = &rule.host_rewrite {
+                host_rewrites.insert(id.clone(), host.clone());
+            }
             if backend.is_none() {
-                backends.insert(
-                    format!("{}/{name}", served.namespace),
-                    implicit_backend(rule),
-                );
+                backends.insert(id, implicit_backend(rule));
             }
             let mut product = Product::new(
                 &name,
@@ -560,5 +584,10 @@ fn untargeted(
             out.push(product);
         }
     }
-    (out, policies, backends)
+    Untargeted {
+        products: out,
+        policies,
+        backends,
+        host_rewrites,
+    }
 }

@@ -193,6 +193,9 @@ pub struct ServedRule {
     /// Its `RequestRedirect` filter: answered with a redirect, its backendRefs not used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Redirect>,
+    /// Its `URLRewrite` hostname: the `Host` its backend gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<String>,
     /// Its `timeouts`, as the time the backend has to answer in milliseconds: the shorter of
     /// `request` and `backendRequest` (Tollgate does not retry, so one request is one backend
     /// request); a zero duration, which disables a timeout, is [`DISABLED_TIMEOUT_MS`].
@@ -823,6 +826,8 @@ fn translate_rules(
         let field = format!("spec.rules[{i}]");
         let route_name = rule.name.clone().unwrap_or_else(|| format!("{name}-{i}"));
         let mut rewrite: Option<(String, bool)> = None;
+        let mut host_rewrite: Option<String> = None;
+        let mut url_rewrites = 0;
         let mut request_headers: Option<HeaderOps> = None;
         let mut response_headers: Option<HeaderOps> = None;
         let mut redirect: Option<Redirect> = None;
@@ -836,7 +841,11 @@ fn translate_rules(
         {
             let at = format!("{field}.filters[{k}]");
             match url_rewrite(filter) {
-                Some(Ok(r)) if rewrite.is_none() => rewrite = Some(r),
+                Some(Ok((path, host))) if url_rewrites == 0 => {
+                    url_rewrites += 1;
+                    rewrite = path;
+                    host_rewrite = host;
+                }
                 Some(Ok(_)) => issues.push(unsupported(at, "a second URLRewrite")),
                 Some(Err(what)) => issues.push(unsupported(at, what)),
                 None if filter.r#type == HttpRouteRulesFiltersType::RequestHeaderModifier => {
@@ -871,7 +880,7 @@ fn translate_rules(
                 }
             }
         }
-        if redirect.is_some() && rewrite.is_some() {
+        if redirect.is_some() && url_rewrites > 0 {
             issues.push(unsupported(
                 format!("{field}.filters"),
                 "RequestRedirect with URLRewrite",
@@ -948,6 +957,7 @@ fn translate_rules(
             request_headers,
             response_headers,
             redirect: redirect.clone(),
+            host_rewrite: host_rewrite.clone(),
             timeout_ms,
         }));
     }
@@ -993,28 +1003,32 @@ fn merge_ops<T: Serialize>(ops: &mut Option<HeaderOps>, filter: Option<&T>) {
 
 /// A URLRewrite filter as `(path, full?)`: `None` for another filter type, an error naming
 /// what is not supported (a hostname rewrite, a rewrite without a path).
-fn url_rewrite(filter: &HttpRouteRulesFilters) -> Option<Result<(String, bool), &'static str>> {
+/// A `URLRewrite` filter: its path replacement and its hostname (at least one of the two).
+fn url_rewrite(filter: &HttpRouteRulesFilters) -> Option<Result<UrlRewrite, &'static str>> {
     if filter.r#type != HttpRouteRulesFiltersType::UrlRewrite {
         return None;
     }
     let Some(rewrite) = &filter.url_rewrite else {
         return Some(Err("a URLRewrite filter without urlRewrite"));
     };
-    if rewrite.hostname.is_some() {
-        return Some(Err("a URLRewrite hostname"));
-    }
-    let path = rewrite.path.as_ref();
-    Some(
-        match (
-            path.and_then(|p| p.replace_prefix_match.clone()),
-            path.and_then(|p| p.replace_full_path.clone()),
-        ) {
-            (Some(prefix), None) => Ok((prefix, false)),
-            (None, Some(full)) => Ok((full, true)),
-            _ => Err("a URLRewrite without exactly one of replacePrefixMatch and replaceFullPath"),
+    let path = match &rewrite.path {
+        None => None,
+        Some(p) => match (&p.replace_prefix_match, &p.replace_full_path) {
+            (Some(prefix), None) => Some((prefix.clone(), false)),
+            (None, Some(full)) => Some((full.clone(), true)),
+            _ => return Some(Err(
+                "a URLRewrite path without exactly one of replacePrefixMatch and replaceFullPath",
+            )),
         },
-    )
+    };
+    if path.is_none() && rewrite.hostname.is_none() {
+        return Some(Err("a URLRewrite with neither path nor hostname"));
+    }
+    Some(Ok((path, rewrite.hostname.clone())))
 }
+
+/// A `URLRewrite`: the path replacement and the hostname.
+type UrlRewrite = (Option<PathReplacement>, Option<String>);
 
 /// A `RequestRedirect` filter as table data, or the part (appended to the filter's field) that
 /// is not supported and what it is.

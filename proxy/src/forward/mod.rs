@@ -283,6 +283,8 @@ pub struct ForwardContext<'a> {
     pub strip_authorization: bool,
     /// Whether the client's `Host` is forwarded as is (else the backend's authority is sent).
     pub preserve_host: bool,
+    /// A `Host` sent instead of either (an HTTPRoute rule's `URLRewrite` hostname).
+    pub host_rewrite: Option<&'a HeaderValue>,
     /// Whether the client connection is TLS (`X-Forwarded-Proto: https`).
     pub tls: bool,
     /// Request header policy.
@@ -410,6 +412,9 @@ pub fn rewrite_headers(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
         None => {
             headers.remove(X_FORWARDED_HOST);
         }
+    }
+    if let Some(h) = ctx.host_rewrite {
+        headers.insert(header::HOST, h.clone());
     }
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
     ctx.trace.apply(headers);
@@ -583,6 +588,7 @@ mod tests {
             key_header: Some(&key),
             strip_authorization: true,
             preserve_host: false,
+            host_rewrite: None,
             tls: false,
             ops: &ops,
             request_id: &id,
@@ -611,6 +617,7 @@ mod tests {
         h.insert("x-subscription-key", HeaderValue::from_static("k"));
         let ctx = ForwardContext {
             preserve_host: true,
+            host_rewrite: None,
             host: None,
             ..ctx
         };
@@ -704,6 +711,7 @@ mod tests {
             key_header: None,
             strip_authorization: true,
             preserve_host: false,
+            host_rewrite: None,
             tls: false,
             ops: &ops,
             request_id: &id,

@@ -348,6 +348,7 @@ async fn run(
         key_header: product.key_header.as_ref(),
         strip_authorization: !product.forward_authorization,
         preserve_host: product.http_route,
+        host_rewrite: product.host_rewrite.as_ref(),
         tls: conn.tls.is_some(),
         ops: &product.request_ops,
         request_id,

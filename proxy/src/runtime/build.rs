@@ -291,6 +291,18 @@ impl Runtime {
                 forward_authorization: attached.iter().any(|pol| pol.forward_authorization),
                 headers_with_underscores: p.headers_with_underscores,
                 http_route: p.http_route,
+                host_rewrite: p.host_rewrite.as_deref().and_then(|h| {
+                    let value = http::HeaderValue::from_str(h).ok();
+                    if value.is_none() {
+                        notes.push(Diagnostic::warning(
+                            ObjectKind::Product,
+                            &p.id,
+                            "hostRewrite",
+                            "not a valid Host value; the client's Host is forwarded",
+                        ));
+                    }
+                    value
+                }),
                 anonymous: anonymous_limiter(&p.id, &attached, registry, notes),
             });
         }

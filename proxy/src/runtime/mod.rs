@@ -96,6 +96,8 @@ pub struct ProductRt {
     /// Made from HTTPRoute rules: the client's `Host` is forwarded, and a method no route
     /// allows is no match (404) rather than 405.
     pub http_route: bool,
+    /// The `Host` the backend gets instead (an HTTPRoute rule's `URLRewrite` hostname).
+    pub host_rewrite: Option<http::HeaderValue>,
 }
 
 /// A route, resolved.
@@ -391,6 +393,7 @@ pub(crate) mod fixtures {
             headers_with_underscores: Default::default(),
             http_route: false,
             routes: vec![],
+            host_rewrite: None,
         }
     }
 

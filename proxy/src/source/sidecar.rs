@@ -50,6 +50,7 @@ pub fn table(app_port: u16) -> RoutingTable {
             client_certificates: None,
             headers_with_underscores: Default::default(),
             http_route: false,
+            host_rewrite: None,
         }],
         plans: vec![],
         subscriptions: vec![],
