@@ -99,11 +99,10 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     out.sort();
     out.dedup();
     let mut products = products.into_entries(|e| &e.id);
+    // Only implicit Products without a spec backend (compiled as `unresolved`) are in the map.
     for p in &mut products {
-        if p.backend == crate::table::BackendTarget::Unresolved {
-            if let Some(backend) = resolved.backends.get(&p.id) {
-                p.backend = backend.clone();
-            }
+        if let Some(backend) = resolved.backends.get(&p.id) {
+            p.backend = backend.clone();
         }
         if let Some(host) = resolved.host_rewrites.get(&p.id) {
             p.host_rewrite = Some(host.clone());

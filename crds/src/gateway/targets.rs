@@ -269,66 +269,8 @@ fn resolve_one(
             continue;
         }
         if let Some(r) = translation.route(namespace, &t.name) {
-            if r.rules
-                .iter()
-                .any(|rule| rule.request_headers.is_some() || rule.response_headers.is_some())
-            {
-                errors.push((
-                    field,
-                    TargetRefError::HeaderFilters {
-                        name: t.name.clone(),
-                    },
-                ));
-                continue;
-            }
-            if r.rules.iter().any(|rule| rule.redirect.is_some()) {
-                errors.push((
-                    field,
-                    TargetRefError::Redirect {
-                        namespace: namespace.to_string(),
-                        name: t.name.clone(),
-                    },
-                ));
-                continue;
-            }
-            if r.rules.iter().any(|rule| rule.host_rewrite.is_some()) {
-                errors.push((
-                    field,
-                    TargetRefError::HostRewrite {
-                        name: t.name.clone(),
-                    },
-                ));
-                continue;
-            }
-            if r.rules.iter().any(|rule| rule.timeout_ms.is_some()) {
-                errors.push((
-                    field,
-                    TargetRefError::RuleTimeouts {
-                        name: t.name.clone(),
-                    },
-                ));
-                continue;
-            }
-            if r.rules.iter().any(|rule| !rule.split.is_empty()) {
-                errors.push((
-                    field,
-                    TargetRefError::Weighted {
-                        name: t.name.clone(),
-                    },
-                ));
-                continue;
-            }
-            if r.rules.iter().any(|rule| rule.backend.is_none()) {
-                errors.push((
-                    field,
-                    TargetRefError::NoBackend {
-                        namespace: namespace.to_string(),
-                        name: t.name.clone(),
-                        why: false_conditions(translation, namespace, &t.name)
-                            .filter(|w| !w.is_empty())
-                            .unwrap_or_else(|| "no backendRefs, or one of weight 0".to_string()),
-                    },
-                ));
+            if let Some(e) = rule_refusal(r, namespace, translation) {
+                errors.push((field, e));
                 continue;
             }
             let own = r.rules.first().map(|rule| &rule.backend);
@@ -407,6 +349,41 @@ fn resolve_one(
 
 /// An HTTPRoute's conditions that are not True, as `Type=Status Reason: message; …`; none when
 /// the translation has no status for it (no parentRef names one of our Gateways).
+/// Why a Product cannot take the rules of served HTTPRoute `route`, if it cannot: the first rule
+/// feature a Product's one backend and its own routes and policies cannot say.
+fn rule_refusal(
+    route: &ServedRoute,
+    namespace: &str,
+    translation: &Translation,
+) -> Option<TargetRefError> {
+    let any = |f: fn(&ServedRule) -> bool| route.rules.iter().any(f);
+    let name = route.name.clone();
+    if any(|r| r.request_headers.is_some() || r.response_headers.is_some()) {
+        Some(TargetRefError::HeaderFilters { name })
+    } else if any(|r| r.redirect.is_some()) {
+        Some(TargetRefError::Redirect {
+            namespace: namespace.to_string(),
+            name,
+        })
+    } else if any(|r| r.host_rewrite.is_some()) {
+        Some(TargetRefError::HostRewrite { name })
+    } else if any(|r| r.timeout_ms.is_some()) {
+        Some(TargetRefError::RuleTimeouts { name })
+    } else if any(|r| !r.split.is_empty()) {
+        Some(TargetRefError::Weighted { name })
+    } else if any(|r| r.backend.is_none()) {
+        Some(TargetRefError::NoBackend {
+            namespace: namespace.to_string(),
+            why: false_conditions(translation, namespace, &name)
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "no backendRefs, or one of weight 0".to_string()),
+            name,
+        })
+    } else {
+        None
+    }
+}
+
 fn false_conditions(translation: &Translation, namespace: &str, name: &str) -> Option<String> {
     translation.route_status(namespace, name).map(|s| {
         s.parents

@@ -1013,10 +1013,9 @@ fn url_rewrite(filter: &HttpRouteRulesFilters) -> Option<Result<UrlRewrite, &'st
     };
     let path = match &rewrite.path {
         None => None,
-        Some(p) => match (&p.replace_prefix_match, &p.replace_full_path) {
-            (Some(prefix), None) => Some((prefix.clone(), false)),
-            (None, Some(full)) => Some((full.clone(), true)),
-            _ => return Some(Err(
+        Some(p) => match path_replacement(&p.replace_prefix_match, &p.replace_full_path) {
+            Some(r) => Some(r),
+            None => return Some(Err(
                 "a URLRewrite path without exactly one of replacePrefixMatch and replaceFullPath",
             )),
         },
@@ -1025,6 +1024,16 @@ fn url_rewrite(filter: &HttpRouteRulesFilters) -> Option<Result<UrlRewrite, &'st
         return Some(Err("a URLRewrite with neither path nor hostname"));
     }
     Some(Ok((path, rewrite.hostname.clone())))
+}
+
+/// The path replacement of a `URLRewrite` or `RequestRedirect` path (the two filters' generated
+/// types differ, their fields do not): exactly one of the prefix and the full path.
+fn path_replacement(prefix: &Option<String>, full: &Option<String>) -> Option<PathReplacement> {
+    match (prefix, full) {
+        (Some(prefix), None) => Some((prefix.clone(), false)),
+        (None, Some(full)) => Some((full.clone(), true)),
+        _ => None,
+    }
 }
 
 /// A `URLRewrite`: the path replacement and the hostname.
@@ -1042,18 +1051,15 @@ fn request_redirect(
     let Some(r) = &filter.request_redirect else {
         return Err(("", "a RequestRedirect filter without requestRedirect"));
     };
-    let path =
-        match &r.path {
-            None => None,
-            Some(p) => match (&p.replace_prefix_match, &p.replace_full_path) {
-                (Some(prefix), None) => Some((prefix.clone(), false)),
-                (None, Some(full)) => Some((full.clone(), true)),
-                _ => return Err((
-                    ".requestRedirect.path",
-                    "a redirect path without exactly one of replacePrefixMatch and replaceFullPath",
-                )),
-            },
-        };
+    let path = match &r.path {
+        None => None,
+        Some(p) => Some(
+            path_replacement(&p.replace_prefix_match, &p.replace_full_path).ok_or((
+                ".requestRedirect.path",
+                "a redirect path without exactly one of replacePrefixMatch and replaceFullPath",
+            ))?,
+        ),
+    };
     let scheme = match &r.scheme {
         None => None,
         Some(HttpRouteRulesFiltersRequestRedirectScheme::Http) => Some("http".to_string()),
