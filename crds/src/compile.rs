@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 pub use last_good::{compile_keeping, Kept, LastGood};
 
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
+use crate::policy::PolicyAncestorStatus;
 use crate::reasons;
 use crate::snapshot::{ServiceEndpoints, Snapshot};
 use crate::table::{ObjectId, RoutingTable};
@@ -57,6 +58,9 @@ pub struct Compiled {
     pub table: RoutingTable,
     /// Findings per object, sorted.
     pub diagnostics: Vec<Diagnostic>,
+    /// Per ApiPolicy with `targetRefs` (`namespace/name`): its `status.ancestors`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policy_ancestors: BTreeMap<String, Vec<PolicyAncestorStatus>>,
 }
 
 impl Compiled {
@@ -73,8 +77,11 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     // Products that target HTTPRoutes get their routes and backend from them first.
     let translation = crate::gateway::translate(&snapshot.gateway.inputs(&snapshot.secrets));
     let resolved = crate::gateway::targets::resolve(snapshot, &translation);
+    // ApiPolicies attach through their targetRefs to Products, implicit ones included.
+    let attachment = crate::gateway::attach::attach(snapshot, &translation);
     let snapshot: &Snapshot = &resolved.snapshot;
     let mut out = resolved.diagnostics;
+    out.extend(attachment.diagnostics);
     let rejected = Rejected::new(&snapshot.rejected);
 
     let policy_inputs = unique_objects("ApiPolicy", &snapshot.policies, |p| &p.metadata, &mut out);
@@ -90,8 +97,22 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
 
     let secrets = secrets::Secrets::new(&secret_inputs, &rejected);
 
-    let policies = policies::compile(&policy_inputs, &product_inputs, &secrets, &mut out);
-    let products = products::compile(&product_inputs, &policies, &secrets, &rejected, &mut out);
+    let policies = policies::compile(
+        &policy_inputs,
+        &product_inputs,
+        &attachment.by_product,
+        &secrets,
+        &mut out,
+    );
+    let products = products::compile(
+        &product_inputs,
+        &policies,
+        &attachment.by_product,
+        &secrets,
+        &rejected,
+        &mut out,
+    );
+    let policy_ancestors = ancestors(attachment.ancestors, &policies);
     let plans = plans::compile(&plan_inputs, &products, &rejected, &mut out);
     let (subscriptions, unavailable) =
         subscriptions::compile(&sub_inputs, &plans, &secrets, &rejected, &mut out);
@@ -120,7 +141,34 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
             listener_certificates,
         },
         diagnostics: out,
+        policy_ancestors,
     }
+}
+
+/// The policies' `status.ancestors`: the attachment's, except that a policy that does not
+/// compile is accepted nowhere (what it targets is left out until it does).
+fn ancestors(
+    mut by_policy: BTreeMap<String, Vec<PolicyAncestorStatus>>,
+    policies: &Outcomes<crate::table::PolicyEntry>,
+) -> BTreeMap<String, Vec<PolicyAncestorStatus>> {
+    for (id, list) in &mut by_policy {
+        let (ns, name) = id.split_once('/').unwrap_or((DEFAULT_NAMESPACE, id));
+        let why = match policies.lookup(ns, name) {
+            Lookup::Ready(_) => continue,
+            Lookup::NotReady(reason) => format!("the policy does not compile ({reason})"),
+            Lookup::NotFound => "the policy could not be read".to_string(),
+        };
+        for entry in list {
+            for c in &mut entry.conditions {
+                c.status = "False".to_string();
+                c.reason = "Invalid".to_string();
+                c.message = format!(
+                    "{why}: see its Ready condition; what it targets is not served until it does"
+                );
+            }
+        }
+    }
+    by_policy
 }
 
 /// The PEM of each valid HTTPS listener's certificate Secret (the translation checked that

@@ -16,7 +16,7 @@ use crate::status::ObjectStatus;
     version = "v1alpha1",
     kind = "ApiPolicy",
     namespaced,
-    status = "ObjectStatus",
+    status = "ApiPolicyStatus",
     shortname = "tgpol",
     category = "tollgate",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
@@ -25,6 +25,14 @@ use crate::status::ObjectStatus;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ApiPolicySpec {
+    /// What this policy attaches to besides the Products that list it in `spec.policies`
+    /// (Gateway API policy attachment, GEP-713): Gateways, HTTPRoutes (a rule by its name in
+    /// `sectionName`) or Products, all in the policy's namespace. A Gateway's policy applies to
+    /// the routes attached to it, from any namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, a.group == b.group && a.kind == b.kind && a.name == b.name && (has(a.sectionName) ? (has(b.sectionName) && a.sectionName == b.sectionName) : !has(b.sectionName))))").message("targetRefs must not name the same target twice"))]
+    #[schemars(length(max = 16))]
+    pub target_refs: Vec<PolicyTargetRef>,
     /// Header changes on the way in and out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<HeaderPolicy>,
@@ -58,6 +66,73 @@ pub struct ApiPolicySpec {
     /// it (and always strips the subscription key) before forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_authorization: Option<bool>,
+}
+
+/// A target of an ApiPolicy: GEP-713's `LocalPolicyTargetReferenceWithSectionName`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[x_kube(validation = Rule::new("(self.group == 'gateway.networking.k8s.io' && (self.kind == 'Gateway' || self.kind == 'HTTPRoute')) || (self.group == 'tollgate.dev' && self.kind == 'Product')").message("targetRefs[] must name a gateway.networking.k8s.io Gateway or HTTPRoute, or a tollgate.dev Product"))]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTargetRef {
+    /// `gateway.networking.k8s.io` (Gateway, HTTPRoute) or `tollgate.dev` (Product).
+    #[schemars(length(max = 253))]
+    pub group: String,
+    /// `Gateway`, `HTTPRoute` or `Product`.
+    #[schemars(length(max = 63))]
+    pub kind: String,
+    /// The target's name (in the policy's namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// For an HTTPRoute, the `name` of one of its rules: the policy applies to that rule only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
+}
+
+/// An ApiPolicy's status: its conditions, and where it is attached (GEP-713).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiPolicyStatus {
+    /// Conditions and `observedGeneration` (written by the operator's compile pass).
+    #[serde(flatten)]
+    pub common: ObjectStatus,
+    /// Per ancestor of its `targetRefs` (the Gateways their routes are attached to; a Product
+    /// served without a Gateway is its own ancestor): whether the policy is `Accepted` there.
+    /// Written under its own field manager, so condition writes never erase it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub ancestors: Vec<PolicyAncestorStatus>,
+}
+
+/// The status of a policy with respect to one ancestor.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyAncestorStatus {
+    /// The ancestor.
+    pub ancestor_ref: AncestorRef,
+    /// The controller that wrote this entry (`tollgate.dev/gateway-controller`).
+    pub controller_name: String,
+    /// `Accepted`, with reason `Accepted`, `Conflicted`, `Invalid` or `TargetNotFound`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<crate::status::Condition>,
+}
+
+/// An ancestor of a policy: a Gateway API `ParentReference`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct AncestorRef {
+    /// `gateway.networking.k8s.io` or `tollgate.dev`.
+    pub group: String,
+    /// `Gateway`, `HTTPRoute` or `Product`.
+    pub kind: String,
+    /// Its namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// The listener or rule, when the target named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
 }
 
 /// Header changes for requests and responses.

@@ -48,11 +48,15 @@ pub const POLICY_NOT_FOUND: &str = "PolicyNotFound";
 /// A referenced ApiPolicy exists but did not compile.
 pub const POLICY_NOT_READY: &str = "PolicyNotReady";
 
-/// `targetRefs` is set together with `routes`, `backend`, `basePath` or `hostnames`, names a
-/// kind other than HTTPRoute, or its HTTPRoutes disagree on the backend or hostnames.
+/// A Product's `targetRefs` is set together with `routes`, `backend`, `basePath` or
+/// `hostnames`, names a kind other than HTTPRoute, or its HTTPRoutes disagree on the backend or
+/// hostnames; an ApiPolicy's names a target that would cover part of a Product, or a listener.
 pub const INVALID_TARGET_REFS: &str = "InvalidTargetRefs";
-/// A `targetRefs` HTTPRoute does not exist.
+/// A `targetRefs` target (or its `sectionName`) does not exist, or an ApiPolicy's is not served
+/// by Tollgate.
 pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+/// An ApiPolicy targets what an older policy targets, and both decide one feature (warning).
+pub const POLICY_CONFLICTED: &str = "Conflicted";
 /// A `targetRefs` HTTPRoute exists but is not served (no Tollgate Gateway accepted it, or its
 /// rules are unsupported or do not resolve).
 pub const TARGET_NOT_READY: &str = "TargetNotReady";
@@ -153,6 +157,7 @@ pub const ALL_REASONS: &[&str] = &[
     POLICY_NOT_READY,
     INVALID_TARGET_REFS,
     TARGET_NOT_FOUND,
+    POLICY_CONFLICTED,
     TARGET_NOT_READY,
     PRODUCT_NOT_FOUND,
     PRODUCT_NOT_READY,

@@ -273,6 +273,8 @@ pub async fn reconcile(
     let products = status::plan(snapshot.products, &by_object, &now);
     let plans = status::plan(snapshot.plans, &by_object, &now);
     let subscriptions = status::plan(snapshot.subscriptions, &by_object, &now);
+    let ancestor_writes =
+        crate::gateway::plan_ancestors(&snapshot.policies, &compiled.policy_ancestors, &now);
     let policies = status::plan(snapshot.policies, &by_object, &now);
     drop(by_object);
     count_ready(&ctx.metrics, "Product", &products);
@@ -306,7 +308,9 @@ pub async fn reconcile(
             note(e);
         }
         // Statuses from the very objects that were compiled (see above).
-        let writes = crate::gateway::plan(&snapshot.gateway, &snapshot.secrets, &ctx.gateway, &now);
+        let mut writes =
+            crate::gateway::plan(&snapshot.gateway, &snapshot.secrets, &ctx.gateway, &now);
+        writes.extend(ancestor_writes);
         for e in crate::gateway::write_statuses(&ctx.client, &ctx.metrics, writes).await {
             note(e);
         }

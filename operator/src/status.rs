@@ -52,7 +52,15 @@ macro_rules! has_status {
         }
     )*};
 }
-has_status!(Product => "Product", Plan => "Plan", ApiPolicy => "ApiPolicy");
+has_status!(Product => "Product", Plan => "Plan");
+
+impl HasStatus for ApiPolicy {
+    const KIND: &'static str = "ApiPolicy";
+    fn current_status(&self) -> Option<&ObjectStatus> {
+        // `ancestors` is the attachment writer's (see `crate::gateway::plan_ancestors`).
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
 
 impl HasStatus for Subscription {
     const KIND: &'static str = "Subscription";

@@ -352,8 +352,13 @@ macro_rules! status_ref {
         fn status_ref(&self) -> Option<&ObjectStatus> { self.status.as_ref() }
     })*};
 }
-status_ref!(Product, Plan, ApiPolicy);
+status_ref!(Product, Plan);
 impl HasStatusRef for Subscription {
+    fn status_ref(&self) -> Option<&ObjectStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
+impl HasStatusRef for ApiPolicy {
     fn status_ref(&self) -> Option<&ObjectStatus> {
         self.status.as_ref().map(|s| &s.common)
     }
@@ -4474,8 +4479,9 @@ fn condition_is(status: &serde_json::Value, type_: &str, value: &str) -> bool {
 /// statuses (class Accepted; Gateway Accepted/Programmed with the --gateway-address and the
 /// listener's attachedRoutes; the route's parent Accepted/ResolvedRefs under our controllerName),
 /// the route is in the distributed table, a proxy following the operator serves it, and an edit
-/// of the route's path reaches the proxy (measured). A class of another controller gets no
-/// status from us.
+/// of the route's path reaches the proxy (measured). An ApiPolicy targeting the Gateway is
+/// enforced by the proxy (measured) and gets `status.ancestors`; one whose target does not exist
+/// gets `TargetNotFound`. A class of another controller gets no status from us.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_api_objects_are_programmed_and_get_their_statuses() {
     use tollgate_crds::gateway::{Gateway, GatewayClass, HttpRoute};
@@ -4708,6 +4714,77 @@ async fn gateway_api_objects_are_programmed_and_get_their_statuses() {
         s["parents"][0]["conditions"][0]["observedGeneration"] == 6
     })
     .await;
+
+    // --- an ApiPolicy attached to the Gateway (GEP-713): the proxy enforces it on the route's
+    // traffic (this loopback caller is denied), measured from the apply; its status.ancestors
+    // name the Gateway, written next to its conditions (two field managers, neither erases
+    // the other's).
+    let started = Instant::now();
+    apply_any(
+        &client,
+        &ns,
+        serde_json::json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "ApiPolicy",
+            "metadata": {"name": "platform"},
+            "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"}],
+                "ipFilter": {"deny": ["127.0.0.0/8"]}}}),
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    while status_of("/v6/x".into()).await != Some(403) {
+        assert!(
+            Instant::now() < deadline,
+            "the Gateway's policy was never enforced: {}",
+            proxy.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!(
+        "MEASURED ApiPolicy targeting the Gateway applied → 403 through the proxy in {:?}",
+        started.elapsed()
+    );
+    let policies: Api<ApiPolicy> = Api::namespaced(client.clone(), &ns);
+    let policy = wait_status(&policies, "platform", "ApiPolicy ancestors Accepted", |s| {
+        s["ancestors"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1 && condition_is(&a[0], "Accepted", "True"))
+    })
+    .await;
+    let st = &policy["status"];
+    assert_eq!(
+        st["ancestors"][0]["ancestorRef"],
+        serde_json::json!({"group": "gateway.networking.k8s.io", "kind": "Gateway",
+            "namespace": ns, "name": "edge"}),
+        "{st}"
+    );
+    assert_eq!(
+        st["ancestors"][0]["controllerName"],
+        "tollgate.dev/gateway-controller"
+    );
+    assert!(condition_is(st, "Ready", "True"), "{st}");
+    // A target that does not exist: TargetNotFound, under the target itself.
+    apply_any(
+        &client,
+        &ns,
+        serde_json::json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "ApiPolicy",
+            "metadata": {"name": "misdirected"},
+            "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "echoes"}],
+                "headers": {"response": {"add": {"X-Never": "1"}}}}}),
+    )
+    .await;
+    let policy = wait_status(&policies, "misdirected", "ApiPolicy TargetNotFound", |s| {
+        s["ancestors"][0]["conditions"][0]["reason"] == "TargetNotFound"
+    })
+    .await;
+    let st = &policy["status"];
+    assert_eq!(
+        st["ancestors"][0]["ancestorRef"]["kind"], "HTTPRoute",
+        "{st}"
+    );
+    assert_eq!(st["ancestors"][0]["ancestorRef"]["name"], "echoes", "{st}");
+    assert!(
+        condition_is(&st["ancestors"][0], "Accepted", "False"),
+        "{st}"
+    );
 
     // --- the other controller's class: no status write of ours, ever
     let other = classes.get(&theirs).await.expect("get other class");

@@ -654,3 +654,63 @@ async fn the_gateway_api_example_runs_as_the_readme_says() {
     );
     assert_eq!(upstream.count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_policies_attach_to_a_gateway_and_to_one_rule_of_an_httproute() {
+    let web = Upstream::start().await;
+    let dir = TempDir::new("gateway-api-policies");
+    let rules = "  - name: home
+    matches: [{path: {type: PathPrefix, value: /}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: X-Env, value: from-the-rule}]}
+    backendRefs: [{name: web, port: PORT}]
+  - name: admin
+    matches: [{path: {type: PathPrefix, value: /admin}}]
+    backendRefs: [{name: web, port: PORT}]
+";
+    let policies = "---
+apiVersion: tollgate.dev/v1alpha1
+kind: ApiPolicy
+metadata: {name: platform, namespace: t}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: edge}]
+  headers:
+    request: {set: {X-Env: from-the-gateway}, add: {X-Via: tollgate}}
+    response: {set: {X-Platform: 'on'}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ApiPolicy
+metadata: {name: admins-only, namespace: t}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: site, sectionName: admin}]
+  ipFilter: {allow: [10.0.0.0/8]}
+";
+    dir.write("all.yaml", &format!("{}{policies}", site(web.addr, rules)));
+    let proxy = Proxy::start(dir.path()).await;
+    let c = client();
+
+    // The Gateway's policy reaches both rules: its added header and its response header. The
+    // rule's own header filter is more specific, so its X-Env wins over the Gateway's.
+    let home = send(&c, "GET", &proxy.url("/index.html"), &[]).await;
+    assert_eq!(home.status, 200, "{}", home.text());
+    let seen = &home.json()["headers"];
+    assert_eq!(
+        seen["x-env"],
+        serde_json::json!(["from-the-rule"]),
+        "{seen}"
+    );
+    assert_eq!(seen["x-via"], serde_json::json!(["tollgate"]), "{seen}");
+    assert_eq!(home.header("x-platform"), Some("on"));
+    assert_eq!(web.count(), 1);
+
+    // The rule's policy admits only 10.0.0.0/8: this loopback caller is refused at /admin,
+    // before the backend.
+    let admin = send(&c, "GET", &proxy.url("/admin/users"), &[]).await;
+    admin.assert_problem(403, "ip-denied");
+    assert_eq!(web.count(), 1, "a refused call is not forwarded");
+    // The other rule is not under that policy.
+    let again = send(&c, "GET", &proxy.url("/"), &[]).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(web.count(), 2);
+}

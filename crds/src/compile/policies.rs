@@ -10,13 +10,19 @@ use super::secrets::Secrets;
 use super::syntax::{is_header_name, is_header_value};
 use super::{backend_tls, cors, validation, Input, Outcomes, Report};
 use crate::diagnostics::Diagnostic;
-use crate::policy::{ApiPolicy, HeaderOps, JwtPolicy, ResponseRewrite};
+use crate::gateway::attach::Attached;
+use crate::gateway::attach::TOLLGATE_GROUP;
+use crate::policy::{ApiPolicy, HeaderOps, JwtPolicy, PolicyTargetRef, ResponseRewrite};
 use crate::product::Product;
+use crate::product::GATEWAY_API_GROUP;
 use crate::reasons;
 use crate::table::{
     HeaderOpsEntry, IpFilterEntry, JwtEntry, JwtIssuerEntry, PolicyEntry, RequiredScopesEntry,
     RewriteEntry,
 };
+
+/// Most `targetRefs` (the CRD's `maxItems`).
+const MAX_TARGET_REFS: usize = 16;
 
 /// Clock skew when `jwt.clockSkew` is not set.
 pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 60;
@@ -39,22 +45,32 @@ const GATEWAY_MANAGED: &[&str] = &[
 
 /// Compile every ApiPolicy.
 ///
-/// `products` are only read to check `jwt.requiredScopes[].routes` against the routes of the
-/// products that use each policy (a warning, since policies are reusable).
+/// `products` (and `attachment`, the Products policies attach to through their `targetRefs`) are
+/// only read to check `jwt.requiredScopes[].routes` against the routes of the products that use
+/// each policy (a warning, since policies are reusable).
 pub(crate) fn compile(
     inputs: &[Input<'_, ApiPolicy>],
     products: &[Input<'_, Product>],
+    attachment: &BTreeMap<String, Vec<Attached>>,
     secrets: &Secrets<'_>,
     out: &mut Vec<Diagnostic>,
 ) -> Outcomes<PolicyEntry> {
     let mut outcomes = Outcomes::default();
     for input in inputs {
         let mut report = Report::new(&input.object, out);
-        // Route names of every product (same namespace) that lists this policy.
+        // Route names of every product that lists this policy (same namespace) or that it
+        // attaches to.
         let user_routes: BTreeSet<&str> = products
             .iter()
-            .filter(|p| p.object.namespace == input.object.namespace)
-            .filter(|p| p.value.spec.policies.contains(&input.object.name))
+            .filter(|p| {
+                (p.object.namespace == input.object.namespace
+                    && p.value.spec.policies.contains(&input.object.name))
+                    || attachment.get(&p.id()).is_some_and(|list| {
+                        list.iter().any(|a| {
+                            a.namespace == input.object.namespace && a.name == input.object.name
+                        })
+                    })
+            })
             .flat_map(|p| p.value.spec.routes.iter().map(|r| r.name.as_str()))
             .collect();
         let entry = compile_one(input, &user_routes, secrets, &mut report);
@@ -72,6 +88,7 @@ fn compile_one(
 ) -> Option<PolicyEntry> {
     let spec = &input.value.spec;
     let object = &input.object;
+    target_refs(&spec.target_refs, report);
 
     let headers = spec.headers.clone().unwrap_or_default();
     let request_headers = header_ops(headers.request.as_ref(), "spec.headers.request", report);
@@ -110,6 +127,41 @@ fn compile_one(
         anonymous_rate_limit,
         forward_authorization: spec.forward_authorization.unwrap_or(false),
     })
+}
+
+/// The CRD's limits and CEL rules on `spec.targetRefs`, re-checked for standalone mode. Where
+/// each target leads is `gateway::attach`'s to say (a warning there, not an error here).
+fn target_refs(refs: &[PolicyTargetRef], report: &mut Report<'_>) {
+    if refs.len() > MAX_TARGET_REFS {
+        report.error(
+            "spec.targetRefs",
+            reasons::INVALID_TARGET_REFS,
+            format!("at most {MAX_TARGET_REFS} targets; target a Gateway to cover its routes"),
+        );
+    }
+    for (i, t) in refs.iter().enumerate() {
+        let field = format!("spec.targetRefs[{i}]");
+        let allowed = matches!(
+            (t.group.as_str(), t.kind.as_str()),
+            (GATEWAY_API_GROUP, "Gateway" | "HTTPRoute") | (TOLLGATE_GROUP, "Product")
+        );
+        if !allowed {
+            report.error(
+                field,
+                reasons::INVALID_TARGET_REFS,
+                format!(
+                    "{}/{} cannot be targeted; name a gateway.networking.k8s.io Gateway or HTTPRoute, or a tollgate.dev Product",
+                    t.group, t.kind
+                ),
+            );
+        } else if refs[..i].contains(t) {
+            report.error(
+                field,
+                reasons::INVALID_TARGET_REFS,
+                "this target is listed twice; keep one entry",
+            );
+        }
+    }
 }
 
 /// Check and normalise `spec.jwt` (errors go to `report`; the entry is used only without them).

@@ -9,6 +9,7 @@ use super::syntax::{
 };
 use super::{object_id, Input, Lookup, Outcome, Outcomes, Rejected, Report};
 use crate::diagnostics::Diagnostic;
+use crate::gateway::attach::Attached;
 use crate::product::{Backend, Method, PathMatch, Product, Route, ValueMatch};
 use crate::reasons;
 use crate::table::{
@@ -27,6 +28,7 @@ const MAX_ROUTE_PATH: usize = 1024;
 pub(crate) fn compile(
     inputs: &[Input<'_, Product>],
     policies: &Outcomes<PolicyEntry>,
+    attachment: &BTreeMap<String, Vec<Attached>>,
     secrets: &Secrets<'_>,
     rejected: &Rejected<'_>,
     out: &mut Vec<Diagnostic>,
@@ -35,7 +37,11 @@ pub(crate) fn compile(
     let mut candidates = Vec::new();
     for input in inputs {
         let mut report = Report::new(&input.object, out);
-        let entry = compile_one(input, policies, secrets, rejected, &mut report);
+        let attached = attachment
+            .get(&input.id())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let entry = compile_one(input, attached, policies, secrets, rejected, &mut report);
         match report.finish(entry) {
             Outcome::Compiled(entry) => candidates.push((input, entry)),
             failed => outcomes.insert(&input.object, failed),
@@ -164,8 +170,57 @@ fn describe((host, path, exact, headers, query): &ClaimKey, methods: &[Method]) 
     out
 }
 
+/// One policy a Product uses: listed in its `spec.policies`, or attached by the policy's
+/// `targetRefs` (`via`).
+struct Source<'a> {
+    field: String,
+    namespace: &'a str,
+    name: &'a str,
+    via: Option<&'a str>,
+}
+
+/// How messages name policy `id`: the header filters of an HTTPRoute rule are a policy of the
+/// rule's implicit Product (`HTTPRoute:<route>:<rule>`), which no one wrote as such.
+fn policy_label(id: &str) -> String {
+    let name = id.split_once('/').map_or(id, |(_, n)| n);
+    match name
+        .strip_prefix(crate::gateway::targets::IMPLICIT_PRODUCT_PREFIX)
+        .and_then(|rest| rest.rsplit_once(':'))
+    {
+        Some((route, rule)) => format!("the header filters of HTTPRoute {route} (rule {rule})"),
+        None => format!("ApiPolicy {id}"),
+    }
+}
+
+/// What an attached policy decides alone, by the name messages use: the first policy in a
+/// Product's order that sets it wins (the proxy applies the same rule).
+fn decided_features(policy: &PolicyEntry) -> Vec<String> {
+    let mut out = Vec::new();
+    if policy.cors.is_some() {
+        out.push("cors".to_string());
+    }
+    if policy.backend_tls.is_some() {
+        out.push("backendTLS".to_string());
+    }
+    if policy.anonymous_rate_limit.is_some() {
+        out.push("anonymousRateLimit".to_string());
+    }
+    for (side, ops) in [
+        ("request", &policy.request_headers),
+        ("response", &policy.response_headers),
+    ] {
+        out.extend(
+            ops.set
+                .iter()
+                .map(|(name, _)| format!("the {side} header {name}")),
+        );
+    }
+    out
+}
+
 fn compile_one(
     input: &Input<'_, Product>,
+    attached: &[Attached],
     policies: &Outcomes<PolicyEntry>,
     secrets: &Secrets<'_>,
     rejected: &Rejected<'_>,
@@ -269,36 +324,72 @@ fn compile_one(
             format!("at most {MAX_POLICIES} policies can be attached; merge some of them"),
         );
     }
+    // Its own policies, then those attached through their targetRefs (in the merge rule's
+    // order, see `gateway::attach`).
+    let sources = spec
+        .policies
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Source {
+            field: format!("spec.policies[{i}]"),
+            namespace: namespace.as_str(),
+            name: name.as_str(),
+            via: None,
+        })
+        .chain(attached.iter().map(|a| Source {
+            field: "spec".to_string(),
+            namespace: a.namespace.as_str(),
+            name: a.name.as_str(),
+            via: Some(a.via.as_str()),
+        }));
     let mut policy_ids: Vec<String> = Vec::new();
-    // Features only one policy can decide: the first listed wins, later ones get a warning.
-    let mut cors_from: Option<String> = None;
+    // What only one policy can decide: the first wins, later ones get a warning.
+    let mut decided: BTreeMap<String, String> = BTreeMap::new();
     let mut tls_from: Option<String> = None;
-    for (i, name) in spec.policies.iter().enumerate() {
-        let id = object_id(namespace, name);
-        let field = format!("spec.policies[{i}]");
-        match policies.lookup(namespace, name) {
+    for source in sources {
+        let Source {
+            field,
+            namespace: policy_ns,
+            name,
+            via,
+        } = source;
+        let id = object_id(policy_ns, name);
+        // How the message names the policy's attachment.
+        let how = match via {
+            None => policy_label(&id),
+            Some(via) => format!("ApiPolicy {id}, attached by its {via},"),
+        };
+        let left_out =
+            "Until then this product is left out so nothing is served without its policies";
+        match policies.lookup(policy_ns, name) {
             Lookup::Ready(policy) => {
                 if policy_ids.contains(&id) {
                     continue;
                 }
-                for (set, from, feature) in [
-                    (policy.cors.is_some(), &mut cors_from, "cors"),
-                    (policy.backend_tls.is_some(), &mut tls_from, "backendTLS"),
-                ] {
-                    if !set {
-                        continue;
-                    }
-                    match from {
+                for feature in decided_features(policy) {
+                    match decided.get(&feature) {
                         Some(first) => report.warning(
                             field.clone(),
                             reasons::POLICY_OVERRIDDEN,
                             format!(
-                                "ApiPolicy {id} sets {feature}, but ApiPolicy {first} (listed earlier) \
-                                 already does and wins; remove {feature} from one of them"
+                                "{how} sets {feature}, but {}, {}, sets it too and wins; \
+                                 remove {feature} from one of them",
+                                policy_label(first),
+                                // Own policies come first, so a listed one follows a listed one.
+                                if via.is_none() {
+                                    "listed earlier"
+                                } else {
+                                    "earlier in the order policies apply"
+                                }
                             ),
                         ),
-                        None => *from = Some(id.clone()),
+                        None => {
+                            decided.insert(feature, id.clone());
+                        }
                     }
+                }
+                if policy.backend_tls.is_some() && tls_from.is_none() {
+                    tls_from = Some(id.clone());
                 }
                 policy_ids.push(id);
             }
@@ -306,31 +397,25 @@ fn compile_one(
                 field,
                 reasons::POLICY_NOT_READY,
                 format!(
-                    "ApiPolicy {id} did not compile ({reason}); fix it (see its own diagnostics). \
-                     Until then this product is left out so nothing is served without its policies"
+                    "{how} did not compile ({reason}); fix it (see its own diagnostics). {left_out}"
                 ),
             ),
-            Lookup::NotFound if rejected.contains("ApiPolicy", namespace, name) => report.error(
+            Lookup::NotFound if rejected.contains("ApiPolicy", policy_ns, name) => report.error(
                 field,
                 reasons::POLICY_NOT_READY,
-                format!(
-                    "ApiPolicy {id} could not be read; fix the error reported for it. \
-                     Until then this product is left out so nothing is served without its policies"
-                ),
+                format!("{how} could not be read; fix the error reported for it. {left_out}"),
             ),
             Lookup::NotFound => report.error(
                 field,
                 reasons::POLICY_NOT_FOUND,
                 format!(
-                    "ApiPolicy {id} does not exist{}; create it in namespace {namespace} or remove it \
-                     from spec.policies. Until then this product is left out so nothing is served \
-                     without its policies",
-                    super::suggestion(name, policies.names_in(namespace))
+                    "ApiPolicy {id} does not exist{}; create it in namespace {policy_ns} or remove it \
+                     from spec.policies. {left_out}",
+                    super::suggestion(name, policies.names_in(policy_ns))
                 ),
             ),
         }
     }
-
     if let (Some(policy), Some(BackendTarget::Url { url })) = (&tls_from, &backend) {
         if url.starts_with("http://") {
             report.error(

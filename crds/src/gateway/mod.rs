@@ -5,6 +5,7 @@
 //! - `api/`: the standard-channel v1 types, generated (see `scripts/gen-gateway-api.sh`).
 //! - [`translate`]: objects → served routes + statuses, as data.
 //! - [`targets`]: a Product's `targetRefs` → its routes, hostnames and backend, before compile.
+//! - [`attach`]: an ApiPolicy's `targetRefs` → the Products it applies to, and its ancestors.
 //! - [`status`]: the statuses' shapes.
 //! - `hostnames`: the listener/route hostname intersection.
 
@@ -18,6 +19,7 @@
     rustdoc::all
 )]
 pub mod api;
+pub mod attach;
 mod hostnames;
 pub mod status;
 pub mod targets;

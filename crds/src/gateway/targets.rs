@@ -347,8 +347,6 @@ fn resolve_one(
     Ok(product)
 }
 
-/// An HTTPRoute's conditions that are not True, as `Type=Status Reason: message; …`; none when
-/// the translation has no status for it (no parentRef names one of our Gateways).
 /// Why a Product cannot take the rules of served HTTPRoute `route`, if it cannot: the first rule
 /// feature a Product's one backend and its own routes and policies cannot say.
 fn rule_refusal(
@@ -384,7 +382,13 @@ fn rule_refusal(
     }
 }
 
-fn false_conditions(translation: &Translation, namespace: &str, name: &str) -> Option<String> {
+/// An HTTPRoute's conditions that are not True, as `Type=Status Reason: message; …`; none when
+/// the translation has no status for it (no parentRef names one of our Gateways).
+pub(crate) fn false_conditions(
+    translation: &Translation,
+    namespace: &str,
+    name: &str,
+) -> Option<String> {
     translation.route_status(namespace, name).map(|s| {
         s.parents
             .iter()

@@ -5,8 +5,10 @@
 //!   and ReferenceGrants; the compile reads them through the snapshot, so a Product with
 //!   `targetRefs` serves its HTTPRoutes' rules.
 //! - [`status`]: the statuses to write (pure).
+//! - [`plan_ancestors`]: the `status.ancestors` of ApiPolicies with `targetRefs` (GEP-713), from
+//!   the compile's attachment.
 //! - [`write_statuses`]: writes them (leader only), server-side apply on the status subresource
-//!   with the operator's field manager, only what changed.
+//!   with the operator's field manager (the ancestors with their own), only what changed.
 
 pub mod status;
 pub mod watch;
@@ -16,7 +18,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
 use tollgate_crds::gateway::{translate, Gateway, GatewayClass, GatewayObjects, HttpRoute};
+use tollgate_crds::policy::{ApiPolicy, PolicyAncestorStatus};
 
 use crate::metrics::Metrics;
 use crate::status::FIELD_MANAGER;
@@ -36,7 +41,13 @@ pub enum Target {
     Gateway(String, String),
     /// An HTTPRoute: namespace, name.
     Route(String, String),
+    /// An ApiPolicy's `status.ancestors`: namespace, name.
+    Policy(String, String),
 }
+
+/// Field manager of `ApiPolicy.status.ancestors`, distinct from the condition writes' so that
+/// neither write erases the other's fields.
+pub const ANCESTORS_FIELD_MANAGER: &str = "tollgate-operator-policy-attachment";
 
 /// A status write: where, and the `status` to apply.
 #[derive(Clone, Debug, PartialEq)]
@@ -123,6 +134,32 @@ pub fn plan(
     writes
 }
 
+/// The `status.ancestors` writes ApiPolicies need (pure): `ancestors` is the compile's, by policy
+/// id; a policy that has ancestors and should have none (its targetRefs were removed) gets an
+/// empty list.
+pub fn plan_ancestors(
+    policies: &[ApiPolicy],
+    ancestors: &BTreeMap<String, Vec<PolicyAncestorStatus>>,
+    now: &str,
+) -> Vec<Write> {
+    policies
+        .iter()
+        .filter_map(|p| {
+            let namespace = ns_of(p.metadata.namespace.as_deref());
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let desired = ancestors
+                .get(&format!("{namespace}/{name}"))
+                .map_or(&[][..], Vec::as_slice);
+            let current = p.status.as_ref().map(|s| s.ancestors.as_slice());
+            let status = status::ancestors_patch(current.unwrap_or_default(), desired, now)?;
+            Some(Write {
+                target: Target::Policy(namespace, name),
+                status,
+            })
+        })
+        .collect()
+}
+
 fn ns_of(ns: Option<&str>) -> String {
     ns.filter(|n| !n.is_empty())
         .unwrap_or(tollgate_crds::compile::DEFAULT_NAMESPACE)
@@ -143,6 +180,15 @@ pub async fn write_statuses(client: &Client, metrics: &Metrics, writes: Vec<Writ
                 Target::Route(ns, name) => {
                     apply::<HttpRoute>(Api::namespaced(client.clone(), ns), name, w.status).await
                 }
+                Target::Policy(ns, name) => {
+                    apply_as::<ApiPolicy>(
+                        Api::namespaced(client.clone(), ns),
+                        name,
+                        w.status,
+                        ANCESTORS_FIELD_MANAGER,
+                    )
+                    .await
+                }
             };
             match result {
                 Ok(()) => {
@@ -155,6 +201,7 @@ pub async fn write_statuses(client: &Client, metrics: &Metrics, writes: Vec<Writ
                         Target::Class(n) => format!("GatewayClass {n}"),
                         Target::Gateway(ns, n) => format!("Gateway {ns}/{n}"),
                         Target::Route(ns, n) => format!("HTTPRoute {ns}/{n}"),
+                        Target::Policy(ns, n) => format!("ApiPolicy {ns}/{n} (ancestors)"),
                     },
                     source,
                 }),
@@ -172,6 +219,19 @@ async fn apply<K>(api: Api<K>, name: &str, status: Value) -> std::result::Result
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    apply_as(api, name, status, FIELD_MANAGER).await
+}
+
+/// [`apply`] under field manager `manager`.
+async fn apply_as<K>(
+    api: Api<K>,
+    name: &str,
+    status: Value,
+    manager: &str,
+) -> std::result::Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
@@ -180,7 +240,7 @@ where
     match api
         .patch_status(
             name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &PatchParams::apply(manager).force(),
             &Patch::Apply(&patch),
         )
         .await
@@ -291,6 +351,7 @@ spec:
                     o.http_routes[0].status =
                         Some(serde_json::from_value(w.status).expect("route status"));
                 }
+                Target::Policy(..) => panic!("plan writes no policy"),
             }
         }
         assert_eq!(plan(&o, &[], &serving, "2026-01-02T00:00:00Z"), Vec::new());

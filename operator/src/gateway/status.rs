@@ -21,6 +21,7 @@ use std::net::IpAddr;
 use serde_json::{json, Map, Value};
 use tollgate_crds::gateway::status::{ClassStatus, GatewayState, ParentState, RouteState};
 use tollgate_crds::gateway::{CONTROLLER_NAME, SUPPORTED_FEATURES};
+use tollgate_crds::policy::PolicyAncestorStatus;
 use tollgate_crds::product::GATEWAY_API_GROUP;
 use tollgate_crds::status::Condition;
 
@@ -230,6 +231,32 @@ pub fn route_patch(
         }));
     }
     changed(current, json!({ "parents": parents }))
+}
+
+/// `{"ancestors": [...]}` an ApiPolicy's status should have, or `None` when `current` already
+/// says it. Each entry's conditions keep their `lastTransitionTime` from the same ancestor's
+/// entry while their status is unchanged.
+pub fn ancestors_patch(
+    current: &[PolicyAncestorStatus],
+    desired: &[PolicyAncestorStatus],
+    now: &str,
+) -> Option<Value> {
+    let entries: Vec<PolicyAncestorStatus> = desired
+        .iter()
+        .map(|d| {
+            let previous = current
+                .iter()
+                .find(|c| {
+                    c.ancestor_ref == d.ancestor_ref && c.controller_name == d.controller_name
+                })
+                .and_then(|c| serde_json::to_value(c).ok());
+            PolicyAncestorStatus {
+                conditions: stamp(previous.as_ref(), &d.conditions, now),
+                ..d.clone()
+            }
+        })
+        .collect();
+    (entries != current).then(|| json!({ "ancestors": entries }))
 }
 
 /// A parentRef as the API server stores it (group and kind defaulted), so that what we write
@@ -590,5 +617,42 @@ mod tests {
         // A stored list that is not ours does.
         stored["supportedFeatures"] = json!([{"name": "HTTPRoute"}]);
         assert!(class_patch(Some(&stored), &desired, "t3").is_some());
+    }
+
+    #[test]
+    fn policy_ancestors_are_written_when_they_change_and_keep_their_transition_times() {
+        use tollgate_crds::policy::AncestorRef;
+        let entry = |ok: bool| PolicyAncestorStatus {
+            ancestor_ref: AncestorRef {
+                group: GATEWAY_API_GROUP.into(),
+                kind: "Gateway".into(),
+                namespace: Some("ns".into()),
+                name: "edge".into(),
+                section_name: None,
+            },
+            controller_name: CONTROLLER_NAME.into(),
+            conditions: vec![cond("Accepted", ok)],
+        };
+        let first = ancestors_patch(&[], &[entry(true)], "t1").expect("a first write");
+        let stored: Vec<PolicyAncestorStatus> =
+            serde_json::from_value(first["ancestors"].clone()).expect("ancestors");
+        assert_eq!(
+            stored[0].conditions[0].last_transition_time.as_deref(),
+            Some("t1")
+        );
+        // The same again, later: nothing to write.
+        assert_eq!(ancestors_patch(&stored, &[entry(true)], "t2"), None);
+        // A change: written, with the new transition time.
+        let flipped = ancestors_patch(&stored, &[entry(false)], "t3").expect("a change");
+        assert_eq!(
+            flipped["ancestors"][0]["conditions"][0]["lastTransitionTime"],
+            "t3"
+        );
+        // No targets any more: the list is emptied; never written: nothing to do.
+        assert_eq!(
+            ancestors_patch(&stored, &[], "t4"),
+            Some(json!({"ancestors": []}))
+        );
+        assert_eq!(ancestors_patch(&[], &[], "t4"), None);
     }
 }

@@ -698,6 +698,9 @@ fn extend_ops(
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(value),
             ) {
+                // A header an earlier policy sets keeps that policy's value: the first policy
+                // in a Product's order decides what only one can (the compiler warns).
+                (Ok(n), Ok(_)) if field == "headers.set" && out.iter().any(|(o, _)| o == n) => {}
                 (Ok(n), Ok(v)) => out.push((n, v)),
                 _ => notes.push(Diagnostic::warning(
                     ObjectKind::ApiPolicy,
