@@ -652,6 +652,10 @@ async fn the_gateway_api_example_runs_as_the_readme_says() {
         "the untargeted route is open: {}",
         health.text()
     );
+    // The Gateway's policy (`policy.yaml`) reaches both HTTPRoutes.
+    for answer in [&current, &health] {
+        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
+    }
     assert_eq!(upstream.count(), 2);
 }
 
