@@ -17,8 +17,9 @@
 //!   object is listed in [`Snapshot::rejected`], so what references it is reported `*NotReady`
 //!   (pointing here) rather than `*NotFound`.
 //! - Gateway API kinds (`gateway.networking.k8s.io/v1` GatewayClass, Gateway, HTTPRoute,
-//!   ReferenceGrant) and `v1` Service are read too, so Products with `targetRefs` can be served
-//!   from the same files as in a cluster ([`crate::gateway`]).
+//!   ReferenceGrant, BackendTLSPolicy) and `v1` Service, Namespace and ConfigMap are read too, so
+//!   Products with `targetRefs` can be served from the same files as in a cluster
+//!   ([`crate::gateway`]).
 //! - Other kinds than the four Tollgate kinds, those and `v1` Secret are skipped with a
 //!   [`Warning`](Severity::Warning); a `tollgate.dev` kind or version this build does not know is
 //!   an error (it was clearly meant for Tollgate).
@@ -40,7 +41,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::CustomResourceExt;
 use serde::de::DeserializeOwned;
@@ -48,7 +49,7 @@ use serde_yaml_ng::Value;
 
 use crate::compile::{compile, Compiled, DEFAULT_NAMESPACE};
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
-use crate::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use crate::gateway::{BackendTlsPolicy, Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use crate::snapshot::Snapshot;
 use crate::spelling::did_you_mean;
 use crate::{reasons, ApiPolicy, Plan, Product, Subscription};
@@ -158,7 +159,13 @@ const TOLLGATE_KINDS: [&str; 4] = ["Product", "Plan", "Subscription", "ApiPolicy
 /// `apiVersion` of the Gateway API kinds read.
 const GATEWAY_API_VERSION: &str = "gateway.networking.k8s.io/v1";
 /// The Gateway API kinds read (standard channel, v1).
-const GATEWAY_KINDS: [&str; 4] = ["GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"];
+const GATEWAY_KINDS: [&str; 5] = [
+    "GatewayClass",
+    "Gateway",
+    "HTTPRoute",
+    "ReferenceGrant",
+    "BackendTLSPolicy",
+];
 /// Fields of `metadata` (ObjectMeta), for "did you mean".
 const OBJECT_META_FIELDS: &[&str] = &[
     "annotations",
@@ -287,6 +294,9 @@ impl ManifestSet {
             gw.reference_grants
                 .retain(|o| keep("ReferenceGrant", &o.metadata));
             gw.services.retain(|o| keep("Service", &o.metadata));
+            gw.backend_tls_policies
+                .retain(|o| keep("BackendTLSPolicy", &o.metadata));
+            gw.config_maps.retain(|o| keep("ConfigMap", &o.metadata));
             gw.namespaces.retain(|o| {
                 !duplicates.contains(&ObjectRef {
                     kind: "Namespace".to_string(),
@@ -443,7 +453,11 @@ impl ManifestSet {
         let is_tollgate_kind = TOLLGATE_KINDS.contains(&kind.as_str());
         let known = (api_version == TOLLGATE_API_VERSION && is_tollgate_kind)
             || (api_version == GATEWAY_API_VERSION && GATEWAY_KINDS.contains(&kind.as_str()))
-            || (api_version == "v1" && matches!(kind.as_str(), "Secret" | "Service" | "Namespace"));
+            || (api_version == "v1"
+                && matches!(
+                    kind.as_str(),
+                    "Secret" | "Service" | "Namespace" | "ConfigMap"
+                ));
         if !known {
             let group = api_version.split('/').next().unwrap_or_default();
             if group == "tollgate.dev" || is_tollgate_kind || kind == "Secret" {
@@ -544,6 +558,14 @@ impl ManifestSet {
             "Service" => ctx.read::<Service>().map(|mut o| {
                 default_namespace(&mut o.metadata);
                 self.snapshot.gateway.services.push(o)
+            }),
+            "BackendTLSPolicy" => ctx.read::<BackendTlsPolicy>().map(|mut o| {
+                default_namespace(&mut o.metadata);
+                self.snapshot.gateway.backend_tls_policies.push(o)
+            }),
+            "ConfigMap" => ctx.read::<ConfigMap>().map(|mut o| {
+                default_namespace(&mut o.metadata);
+                self.snapshot.gateway.config_maps.push(o)
             }),
             // Only their labels are read (allowedRoutes namespace selectors).
             "Namespace" => ctx

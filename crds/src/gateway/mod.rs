@@ -25,13 +25,14 @@ pub mod status;
 pub mod targets;
 pub mod translate;
 
+pub use api::backendtlspolicies::BackendTlsPolicy;
 pub use api::gatewayclasses::GatewayClass;
 pub use api::gateways::Gateway;
 pub use api::httproutes::HttpRoute;
 pub use api::referencegrants::ReferenceGrant;
 pub use translate::{translate, Inputs, Translation, CONTROLLER_NAME};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 
 /// The conformance features Tollgate implements, as the upstream suite names them
 /// (`sigs.k8s.io/gateway-api/pkg/features`), sorted as the GatewayClass status requires: the
@@ -76,6 +77,10 @@ pub struct GatewayObjects {
     pub services: Vec<Service>,
     /// Namespaces, for `allowedRoutes.namespaces.selector` (their labels).
     pub namespaces: Vec<Namespace>,
+    /// BackendTLSPolicies: TLS from the proxies to the Services they target.
+    pub backend_tls_policies: Vec<BackendTlsPolicy>,
+    /// ConfigMaps BackendTLSPolicies' `caCertificateRefs` may name (only `ca.crt` is read).
+    pub config_maps: Vec<ConfigMap>,
 }
 
 impl GatewayObjects {
@@ -88,6 +93,8 @@ impl GatewayObjects {
             reference_grants: &self.reference_grants,
             services: &self.services,
             namespaces: &self.namespaces,
+            backend_tls_policies: &self.backend_tls_policies,
+            config_maps: &self.config_maps,
             secrets,
         }
     }

@@ -16,6 +16,23 @@ pub struct Statuses {
     pub gateways: Vec<GatewayState>,
     /// HTTPRoutes with at least one parentRef to such a Gateway.
     pub http_routes: Vec<RouteState>,
+    /// BackendTLSPolicies whose Services an HTTPRoute on such a Gateway sends to: their
+    /// `status.ancestors` entries (ours only; one per Gateway).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_tls_policies: Vec<BackendTlsPolicyState>,
+}
+
+/// `status.ancestors` of a BackendTLSPolicy: our entries, one per Gateway whose routes send to a
+/// Service it targets, each with `Accepted` and `ResolvedRefs`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTlsPolicyState {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Our `status.ancestors[]` entries, sorted by ancestor.
+    pub ancestors: Vec<crate::policy::PolicyAncestorStatus>,
 }
 
 /// `status` of a GatewayClass.

@@ -98,6 +98,10 @@ pub struct Inputs<'a> {
     /// Secrets, for HTTPS listeners' `certificateRefs` (that they exist and hold a PEM
     /// certificate and private key under `tls.crt` and `tls.key`).
     pub secrets: &'a [Secret],
+    /// BackendTLSPolicies.
+    pub backend_tls_policies: &'a [super::BackendTlsPolicy],
+    /// ConfigMaps (CA bundles of BackendTLSPolicies).
+    pub config_maps: &'a [k8s_openapi::api::core::v1::ConfigMap],
 }
 
 /// The result: what is served, and every status.

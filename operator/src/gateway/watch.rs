@@ -93,6 +93,9 @@ impl GatewayWatch {
                 .flat_map(|n| n.state())
                 .map(|n| n.as_ref().clone())
                 .collect(),
+            // Not watched yet: BackendTLSPolicies are honoured in standalone mode only.
+            backend_tls_policies: Vec::new(),
+            config_maps: Vec::new(),
         }
     }
 }
