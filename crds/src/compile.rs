@@ -29,7 +29,7 @@ mod policies;
 mod products;
 pub(crate) mod secrets;
 mod subscriptions;
-mod syntax;
+pub(crate) mod syntax;
 mod validation;
 
 use std::collections::BTreeMap;

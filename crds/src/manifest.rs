@@ -313,12 +313,26 @@ impl ManifestSet {
         into.subscriptions.append(&mut snap.subscriptions);
         into.policies.append(&mut snap.policies);
         into.secrets.append(&mut snap.secrets);
-        let (into_gw, gw) = (&mut into.gateway, &mut snap.gateway);
-        into_gw.gateway_classes.append(&mut gw.gateway_classes);
-        into_gw.gateways.append(&mut gw.gateways);
-        into_gw.http_routes.append(&mut gw.http_routes);
-        into_gw.reference_grants.append(&mut gw.reference_grants);
-        into_gw.services.append(&mut gw.services);
+        // Destructured, so a kind added to the Gateway API objects cannot be forgotten here.
+        let crate::gateway::GatewayObjects {
+            gateway_classes,
+            gateways,
+            http_routes,
+            reference_grants,
+            services,
+            namespaces,
+            backend_tls_policies,
+            config_maps,
+        } = &mut into.gateway;
+        let gw = &mut snap.gateway;
+        gateway_classes.append(&mut gw.gateway_classes);
+        gateways.append(&mut gw.gateways);
+        http_routes.append(&mut gw.http_routes);
+        reference_grants.append(&mut gw.reference_grants);
+        services.append(&mut gw.services);
+        namespaces.append(&mut gw.namespaces);
+        backend_tls_policies.append(&mut gw.backend_tls_policies);
+        config_maps.append(&mut gw.config_maps);
         into.rejected.append(&mut snap.rejected);
         self.problems.append(&mut problems);
     }
@@ -484,7 +498,7 @@ impl ManifestSet {
                     "kind",
                     reasons::IGNORED_KIND,
                     format!(
-                        "{} is {api_version} {kind}; standalone mode reads only {TOLLGATE_API_VERSION} kinds, {GATEWAY_API_VERSION} {gateway_kinds}, v1 Secrets, Services and Namespaces, so it is ignored",
+                        "{} is {api_version} {kind}; standalone mode reads only {TOLLGATE_API_VERSION} kinds, {GATEWAY_API_VERSION} {gateway_kinds}, v1 Secrets, Services, Namespaces and ConfigMaps, so it is ignored",
                         doc.describe(),
                         gateway_kinds = GATEWAY_KINDS.join(", "),
                     ),
@@ -963,6 +977,33 @@ mod tests {
     }
 
     const PLAN: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: Plan\nmetadata: {name: free}\nspec: {product: weather}\n";
+
+    #[test]
+    fn merging_files_read_apart_keeps_every_kind() {
+        // As the proxy reads a directory: each file on its own, then merged.
+        let files = [
+            ("ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: a}}\n"),
+            ("ca.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ca, namespace: t}\ndata: {ca.crt: x}\n"),
+            (
+                "tls.yaml",
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {name: p, namespace: t}\nspec:\n  targetRefs: [{group: '', kind: Service, name: s}]\n  validation: {hostname: s.t.svc, wellKnownCACertificates: System}\n",
+            ),
+        ];
+        let mut merged = ManifestSet::default();
+        for (name, text) in files {
+            merged.merge(read(&[(name, text)]));
+        }
+        assert_eq!(reasons(&merged), Vec::<&str>::new());
+        let gw = &merged.snapshot.gateway;
+        assert_eq!(
+            (
+                gw.namespaces.len(),
+                gw.config_maps.len(),
+                gw.backend_tls_policies.len()
+            ),
+            (1, 1, 1)
+        );
+    }
 
     #[test]
     fn splits_documents_and_keeps_file_line_numbers() {

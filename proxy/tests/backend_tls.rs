@@ -702,3 +702,129 @@ async fn backend_tls_on_an_http_url_is_refused_not_sent_in_plaintext() {
         "reported at load: {notes:#?}"
     );
 }
+
+/// A Gateway API setup: a Gateway, and for each `(name, upstream port, policy validation)` an
+/// ExternalName Service `name` standing for 127.0.0.1, a BackendTLSPolicy for it with that
+/// `validation` (flow-mapping body), and a rule `/name` of HTTPRoute `site` sending to it.
+fn gateway_api(services: &[(&str, u16, &str)], extra: &str) -> String {
+    let mut yaml = String::from(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: tollgate}
+spec: {controllerName: tollgate.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: t}
+spec:
+  gatewayClassName: tollgate
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+",
+    );
+    let mut rules = String::new();
+    for (name, port, validation) in services {
+        yaml.push_str(&format!(
+            "---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: t}}
+spec: {{type: ExternalName, externalName: 127.0.0.1, ports: [{{port: {port}}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: {name}, namespace: t}}
+spec:
+  targetRefs: [{{group: \"\", kind: Service, name: {name}}}]
+  validation: {{{validation}}}
+"
+        ));
+        rules.push_str(&format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: /{name}}}}}]\n    backendRefs: [{{name: {name}, port: {port}}}]\n"
+        ));
+    }
+    yaml.push_str(&format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: site, namespace: t}}
+spec:
+  parentRefs: [{{name: edge}}]
+  rules:
+{rules}{extra}"
+    ));
+    yaml
+}
+
+#[tokio::test]
+async fn a_backend_tls_policy_secures_an_httproute_backend_and_one_not_accepted_is_never_used() {
+    let ca = Ca::new("internal CA");
+    // The URL says 127.0.0.1; the certificate names the policy's hostname only.
+    let up = TlsUpstream::start(&ca.server(&["secure.t.svc"]), None).await;
+    let port = up.addr.port();
+    let config_map = format!(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: internal-ca, namespace: t}}\ndata:\n  ca.crt: |\n{}",
+        indent(&ca.pem())
+    );
+    let manifests = gateway_api(
+        &[
+            (
+                "secure",
+                port,
+                "hostname: secure.t.svc, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: internal-ca}]",
+            ),
+            // Its CA does not exist: the rule answers 500 rather than send in the clear.
+            (
+                "broken",
+                port,
+                "hostname: secure.t.svc, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: no-such-ca}]",
+            ),
+        ],
+        &config_map,
+    );
+    let s = Setup::start("btls-gateway-api", &[("all.yaml", manifests)]).await;
+
+    let r = s.get("/secure/hello").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}\n{}",
+        r.text(),
+        capture_logs().contents()
+    );
+    let v = r.json();
+    assert_eq!(v["sni"], "secure.t.svc", "the policy's hostname is the SNI");
+    assert_eq!(v["path"], "/secure/hello");
+    assert_eq!((up.handshakes(), up.requests()), (1, 1));
+
+    s.get("/broken/hello")
+        .await
+        .assert_problem(500, "no-backend");
+    assert_eq!(
+        (up.accepts(), up.requests()),
+        (1, 1),
+        "nothing was sent to the Service of the policy that is not accepted"
+    );
+}
+
+#[tokio::test]
+async fn a_backend_tls_policy_whose_hostname_the_backend_does_not_have_is_502() {
+    let ca = Ca::new("internal CA");
+    let up = TlsUpstream::start(&ca.server(&["other.t.svc"]), None).await;
+    let config_map = format!(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: internal-ca, namespace: t}}\ndata:\n  ca.crt: |\n{}",
+        indent(&ca.pem())
+    );
+    let manifests = gateway_api(
+        &[(
+            "secure",
+            up.addr.port(),
+            "hostname: secure.t.svc, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: internal-ca}]",
+        )],
+        &config_map,
+    );
+    let s = Setup::start("btls-gateway-api-san", &[("all.yaml", manifests)]).await;
+    s.get("/secure/hello")
+        .await
+        .assert_problem(502, "backend-tls-failed");
+    assert_eq!(up.requests(), 0, "never forwarded");
+}

@@ -180,9 +180,13 @@ struct Source<'a> {
 }
 
 /// How messages name policy `id`: the header filters of an HTTPRoute rule are a policy of the
-/// rule's implicit Product (`HTTPRoute:<route>:<rule>`), which no one wrote as such.
+/// rule's implicit Product (`HTTPRoute:<route>:<rule>`), and a BackendTLSPolicy one named
+/// `BackendTLSPolicy:<namespace>:<name>`, which no one wrote as such.
 fn policy_label(id: &str) -> String {
     let name = id.split_once('/').map_or(id, |(_, n)| n);
+    if let Some(policy) = name.strip_prefix(crate::gateway::targets::BACKEND_TLS_PREFIX) {
+        return format!("BackendTLSPolicy {}", policy.replacen(':', "/", 1));
+    }
     match name
         .strip_prefix(crate::gateway::targets::IMPLICIT_PRODUCT_PREFIX)
         .and_then(|rest| rest.rsplit_once(':'))

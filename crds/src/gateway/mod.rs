@@ -6,6 +6,8 @@
 //! - [`translate`]: objects → served routes + statuses, as data.
 //! - [`targets`]: a Product's `targetRefs` → its routes, hostnames and backend, before compile.
 //! - [`attach`]: an ApiPolicy's `targetRefs` → the Products it applies to, and its ancestors.
+//! - [`backend_tls`]: BackendTLSPolicies → the TLS each backendRef's Service gets, and their
+//!   statuses.
 //! - [`status`]: the statuses' shapes.
 //! - `hostnames`: the listener/route hostname intersection.
 
@@ -20,6 +22,7 @@
 )]
 pub mod api;
 pub mod attach;
+pub mod backend_tls;
 mod hostnames;
 pub mod status;
 pub mod targets;

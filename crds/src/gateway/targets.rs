@@ -8,9 +8,11 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Secret;
+
 use super::translate::{ServedRoute, ServedRule, ServiceRef, Translation};
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
-use crate::policy::{ApiPolicy, ApiPolicySpec, HeaderPolicy};
+use crate::policy::{ApiPolicy, ApiPolicySpec, BackendTls, HeaderPolicy};
 use crate::product::{
     Backend, KeyLocation, Product, ProductSpec, ServiceBackend, Timeouts, UnderscoreHeaders,
     GATEWAY_API_GROUP,
@@ -22,6 +24,10 @@ use crate::{compile::DEFAULT_NAMESPACE, reasons};
 /// How the name of the implicit Product of an untargeted HTTPRoute rule starts
 /// (`HTTPRoute:<route>:<rule>`): no Kubernetes object can be named so.
 pub(crate) const IMPLICIT_PRODUCT_PREFIX: &str = "HTTPRoute:";
+
+/// How the name of the ApiPolicy that carries a BackendTLSPolicy starts
+/// (`BackendTLSPolicy:<namespace>:<name>`; see `TlsObjects`).
+pub(crate) const BACKEND_TLS_PREFIX: &str = "BackendTLSPolicy:";
 
 /// Why a Product's `targetRefs` cannot be served.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -182,7 +188,8 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
         };
     }
     let mut out = snapshot.clone();
-    let open = untargeted(snapshot, translation);
+    let mut tls = TlsObjects::default();
+    let open = untargeted(snapshot, translation, &mut tls);
     out.products.extend(open.products);
     out.policies.extend(open.policies);
     let mut diagnostics = Vec::new();
@@ -202,7 +209,7 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
                 .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
             name: product.metadata.name.clone().unwrap_or_default(),
         };
-        match resolve_one(product, &object.namespace, snapshot, translation) {
+        match resolve_one(product, &object.namespace, snapshot, translation, &mut tls) {
             Ok(p) => kept.push(p),
             Err(errors) => {
                 diagnostics.extend(errors.into_iter().map(|(field, e)| Diagnostic {
@@ -218,6 +225,7 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
         }
     }
     out.products = kept;
+    tls.into_snapshot(&mut out);
     Resolved {
         snapshot: Cow::Owned(out),
         diagnostics,
@@ -231,6 +239,7 @@ fn resolve_one(
     namespace: &str,
     snapshot: &Snapshot,
     translation: &Translation,
+    tls: &mut TlsObjects,
 ) -> Result<Product, Vec<(String, TargetRefError)>> {
     let spec = &product.spec;
     let mut also = Vec::new();
@@ -344,6 +353,9 @@ fn resolve_one(
         .flat_map(|r| r.rules.iter().flat_map(|rule| rule.routes.iter().cloned()))
         .collect();
     product.spec.backend = Some(backend_of(backend, namespace));
+    if let Some(policy) = tls.policy_for(backend, namespace) {
+        product.spec.policies.push(policy);
+    }
     Ok(product)
 }
 
@@ -369,12 +381,15 @@ fn rule_refusal(
         Some(TargetRefError::RuleTimeouts { name })
     } else if any(|r| !r.split.is_empty()) {
         Some(TargetRefError::Weighted { name })
-    } else if any(|r| r.backend.is_none()) {
+    } else if any(|r| r.backend.as_ref().is_none_or(ServiceRef::tls_refused)) {
         Some(TargetRefError::NoBackend {
             namespace: namespace.to_string(),
             why: false_conditions(translation, namespace, &name)
                 .filter(|w| !w.is_empty())
-                .unwrap_or_else(|| "no backendRefs, or one of weight 0".to_string()),
+                .unwrap_or_else(|| {
+                    "no backendRefs, one of weight 0, or a Service whose BackendTLSPolicy is not accepted"
+                        .to_string()
+                }),
             name,
         })
     } else {
@@ -408,6 +423,12 @@ fn implicit_backend(rule: &ServedRule) -> BackendTarget {
     if let Some(redirect) = &rule.redirect {
         return BackendTarget::Redirect(redirect.clone());
     }
+    // Never in the clear to a Service whose BackendTLSPolicy is not accepted: 500.
+    if rule.backend.as_ref().is_some_and(ServiceRef::tls_refused)
+        || rule.split.iter().any(|w| w.backend.tls_refused())
+    {
+        return BackendTarget::Unresolved;
+    }
     if !rule.split.is_empty() {
         return BackendTarget::Split {
             backends: rule
@@ -431,7 +452,7 @@ fn implicit_backend(rule: &ServedRule) -> BackendTarget {
 fn service_target(b: &ServiceRef) -> BackendTarget {
     match &b.external_name {
         Some(host) => BackendTarget::Url {
-            url: format!("http://{host}:{}", b.port),
+            url: format!("{}://{host}:{}", scheme(b), b.port),
         },
         None => BackendTarget::Service {
             namespace: b.namespace.clone(),
@@ -450,7 +471,7 @@ fn backend_of(backend: &ServiceRef, namespace: &str) -> Backend {
         // for an ExternalName Service too.
         Some(host) => Backend {
             service: None,
-            url: Some(format!("http://{host}:{}", backend.port)),
+            url: Some(format!("{}://{host}:{}", scheme(backend), backend.port)),
         },
         None if backend.namespace == namespace => Backend {
             service: Some(ServiceBackend {
@@ -464,10 +485,80 @@ fn backend_of(backend: &ServiceRef, namespace: &str) -> Backend {
         None => Backend {
             service: None,
             url: Some(format!(
-                "http://{}.{}.svc:{}",
-                backend.name, backend.namespace, backend.port
+                "{}://{}.{}.svc:{}",
+                scheme(backend),
+                backend.name,
+                backend.namespace,
+                backend.port
             )),
         },
+    }
+}
+
+/// `https` for a Service a BackendTLSPolicy targets, else `http`.
+fn scheme(backend: &ServiceRef) -> &'static str {
+    if backend.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The ApiPolicies (and CA Secrets) that carry BackendTLSPolicies to the compiler: a Product
+/// whose backend Service has an accepted BackendTLSPolicy lists one, named
+/// `BackendTLSPolicy:<namespace>:<name>` in the Product's namespace (no Kubernetes object can be
+/// named so), whose `backendTLS` has the policy's hostname and CA. The proxies then reach the
+/// backend as for any `backendTLS`.
+#[derive(Default)]
+struct TlsObjects {
+    /// (Product namespace, name) → the policy and its CA Secret (none: the system roots).
+    made: BTreeMap<(String, String), (ApiPolicy, Option<Secret>)>,
+}
+
+impl TlsObjects {
+    /// The name of the policy a Product in `namespace` sending to `backend` lists, made once
+    /// per namespace and BackendTLSPolicy; none without an accepted policy.
+    fn policy_for(&mut self, backend: &ServiceRef, namespace: &str) -> Option<String> {
+        let tls = backend.tls.as_ref().filter(|t| t.refused.is_none())?;
+        let name = format!("{BACKEND_TLS_PREFIX}{}", tls.policy.replace('/', ":"));
+        self.made
+            .entry((namespace.to_string(), name.clone()))
+            .or_insert_with(|| {
+                let secret = tls.ca_pem.as_ref().map(|pem| {
+                    let mut s = Secret {
+                        string_data: Some(BTreeMap::from([(
+                            crate::compile::secrets::CA_CRT.to_string(),
+                            pem.clone(),
+                        )])),
+                        ..Secret::default()
+                    };
+                    s.metadata.name = Some(name.clone());
+                    s.metadata.namespace = Some(namespace.to_string());
+                    s
+                });
+                let mut policy = ApiPolicy::new(
+                    &name,
+                    ApiPolicySpec {
+                        backend_tls: Some(BackendTls {
+                            ca_secret: secret.as_ref().map(|_| name.clone()),
+                            server_name: Some(tls.hostname.clone()),
+                            ..BackendTls::default()
+                        }),
+                        ..ApiPolicySpec::default()
+                    },
+                );
+                policy.metadata.namespace = Some(namespace.to_string());
+                (policy, secret)
+            });
+        Some(name)
+    }
+
+    /// Add what was made to `snapshot`.
+    fn into_snapshot(self, snapshot: &mut Snapshot) {
+        for (policy, secret) in self.made.into_values() {
+            snapshot.policies.push(policy);
+            snapshot.secrets.extend(secret);
+        }
     }
 }
 
@@ -481,7 +572,7 @@ fn backend_of(backend: &ServiceRef, namespace: &str) -> Backend {
 /// that Product does not compile: fail closed.
 /// A rule's header modifier filters become an ApiPolicy of the same name, which its Product
 /// lists.
-fn untargeted(snapshot: &Snapshot, translation: &Translation) -> Untargeted {
+fn untargeted(snapshot: &Snapshot, translation: &Translation, tls: &mut TlsObjects) -> Untargeted {
     let targeted = |namespace: &str, name: &str| {
         snapshot.products.iter().any(|p| {
             p.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE) == namespace
@@ -532,7 +623,16 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation) -> Untargeted {
                 .backend
                 .as_ref()
                 .filter(|b| b.namespace == served.namespace || b.external_name.is_some())
+                .filter(|b| !b.tls_refused())
                 .map(|b| backend_of(b, &served.namespace));
+            // The TLS of the rule's Service(s) (a split's members share one, see translate).
+            let tls_ref = rule
+                .backend
+                .as_ref()
+                .or(rule.split.first().map(|w| &w.backend));
+            if let Some(policy) = tls_ref.and_then(|b| tls.policy_for(b, &served.namespace)) {
+                attached.push(policy);
+            }
             let id = format!("{}/{name}", served.namespace);
             if let Some(host) = &rule.host_rewrite {
                 host_rewrites.insert(id.clone(), host.clone());

@@ -38,6 +38,7 @@ use super::api::httproutes::{
     HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
 };
 use super::api::referencegrants::ReferenceGrant;
+use super::backend_tls::{Evaluated, ServiceTls, ServicesByGateway};
 use super::hostnames::{intersect, Hosts};
 use super::status::{
     condition, ClassStatus, GatewayState, ListenerState, ParentRefKey, ParentState, RouteState,
@@ -234,6 +235,22 @@ pub struct ServiceRef {
     /// standalone mode the address, it stands for).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_name: Option<String>,
+    /// The name of that port in the Service, if it has one (a BackendTLSPolicy's
+    /// `sectionName`).
+    #[serde(skip)]
+    pub port_name: Option<String>,
+    /// TLS to it, from the BackendTLSPolicy that targets the Service; with `refused` set the
+    /// rule answers 500 rather than send in the clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServiceTls>,
+}
+
+impl ServiceRef {
+    /// Whether a BackendTLSPolicy forbids sending to it (it targets the Service and is not
+    /// accepted).
+    pub fn tls_refused(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.refused.is_some())
+    }
 }
 
 /// Why an HTTPRoute's rules cannot be served as written.
@@ -309,6 +326,7 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
     routes.sort_by(|a, b| {
         (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
     });
+    let tls = Evaluated::new(inputs);
     let mut served = Vec::new();
     for route in routes {
         let namespace = namespace_of(route.metadata.namespace.as_deref());
@@ -333,7 +351,7 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
             continue;
         }
 
-        let (rules, issues) = translate_rules(route, &namespace, &name, inputs);
+        let (rules, issues) = translate_rules(route, &namespace, &name, inputs, &tls);
         let (unsupported, unresolved): (Vec<&RuleIssue>, Vec<&RuleIssue>) = issues
             .iter()
             .partition(|i| matches!(i, RuleIssue::Unsupported { .. }));
@@ -480,11 +498,48 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
             listeners: our.listeners.into_iter().map(|l| l.state).collect(),
         });
     }
+    statuses.backend_tls_policies = tls.statuses(&services_by_gateway(&served, &statuses));
     Translation {
         routes: served,
         statuses,
         certificates,
     }
+}
+
+/// For each of our Gateways (namespace, name), the Services (namespace, name, port name) the
+/// routes it accepted send to: where BackendTLSPolicies report their status.
+fn services_by_gateway(served: &[ServedRoute], statuses: &Statuses) -> ServicesByGateway {
+    let mut out = ServicesByGateway::new();
+    for route in served {
+        let Some(state) = statuses
+            .http_routes
+            .iter()
+            .find(|r| r.namespace == route.namespace && r.name == route.name)
+        else {
+            continue;
+        };
+        let services: Vec<(String, String, Option<String>)> = route
+            .rules
+            .iter()
+            .flat_map(|r| r.backend.iter().chain(r.split.iter().map(|w| &w.backend)))
+            .map(|b| (b.namespace.clone(), b.name.clone(), b.port_name.clone()))
+            .collect();
+        for parent in &state.parents {
+            let accepted = parent
+                .conditions
+                .iter()
+                .any(|c| c.type_ == ACCEPTED && c.status == "True");
+            if accepted {
+                out.entry((
+                    parent.parent_ref.namespace.clone(),
+                    parent.parent_ref.name.clone(),
+                ))
+                .or_default()
+                .extend(services.iter().cloned());
+            }
+        }
+    }
+    out
 }
 
 /// One of our Gateways during translation.
@@ -822,6 +877,7 @@ fn translate_rules(
     namespace: &str,
     name: &str,
     inputs: &Inputs<'_>,
+    tls: &Evaluated<'_>,
 ) -> (Vec<ServedRule>, Vec<RuleIssue>) {
     let mut issues = Vec::new();
     let mut out = Vec::new();
@@ -935,7 +991,7 @@ fn translate_rules(
                 None
             }
         };
-        let mut backends = match rule_backends(rule, &field, namespace, inputs) {
+        let mut backends = match rule_backends(rule, &field, namespace, inputs, tls) {
             // A redirect sends nothing to its backendRefs.
             _ if redirect.is_some() => Vec::new(),
             Ok(backends) => backends,
@@ -949,6 +1005,17 @@ fn translate_rules(
                 continue;
             }
         };
+        // A split is balanced per Product, which has one TLS setting towards its backends.
+        if backends
+            .windows(2)
+            .any(|w| w[0].backend.tls != w[1].backend.tls)
+        {
+            issues.push(unsupported(
+                format!("{field}.backendRefs"),
+                "weighted backendRefs to Services with different BackendTLSPolicies",
+            ));
+            continue;
+        }
         let (backend, split) = if backends.len() == 1 {
             (backends.pop().map(|w| w.backend), Vec::new())
         } else {
@@ -1291,12 +1358,13 @@ fn rule_backends(
     field: &str,
     route_namespace: &str,
     inputs: &Inputs<'_>,
+    tls: &Evaluated<'_>,
 ) -> Result<Vec<WeightedRef>, RuleIssue> {
     let refs = rule.backend_refs.as_deref().unwrap_or_default();
     let mut out = Vec::with_capacity(refs.len());
     for (i, r) in refs.iter().enumerate() {
         let field = format!("{field}.backendRefs[{i}]");
-        let backend = backend_ref(r, &field, route_namespace, inputs)?;
+        let backend = backend_ref(r, &field, route_namespace, inputs, tls)?;
         // The Gateway API's default weight is 1; a negative one the CRD refuses.
         let weight = r.weight.map_or(1, |w| u32::try_from(w).unwrap_or(0));
         if weight > 0 {
@@ -1312,6 +1380,7 @@ fn backend_ref(
     field: &str,
     route_namespace: &str,
     inputs: &Inputs<'_>,
+    tls: &Evaluated<'_>,
 ) -> Result<ServiceRef, RuleIssue> {
     let field = field.to_string();
     if r.filters.as_ref().is_some_and(|f| !f.is_empty()) {
@@ -1382,10 +1451,16 @@ fn backend_ref(
     let external_name = spec
         .filter(|s| s.type_.as_deref() == Some("ExternalName"))
         .and_then(|s| s.external_name.clone());
+    let port_name = ports
+        .iter()
+        .find(|p| p.port == i32::from(port))
+        .and_then(|p| p.name.clone());
     Ok(ServiceRef {
+        tls: tls.for_service(&namespace, &r.name, port_name.as_deref()),
         namespace,
         name: r.name.clone(),
         port,
+        port_name,
         external_name,
     })
 }
