@@ -82,6 +82,7 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     let snapshot: &Snapshot = &resolved.snapshot;
     let mut out = resolved.diagnostics;
     out.extend(attachment.diagnostics);
+    out.extend(translation.statuses.diagnostics());
     let rejected = Rejected::new(&snapshot.rejected);
 
     let policy_inputs = unique_objects("ApiPolicy", &snapshot.policies, |p| &p.metadata, &mut out);

@@ -57,6 +57,9 @@ pub const INVALID_TARGET_REFS: &str = "InvalidTargetRefs";
 pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
 /// An ApiPolicy targets what an older policy targets, and both decide one feature (warning).
 pub const POLICY_CONFLICTED: &str = "Conflicted";
+/// A Gateway API object (Gateway, HTTPRoute, BackendTLSPolicy) has a status condition that is not
+/// True; the message quotes it (warning: standalone mode's view of the statuses a cluster shows).
+pub const GATEWAY_API_CONDITION: &str = "GatewayApiCondition";
 /// A `targetRefs` HTTPRoute exists but is not served (no Tollgate Gateway accepted it, or its
 /// rules are unsupported or do not resolve).
 pub const TARGET_NOT_READY: &str = "TargetNotReady";
@@ -158,6 +161,7 @@ pub const ALL_REASONS: &[&str] = &[
     INVALID_TARGET_REFS,
     TARGET_NOT_FOUND,
     POLICY_CONFLICTED,
+    GATEWAY_API_CONDITION,
     TARGET_NOT_READY,
     PRODUCT_NOT_FOUND,
     PRODUCT_NOT_READY,

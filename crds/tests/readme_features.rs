@@ -1,7 +1,35 @@
 //! The README's list of supported Gateway API features is the one the operator writes into
-//! GatewayClass status (`tollgate_crds::gateway::SUPPORTED_FEATURES`).
+//! GatewayClass status (`tollgate_crds::gateway::SUPPORTED_FEATURES`), and its table of
+//! diagnostic reasons is the compiler's (`tollgate_crds::reasons::ALL_REASONS`).
 
 use tollgate_crds::gateway::SUPPORTED_FEATURES;
+use tollgate_crds::reasons::ALL_REASONS;
+
+#[test]
+fn the_readme_explains_every_diagnostic_reason_and_no_other() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("### Diagnostic reasons")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README's 'Diagnostic reasons' section");
+    let documented: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(reason, _)| reason))
+        .collect();
+    let missing: Vec<&&str> = ALL_REASONS
+        .iter()
+        .filter(|r| !documented.contains(r))
+        .collect();
+    assert!(missing.is_empty(), "reasons the README does not explain: {missing:?}");
+    let unknown: Vec<&&str> = documented
+        .iter()
+        .filter(|r| !ALL_REASONS.contains(r))
+        .collect();
+    assert!(unknown.is_empty(), "README reasons the compiler never gives: {unknown:?}");
+}
 
 #[test]
 fn the_readme_lists_the_supported_features_the_operator_reports() {

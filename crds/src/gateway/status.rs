@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
+use crate::reasons;
 use crate::status::Condition;
 
 /// Statuses of every object the translation looked at and owns.
@@ -111,6 +113,65 @@ pub struct ParentRefKey {
     /// Listener port, when the ref names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
+}
+
+impl Statuses {
+    /// A warning per condition that is not True, on its object: what standalone mode (which
+    /// writes no status) shows of these statuses, and the operator logs. (A Gateway's
+    /// `Programmed` is left out: it depends on how the proxies run, which only the operator
+    /// knows and writes.)
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        let mut add = |kind: &str, namespace: &str, name: &str, field: String, c: &Condition| {
+            if c.status == "True" || (kind == "Gateway" && c.type_ == "Programmed") {
+                return;
+            }
+            out.push(Diagnostic {
+                object: ObjectRef {
+                    kind: kind.to_string(),
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                },
+                severity: Severity::Warning,
+                field,
+                reason: reasons::GATEWAY_API_CONDITION.to_string(),
+                message: format!("{}={} ({}): {}", c.type_, c.status, c.reason, c.message),
+                file: None,
+            });
+        };
+        for g in &self.gateways {
+            for c in &g.conditions {
+                add("Gateway", &g.namespace, &g.name, "status".to_string(), c);
+            }
+            for l in &g.listeners {
+                for c in &l.conditions {
+                    let field = format!("spec.listeners[{}]", l.name);
+                    add("Gateway", &g.namespace, &g.name, field, c);
+                }
+            }
+        }
+        for r in &self.http_routes {
+            for p in &r.parents {
+                for c in &p.conditions {
+                    let field = format!(
+                        "spec.parentRefs[{}/{}]",
+                        p.parent_ref.namespace, p.parent_ref.name
+                    );
+                    add("HTTPRoute", &r.namespace, &r.name, field, c);
+                }
+            }
+        }
+        for b in &self.backend_tls_policies {
+            for a in &b.ancestors {
+                for c in &a.conditions {
+                    let at = a.ancestor_ref.namespace.as_deref().unwrap_or_default();
+                    let field = format!("status.ancestors[{at}/{}]", a.ancestor_ref.name);
+                    add("BackendTLSPolicy", &b.namespace, &b.name, field, c);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// A condition with the object's generation and no time (the writer sets it).
