@@ -313,6 +313,10 @@ assert not any(n.endswith("-injector") for n in names), names
 		"get configmaps/tollgate-trust-bundle -n $NAMESPACE" "patch configmaps/tollgate-trust-bundle -n $NAMESPACE"
 		"create configmaps -n $NAMESPACE"
 		"create configmaps -n default" "patch configmaps/tollgate-operator-ca -n default"
+		"list configmaps -A" "watch configmaps -A"
+		"list backendtlspolicies.gateway.networking.k8s.io -A"
+		"watch backendtlspolicies.gateway.networking.k8s.io -A"
+		"patch backendtlspolicies.gateway.networking.k8s.io --subresource=status -n default"
 	)
 	# A sample of what it may not.
 	local no=(
@@ -332,6 +336,9 @@ assert not any(n.endswith("-injector") for n in names), names
 		"delete secrets/tollgate-workload-ca -n $NAMESPACE" "get configmaps -n $NAMESPACE"
 		"patch configmaps -n $NAMESPACE" "patch configmaps -n default"
 		"patch configmaps/another -n default" "delete configmaps/tollgate-operator-ca -n default"
+		"get backendtlspolicies.gateway.networking.k8s.io -n default"
+		"patch backendtlspolicies.gateway.networking.k8s.io -n default"
+		"update backendtlspolicies.gateway.networking.k8s.io --subresource=status -n default"
 	)
 	local verb
 	for verb in "${yes[@]}"; do
@@ -362,7 +369,7 @@ assert not any(n.endswith("-injector") for n in names), names
 	}
 	forbidden "operator deletes a Subscription" "${op[@]}" -n default delete subscriptions.tollgate.dev anything
 	forbidden "operator reads a Secret by name" "${op[@]}" -n default get secret anything
-	forbidden "operator reads ConfigMaps" "${op[@]}" -n default get configmaps
+	forbidden "operator reads a ConfigMap by name" "${op[@]}" -n default get configmap anything
 	forbidden "operator creates a Lease outside its namespace" "${op[@]}" -n default create -f - <<'EOF'
 apiVersion: coordination.k8s.io/v1
 kind: Lease

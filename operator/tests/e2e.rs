@@ -756,8 +756,9 @@ fn operator_rules() -> serde_json::Value {
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["tollgate-operator-ca"], "verbs": ["patch"]},
-        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways", "httproutes", "referencegrants"], "verbs": ["list", "watch"]},
-        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways/status", "httproutes/status"], "verbs": ["patch"]},
+        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways", "httproutes", "referencegrants", "backendtlspolicies"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways/status", "httproutes/status", "backendtlspolicies/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "watch"]},
     ])
 }
 
@@ -4414,12 +4415,15 @@ async fn install_gateway_api_crds(client: &Client) {
 
 /// Create any object (namespaced unless `ns` is empty) by server-side apply as the test.
 async fn apply_any(client: &Client, ns: &str, doc: serde_json::Value) {
+    use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
-    use tollgate_crds::gateway::{Gateway, GatewayClass, HttpRoute};
+    use tollgate_crds::gateway::{BackendTlsPolicy, Gateway, GatewayClass, HttpRoute};
     let kind = doc["kind"].as_str().expect("kind").to_string();
     let ar = match kind.as_str() {
         "GatewayClass" => ApiResource::erase::<GatewayClass>(&()),
+        "BackendTLSPolicy" => ApiResource::erase::<BackendTlsPolicy>(&()),
+        "ConfigMap" => ApiResource::erase::<ConfigMap>(&()),
         "Gateway" => ApiResource::erase::<Gateway>(&()),
         "HTTPRoute" => ApiResource::erase::<HttpRoute>(&()),
         "Service" => ApiResource::erase::<Service>(&()),
@@ -4481,10 +4485,12 @@ fn condition_is(status: &serde_json::Value, type_: &str, value: &str) -> bool {
 /// the route is in the distributed table, a proxy following the operator serves it, and an edit
 /// of the route's path reaches the proxy (measured). An ApiPolicy targeting the Gateway is
 /// enforced by the proxy (measured) and gets `status.ancestors`; one whose target does not exist
-/// gets `TargetNotFound`. A class of another controller gets no status from us.
+/// gets `TargetNotFound`. A BackendTLSPolicy for the route's Service, its CA in a ConfigMap,
+/// gets our `status.ancestors` entry for the Gateway, `Accepted`. A class of another controller
+/// gets no status from us; the statuses settle (no write loop).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_api_objects_are_programmed_and_get_their_statuses() {
-    use tollgate_crds::gateway::{Gateway, GatewayClass, HttpRoute};
+    use tollgate_crds::gateway::{BackendTlsPolicy, Gateway, GatewayClass, HttpRoute};
     if !enabled("gateway_api_objects_are_programmed_and_get_their_statuses") {
         return;
     }
@@ -4783,6 +4789,56 @@ async fn gateway_api_objects_are_programmed_and_get_their_statuses() {
     assert_eq!(st["ancestors"][0]["ancestorRef"]["name"], "echoes", "{st}");
     assert!(
         condition_is(&st["ancestors"][0], "Accepted", "False"),
+        "{st}"
+    );
+
+    // --- a BackendTLSPolicy for the route's Service, its CA under `ca.crt` of ConfigMap `ca`:
+    // our status.ancestors entry names the Gateway the route is on, Accepted. (After the traffic
+    // checks: this test's backend speaks plaintext.)
+    let ca_pem = {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("ca").pem()
+    };
+    apply_any(
+        &client,
+        &ns,
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca"},
+            "data": {"ca.crt": ca_pem}}),
+    )
+    .await;
+    apply_any(
+        &client,
+        &ns,
+        serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+            "metadata": {"name": "echo-tls"},
+            "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "echo"}],
+                "validation": {"hostname": "echo.example",
+                    "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "ca"}]}}}),
+    )
+    .await;
+    let backend_tls_policies: Api<BackendTlsPolicy> = Api::namespaced(client.clone(), &ns);
+    let ours_of = |status: &serde_json::Value| -> Option<serde_json::Value> {
+        status["ancestors"].as_array().and_then(|a| {
+            a.iter()
+                .find(|e| e["controllerName"] == "tollgate.dev/gateway-controller")
+                .cloned()
+        })
+    };
+    let policy = wait_status(
+        &backend_tls_policies,
+        "echo-tls",
+        "BackendTLSPolicy ancestor Accepted",
+        |s| ours_of(s).is_some_and(|e| condition_is(&e, "Accepted", "True")),
+    )
+    .await;
+    let st = &policy["status"];
+    let entry = ours_of(st).expect("our entry");
+    assert_eq!(
+        entry["ancestorRef"],
+        serde_json::json!({"group": "gateway.networking.k8s.io", "kind": "Gateway",
+            "namespace": ns, "name": "edge"}),
         "{st}"
     );
 

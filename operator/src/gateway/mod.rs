@@ -2,11 +2,14 @@
 //! `controllerName` is `tollgate.dev/gateway-controller`.
 //!
 //! - [`watch`]: discovers the Gateway API CRDs and watches GatewayClasses, Gateways, HTTPRoutes
-//!   and ReferenceGrants; the compile reads them through the snapshot, so a Product with
-//!   `targetRefs` serves its HTTPRoutes' rules.
+//!   and ReferenceGrants, and (when its CRD is there too) BackendTLSPolicies with the ConfigMaps
+//!   their `caCertificateRefs` name; the compile reads them through the snapshot, so a Product
+//!   with `targetRefs` serves its HTTPRoutes' rules.
 //! - [`status`]: the statuses to write (pure).
 //! - [`plan_ancestors`]: the `status.ancestors` of ApiPolicies with `targetRefs` (GEP-713), from
 //!   the compile's attachment.
+//! - [`plan_backend_tls_policies`] (part of [`plan`]): the `status.ancestors` of
+//!   BackendTLSPolicies, our entries from the translation, other controllers' kept.
 //! - [`write_statuses`]: writes them (leader only), server-side apply on the status subresource
 //!   with the operator's field manager (the ancestors with their own), only what changed.
 
@@ -20,7 +23,10 @@ use kube::{Api, Client, Resource};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-use tollgate_crds::gateway::{translate, Gateway, GatewayClass, GatewayObjects, HttpRoute};
+use tollgate_crds::gateway::status::BackendTlsPolicyState;
+use tollgate_crds::gateway::{
+    translate, BackendTlsPolicy, Gateway, GatewayClass, GatewayObjects, HttpRoute,
+};
 use tollgate_crds::policy::{ApiPolicy, PolicyAncestorStatus};
 
 use crate::metrics::Metrics;
@@ -43,6 +49,8 @@ pub enum Target {
     Route(String, String),
     /// An ApiPolicy's `status.ancestors`: namespace, name.
     Policy(String, String),
+    /// A BackendTLSPolicy's `status.ancestors`: namespace, name.
+    BackendTlsPolicy(String, String),
 }
 
 /// Field manager of `ApiPolicy.status.ancestors`, distinct from the condition writes' so that
@@ -131,7 +139,38 @@ pub fn plan(
             });
         }
     }
+    writes.extend(plan_backend_tls_policies(
+        &objects.backend_tls_policies,
+        &translation.statuses.backend_tls_policies,
+        now,
+    ));
     writes
+}
+
+/// The `status.ancestors` writes BackendTLSPolicies need (pure), `desired` being the
+/// translation's entries. Every policy is looked at, not only those `desired` names: one no
+/// longer used by our Gateways' routes loses our entries.
+pub fn plan_backend_tls_policies(
+    policies: &[BackendTlsPolicy],
+    desired: &[BackendTlsPolicyState],
+    now: &str,
+) -> Vec<Write> {
+    policies
+        .iter()
+        .filter_map(|policy| {
+            let namespace = ns_of(policy.metadata.namespace.as_deref());
+            let name = policy.metadata.name.clone().unwrap_or_default();
+            let current = json_status(policy.status.as_ref());
+            let ours = desired
+                .iter()
+                .find(|p| p.namespace == namespace && p.name == name);
+            let status = status::backend_tls_policy_patch(current.as_ref(), ours, now)?;
+            Some(Write {
+                target: Target::BackendTlsPolicy(namespace, name),
+                status,
+            })
+        })
+        .collect()
 }
 
 /// The `status.ancestors` writes ApiPolicies need (pure): `ancestors` is the compile's, by policy
@@ -180,6 +219,10 @@ pub async fn write_statuses(client: &Client, metrics: &Metrics, writes: Vec<Writ
                 Target::Route(ns, name) => {
                     apply::<HttpRoute>(Api::namespaced(client.clone(), ns), name, w.status).await
                 }
+                Target::BackendTlsPolicy(ns, name) => {
+                    apply::<BackendTlsPolicy>(Api::namespaced(client.clone(), ns), name, w.status)
+                        .await
+                }
                 Target::Policy(ns, name) => {
                     apply_as::<ApiPolicy>(
                         Api::namespaced(client.clone(), ns),
@@ -202,6 +245,7 @@ pub async fn write_statuses(client: &Client, metrics: &Metrics, writes: Vec<Writ
                         Target::Gateway(ns, n) => format!("Gateway {ns}/{n}"),
                         Target::Route(ns, n) => format!("HTTPRoute {ns}/{n}"),
                         Target::Policy(ns, n) => format!("ApiPolicy {ns}/{n} (ancestors)"),
+                        Target::BackendTlsPolicy(ns, n) => format!("BackendTLSPolicy {ns}/{n}"),
                     },
                     source,
                 }),
@@ -268,6 +312,12 @@ mod tests {
                     .http_routes
                     .push(serde_json::from_value(v).expect("route")),
                 Some("Service") => o.services.push(serde_json::from_value(v).expect("service")),
+                Some("BackendTLSPolicy") => o
+                    .backend_tls_policies
+                    .push(serde_json::from_value(v).expect("backend TLS policy")),
+                Some("ConfigMap") => o
+                    .config_maps
+                    .push(serde_json::from_value(v).expect("config map")),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -352,8 +402,170 @@ spec:
                         Some(serde_json::from_value(w.status).expect("route status"));
                 }
                 Target::Policy(..) => panic!("plan writes no policy"),
+                Target::BackendTlsPolicy(..) => panic!("no BackendTLSPolicy here"),
             }
         }
         assert_eq!(plan(&o, &[], &serving, "2026-01-02T00:00:00Z"), Vec::new());
+    }
+
+    const POLICIES: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: used, namespace: default, generation: 1}
+spec:
+  targetRefs: [{group: '', kind: Service, name: echo}]
+  validation: {hostname: echo.example, wellKnownCACertificates: System}
+status:
+  ancestors:
+  - ancestorRef: {group: gateway.networking.k8s.io, kind: Gateway, namespace: default, name: foreign}
+    controllerName: example.com/other
+    conditions:
+    - {type: Accepted, status: 'True', reason: Accepted, message: '', lastTransitionTime: '2020-01-01T00:00:00Z'}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: abandoned, namespace: default, generation: 3}
+spec:
+  targetRefs: [{group: '', kind: Service, name: gone}]
+  validation: {hostname: gone.example, wellKnownCACertificates: System}
+status:
+  ancestors:
+  - ancestorRef: {group: gateway.networking.k8s.io, kind: Gateway, namespace: default, name: edge}
+    controllerName: tollgate.dev/gateway-controller
+    conditions:
+    - {type: Accepted, status: 'True', reason: Accepted, message: '', lastTransitionTime: '2025-01-01T00:00:00Z'}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: theirs, namespace: default, generation: 1}
+spec:
+  targetRefs: [{group: '', kind: Service, name: other}]
+  validation: {hostname: other.example, wellKnownCACertificates: System}
+status:
+  ancestors:
+  - ancestorRef: {group: gateway.networking.k8s.io, kind: Gateway, namespace: default, name: foreign}
+    controllerName: example.com/other
+    conditions:
+    - {type: Accepted, status: 'True', reason: Accepted, message: '', lastTransitionTime: '2020-01-01T00:00:00Z'}
+";
+
+    /// The translation's entry for `used`: accepted for Gateway `edge`.
+    fn used_state(accepted: bool) -> BackendTlsPolicyState {
+        use tollgate_crds::policy::AncestorRef;
+        use tollgate_crds::status::Condition;
+        let condition = |type_: &str, ok: bool| Condition {
+            type_: type_.into(),
+            status: if ok { "True" } else { "False" }.into(),
+            reason: if ok { type_ } else { "NoValidCACertificate" }.into(),
+            message: "m".into(),
+            last_transition_time: None,
+            observed_generation: Some(1),
+        };
+        BackendTlsPolicyState {
+            namespace: "default".into(),
+            name: "used".into(),
+            ancestors: vec![PolicyAncestorStatus {
+                ancestor_ref: AncestorRef {
+                    group: tollgate_crds::product::GATEWAY_API_GROUP.into(),
+                    kind: "Gateway".into(),
+                    namespace: Some("default".into()),
+                    name: "edge".into(),
+                    section_name: None,
+                },
+                controller_name: tollgate_crds::gateway::CONTROLLER_NAME.into(),
+                conditions: vec![
+                    condition("Accepted", accepted),
+                    condition("ResolvedRefs", accepted),
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn backend_tls_policies_get_our_ancestors_lose_stale_ones_then_nothing() {
+        let mut o = objects(POLICIES);
+        let desired = [used_state(true)];
+        let writes =
+            plan_backend_tls_policies(&o.backend_tls_policies, &desired, "2026-01-01T00:00:00Z");
+        let targets: Vec<&Target> = writes.iter().map(|w| &w.target).collect();
+        assert_eq!(
+            targets,
+            [
+                &Target::BackendTlsPolicy("default".into(), "used".into()),
+                &Target::BackendTlsPolicy("default".into(), "abandoned".into()),
+            ],
+            "only policies with entries of ours to add or remove are written"
+        );
+        // `used`: the other controller's entry first, verbatim, then ours.
+        let ancestors = writes[0].status["ancestors"].as_array().expect("ancestors");
+        assert_eq!(ancestors.len(), 2);
+        assert_eq!(ancestors[0]["controllerName"], "example.com/other");
+        assert_eq!(
+            ancestors[1]["ancestorRef"],
+            json!({"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                   "namespace": "default", "name": "edge"})
+        );
+        assert_eq!(
+            ancestors[1]["conditions"][0]["lastTransitionTime"],
+            "2026-01-01T00:00:00Z"
+        );
+        // `abandoned`: ours removed, an empty list (the CRD requires `ancestors`).
+        assert_eq!(writes[1].status, json!({"ancestors": []}));
+
+        // Stored as the API server would (through the generated type, whose condition times are
+        // typed), the next pass writes nothing: write → watch → recompile ends after one round.
+        for w in writes {
+            let Target::BackendTlsPolicy(_, name) = &w.target else {
+                panic!("{:?}", w.target)
+            };
+            let stored = o
+                .backend_tls_policies
+                .iter_mut()
+                .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+                .expect("policy");
+            stored.status = Some(serde_json::from_value(w.status).expect("policy status"));
+        }
+        assert_eq!(
+            plan_backend_tls_policies(&o.backend_tls_policies, &desired, "2026-01-02T00:00:00Z"),
+            Vec::new()
+        );
+        // A change of ours is written; a condition whose status did not change keeps its time.
+        let writes = plan_backend_tls_policies(
+            &o.backend_tls_policies,
+            &[used_state(false)],
+            "2026-01-03T00:00:00Z",
+        );
+        assert_eq!(writes.len(), 1, "{writes:?}");
+        let ours = &writes[0].status["ancestors"][1];
+        assert_eq!(ours["conditions"][0]["status"], "False");
+        assert_eq!(
+            ours["conditions"][0]["lastTransitionTime"],
+            "2026-01-03T00:00:00Z"
+        );
+        assert_eq!(
+            writes[0].status["ancestors"][0]["controllerName"],
+            "example.com/other"
+        );
+    }
+
+    #[test]
+    fn plan_reads_backend_tls_policies_from_the_objects() {
+        // Through `plan`: a policy with a stale entry of ours and nothing from the translation
+        // for it (it targets a Service no route of ours sends to) loses that entry.
+        let mut o = objects(INPUT);
+        o.backend_tls_policies = objects(POLICIES).backend_tls_policies;
+        let writes = plan(&o, &[], &Serving::default(), "2026-01-01T00:00:00Z");
+        let abandoned: Vec<&Write> = writes
+            .iter()
+            .filter(|w| w.target == Target::BackendTlsPolicy("default".into(), "abandoned".into()))
+            .collect();
+        assert_eq!(abandoned.len(), 1, "{writes:?}");
+        assert_eq!(abandoned[0].status, json!({"ancestors": []}));
+        assert!(
+            !writes
+                .iter()
+                .any(|w| w.target == Target::BackendTlsPolicy("default".into(), "theirs".into())),
+            "a policy with other controllers' entries only is never written"
+        );
     }
 }

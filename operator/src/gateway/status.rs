@@ -11,6 +11,8 @@
 //!   the CRD declares it an atomic list, so a server-side apply writes the whole list: the entries
 //!   of other controllers are copied through verbatim, ours are replaced, and ours are removed
 //!   when the route no longer attaches to one of our Gateways.
+//! - `BackendTLSPolicy.status.ancestors` is shared the same way (atomic too, at most 16
+//!   entries): ours are one per Gateway whose routes send to a Service the policy targets.
 //! - Comparison ignores `lastTransitionTime` only in the sense that it is carried over from the
 //!   current status while a condition's `status` is unchanged; anything else that differs is a
 //!   write. Writing the same status again is never needed, so write → watch event → recompile
@@ -19,9 +21,11 @@
 use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
-use tollgate_crds::gateway::status::{ClassStatus, GatewayState, ParentState, RouteState};
+use tollgate_crds::gateway::status::{
+    BackendTlsPolicyState, ClassStatus, GatewayState, ParentState, RouteState,
+};
 use tollgate_crds::gateway::{CONTROLLER_NAME, SUPPORTED_FEATURES};
-use tollgate_crds::policy::PolicyAncestorStatus;
+use tollgate_crds::policy::{AncestorRef, PolicyAncestorStatus};
 use tollgate_crds::product::GATEWAY_API_GROUP;
 use tollgate_crds::status::Condition;
 
@@ -204,33 +208,96 @@ pub fn route_patch(
     desired: Option<&RouteState>,
     now: &str,
 ) -> Option<Value> {
-    let current_parents: &[Value] = current
-        .and_then(|c| c.get("parents"))
+    let ours: Vec<(Value, &[Condition])> = desired
+        .map(|d| d.parents.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| (parent_ref(p), p.conditions.as_slice()))
+        .collect();
+    shared_list_patch(current, &PARENTS, &ours, now)
+}
+
+/// `status` a BackendTLSPolicy should have, or `None` when `current` already says it.
+///
+/// `desired` is the translation's state (`None` when the policy applies to no backend of our
+/// Gateways). `status.ancestors` is shared like an HTTPRoute's `parents` (an atomic list in the
+/// CRD): other controllers' entries are kept as they are, ours replaced or removed.
+pub fn backend_tls_policy_patch(
+    current: Option<&Value>,
+    desired: Option<&BackendTlsPolicyState>,
+    now: &str,
+) -> Option<Value> {
+    let ours: Vec<(Value, &[Condition])> = desired
+        .map(|d| d.ancestors.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|a| (ancestor_ref(&a.ancestor_ref), a.conditions.as_slice()))
+        .collect();
+    shared_list_patch(current, &ANCESTORS, &ours, now)
+}
+
+/// A status list several controllers write entries of, each marked with its `controllerName`.
+struct SharedList {
+    /// The list's field in `status`.
+    field: &'static str,
+    /// The field of an entry naming the object it is about.
+    reference: &'static str,
+    /// The CRD's `maxItems`: more would be refused whole.
+    max: usize,
+}
+
+const PARENTS: SharedList = SharedList {
+    field: "parents",
+    reference: "parentRef",
+    max: 32,
+};
+
+const ANCESTORS: SharedList = SharedList {
+    field: "ancestors",
+    reference: "ancestorRef",
+    max: 16,
+};
+
+/// `{list.field: [...]}` with other controllers' entries of `current` copied verbatim and ours
+/// replaced by `ours` (reference, conditions), or `None` when that is what `current` says, or
+/// when there is nothing of ours to write or to remove.
+///
+/// Each of our conditions keeps its `lastTransitionTime` from our entry for the same reference
+/// while its status is unchanged. When the list would exceed the CRD's `maxItems`, our last
+/// entries are left out (the API says a full list takes no further entries; a longer one
+/// would be refused and retried forever).
+fn shared_list_patch(
+    current: Option<&Value>,
+    list: &SharedList,
+    ours: &[(Value, &[Condition])],
+    now: &str,
+) -> Option<Value> {
+    let current_entries: &[Value] = current
+        .and_then(|c| c.get(list.field))
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice);
-    let mut parents: Vec<Value> = current_parents
+    let mut entries: Vec<Value> = current_entries
         .iter()
         .filter(|p| p["controllerName"] != json!(CONTROLLER_NAME))
         .cloned()
         .collect();
-    let ours_before = parents.len() != current_parents.len();
-    let ours: &[ParentState] = desired.map_or(&[], |d| d.parents.as_slice());
+    let ours_before = entries.len() != current_entries.len();
     if ours.is_empty() && !ours_before {
         // Not ours, never was: do not touch it at all.
         return None;
     }
-    for p in ours {
-        let parent_ref = parent_ref(p);
-        let previous = current_parents.iter().find(|c| {
-            c["controllerName"] == json!(CONTROLLER_NAME) && c["parentRef"] == parent_ref
+    let room = list.max.saturating_sub(entries.len());
+    for (reference, conditions) in ours.iter().take(room) {
+        let previous = current_entries.iter().find(|c| {
+            c["controllerName"] == json!(CONTROLLER_NAME) && c[list.reference] == *reference
         });
-        parents.push(json!({
-            "parentRef": parent_ref,
+        entries.push(json!({
+            (list.reference): reference,
             "controllerName": CONTROLLER_NAME,
-            "conditions": stamp(previous, &p.conditions, now),
+            "conditions": stamp(previous, conditions, now),
         }));
     }
-    changed(current, json!({ "parents": parents }))
+    changed(current, json!({ (list.field): entries }))
 }
 
 /// `{"ancestors": [...]}` an ApiPolicy's status should have, or `None` when `current` already
@@ -275,6 +342,24 @@ fn parent_ref(p: &ParentState) -> Value {
         r["port"] = json!(port);
     }
     r
+}
+
+/// A policy's ancestorRef as the API server stores it: group, kind and name always (the CRD
+/// defaults group and kind when they are left out, so they are written out to compare equal
+/// to what is read back), namespace and sectionName when the translation has them.
+fn ancestor_ref(r: &AncestorRef) -> Value {
+    let mut v = json!({
+        "group": r.group,
+        "kind": r.kind,
+        "name": r.name,
+    });
+    if let Some(ns) = &r.namespace {
+        v["namespace"] = json!(ns);
+    }
+    if let Some(s) = &r.section_name {
+        v["sectionName"] = json!(s);
+    }
+    v
 }
 
 /// Replace condition `type_` (keeping its observedGeneration) with a `False` one.
@@ -654,5 +739,115 @@ mod tests {
             Some(json!({"ancestors": []}))
         );
         assert_eq!(ancestors_patch(&[], &[], "t4"), None);
+    }
+
+    fn policy_state(ancestors: &[(&str, bool)]) -> BackendTlsPolicyState {
+        BackendTlsPolicyState {
+            namespace: "ns".into(),
+            name: "backend-tls".into(),
+            ancestors: ancestors
+                .iter()
+                .map(|(gateway, ok)| PolicyAncestorStatus {
+                    ancestor_ref: AncestorRef {
+                        group: GATEWAY_API_GROUP.into(),
+                        kind: "Gateway".into(),
+                        namespace: Some("ns".into()),
+                        name: (*gateway).into(),
+                        section_name: None,
+                    },
+                    controller_name: CONTROLLER_NAME.into(),
+                    conditions: vec![cond("Accepted", *ok), cond("ResolvedRefs", true)],
+                })
+                .collect(),
+        }
+    }
+
+    fn other_ancestor(gateway: &str) -> Value {
+        json!({
+            "ancestorRef": {"group": GATEWAY_API_GROUP, "kind": "Gateway", "namespace": "ns", "name": gateway},
+            "controllerName": "example.com/other",
+            "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                            "lastTransitionTime": "2020-01-01T00:00:00Z"}],
+        })
+    }
+
+    #[test]
+    fn backend_tls_policy_ancestors_keep_other_controllers_and_replace_ours() {
+        let current = json!({"ancestors": [other_ancestor("theirs")]});
+        let desired = policy_state(&[("edge", true)]);
+        let patch =
+            backend_tls_policy_patch(Some(&current), Some(&desired), "t1").expect("a write");
+        let ancestors = patch["ancestors"].as_array().expect("ancestors");
+        assert_eq!(ancestors.len(), 2);
+        assert_eq!(ancestors[0], other_ancestor("theirs"));
+        // The ancestorRef as the API server stores it (group and kind defaulted there), so the
+        // stored status reads back equal.
+        assert_eq!(
+            ancestors[1]["ancestorRef"],
+            json!({"group": GATEWAY_API_GROUP, "kind": "Gateway", "namespace": "ns", "name": "edge"})
+        );
+        assert_eq!(ancestors[1]["controllerName"], json!(CONTROLLER_NAME));
+        assert_eq!(
+            ancestors[1]["conditions"][0]["lastTransitionTime"],
+            json!("t1")
+        );
+        // Stored as written: nothing more to write, so write → watch → recompile ends.
+        assert_eq!(
+            backend_tls_policy_patch(Some(&patch), Some(&desired), "t2"),
+            None
+        );
+        // Ours changes: theirs stays, the changed condition gets the new time, the other keeps
+        // its own.
+        let again =
+            backend_tls_policy_patch(Some(&patch), Some(&policy_state(&[("edge", false)])), "t3")
+                .expect("a write");
+        assert_eq!(again["ancestors"][0], other_ancestor("theirs"));
+        let conditions = &again["ancestors"][1]["conditions"];
+        assert_eq!(conditions[0]["status"], json!("False"));
+        assert_eq!(conditions[0]["lastTransitionTime"], json!("t3"));
+        assert_eq!(conditions[1]["lastTransitionTime"], json!("t1"));
+    }
+
+    #[test]
+    fn backend_tls_policy_ancestors_of_ours_leave_and_others_are_never_written() {
+        // Not ours and nothing to add: no write at all, with or without a status.
+        let theirs = json!({"ancestors": [other_ancestor("theirs")]});
+        assert_eq!(backend_tls_policy_patch(Some(&theirs), None, "t"), None);
+        assert_eq!(backend_tls_policy_patch(None, None, "t"), None);
+        assert_eq!(
+            backend_tls_policy_patch(None, Some(&policy_state(&[])), "t"),
+            None
+        );
+        // Ours leave when the translation has none for the policy; theirs stay.
+        let mine = backend_tls_policy_patch(None, Some(&policy_state(&[("edge", true)])), "t1")
+            .expect("a write");
+        let mut both = mine.clone();
+        both["ancestors"]
+            .as_array_mut()
+            .expect("ancestors")
+            .insert(0, other_ancestor("theirs"));
+        assert_eq!(
+            backend_tls_policy_patch(Some(&both), None, "t2"),
+            Some(json!({"ancestors": [other_ancestor("theirs")]}))
+        );
+        assert_eq!(
+            backend_tls_policy_patch(Some(&mine), None, "t2"),
+            Some(json!({"ancestors": []}))
+        );
+    }
+
+    #[test]
+    fn backend_tls_policy_ancestors_stay_within_the_crds_sixteen() {
+        let others: Vec<Value> = (0..15).map(|i| other_ancestor(&format!("g{i}"))).collect();
+        let current = json!({ "ancestors": others });
+        let patch = backend_tls_policy_patch(
+            Some(&current),
+            Some(&policy_state(&[("a", true), ("b", true)])),
+            "t",
+        )
+        .expect("a write");
+        let ancestors = patch["ancestors"].as_array().expect("ancestors");
+        assert_eq!(ancestors.len(), 16);
+        assert_eq!(ancestors[15]["ancestorRef"]["name"], json!("a"));
     }
 }
