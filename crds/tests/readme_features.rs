@@ -23,12 +23,18 @@ fn the_readme_explains_every_diagnostic_reason_and_no_other() {
         .iter()
         .filter(|r| !documented.contains(r))
         .collect();
-    assert!(missing.is_empty(), "reasons the README does not explain: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "reasons the README does not explain: {missing:?}"
+    );
     let unknown: Vec<&&str> = documented
         .iter()
         .filter(|r| !ALL_REASONS.contains(r))
         .collect();
-    assert!(unknown.is_empty(), "README reasons the compiler never gives: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "README reasons the compiler never gives: {unknown:?}"
+    );
 }
 
 #[test]
