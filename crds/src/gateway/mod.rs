@@ -44,6 +44,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 /// `Gateway` and `HTTPRoute` Tollgate does not implement yet (weighted backendRefs, HTTPS
 /// listeners) are in the README's support table.
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "BackendTLSPolicy",
     "Gateway",
     "HTTPRoute",
     "HTTPRoute303RedirectStatusCode",

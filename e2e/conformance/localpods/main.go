@@ -336,8 +336,31 @@ func (k *kubelet) environment(ctx context.Context, p *corev1.Pod, c *corev1.Cont
 					files[key] = []byte(val)
 				}
 			}
+			// `items` maps keys to file names (the kubelet writes only those, under those paths).
+			var items []corev1.KeyToPath
+			switch {
+			case v.Secret != nil:
+				items = v.Secret.Items
+			case v.ConfigMap != nil:
+				items = v.ConfigMap.Items
+			}
+			if len(items) > 0 {
+				picked := map[string][]byte{}
+				for _, it := range items {
+					data, ok := files[it.Key]
+					if !ok {
+						return nil, fmt.Errorf("volume %s: no key %s", v.Name, it.Key)
+					}
+					picked[it.Path] = data
+				}
+				files = picked
+			}
 			for name, data := range files {
-				if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+				path := filepath.Join(dir, name)
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					return nil, err
+				}
+				if err := os.WriteFile(path, data, 0o600); err != nil {
 					return nil, err
 				}
 			}
