@@ -33,16 +33,33 @@ fn run_until(name: &str, dir: &std::path::Path, format: &str, want: &str) -> Str
     };
     let _ = child.kill();
     let _ = child.wait();
+    let _ = std::fs::remove_file(&log);
     assert!(text.contains(want), "no {want:?} in the log:\n{text}");
     text
 }
 
-fn bad_dir(name: &str) -> std::path::PathBuf {
+/// A directory removed when dropped.
+struct Dir(std::path::PathBuf);
+
+impl std::ops::Deref for Dir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn bad_dir(name: &str) -> Dir {
     let dir =
         std::env::temp_dir().join(format!("tollgate-proxy-logs-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("broken.yaml"), "kind: Plan\nspec: [").expect("write");
-    dir
+    Dir(dir)
 }
 
 #[test]

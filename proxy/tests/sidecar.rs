@@ -98,10 +98,13 @@ struct Sidecar {
     child: Child,
     addr: std::net::SocketAddr,
     admin: std::net::SocketAddr,
+    log: std::path::PathBuf,
 }
 
 impl Drop for Sidecar {
     fn drop(&mut self) {
+        // The log goes with the process: test runs leave nothing in the temporary directory.
+        let _ = std::fs::remove_file(&self.log);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -133,6 +136,7 @@ fn start_sidecar(tag: &str, app_port: u16, identity_dir: &Path) -> Sidecar {
         child,
         addr: unbound,
         admin: unbound,
+        log: log.clone(),
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
