@@ -24,10 +24,11 @@ fn kubeconfig(name: &str) -> PathBuf {
 fn run_until(name: &str, extra: &[&str], want: &str) -> String {
     let log = std::env::temp_dir().join(format!("tollgate-logs-{name}-{}.log", std::process::id()));
     let file = std::fs::File::create(&log).expect("log file");
+    let config = kubeconfig(name);
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-operator"))
         .args(["--metrics-listen", "127.0.0.1:0", "--namespace", "ops"])
         .args(extra)
-        .env("KUBECONFIG", kubeconfig(name))
+        .env("KUBECONFIG", &config)
         .env("RUST_LOG", "info")
         .env_remove("NO_COLOR")
         .stdout(Stdio::from(file.try_clone().expect("log file")))
@@ -44,6 +45,9 @@ fn run_until(name: &str, extra: &[&str], want: &str) -> String {
     };
     let _ = child.kill();
     let _ = child.wait();
+    // Runs leave nothing in the temporary directory.
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&config);
     assert!(text.contains(want), "no {want:?} in the log:\n{text}");
     text
 }
