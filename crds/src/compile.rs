@@ -131,13 +131,20 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
         }
     }
     resolve_endpoints(&mut products, &snapshot.endpoints);
+    let mut policies = policies.into_entries(|e| &e.id);
+    for p in &mut policies {
+        if let (Some(tls), Some(sans)) = (&mut p.backend_tls, resolved.backend_tls_sans.get(&p.id))
+        {
+            tls.subject_alt_names.clone_from(sans);
+        }
+    }
     let listener_certificates = listener_certificates(&translation, &snapshot.secrets);
     Compiled {
         table: RoutingTable {
             products,
             plans: plans.into_entries(|e| &e.id),
             subscriptions: subscriptions.into_entries(|e| &e.id),
-            policies: policies.into_entries(|e| &e.id),
+            policies,
             unavailable,
             listener_certificates,
         },

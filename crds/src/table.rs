@@ -511,6 +511,20 @@ pub struct BackendTlsEntry {
     /// Accept any backend certificate (reported as a warning at every load).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_skip_verify: bool,
+    /// Names the backend's certificate must have one of, instead of `server_name` (which is
+    /// then the SNI only): a BackendTLSPolicy's `subjectAltNames`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<SubjectAltName>,
+}
+
+/// A name a backend certificate may be required to have.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "type", content = "value")]
+pub enum SubjectAltName {
+    /// A DNS name (wildcards in the certificate match as usual).
+    Hostname(String),
+    /// A URI, compared exactly (e.g. a SPIFFE id).
+    Uri(String),
 }
 
 /// PEM text of a private key. Its `Debug` shows a digest only, so logging a table or an entry

@@ -828,3 +828,61 @@ async fn a_backend_tls_policy_whose_hostname_the_backend_does_not_have_is_502() 
         .assert_problem(502, "backend-tls-failed");
     assert_eq!(up.requests(), 0, "never forwarded");
 }
+
+#[tokio::test]
+async fn a_backend_tls_policy_with_subject_alt_names_checks_them_instead_of_the_hostname() {
+    let ca = Ca::new("internal CA");
+    // The certificate has neither the policy's hostname (the SNI) nor the URL's address: only
+    // a DNS name and a SPIFFE URI.
+    let mut p = CertificateParams::new(vec!["api.internal".to_string()]).expect("params");
+    p.subject_alt_names.push(rcgen::SanType::URI(
+        "spiffe://cluster.local/ns/t/sa/api"
+            .try_into()
+            .expect("uri"),
+    ));
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().expect("key");
+    let leaf = Leaf::new(p.signed_by(&key, &ca.cert, &ca.key).expect("signed"), key);
+    let up = TlsUpstream::start(&leaf, None).await;
+    let port = up.addr.port();
+    let ca_ref = "caCertificateRefs: [{group: \"\", kind: ConfigMap, name: internal-ca}]";
+    let config_map = format!(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: internal-ca, namespace: t}}\ndata:\n  ca.crt: |\n{}",
+        indent(&ca.pem())
+    );
+    let manifests = gateway_api(
+        &[
+            (
+                "by-uri",
+                port,
+                &format!("hostname: secure.t.svc, {ca_ref}, subjectAltNames: [{{type: URI, uri: \"spiffe://cluster.local/ns/t/sa/api\"}}]"),
+            ),
+            (
+                "by-dns",
+                port,
+                &format!("hostname: secure.t.svc, {ca_ref}, subjectAltNames: [{{type: Hostname, hostname: other.internal}}, {{type: Hostname, hostname: api.internal}}]"),
+            ),
+            (
+                "mismatch",
+                port,
+                &format!("hostname: api.internal, {ca_ref}, subjectAltNames: [{{type: URI, uri: \"spiffe://cluster.local/ns/t/sa/other\"}}]"),
+            ),
+        ],
+        &config_map,
+    );
+    let s = Setup::start("btls-gateway-api-sans", &[("all.yaml", manifests)]).await;
+    for path in ["/by-uri/x", "/by-dns/x"] {
+        let r = s.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+        assert_eq!(
+            r.json()["sni"],
+            "secure.t.svc",
+            "the hostname stays the SNI"
+        );
+    }
+    // The hostname matches the certificate, but the subjectAltNames decide: refused.
+    s.get("/mismatch/x")
+        .await
+        .assert_problem(502, "backend-tls-failed");
+    assert_eq!(up.requests(), 2);
+}

@@ -69,5 +69,7 @@ pub(crate) fn compile(
         client_key_pem,
         server_name,
         insecure_skip_verify,
+        // Only a BackendTLSPolicy says these (set by the compiler, see `gateway::targets`).
+        subject_alt_names: Vec::new(),
     }
 }

@@ -19,12 +19,15 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use super::api::backendtlspolicies::BackendTlsPolicy;
+use super::api::backendtlspolicies::{
+    BackendTlsPolicy, BackendTlsPolicyValidationSubjectAltNamesType as SanType,
+};
 use super::translate::Inputs;
 use super::CONTROLLER_NAME;
 use crate::compile::DEFAULT_NAMESPACE;
 use crate::policy::{AncestorRef, PolicyAncestorStatus};
 use crate::status::Condition;
+use crate::table::SubjectAltName;
 
 /// For each of our Gateways (namespace, name), the Services (namespace, name, port name) its
 /// accepted routes send to.
@@ -51,6 +54,10 @@ pub struct ServiceTls {
     /// SHA-256 of `ca_pem` (12 hex digits), so a change of CA is a change of backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_digest: Option<String>,
+    /// `validation.subjectAltNames`: the certificate must have one of these, and `hostname`
+    /// is then the SNI only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<SubjectAltName>,
     /// Why the policy is not accepted: the backendRef must not be used at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
@@ -62,6 +69,7 @@ enum Verdict {
     Accepted {
         hostname: String,
         ca_pem: Option<String>,
+        sans: Vec<SubjectAltName>,
     },
     Refused {
         /// `Accepted=False` reason: `Invalid` or `NoValidCACertificate`.
@@ -166,11 +174,16 @@ impl<'a> Evaluated<'a> {
         let p = &self.policies[*index];
         let policy = format!("{}/{}", p.namespace, p.name);
         Some(match &p.verdict {
-            Verdict::Accepted { hostname, ca_pem } => ServiceTls {
+            Verdict::Accepted {
+                hostname,
+                ca_pem,
+                sans,
+            } => ServiceTls {
                 policy,
                 hostname: hostname.clone(),
                 ca_digest: ca_pem.as_deref().map(digest),
                 ca_pem: ca_pem.clone(),
+                subject_alt_names: sans.clone(),
                 refused: None,
             },
             Verdict::Refused { message, .. } => ServiceTls {
@@ -178,6 +191,7 @@ impl<'a> Evaluated<'a> {
                 hostname: String::new(),
                 ca_pem: None,
                 ca_digest: None,
+                subject_alt_names: Vec::new(),
                 refused: Some(message.clone()),
             },
         })
@@ -318,10 +332,23 @@ fn check(p: &BackendTlsPolicy, namespace: &str, inputs: &Inputs<'_>) -> Verdict 
         refs: None,
         message,
     };
-    if v.subject_alt_names.as_ref().is_some_and(|s| !s.is_empty()) {
-        return invalid(
-            "validation.subjectAltNames is not supported yet: the backend's certificate is checked against validation.hostname; remove subjectAltNames".to_string(),
-        );
+    let mut sans = Vec::new();
+    for (i, san) in v.subject_alt_names.iter().flatten().enumerate() {
+        let at = format!("validation.subjectAltNames[{i}]");
+        match san.r#type {
+            SanType::Hostname => match san.hostname.as_deref().map(str::to_ascii_lowercase) {
+                Some(h) if crate::compile::syntax::is_hostname(&h) => {
+                    sans.push(SubjectAltName::Hostname(h));
+                }
+                _ => return invalid(format!("{at}: type Hostname needs a DNS name in hostname")),
+            },
+            SanType::Uri => match san.uri.as_deref() {
+                Some(u) if u.contains("://") || u.contains(':') => {
+                    sans.push(SubjectAltName::Uri(u.to_string()));
+                }
+                _ => return invalid(format!("{at}: type URI needs a URI with a scheme in uri")),
+            },
+        }
     }
     let hostname = v.hostname.to_ascii_lowercase();
     if !crate::compile::syntax::is_hostname(&hostname) || hostname.starts_with("*.") {
@@ -346,6 +373,7 @@ fn check(p: &BackendTlsPolicy, namespace: &str, inputs: &Inputs<'_>) -> Verdict 
             return Verdict::Accepted {
                 hostname,
                 ca_pem: None,
+                sans,
             }
         }
         (true, Some(other)) => {
@@ -401,6 +429,7 @@ fn check(p: &BackendTlsPolicy, namespace: &str, inputs: &Inputs<'_>) -> Verdict 
         return Verdict::Accepted {
             hostname,
             ca_pem: Some(bundle),
+            sans,
         };
     }
     // One bad reference fails the policy: a backend is never reached with a weaker check than

@@ -45,6 +45,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 /// listeners) are in the README's support table.
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "BackendTLSPolicy",
+    "BackendTLSPolicySANValidation",
     "Gateway",
     "HTTPRoute",
     "HTTPRoute303RedirectStatusCode",

@@ -18,7 +18,7 @@ use crate::product::{
     GATEWAY_API_GROUP,
 };
 use crate::snapshot::Snapshot;
-use crate::table::{BackendTarget, WeightedBackend};
+use crate::table::{BackendTarget, SubjectAltName, WeightedBackend};
 use crate::{compile::DEFAULT_NAMESPACE, reasons};
 
 /// How the name of the implicit Product of an untargeted HTTPRoute rule starts
@@ -159,6 +159,9 @@ pub struct Resolved<'a> {
     /// The `Host` their backend gets, by Product id, for implicit Products of rules with a
     /// `URLRewrite` hostname (a Product spec has no such field); the compiler sets them.
     pub host_rewrites: BTreeMap<String, String>,
+    /// By policy id, the `subjectAltNames` of the policies that carry BackendTLSPolicies (an
+    /// ApiPolicy's `backendTLS` has no such field); the compiler sets them.
+    pub backend_tls_sans: BTreeMap<String, Vec<SubjectAltName>>,
 }
 
 /// The open Products (and their policies) of the untargeted HTTPRoutes, with what the
@@ -185,6 +188,7 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
             diagnostics: Vec::new(),
             backends: BTreeMap::new(),
             host_rewrites: BTreeMap::new(),
+            backend_tls_sans: BTreeMap::new(),
         };
     }
     let mut out = snapshot.clone();
@@ -225,8 +229,9 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
         }
     }
     out.products = kept;
-    tls.into_snapshot(&mut out);
+    let backend_tls_sans = tls.into_snapshot(&mut out);
     Resolved {
+        backend_tls_sans,
         snapshot: Cow::Owned(out),
         diagnostics,
         backends: open.backends,
@@ -513,6 +518,9 @@ fn scheme(backend: &ServiceRef) -> &'static str {
 struct TlsObjects {
     /// (Product namespace, name) → the policy and its CA Secret (none: the system roots).
     made: BTreeMap<(String, String), (ApiPolicy, Option<Secret>)>,
+    /// Policy id → the names its backends' certificates must have (`subjectAltNames`, which an
+    /// ApiPolicy's `backendTLS` cannot say; the compiler sets them in the table).
+    sans: BTreeMap<String, Vec<SubjectAltName>>,
 }
 
 impl TlsObjects {
@@ -521,6 +529,10 @@ impl TlsObjects {
     fn policy_for(&mut self, backend: &ServiceRef, namespace: &str) -> Option<String> {
         let tls = backend.tls.as_ref().filter(|t| t.refused.is_none())?;
         let name = format!("{BACKEND_TLS_PREFIX}{}", tls.policy.replace('/', ":"));
+        if !tls.subject_alt_names.is_empty() {
+            self.sans
+                .insert(format!("{namespace}/{name}"), tls.subject_alt_names.clone());
+        }
         self.made
             .entry((namespace.to_string(), name.clone()))
             .or_insert_with(|| {
@@ -553,12 +565,13 @@ impl TlsObjects {
         Some(name)
     }
 
-    /// Add what was made to `snapshot`.
-    fn into_snapshot(self, snapshot: &mut Snapshot) {
+    /// Add what was made to `snapshot`; what the compiler must add to the table's policies.
+    fn into_snapshot(self, snapshot: &mut Snapshot) -> BTreeMap<String, Vec<SubjectAltName>> {
         for (policy, secret) in self.made.into_values() {
             snapshot.policies.push(policy);
             snapshot.secrets.extend(secret);
         }
+        self.sans
     }
 }
 

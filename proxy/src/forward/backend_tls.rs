@@ -17,9 +17,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
-use tollgate_crds::table::BackendTlsEntry;
+use tollgate_crds::table::{BackendTlsEntry, SubjectAltName};
 
 /// SHA-256 over a TLS configuration's material; keys connection pools.
 pub type TlsIdentity = [u8; 32];
@@ -227,7 +228,19 @@ impl BackendTls {
                 }
                 None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
             }
-            builder.with_root_certificates(roots)
+            if entry.subject_alt_names.is_empty() {
+                builder.with_root_certificates(roots)
+            } else {
+                // A BackendTLSPolicy's subjectAltNames: the chain as usual, then one of these
+                // names instead of the server name (which stays the SNI).
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(SubjectAltNames {
+                        roots,
+                        names: entry.subject_alt_names.clone(),
+                        algorithms: provider.signature_verification_algorithms,
+                    }))
+            }
         };
 
         let mut client_cert_not_after = None;
@@ -318,8 +331,86 @@ pub fn identity(entry: &BackendTlsEntry) -> TlsIdentity {
     field(b'c', entry.client_cert_pem.as_deref());
     field(b'k', entry.client_key_pem.as_ref().map(|k| k.0.as_str()));
     field(b'n', entry.server_name.as_deref());
+    for san in &entry.subject_alt_names {
+        match san {
+            SubjectAltName::Hostname(name) => field(b'h', Some(name)),
+            SubjectAltName::Uri(uri) => field(b'u', Some(uri)),
+        }
+    }
     h.update([b'i', u8::from(entry.insecure_skip_verify)]);
     h.finalize().into()
+}
+
+/// A chain to `roots`, and a certificate with one of `names` (DNS names matched as webpki
+/// matches a server name, URIs exactly): a BackendTLSPolicy's `subjectAltNames`.
+#[derive(Debug)]
+struct SubjectAltNames {
+    roots: RootCertStore,
+    names: Vec<SubjectAltName>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for SubjectAltNames {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        let uris = if self
+            .names
+            .iter()
+            .any(|n| matches!(n, SubjectAltName::Uri(_)))
+        {
+            crate::identity::san::uri_sans(end_entity)
+        } else {
+            Vec::new()
+        };
+        let matches = |name: &SubjectAltName| match name {
+            SubjectAltName::Hostname(host) => ServerName::try_from(host.as_str())
+                .is_ok_and(|n| rustls::client::verify_server_name(&parsed, &n).is_ok()),
+            SubjectAltName::Uri(uri) => uris.iter().any(|u| u == uri),
+        };
+        if self.names.iter().any(matches) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 /// `insecureSkipVerify`: any chain and name are accepted, but the handshake signatures are still
@@ -409,6 +500,7 @@ mod tests {
             client_key_pem: Some(SecretPem(key)),
             server_name: Some("backend.internal".into()),
             insecure_skip_verify: false,
+            subject_alt_names: Vec::new(),
         }
     }
 
