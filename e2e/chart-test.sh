@@ -233,6 +233,13 @@ control_plane_tests() {
 	# The CRDs, as `helm install` applies the chart's crds/ first (server-side: they are large).
 	check "apply the chart's CRDs" $k apply --server-side --force-conflicts -f "$CHART/crds/tollgate.dev.yaml"
 	check "the CRDs are Established" $k wait --for=condition=Established --timeout=60s -f "$CHART/crds/tollgate.dev.yaml"
+	# The Gateway API CRDs too, so the RBAC checks below on its kinds (BackendTLSPolicies) are
+	# answered: `kubectl auth can-i` says "no" to a kind the API server does not serve.
+	local gateway_crds
+	gateway_crds=$(e2e/gateway-api-crds.sh | tail -n 1) || { fail "e2e/gateway-api-crds.sh"; return; }
+	check "apply the Gateway API CRDs" $k apply --server-side --force-conflicts -f "$gateway_crds"
+	check "the Gateway API CRDs are Established" $k wait --for=condition=Established --timeout=60s \
+		crd/backendtlspolicies.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io
 	$k create namespace "$NAMESPACE" --dry-run=client -o yaml | $k apply -f - >/dev/null
 	# all-on-values.yaml limits the operator to namespaces `weather` and `weather-eu`: its Roles go
 	# there; its dashboard ConfigMap goes to `monitoring`.
