@@ -24,12 +24,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
 use super::targets::IMPLICIT_PRODUCT_PREFIX;
 use super::translate::{ServedRoute, Translation};
-use super::CONTROLLER_NAME;
-use crate::compile::DEFAULT_NAMESPACE;
+use super::{namespace_of, CONTROLLER_NAME};
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::policy::{AncestorRef, ApiPolicy, ApiPolicySpec, PolicyAncestorStatus, PolicyTargetRef};
 use crate::product::GATEWAY_API_GROUP;
@@ -217,14 +214,8 @@ pub fn attach(snapshot: &Snapshot, translation: &Translation) -> Attachment {
         return out;
     }
     // Oldest first; without a creationTimestamp counts as newest; ties by namespace/name.
-    let age = |p: &ApiPolicy| -> (bool, Option<Time>) {
-        let t = p.metadata.creation_timestamp.clone();
-        (t.is_none(), t)
-    };
     policies.sort_by(|a, b| {
-        age(a.0)
-            .cmp(&age(b.0))
-            .then_with(|| (&a.1, &a.2).cmp(&(&b.1, &b.2)))
+        super::oldest_first((&a.0.metadata, &a.1, &a.2), (&b.0.metadata, &b.1, &b.2))
     });
 
     // Per target (kind, namespace, name, sectionName): the policies attached so far and what
@@ -414,12 +405,6 @@ fn describe(t: &PolicyTargetRef) -> String {
     }
 }
 
-fn namespace_of(ns: Option<&str>) -> String {
-    ns.filter(|n| !n.is_empty())
-        .unwrap_or(DEFAULT_NAMESPACE)
-        .to_string()
-}
-
 /// The target itself as an ancestor (where no Gateway stands for it).
 fn itself(t: &PolicyTargetRef, namespace: &str) -> AncestorRef {
     AncestorRef {
@@ -435,25 +420,16 @@ fn itself(t: &PolicyTargetRef, namespace: &str) -> AncestorRef {
 fn gateways_of(translation: &Translation, namespace: &str, name: &str) -> Vec<AncestorRef> {
     let mut out: Vec<AncestorRef> = translation
         .route_status(namespace, name)
-        .map(|s| {
-            s.parents
-                .iter()
-                .filter(|p| {
-                    p.controller_name == CONTROLLER_NAME
-                        && p.conditions
-                            .iter()
-                            .any(|c| c.type_ == ACCEPTED && c.status == "True")
-                })
-                .map(|p| AncestorRef {
-                    group: GATEWAY_API_GROUP.to_string(),
-                    kind: "Gateway".to_string(),
-                    namespace: Some(p.parent_ref.namespace.clone()),
-                    name: p.parent_ref.name.clone(),
-                    section_name: None,
-                })
-                .collect()
+        .into_iter()
+        .flat_map(|s| s.accepting_gateways())
+        .map(|(gw_namespace, gw_name)| AncestorRef {
+            group: GATEWAY_API_GROUP.to_string(),
+            kind: "Gateway".to_string(),
+            namespace: Some(gw_namespace.to_string()),
+            name: gw_name.to_string(),
+            section_name: None,
         })
-        .unwrap_or_default();
+        .collect();
     out.sort();
     out.dedup();
     out

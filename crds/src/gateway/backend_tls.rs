@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
@@ -23,8 +22,7 @@ use super::api::backendtlspolicies::{
     BackendTlsPolicy, BackendTlsPolicyValidationSubjectAltNamesType as SanType,
 };
 use super::translate::Inputs;
-use super::CONTROLLER_NAME;
-use crate::compile::DEFAULT_NAMESPACE;
+use super::{namespace_of, CONTROLLER_NAME};
 use crate::policy::{AncestorRef, PolicyAncestorStatus};
 use crate::status::Condition;
 use crate::table::SubjectAltName;
@@ -113,14 +111,11 @@ impl<'a> Evaluated<'a> {
             })
             .collect();
         // Oldest first; without a creationTimestamp counts as newest; then namespace/name.
-        let age = |p: &BackendTlsPolicy| -> (bool, Option<Time>) {
-            let t = p.metadata.creation_timestamp.clone();
-            (t.is_none(), t)
-        };
         policies.sort_by(|a, b| {
-            age(a.policy)
-                .cmp(&age(b.policy))
-                .then_with(|| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)))
+            super::oldest_first(
+                (&a.policy.metadata, &a.namespace, &a.name),
+                (&b.policy.metadata, &b.namespace, &b.name),
+            )
         });
         let mut winners = BTreeMap::new();
         let mut lost = Vec::new();
@@ -309,12 +304,6 @@ fn cond(
     generation: Option<i64>,
 ) -> Condition {
     super::status::condition(type_, ok, reason, message, generation)
-}
-
-fn namespace_of(ns: Option<&str>) -> String {
-    ns.filter(|n| !n.is_empty())
-        .unwrap_or(DEFAULT_NAMESPACE)
-        .to_string()
 }
 
 /// The first 12 hex digits of the SHA-256 of `text`.

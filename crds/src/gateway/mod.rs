@@ -36,6 +36,7 @@ pub use api::referencegrants::ReferenceGrant;
 pub use translate::{translate, Inputs, Translation, CONTROLLER_NAME};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// The conformance features Tollgate implements, as the upstream suite names them
 /// (`sigs.k8s.io/gateway-api/pkg/features`), sorted as the GatewayClass status requires: the
@@ -65,6 +66,31 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
 ];
+
+/// The namespace of an object, defaulted as `kubectl apply` defaults it.
+pub(crate) fn namespace_of(ns: Option<&str>) -> String {
+    ns.filter(|n| !n.is_empty())
+        .unwrap_or(crate::compile::DEFAULT_NAMESPACE)
+        .to_string()
+}
+
+/// Oldest first (`creationTimestamp`; an object without one counts as newest), then by
+/// namespace/name: the order in which the Gateway API settles conflicts between policies.
+/// `a` and `b` are each an object's metadata with its namespace and name already resolved.
+pub(crate) fn oldest_first(
+    (a, a_ns, a_name): (&ObjectMeta, &str, &str),
+    (b, b_ns, b_name): (&ObjectMeta, &str, &str),
+) -> std::cmp::Ordering {
+    let age = |m: &ObjectMeta| {
+        (
+            m.creation_timestamp.is_none(),
+            m.creation_timestamp.as_ref().map(|t| t.0),
+        )
+    };
+    age(a)
+        .cmp(&age(b))
+        .then_with(|| (a_ns, a_name).cmp(&(b_ns, b_name)))
+}
 
 /// The Gateway API objects of a [`Snapshot`](crate::Snapshot) (all empty when none are used).
 #[derive(Clone, Debug, Default)]

@@ -87,6 +87,20 @@ pub struct RouteState {
     pub parents: Vec<ParentState>,
 }
 
+impl RouteState {
+    /// The Gateways (namespace, name) that accepted the route: where it is served.
+    pub fn accepting_gateways(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.parents
+            .iter()
+            .filter(|p| {
+                p.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Accepted" && c.status == "True")
+            })
+            .map(|p| (p.parent_ref.namespace.as_str(), p.parent_ref.name.as_str()))
+    }
+}
+
 /// `status.parents[]` of an HTTPRoute.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -40,11 +40,11 @@ use super::api::httproutes::{
 use super::api::referencegrants::ReferenceGrant;
 use super::backend_tls::{Evaluated, ServiceTls, ServicesByGateway};
 use super::hostnames::{intersect, Hosts};
+use super::namespace_of;
 use super::status::{
     condition, ClassStatus, GatewayState, ListenerState, ParentRefKey, ParentState, RouteState,
     Statuses,
 };
-use crate::compile::DEFAULT_NAMESPACE;
 use crate::policy::HeaderOps;
 use crate::product::{Method, PathMatch, Route, ValueMatch, GATEWAY_API_GROUP};
 use crate::table::Redirect;
@@ -524,19 +524,10 @@ fn services_by_gateway(served: &[ServedRoute], statuses: &Statuses) -> ServicesB
             .flat_map(|r| r.backend.iter().chain(r.split.iter().map(|w| &w.backend)))
             .map(|b| (b.namespace.clone(), b.name.clone(), b.port_name.clone()))
             .collect();
-        for parent in &state.parents {
-            let accepted = parent
-                .conditions
-                .iter()
-                .any(|c| c.type_ == ACCEPTED && c.status == "True");
-            if accepted {
-                out.entry((
-                    parent.parent_ref.namespace.clone(),
-                    parent.parent_ref.name.clone(),
-                ))
+        for (namespace, name) in state.accepting_gateways() {
+            out.entry((namespace.to_string(), name.to_string()))
                 .or_default()
                 .extend(services.iter().cloned());
-            }
         }
     }
     out
@@ -555,12 +546,6 @@ struct CheckedListener {
     /// Accepted and every reference resolves: routes attached here are served.
     valid: bool,
     state: ListenerState,
-}
-
-fn namespace_of(ns: Option<&str>) -> String {
-    ns.filter(|n| !n.is_empty())
-        .unwrap_or(DEFAULT_NAMESPACE)
-        .to_string()
 }
 
 fn check_listener(

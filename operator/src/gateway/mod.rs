@@ -189,8 +189,8 @@ pub fn plan_ancestors(
             let desired = ancestors
                 .get(&format!("{namespace}/{name}"))
                 .map_or(&[][..], Vec::as_slice);
-            let current = p.status.as_ref().map(|s| s.ancestors.as_slice());
-            let status = status::ancestors_patch(current.unwrap_or_default(), desired, now)?;
+            let current = json_status(p.status.as_ref());
+            let status = status::ancestors_patch(current.as_ref(), desired, now)?;
             Some(Write {
                 target: Target::Policy(namespace, name),
                 status,

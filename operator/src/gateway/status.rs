@@ -227,9 +227,21 @@ pub fn backend_tls_policy_patch(
     desired: Option<&BackendTlsPolicyState>,
     now: &str,
 ) -> Option<Value> {
-    let ours: Vec<(Value, &[Condition])> = desired
-        .map(|d| d.ancestors.as_slice())
-        .unwrap_or_default()
+    ancestors_patch(
+        current,
+        desired.map_or(&[], |d| d.ancestors.as_slice()),
+        now,
+    )
+}
+
+/// `{"ancestors": [...]}` a policy's status should have (a BackendTLSPolicy's, or an ApiPolicy's,
+/// whose entries are all ours), or `None` when `current` already says it.
+pub fn ancestors_patch(
+    current: Option<&Value>,
+    ours: &[PolicyAncestorStatus],
+    now: &str,
+) -> Option<Value> {
+    let ours: Vec<(Value, &[Condition])> = ours
         .iter()
         .map(|a| (ancestor_ref(&a.ancestor_ref), a.conditions.as_slice()))
         .collect();
@@ -298,32 +310,6 @@ fn shared_list_patch(
         }));
     }
     changed(current, json!({ (list.field): entries }))
-}
-
-/// `{"ancestors": [...]}` an ApiPolicy's status should have, or `None` when `current` already
-/// says it. Each entry's conditions keep their `lastTransitionTime` from the same ancestor's
-/// entry while their status is unchanged.
-pub fn ancestors_patch(
-    current: &[PolicyAncestorStatus],
-    desired: &[PolicyAncestorStatus],
-    now: &str,
-) -> Option<Value> {
-    let entries: Vec<PolicyAncestorStatus> = desired
-        .iter()
-        .map(|d| {
-            let previous = current
-                .iter()
-                .find(|c| {
-                    c.ancestor_ref == d.ancestor_ref && c.controller_name == d.controller_name
-                })
-                .and_then(|c| serde_json::to_value(c).ok());
-            PolicyAncestorStatus {
-                conditions: stamp(previous.as_ref(), &d.conditions, now),
-                ..d.clone()
-            }
-        })
-        .collect();
-    (entries != current).then(|| json!({ "ancestors": entries }))
 }
 
 /// A parentRef as the API server stores it (group and kind defaulted), so that what we write
@@ -718,27 +704,29 @@ mod tests {
             controller_name: CONTROLLER_NAME.into(),
             conditions: vec![cond("Accepted", ok)],
         };
-        let first = ancestors_patch(&[], &[entry(true)], "t1").expect("a first write");
-        let stored: Vec<PolicyAncestorStatus> =
+        let first = ancestors_patch(None, &[entry(true)], "t1").expect("a first write");
+        // Stored as the typed status (the ApiPolicy's) and read back as JSON.
+        let typed: Vec<PolicyAncestorStatus> =
             serde_json::from_value(first["ancestors"].clone()).expect("ancestors");
         assert_eq!(
-            stored[0].conditions[0].last_transition_time.as_deref(),
+            typed[0].conditions[0].last_transition_time.as_deref(),
             Some("t1")
         );
+        let stored = json!({ "ancestors": typed });
         // The same again, later: nothing to write.
-        assert_eq!(ancestors_patch(&stored, &[entry(true)], "t2"), None);
+        assert_eq!(ancestors_patch(Some(&stored), &[entry(true)], "t2"), None);
         // A change: written, with the new transition time.
-        let flipped = ancestors_patch(&stored, &[entry(false)], "t3").expect("a change");
+        let flipped = ancestors_patch(Some(&stored), &[entry(false)], "t3").expect("a change");
         assert_eq!(
             flipped["ancestors"][0]["conditions"][0]["lastTransitionTime"],
             "t3"
         );
         // No targets any more: the list is emptied; never written: nothing to do.
         assert_eq!(
-            ancestors_patch(&stored, &[], "t4"),
+            ancestors_patch(Some(&stored), &[], "t4"),
             Some(json!({"ancestors": []}))
         );
-        assert_eq!(ancestors_patch(&[], &[], "t4"), None);
+        assert_eq!(ancestors_patch(None, &[], "t4"), None);
     }
 
     fn policy_state(ancestors: &[(&str, bool)]) -> BackendTlsPolicyState {
