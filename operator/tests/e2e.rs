@@ -229,12 +229,9 @@ impl Drop for Operator {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+#[path = "../../proxy/tests/support/ports.rs"]
+mod ports;
+use ports::free_port;
 
 async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     http_get_with(port, path, "").await

@@ -311,13 +311,6 @@ async fn over_the_per_client_cap_one_client_is_shed_and_another_is_served() {
 // ---------------------------------------------------------------------------------------------
 // The real binary under a small descriptor limit
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// `tollgate-proxy` run by `prlimit --nofile=SOFT:HARD`, its log collected.
 struct LimitedProxy {
     child: Child,

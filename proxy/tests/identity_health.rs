@@ -9,16 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{client, eventually, send, TempDir};
+use support::{client, eventually, free_port, send, TempDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// An "operator" that answers every certificate request 503, counting them.
 async fn refusing_operator() -> (u16, Arc<AtomicUsize>) {

@@ -27,13 +27,6 @@ fn plan(routes: &str) -> String {
 
 const SUBSCRIPTION: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: Subscription\nmetadata: {name: acme, namespace: t}\nspec: {plan: free, subscriber: {name: Acme}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: acme-keys, namespace: t}\nstringData: {primaryKey: acme-primary-key-0123456789}\n";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// The proxy binary on a directory; killed when dropped.
 struct Proxy {
     child: Child,

@@ -13,18 +13,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{client, eventually, send, HttpClient, TempDir, Upstream};
+use support::{client, eventually, free_port, send, HttpClient, TempDir, Upstream};
 
 const KEY: &str = "shared-quota-key-0123456789";
 const SUB: &str = "t/acme";
 
 // ---------------------------------------------------------------------------------------------
 // Processes
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")

@@ -27,6 +27,10 @@ use tollgate_proxy::{Gateway, GatewayConfig};
 
 pub mod jwt;
 
+mod ports;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use ports::free_port;
+
 /// Keys used by the test manifests (the tests assert they never leak).
 pub const GOLD_PRIMARY: &str = "gold-primary-key-0123456789";
 pub const GOLD_SECONDARY: &str = "gold-secondary-key-0123456789";

@@ -2,7 +2,6 @@
 
 #![allow(dead_code)] // each test uses a different subset
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,14 +40,9 @@ impl Drop for TempDir {
     }
 }
 
-/// A port free at the time of asking.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+#[path = "../../../proxy/tests/support/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// A redis-server (or sentinel) process; SIGKILLed on drop.
 pub struct Server {
