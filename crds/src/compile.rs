@@ -137,6 +137,14 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
         {
             tls.subject_alt_names.clone_from(sans);
         }
+        if let Some(cors) = p
+            .cors
+            .as_mut()
+            .filter(|_| resolved.cors_credentials.contains(&p.id))
+        {
+            cors.allow_credentials = true;
+            cors.wildcards_with_credentials = true;
+        }
     }
     let listener_certificates = listener_certificates(&translation, &snapshot.secrets);
     Compiled {

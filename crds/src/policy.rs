@@ -242,7 +242,8 @@ pub struct RequiredScopes {
 #[x_kube(validation = Rule::new("!(has(self.allowCredentials) && self.allowCredentials && self.allowOrigins.exists(o, o == '*'))").message("cors: a wildcard origin cannot be combined with allowCredentials"))]
 #[serde(rename_all = "camelCase")]
 pub struct CorsPolicy {
-    /// Origins allowed, or `*`.
+    /// Origins allowed (`scheme://host[:port]`; the host may start with `*.`, any number of
+    /// labels), or `*`.
     #[serde(default)]
     #[schemars(length(max = 64), inner(length(max = 256)))]
     pub allow_origins: Vec<String>,

@@ -125,6 +125,9 @@ pub const INVALID_REWRITE: &str = "InvalidRewrite";
 /// Two policies of a product set a feature only one can decide (`cors`, `backendTLS`): the first
 /// listed wins (warning).
 pub const POLICY_OVERRIDDEN: &str = "PolicyOverridden";
+/// An HTTPRoute `CORS` filter allows every origin (`*`) with `allowCredentials`: as the Gateway
+/// API defines it, the request's origin is echoed with credentials (warning).
+pub const INSECURE_CORS: &str = "InsecureCors";
 /// A `jwt` issuer's `jwksUri` is neither `https://` nor `http://` to a loopback address.
 pub const INSECURE_JWKS_URI: &str = "InsecureJwksUri";
 /// A `jwt` issuer's inline `jwks` is not a JSON object with a non-empty `keys` array.
@@ -188,6 +191,7 @@ pub const ALL_REASONS: &[&str] = &[
     INVALID_REQUEST_VALIDATION,
     INVALID_REWRITE,
     POLICY_OVERRIDDEN,
+    INSECURE_CORS,
     INSECURE_JWKS_URI,
     INVALID_JWKS,
     INVALID_SCOPE,

@@ -411,7 +411,8 @@ pub struct PolicyEntry {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CorsEntry {
-    /// Exact origins (`scheme://host[:port]`, lowercased), sorted; or the single entry `*`.
+    /// Origins (`scheme://host[:port]`, lowercased; a host starting with `*.` matches any
+    /// number of labels in front of the rest), sorted; or the single entry `*`.
     pub allow_origins: Vec<String>,
     /// Methods allowed in preflight; empty means the route's methods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -422,9 +423,15 @@ pub struct CorsEntry {
     /// Response headers exposed to scripts, lowercased, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expose_headers: Vec<String>,
-    /// `Access-Control-Allow-Credentials: true` (never with `*`: the compiler refuses it).
+    /// `Access-Control-Allow-Credentials: true` (never with `*` unless
+    /// `wildcards_with_credentials`: the compiler refuses it for ApiPolicies).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_credentials: bool,
+    /// The Gateway API's meaning of `*` with credentials (an HTTPRoute `CORS` filter): a
+    /// wildcard origin answers with the request's `Origin`, and a wildcard header list with the
+    /// requested headers, both with `Access-Control-Allow-Credentials`. Left out when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wildcards_with_credentials: bool,
     /// `Access-Control-Max-Age` in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age_secs: Option<u32>,

@@ -11,16 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::{client, eventually, send, TempDir, Upstream};
+use support::{client, eventually, free_port, send, TempDir, Upstream};
 
 const KEY: &str = "gateway-api-key-0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// A GatewayClass of ours and its Gateway `t/edge` with one HTTP listener, before a test's
 /// Services and HTTPRoutes.
@@ -520,6 +513,123 @@ async fn a_url_rewrite_hostname_is_the_host_the_backend_gets() {
     );
     let kept = send(&c, "GET", &proxy.url("/a"), &[("host", "shop.example")]).await;
     assert_eq!(kept.echoed_header("host").as_deref(), Some("shop.example"));
+}
+
+/// HTTPRoute `CORS` filters, as the Gateway API defines them: preflights answered by the
+/// gateway (nothing forwarded) for exact and `*.` origins, `*` methods naming the requested one,
+/// `*` origin and headers with credentials echoing the request's; actual requests forwarded with
+/// the origin allowed; an origin not allowed gets no `Access-Control-Allow-Origin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_filters_answer_preflights_and_mark_actual_requests() {
+    let web = Upstream::start().await;
+    let dir = TempDir::new("gateway-api-cors");
+    dir.write(
+        "all.yaml",
+        &site(
+            web.addr,
+            r#"  - matches: [{path: {type: PathPrefix, value: /listed}}]
+    filters:
+    - type: CORS
+      cors:
+        allowOrigins: ["https://www.foo.com", "https://*.bar.com"]
+        allowMethods: [GET, OPTIONS]
+        allowHeaders: [x-header-1, x-header-2]
+        exposeHeaders: [x-header-3]
+        allowCredentials: true
+        maxAge: 3600
+    backendRefs: [{name: web, port: PORT}]
+  - matches: [{path: {type: PathPrefix, value: /wild}}]
+    filters:
+    - type: CORS
+      cors: {allowOrigins: ["*"], allowMethods: ["*"], allowHeaders: ["*"], allowCredentials: true}
+    backendRefs: [{name: web, port: PORT}]
+"#,
+        ),
+    );
+    let proxy = Proxy::start(dir.path()).await;
+    let c = client();
+    let preflight = |path: &'static str, origin: &'static str, method: &'static str| {
+        let c = c.clone();
+        let url = proxy.url(path);
+        async move {
+            send(
+                &c,
+                "OPTIONS",
+                &url,
+                &[
+                    ("origin", origin),
+                    ("access-control-request-method", method),
+                    ("access-control-request-headers", "x-header-1, x-header-2"),
+                ],
+            )
+            .await
+        }
+    };
+    for origin in ["https://www.foo.com", "https://xpto.www.bar.com"] {
+        let r = preflight("/listed", origin, "GET").await;
+        assert_eq!(r.status, 204, "{origin}: {}", r.text());
+        assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+        assert_eq!(
+            r.header("access-control-allow-methods"),
+            Some("GET, OPTIONS")
+        );
+        assert_eq!(
+            r.header("access-control-allow-headers"),
+            Some("x-header-1, x-header-2")
+        );
+        assert_eq!(
+            r.header("access-control-expose-headers"),
+            Some("x-header-3")
+        );
+        assert_eq!(r.header("access-control-max-age"), Some("3600"));
+        assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    }
+    for origin in ["https://bar.com", "https://foobar.com"] {
+        let r = preflight("/listed", origin, "GET").await;
+        assert_eq!(r.status, 204, "{origin}");
+        assert_eq!(r.header("access-control-allow-origin"), None, "{origin}");
+    }
+    let r = preflight("/wild", "https://other.foo.com", "PUT").await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://other.foo.com"),
+        "a wildcard with credentials names the origin, never *"
+    );
+    assert_eq!(r.header("access-control-allow-methods"), Some("PUT"));
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("x-header-1, x-header-2")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(web.count(), 0, "preflights are answered by the gateway");
+
+    let actual = send(
+        &c,
+        "GET",
+        &proxy.url("/listed/a"),
+        &[("origin", "https://www.bar.com")],
+    )
+    .await;
+    assert_eq!(actual.status, 200, "{}", actual.text());
+    assert_eq!(
+        actual.header("access-control-allow-origin"),
+        Some("https://www.bar.com")
+    );
+    assert_eq!(
+        actual.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    let other = send(
+        &c,
+        "GET",
+        &proxy.url("/listed/a"),
+        &[("origin", "https://foobar.com")],
+    )
+    .await;
+    assert_eq!(other.status, 200);
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    assert_eq!(web.count(), 2);
 }
 
 /// A rule's `timeouts` bound the time its backend has to answer (504 past it, 200 within), and

@@ -1,4 +1,5 @@
-//! `spec.cors` → [`CorsEntry`]: exact origins, never a wildcard with credentials.
+//! `spec.cors` → [`CorsEntry`]: origins (exact, or `*.` subdomain patterns), never a wildcard
+//! with credentials.
 
 use super::syntax::is_header_name;
 use super::Report;
@@ -14,7 +15,7 @@ pub(crate) fn compile(c: &CorsPolicy, report: &mut Report<'_>) -> CorsEntry {
         report.error(
             "spec.cors.allowOrigins",
             reasons::INVALID_CORS,
-            "allowOrigins is empty, so no browser origin could call; list origins such as https://app.example.com (or `*` without credentials)",
+            "allowOrigins is empty, so no browser origin could call; list origins such as https://app.example.com or https://*.example.com (or `*` without credentials)",
         );
     }
     for (i, origin) in c.allow_origins.iter().enumerate() {
@@ -27,7 +28,7 @@ pub(crate) fn compile(c: &CorsPolicy, report: &mut Report<'_>) -> CorsEntry {
                 format!("spec.cors.allowOrigins[{i}]"),
                 reasons::INVALID_CORS,
                 format!(
-                    "`{origin}` is not an origin; write scheme://host[:port] without a path, e.g. https://app.example.com"
+                    "`{origin}` is not an origin; write scheme://host[:port] without a path, e.g. https://app.example.com or https://*.example.com"
                 ),
             ),
         }
@@ -65,6 +66,8 @@ pub(crate) fn compile(c: &CorsPolicy, report: &mut Report<'_>) -> CorsEntry {
         allow_headers,
         expose_headers,
         allow_credentials,
+        // Only an HTTPRoute CORS filter sets it, after compiling (see `gateway::targets`).
+        wildcards_with_credentials: false,
         max_age_secs: c.max_age,
     }
 }
@@ -87,17 +90,19 @@ fn header_list(list: &[String], field: &str, report: &mut Report<'_>) -> Vec<Str
     out
 }
 
-/// `scheme://host[:port]` lowercased, as browsers send it in `Origin`.
+/// `scheme://host[:port]` lowercased, as browsers send it in `Origin`; the host may start with
+/// `*.` (any number of labels in front of the rest, as the Gateway API's CORS filter defines).
 fn normalize_origin(text: &str) -> Option<String> {
     let lower = text.trim_end_matches('/').to_ascii_lowercase();
     let (scheme, rest) = lower.split_once("://")?;
     if !matches!(scheme, "http" | "https") || rest.is_empty() {
         return None;
     }
-    let ok = rest
+    let host = rest.strip_prefix("*.").unwrap_or(rest);
+    let ok = host
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
-    (ok && !rest.starts_with(':')).then_some(lower)
+    (ok && !host.is_empty() && !host.starts_with([':', '.'])).then_some(lower)
 }
 
 #[cfg(test)]
@@ -118,5 +123,21 @@ mod tests {
         assert_eq!(normalize_origin("https://a.example/path"), None);
         assert_eq!(normalize_origin("ftp://a.example"), None);
         assert_eq!(normalize_origin("https://"), None);
+        assert_eq!(
+            normalize_origin("https://*.Bar.com").as_deref(),
+            Some("https://*.bar.com")
+        );
+        assert_eq!(
+            normalize_origin("http://*.bar.com:8080").as_deref(),
+            Some("http://*.bar.com:8080")
+        );
+        for bad in [
+            "https://*.",
+            "https://*bar.com",
+            "https://a.*.bar.com",
+            "https://*.:80",
+        ] {
+            assert_eq!(normalize_origin(bad), None, "{bad}");
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! rejected, so Plans on it report `ProductNotReady`) with an error naming the field.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
 
@@ -115,6 +115,13 @@ pub enum TargetRefError {
         /// The HTTPRoute.
         name: String,
     },
+    /// A rule of the HTTPRoute has a `CORS` filter, which a targeting Product does not apply
+    /// (its policies do, for every route).
+    #[error("HTTPRoute {name} has a CORS filter, which a targeting Product does not apply yet; put the CORS settings in an ApiPolicy's cors in spec.policies and remove the filter (an HTTPRoute no Product targets applies it)")]
+    CorsFilter {
+        /// The HTTPRoute.
+        name: String,
+    },
     /// Two targets disagree on what a Product holds once (its backend, its hostnames).
     #[error("HTTPRoute {name} has a different {what} than the first target; a Product has one, so target them from separate Products")]
     Disagree {
@@ -140,6 +147,7 @@ impl TargetRefError {
             | TargetRefError::RuleTimeouts { .. }
             | TargetRefError::HostRewrite { .. }
             | TargetRefError::HeaderFilters { .. }
+            | TargetRefError::CorsFilter { .. }
             | TargetRefError::Redirect { .. }
             | TargetRefError::Disagree { .. } => reasons::INVALID_TARGET_REFS,
         }
@@ -162,6 +170,10 @@ pub struct Resolved<'a> {
     /// By policy id, the `subjectAltNames` of the policies that carry BackendTLSPolicies (an
     /// ApiPolicy's `backendTLS` has no such field); the compiler sets them.
     pub backend_tls_sans: BTreeMap<String, Vec<SubjectAltName>>,
+    /// The ids of the policies made from HTTPRoute `CORS` filters with `allowCredentials`: the
+    /// compiler gives their entries credentials with the Gateway API's meaning of `*` (which an
+    /// ApiPolicy's `cors` refuses, so their specs are compiled without credentials).
+    pub cors_credentials: BTreeSet<String>,
 }
 
 /// The open Products (and their policies) of the untargeted HTTPRoutes, with what the
@@ -171,6 +183,9 @@ struct Untargeted {
     policies: Vec<ApiPolicy>,
     backends: BTreeMap<String, BackendTarget>,
     host_rewrites: BTreeMap<String, String>,
+    cors_credentials: BTreeSet<String>,
+    /// Warnings about the routes (`InsecureCors`).
+    diagnostics: Vec<Diagnostic>,
 }
 
 /// Resolve targeting Products and open the untargeted HTTPRoutes. The snapshot is borrowed
@@ -189,6 +204,7 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
             backends: BTreeMap::new(),
             host_rewrites: BTreeMap::new(),
             backend_tls_sans: BTreeMap::new(),
+            cors_credentials: BTreeSet::new(),
         };
     }
     let mut out = snapshot.clone();
@@ -196,7 +212,7 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
     let open = untargeted(snapshot, translation, &mut tls);
     out.products.extend(open.products);
     out.policies.extend(open.policies);
-    let mut diagnostics = Vec::new();
+    let mut diagnostics = open.diagnostics;
     let mut kept = Vec::with_capacity(out.products.len());
     for product in std::mem::take(&mut out.products) {
         if product.spec.target_refs.is_empty() {
@@ -236,6 +252,7 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
         diagnostics,
         backends: open.backends,
         host_rewrites: open.host_rewrites,
+        cors_credentials: open.cors_credentials,
     }
 }
 
@@ -375,6 +392,8 @@ fn rule_refusal(
     let name = route.name.clone();
     if any(|r| r.request_headers.is_some() || r.response_headers.is_some()) {
         Some(TargetRefError::HeaderFilters { name })
+    } else if any(|r| r.cors.is_some()) {
+        Some(TargetRefError::CorsFilter { name })
     } else if any(|r| r.redirect.is_some()) {
         Some(TargetRefError::Redirect {
             namespace: namespace.to_string(),
@@ -599,6 +618,8 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation, tls: &mut TlsObjec
     let mut policies = Vec::new();
     let mut backends = BTreeMap::new();
     let mut host_rewrites = BTreeMap::new();
+    let mut cors_credentials = BTreeSet::new();
+    let mut diagnostics = Vec::new();
     for served in &translation.routes {
         if targeted(&served.namespace, &served.name) {
             continue;
@@ -616,14 +637,26 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation, tls: &mut TlsObjec
         for (i, rule) in served.rules.iter().enumerate() {
             let name = format!("{IMPLICIT_PRODUCT_PREFIX}{}:{i}", served.name);
             let mut attached = Vec::new();
-            if rule.request_headers.is_some() || rule.response_headers.is_some() {
+            let id = format!("{}/{name}", served.namespace);
+            let headers = rule.request_headers.is_some() || rule.response_headers.is_some();
+            let mut cors = rule.cors.clone();
+            if let Some(c) = cors.as_mut().filter(|c| c.allow_credentials == Some(true)) {
+                // Compiled without, then given back with the Gateway API's meaning.
+                c.allow_credentials = None;
+                cors_credentials.insert(id.clone());
+                if c.allow_origins.iter().any(|o| o == "*") {
+                    diagnostics.push(insecure_cors(served, rule));
+                }
+            }
+            if headers || cors.is_some() {
                 let mut policy = ApiPolicy::new(
                     &name,
                     ApiPolicySpec {
-                        headers: Some(HeaderPolicy {
+                        headers: headers.then(|| HeaderPolicy {
                             request: rule.request_headers.clone(),
                             response: rule.response_headers.clone(),
                         }),
+                        cors,
                         ..ApiPolicySpec::default()
                     },
                 );
@@ -646,7 +679,6 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation, tls: &mut TlsObjec
             if let Some(policy) = tls_ref.and_then(|b| tls.policy_for(b, &served.namespace)) {
                 attached.push(policy);
             }
-            let id = format!("{}/{name}", served.namespace);
             if let Some(host) = &rule.host_rewrite {
                 host_rewrites.insert(id.clone(), host.clone());
             }
@@ -683,5 +715,27 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation, tls: &mut TlsObjec
         policies,
         backends,
         host_rewrites,
+        cors_credentials,
+        diagnostics,
+    }
+}
+
+/// The `InsecureCors` warning on `route`, whose `rule` has a CORS filter allowing every origin
+/// with credentials.
+fn insecure_cors(route: &ServedRoute, rule: &ServedRule) -> Diagnostic {
+    let rule_name = rule.routes.first().map_or("", |r| r.name.as_str());
+    Diagnostic {
+        object: ObjectRef {
+            kind: "HTTPRoute".to_string(),
+            namespace: route.namespace.clone(),
+            name: route.name.clone(),
+        },
+        severity: Severity::Warning,
+        field: "spec.rules[].filters[].cors".to_string(),
+        reason: reasons::INSECURE_CORS.to_string(),
+        message: format!(
+            "rule {rule_name}: a CORS filter allows every origin (*) with allowCredentials, so any site may call it as the user (the Gateway API echoes the Origin with credentials); list the origins unless that is intended"
+        ),
+        file: None,
     }
 }

@@ -45,7 +45,7 @@ use super::status::{
     condition, ClassStatus, GatewayState, ListenerState, ParentRefKey, ParentState, RouteState,
     Statuses,
 };
-use crate::policy::HeaderOps;
+use crate::policy::{CorsPolicy, HeaderOps};
 use crate::product::{Method, PathMatch, Route, ValueMatch, GATEWAY_API_GROUP};
 use crate::table::Redirect;
 
@@ -195,6 +195,10 @@ pub struct ServedRule {
     /// Its `ResponseHeaderModifier` filters, as a policy's response header operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_headers: Option<HeaderOps>,
+    /// Its `CORS` filter, as a policy's `cors` (`*` with credentials means what the Gateway API
+    /// says, see `targets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsPolicy>,
     /// Its `RequestRedirect` filter: answered with a redirect, its backendRefs not used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Redirect>,
@@ -877,6 +881,7 @@ fn translate_rules(
         let mut response_headers: Option<HeaderOps> = None;
         let mut redirect: Option<Redirect> = None;
         let mut redirect_path: Option<(String, bool)> = None;
+        let mut cors: Option<CorsPolicy> = None;
         for (k, filter) in rule
             .filters
             .as_deref()
@@ -907,6 +912,13 @@ fn translate_rules(
                         }
                         Ok(_) => issues.push(unsupported(at, "a second RequestRedirect")),
                         Err((part, what)) => issues.push(unsupported(format!("{at}{part}"), what)),
+                    }
+                }
+                None if filter.r#type == HttpRouteRulesFiltersType::Cors => {
+                    match cors_filter(filter) {
+                        Ok(c) if cors.is_none() => cors = Some(c),
+                        Ok(_) => issues.push(unsupported(at, "a second CORS filter")),
+                        Err((part, what)) => issues.push(unsupported(format!("{at}{part}"), &what)),
                     }
                 }
                 None if filter.r#type == HttpRouteRulesFiltersType::ResponseHeaderModifier => {
@@ -1012,6 +1024,7 @@ fn translate_rules(
             split: split.clone(),
             request_headers,
             response_headers,
+            cors: cors.clone(),
             redirect: redirect.clone(),
             host_rewrite: host_rewrite.clone(),
             timeout_ms,
@@ -1057,9 +1070,8 @@ fn merge_ops<T: Serialize>(ops: &mut Option<HeaderOps>, filter: Option<&T>) {
     );
 }
 
-/// A URLRewrite filter as `(path, full?)`: `None` for another filter type, an error naming
-/// what is not supported (a hostname rewrite, a rewrite without a path).
-/// A `URLRewrite` filter: its path replacement and its hostname (at least one of the two).
+/// A `URLRewrite` filter: its path replacement and its hostname (at least one of the two);
+/// `None` for another filter type, an error naming what is not supported.
 fn url_rewrite(filter: &HttpRouteRulesFilters) -> Option<Result<UrlRewrite, &'static str>> {
     if filter.r#type != HttpRouteRulesFiltersType::UrlRewrite {
         return None;
@@ -1095,12 +1107,11 @@ fn path_replacement(prefix: &Option<String>, full: &Option<String>) -> Option<Pa
 /// A `URLRewrite`: the path replacement and the hostname.
 type UrlRewrite = (Option<PathReplacement>, Option<String>);
 
-/// A `RequestRedirect` filter as table data, or the part (appended to the filter's field) that
-/// is not supported and what it is.
 /// A path replacement: the new path or prefix, and whether it is the full path.
 type PathReplacement = (String, bool);
 
-/// With its `path` as a rewrite.
+/// A `RequestRedirect` filter as table data, with its `path` as a rewrite; or the part
+/// (appended to the filter's field) that is not supported and what it is.
 fn request_redirect(
     filter: &HttpRouteRulesFilters,
 ) -> Result<(Redirect, Option<PathReplacement>), (&'static str, &'static str)> {
@@ -1152,6 +1163,48 @@ fn request_redirect(
         },
         path,
     ))
+}
+
+/// A `CORS` filter as a policy's `cors`, or the part (appended to the filter's field) that is
+/// not supported and what it is. Origins and header names are checked by the compiler, as an
+/// ApiPolicy's are; `*` in `allowMethods` becomes "the route's methods" (every method for a
+/// rule without a method match, so the preflight's is named); `maxAge` is capped at a day.
+fn cors_filter(filter: &HttpRouteRulesFilters) -> Result<CorsPolicy, (String, String)> {
+    let Some(c) = &filter.cors else {
+        return Err((String::new(), "a CORS filter without cors".to_string()));
+    };
+    let allow_origins = c.allow_origins.clone().unwrap_or_default();
+    if allow_origins.is_empty() {
+        return Err((
+            ".cors.allowOrigins".to_string(),
+            "a CORS filter without allowOrigins (no origin could call)".to_string(),
+        ));
+    }
+    let listed = c.allow_methods.as_deref().unwrap_or_default();
+    let mut allow_methods = Vec::with_capacity(listed.len());
+    if !listed.iter().any(|m| m == "*") {
+        for (i, m) in listed.iter().enumerate() {
+            match serde_json::from_value::<Method>(serde_json::Value::String(m.clone())) {
+                Ok(m) => allow_methods.push(m),
+                Err(_) => {
+                    return Err((
+                        format!(".cors.allowMethods[{i}]"),
+                        format!(
+                            "the method {m} (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS or *)"
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(CorsPolicy {
+        allow_origins,
+        allow_methods,
+        allow_headers: c.allow_headers.clone().unwrap_or_default(),
+        expose_headers: c.expose_headers.clone().unwrap_or_default(),
+        allow_credentials: c.allow_credentials,
+        max_age: c.max_age.map(|s| s.clamp(0, 86_400).unsigned_abs()),
+    })
 }
 
 /// A rule's `timeouts` in milliseconds (see [`ServedRule::timeout_ms`]), or the field that is

@@ -8,8 +8,8 @@
 //!   preflights without credentials). Otherwise it goes through the normal pipeline.
 //! - An allowed preflight gets `Access-Control-Allow-Origin`, `-Allow-Methods` (the policy's, or
 //!   the route's methods when the policy lists none, or the requested method when the route takes
-//!   any), `-Allow-Headers` (the requested headers, all of which are allowed), `-Max-Age` and
-//!   `-Allow-Credentials` when configured.
+//!   any), `-Allow-Headers` (the requested headers, all of which are allowed), and
+//!   `-Expose-Headers`, `-Max-Age` and `-Allow-Credentials` when configured.
 //! - A refused preflight (origin, method or a requested header not allowed) is still `204`, but
 //!   carries no `Access-Control-Allow-*` header: the browser's CORS check then fails and the
 //!   script sees a network error, which is what the Fetch standard prescribes for a refusal.
@@ -22,10 +22,15 @@
 //!   the answer); the request itself is never altered. The backend's own
 //!   `Access-Control-Allow-*`/`-Expose-Headers`/`-Max-Age` headers are dropped on such products:
 //!   the policy is the one source of CORS answers.
+//! - An allowed origin is listed exactly, or matches a `scheme://*.host` pattern (one or more
+//!   labels in front of `.host`, as the Gateway API's CORS filter defines `*`).
 //! - `Access-Control-Allow-Origin` is `*` only for a wildcard policy without credentials. A
-//!   wildcard with credentials (which the compiler refuses) is served as a wildcard *without*
-//!   credentials: `*` is never sent together with `Access-Control-Allow-Credentials`, and an
-//!   arbitrary origin is never echoed with credentials.
+//!   wildcard with credentials from an ApiPolicy (which the compiler refuses) is served as a
+//!   wildcard *without* credentials: `*` is never sent together with
+//!   `Access-Control-Allow-Credentials`, and an arbitrary origin is never echoed with
+//!   credentials. The one exception is an HTTPRoute `CORS` filter (`wildcardsWithCredentials`
+//!   in the table, and a compiler warning): the Gateway API requires its wildcard origin and
+//!   header list with credentials to echo the request's origin and headers.
 
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -47,8 +52,62 @@ const VARY_PREFLIGHT: &str = "Access-Control-Request-Method, Access-Control-Requ
 pub enum Origins {
     /// `*`: any origin.
     Any,
-    /// Exact, lowercased `scheme://host[:port]` origins.
-    List(Vec<String>),
+    /// Lowercased `scheme://host[:port]` origins and patterns.
+    List(Vec<OriginPattern>),
+}
+
+/// One allowed origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginPattern {
+    /// This origin exactly.
+    Exact(String),
+    /// `scheme://*.rest`: `scheme://` followed by one or more labels and `.rest` (the rest of
+    /// the host and the port, if any); `*` stands for any number of labels, as the Gateway
+    /// API's CORS filter defines it.
+    Subdomains {
+        /// `scheme://`.
+        scheme: String,
+        /// `.rest`, with its leading dot.
+        suffix: String,
+    },
+}
+
+impl OriginPattern {
+    fn new(origin: &str) -> OriginPattern {
+        match origin.split_once("://*.") {
+            Some((scheme, rest)) => OriginPattern::Subdomains {
+                scheme: format!("{scheme}://"),
+                suffix: format!(".{rest}"),
+            },
+            None => OriginPattern::Exact(origin.to_string()),
+        }
+    }
+
+    fn matches(&self, origin: &str) -> bool {
+        match self {
+            OriginPattern::Exact(o) => o.eq_ignore_ascii_case(origin),
+            OriginPattern::Subdomains { scheme, suffix } => {
+                let (Some(head), Some(tail)) = (
+                    origin.get(..scheme.len()),
+                    origin
+                        .len()
+                        .checked_sub(suffix.len())
+                        .and_then(|at| origin.get(at..)),
+                ) else {
+                    return false;
+                };
+                let labels = origin.get(scheme.len()..origin.len() - suffix.len());
+                head.eq_ignore_ascii_case(scheme)
+                    && tail.eq_ignore_ascii_case(suffix)
+                    && labels.is_some_and(|l| {
+                        !l.is_empty()
+                            && !l.starts_with('.')
+                            && l.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+                    })
+            }
+        }
+    }
 }
 
 /// A `cors` policy, resolved for the request path.
@@ -76,12 +135,14 @@ impl CorsRt {
                 entry
                     .allow_origins
                     .iter()
-                    .map(|o| o.to_ascii_lowercase())
+                    .map(|o| OriginPattern::new(&o.to_ascii_lowercase()))
                     .collect(),
             )
         };
-        // Never `*` with credentials: a wildcard policy drops credentials (see module docs).
-        let credentials = entry.allow_credentials && origins != Origins::Any;
+        // Never `*` with credentials: a wildcard policy drops credentials, unless it is the
+        // Gateway API's, which echoes the origin instead (see module docs).
+        let credentials = entry.allow_credentials
+            && (origins != Origins::Any || entry.wildcards_with_credentials);
         let methods = (!entry.allow_methods.is_empty()).then(|| {
             entry
                 .allow_methods
@@ -90,7 +151,8 @@ impl CorsRt {
                 .filter_map(Result::ok)
                 .fold(0u8, |acc, m| acc | crate::message::methods::method_bit(&m))
         });
-        let any_header = !credentials && entry.allow_headers.iter().any(|h| h == "*");
+        let any_header = (!credentials || entry.wildcards_with_credentials)
+            && entry.allow_headers.iter().any(|h| h == "*");
         let headers = entry
             .allow_headers
             .iter()
@@ -117,11 +179,13 @@ impl CorsRt {
     /// The `Access-Control-Allow-Origin` value for `origin`, or `None` when it is not allowed.
     pub fn allow_origin(&self, origin: &HeaderValue) -> Option<HeaderValue> {
         match &self.origins {
+            // Only a Gateway API wildcard keeps credentials; it must name the origin then.
+            Origins::Any if self.credentials => Some(origin.clone()),
             Origins::Any => Some(ANY),
             Origins::List(list) => {
                 let o = origin.to_str().ok()?;
                 list.iter()
-                    .any(|allowed| allowed.eq_ignore_ascii_case(o))
+                    .any(|allowed| allowed.matches(o))
                     .then(|| origin.clone())
             }
         }
@@ -209,6 +273,9 @@ pub fn preflight_response<B: Default>(
     if let Some(v) = join(pre.headers.iter()) {
         h.insert(ACCESS_CONTROL_ALLOW_HEADERS, v);
     }
+    if let Some(expose) = &cors.expose {
+        h.insert(ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
+    }
     if let Some(age) = &cors.max_age {
         h.insert(ACCESS_CONTROL_MAX_AGE, age.clone());
     }
@@ -287,6 +354,7 @@ mod tests {
             allow_headers: vec!["content-type".into(), "x-trace".into()],
             expose_headers: vec!["x-request-id".into(), "ratelimit-remaining".into()],
             allow_credentials: credentials,
+            wildcards_with_credentials: false,
             max_age_secs: Some(600),
         }
     }
@@ -427,6 +495,74 @@ mod tests {
         );
         assert_eq!(h.get(ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "*");
         assert!(h.get(ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
+    }
+
+    #[test]
+    fn subdomain_patterns_match_one_or_more_labels_of_the_same_scheme_and_port() {
+        let cors = CorsRt::new(&entry(
+            &["https://*.bar.com", "http://*.local.test:8080"],
+            false,
+        ));
+        let allowed = |o: &str| cors.allow_origin(&HeaderValue::from_str(o).unwrap());
+        for ok in [
+            "https://www.bar.com",
+            "https://xpto.www.bar.com",
+            "HTTPS://WWW.Bar.Com",
+            "http://a.local.test:8080",
+        ] {
+            assert_eq!(allowed(ok).unwrap(), ok, "{ok}");
+        }
+        for no in [
+            "https://bar.com",
+            "https://.bar.com",
+            "https://evilbar.com",
+            "http://www.bar.com",
+            "https://www.bar.com:8443",
+            "https://www.bar.com.evil",
+            "https://a/b.bar.com",
+            "http://a.local.test",
+            "http://a.local.test:80800",
+        ] {
+            assert_eq!(allowed(no), None, "{no}");
+        }
+    }
+
+    #[test]
+    fn gateway_api_wildcards_with_credentials_echo_the_origin_and_headers() {
+        let mut e = entry(&["*"], true);
+        e.allow_headers = vec!["*".into()];
+        e.wildcards_with_credentials = true;
+        let cors = CorsRt::new(&e);
+        let r: Response<()> = preflight_response(
+            &cors,
+            &preflight("https://other.foo.com", "PUT", "x-header-1, x-header-2"),
+            0,
+        );
+        assert_eq!(
+            get(&r, "access-control-allow-origin"),
+            Some("https://other.foo.com")
+        );
+        assert_eq!(get(&r, "access-control-allow-methods"), Some("PUT"));
+        assert_eq!(
+            get(&r, "access-control-allow-headers"),
+            Some("x-header-1, x-header-2")
+        );
+        assert_eq!(get(&r, "access-control-allow-credentials"), Some("true"));
+        assert_eq!(
+            get(&r, "access-control-expose-headers"),
+            Some("x-request-id, ratelimit-remaining")
+        );
+        let mut h = HeaderMap::new();
+        apply_actual(
+            &cors,
+            Some(&HeaderValue::from_static("https://other.foo.com")),
+            &mut h,
+        );
+        assert_eq!(
+            h.get(ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(),
+            "https://other.foo.com"
+        );
+        assert_eq!(h.get(ACCESS_CONTROL_ALLOW_CREDENTIALS).unwrap(), "true");
     }
 
     #[test]
