@@ -181,7 +181,7 @@ struct Args {
     )]
     trust_bundle_configmap: String,
     /// Lifetime of issued workload certificates: seconds, or a number with s, m, h or d
-    /// (5m to 30d).
+    /// (1m to 30d).
     #[arg(long, env = "TOLLGATE_CERT_LIFETIME", default_value = "24h", value_parser = parse_lifetime)]
     cert_lifetime: Duration,
     /// Log as JSON lines (the same flat shape as the proxy's). Text logs are coloured only
@@ -307,7 +307,9 @@ fn watch_namespaces(given: Vec<String>) -> Vec<String> {
     out
 }
 
-/// `--cert-lifetime`: `N` seconds or `N` with a unit (`s`, `m`, `h`, `d`), 5 minutes to 30 days.
+/// `--cert-lifetime`: `N` seconds or `N` with a unit (`s`, `m`, `h`, `d`), 1 minute to 30 days.
+/// Proxies renew at 2/3 of it: a minute (renewals every 40 s per proxy) is for rehearsing a
+/// rotation, not for a cluster.
 fn parse_lifetime(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
@@ -324,8 +326,8 @@ fn parse_lifetime(text: &str) -> Result<Duration, String> {
         "d" => n.saturating_mul(86_400),
         _ => return Err(format!("{text:?}: the unit is one of s, m, h, d")),
     };
-    if !(300..=30 * 86_400).contains(&secs) {
-        return Err(format!("{text:?}: a lifetime is 5m to 30d"));
+    if !(60..=30 * 86_400).contains(&secs) {
+        return Err(format!("{text:?}: a lifetime is 1m to 30d"));
     }
     Ok(Duration::from_secs(secs))
 }
@@ -467,7 +469,8 @@ mod tests {
         assert_eq!(parse_lifetime("90m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_lifetime("3600"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_lifetime("2d"), Ok(Duration::from_secs(172_800)));
-        for bad in ["", "h", "1x", "10s", "31d", "-1h"] {
+        assert_eq!(parse_lifetime("1m"), Ok(Duration::from_secs(60)));
+        for bad in ["", "h", "1x", "10s", "59", "31d", "-1h"] {
             assert!(parse_lifetime(bad).is_err(), "{bad}");
         }
         let parse = |extra: &[&str]| {
