@@ -111,6 +111,7 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
         &attachment.by_product,
         &secrets,
         &rejected,
+        &resolved.bindings,
         &mut out,
     );
     let policy_ancestors = ancestors(attachment.ancestors, &policies);
@@ -147,6 +148,19 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
         }
     }
     let listener_certificates = listener_certificates(&translation, &snapshot.secrets);
+    let gateways = translation
+        .addressed
+        .iter()
+        .map(|g| crate::table::GatewayEntry {
+            id: format!("{}/{}", g.namespace, g.name),
+            address: g.address,
+            ports: g
+                .ports
+                .iter()
+                .map(|&(port, tls)| crate::table::GatewayPortEntry { port, tls })
+                .collect(),
+        })
+        .collect();
     Compiled {
         table: RoutingTable {
             products,
@@ -155,6 +169,7 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
             policies,
             unavailable,
             listener_certificates,
+            gateways,
         },
         diagnostics: out,
         policy_ancestors,

@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::table::{
-    ListenerCertificateEntry, ObjectId, PlanEntry, PolicyEntry, ProductEntry, RoutingTable,
-    SubscriptionEntry, UnavailableEntry,
+    GatewayEntry, ListenerCertificateEntry, ObjectId, PlanEntry, PolicyEntry, ProductEntry,
+    RoutingTable, SubscriptionEntry, UnavailableEntry,
 };
 
 /// Changes to one collection of the table.
@@ -62,6 +62,9 @@ pub struct TableDelta {
     /// Changes to [`RoutingTable::listener_certificates`] (left out when none).
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
     pub listener_certificates: Changes<ListenerCertificateEntry>,
+    /// Changes to [`RoutingTable::gateways`] (left out when none).
+    #[serde(default, skip_serializing_if = "Changes::is_empty")]
+    pub gateways: Changes<GatewayEntry>,
 }
 
 impl<T> Changes<T> {
@@ -109,7 +112,8 @@ entry!(
     SubscriptionEntry,
     PolicyEntry,
     UnavailableEntry,
-    ListenerCertificateEntry
+    ListenerCertificateEntry,
+    GatewayEntry
 );
 
 fn diff_entries<T: Entry>(old: &[T], new: &[T]) -> Changes<T> {
@@ -153,6 +157,7 @@ pub fn diff(old: &RoutingTable, new: &RoutingTable) -> TableDelta {
         policies: diff_entries(&old.policies, &new.policies),
         unavailable: diff_entries(&old.unavailable, &new.unavailable),
         listener_certificates: diff_entries(&old.listener_certificates, &new.listener_certificates),
+        gateways: diff_entries(&old.gateways, &new.gateways),
     }
 }
 
@@ -168,6 +173,7 @@ pub fn apply(table: &RoutingTable, delta: &TableDelta) -> RoutingTable {
             &table.listener_certificates,
             &delta.listener_certificates,
         ),
+        gateways: apply_entries(&table.gateways, &delta.gateways),
     }
 }
 

@@ -323,6 +323,8 @@ impl ManifestSet {
             namespaces,
             backend_tls_policies,
             config_maps,
+            // Not read from files: set by the caller after reading.
+            address_pool: _,
         } = &mut into.gateway;
         let gw = &mut snap.gateway;
         gateway_classes.append(&mut gw.gateway_classes);

@@ -39,6 +39,48 @@ pub struct RoutingTable {
     /// their TLS listener (`--tls-listen`) by SNI. Left out when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listener_certificates: Vec<ListenerCertificateEntry>,
+    /// Gateways with an address of their own (an address pool was given), sorted by id:
+    /// proxies started with `--gateway-sockets` listen on each one's address at each of its
+    /// ports, and serve there the Products bound to it (`ProductEntry::bindings`). Left out
+    /// when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<GatewayEntry>,
+}
+
+/// A Gateway with an address of its own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayEntry {
+    /// `namespace/name`.
+    pub id: ObjectId,
+    /// Its address.
+    pub address: std::net::IpAddr,
+    /// Its listener ports, sorted, each once.
+    pub ports: Vec<GatewayPortEntry>,
+}
+
+/// A port of an addressed Gateway.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayPortEntry {
+    /// The listener port.
+    pub port: u16,
+    /// HTTPS (served with the listeners' certificates, by SNI); else plain HTTP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
+}
+
+/// Where a Product is served on an addressed Gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayBindingEntry {
+    /// `namespace/name` of the Gateway (a [`GatewayEntry`]).
+    pub gateway: ObjectId,
+    /// The port.
+    pub port: u16,
+    /// Lowercased hostnames there; empty means any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
 }
 
 /// The certificate of one Gateway HTTPS listener.
@@ -115,6 +157,11 @@ pub struct ProductEntry {
     /// hostname). Left out when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_rewrite: Option<String>,
+    /// Made from an HTTPRoute of Gateways with addresses of their own: served only at these
+    /// Gateway ports, for these hosts (then `hostnames` is their union, used only by a proxy
+    /// without `--gateway-sockets`). Left out when empty: served on the proxies' listeners.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bindings: Vec<GatewayBindingEntry>,
 }
 
 fn is_drop(u: &UnderscoreHeaders) -> bool {

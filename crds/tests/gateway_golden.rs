@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tollgate_crds::gateway::{translate, Translation};
-use tollgate_crds::table::{PolicyEntry, ProductEntry};
+use tollgate_crds::table::{GatewayEntry, PolicyEntry, ProductEntry};
 use tollgate_crds::{Diagnostic, ManifestSet};
 
 fn cases_dir() -> PathBuf {
@@ -50,6 +50,9 @@ struct Out {
     /// there are none.
     #[serde(rename = "listenerCertificates", skip_serializing_if = "Vec::is_empty")]
     listener_certificates: Vec<String>,
+    /// The table's addressed Gateways, left out when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    gateways: Vec<GatewayEntry>,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -57,6 +60,15 @@ fn render(name: &str, dir: &Path) -> String {
     let text = fs::read_to_string(dir.join("in.yaml")).expect("read in.yaml");
     let mut set = ManifestSet::default();
     set.add_file(&format!("{name}/in.yaml"), &text);
+    // A case's `pool.txt`: the address pool (one address per line), as the operator's
+    // `--gateway-address-pool` gives it.
+    if let Ok(pool) = fs::read_to_string(dir.join("pool.txt")) {
+        set.snapshot.gateway.address_pool = pool
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().parse().expect("an address in pool.txt"))
+            .collect();
+    }
     let compiled = set.compile();
     let out = Out {
         translation: translate(&set.snapshot.gateway.inputs(&set.snapshot.secrets)),
@@ -75,6 +87,7 @@ fn render(name: &str, dir: &Path) -> String {
                 )
             })
             .collect(),
+        gateways: compiled.table.gateways,
         diagnostics: compiled.diagnostics,
     };
     let mut text =

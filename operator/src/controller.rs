@@ -164,7 +164,8 @@ pub async fn reconcile(
         first_error.get_or_insert(e);
     };
 
-    let snapshot = stores.snapshot();
+    let mut snapshot = stores.snapshot();
+    snapshot.gateway.address_pool.clone_from(&ctx.gateway.pool);
     // Graced keys whose instant has passed leave their Secret (the Secret's change recompiles);
     // proxies already refuse them, this keeps tables and statuses true.
     let next_expiry = if is_leader {

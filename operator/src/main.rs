@@ -193,6 +193,18 @@ struct Args {
     /// (`AddressNotAssigned`).
     #[arg(long, env = "TOLLGATE_GATEWAY_ADDRESS", value_delimiter = ',')]
     gateway_address: Vec<std::net::IpAddr>,
+    /// Give each Gateway of our GatewayClasses an address of its own from these (CIDR blocks
+    /// or addresses, comma-separated; at most 4096 addresses), kept while the Gateway exists:
+    /// its listeners are served there on their own ports, by proxies run with
+    /// --gateway-sockets that can bind those addresses. Instead of --gateway-address.
+    #[arg(
+        long,
+        env = "TOLLGATE_GATEWAY_ADDRESS_POOL",
+        value_delimiter = ',',
+        value_parser = tollgate_crds::gateway::pool::parse_entry,
+        conflicts_with = "gateway_address"
+    )]
+    gateway_address_pool: Vec<Vec<std::net::IpAddr>>,
     /// The proxies serve Gateways' HTTPS listeners: they run with --tls-listen on the
     /// listeners' port (443) and serve each listener's certificate from the table. Without it
     /// HTTPS listeners are reported Programmed=False, since nothing would answer TLS on them.
@@ -286,6 +298,7 @@ async fn main() -> anyhow::Result<()> {
             gateway: tollgate_operator::gateway::Serving {
                 addresses: args.gateway_address.clone(),
                 https: args.gateway_https,
+                pool: tollgate_crds::gateway::pool::collect(&args.gateway_address_pool)?,
             },
         },
         shutdown_rx,

@@ -518,6 +518,7 @@ pub fn front_answer(data: &[u8]) -> Vec<u8> {
                 peer: PEER,
                 framing: guard.next_request_fault(),
                 tls: None,
+                socket: None,
             };
             busy.fetch_add(1, Ordering::SeqCst);
             let handling = pipeline::handle(shared.clone(), conn, req);

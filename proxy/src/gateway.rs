@@ -78,6 +78,12 @@ pub struct GatewayConfig {
     /// single-threaded runtime and `SO_REUSEPORT` sockets (see [`crate::listen::workers`]). The
     /// first is the thread `start` runs on; 1 (the default) starts no other.
     pub accept_threads: usize,
+    /// Serve Gateways with addresses of their own on sockets of their own (`--gateway-sockets`,
+    /// see [`crate::listen::gateway_sockets`]).
+    pub gateway_sockets: bool,
+    /// Standalone mode: give each Gateway an address of its own from these
+    /// (`--gateway-address-pool`; the operator's flag of that name in cluster mode).
+    pub gateway_address_pool: Vec<std::net::IpAddr>,
 }
 
 /// Sidecar mode: who may call, where to listen, where the app is.
@@ -116,6 +122,8 @@ impl GatewayConfig {
             identity: None,
             sidecar: None,
             accept_threads: 1,
+            gateway_sockets: false,
+            gateway_address_pool: Vec::new(),
         }
     }
 }
@@ -317,6 +325,7 @@ impl Gateway {
             JwksRegistry::with_roots(config.jwks, config.jwks_extra_roots.clone()),
         );
         shared.trusted_proxies = config.trusted_proxies.clone();
+        shared.gateway_sockets = config.gateway_sockets;
         let stop_watcher = Arc::new(AtomicBool::new(false));
         if let Some(dir) = &config.identity_dir {
             shared.registry.identity = Some(start_identity(dir, &shared, &stop_watcher)?);
@@ -368,7 +377,8 @@ impl Gateway {
             (None, None) => {
                 let mut source = DirSource::new(config.from_dir.clone(), shared.clone())
                     .with_settle(config.settle_window)
-                    .with_limits(config.manifest_limits);
+                    .with_limits(config.manifest_limits)
+                    .with_address_pool(config.gateway_address_pool.clone());
                 source.first_load(config.poll_interval).await;
                 dir_source = Some(source);
             }
@@ -439,6 +449,15 @@ impl Gateway {
             drain: config.drain_timeout,
         };
         let mut tasks = serving.spawn(proxy, tls_listener);
+        if config.gateway_sockets {
+            tasks.push(tokio::spawn(crate::listen::gateway_sockets::run(
+                shared.clone(),
+                tls.as_ref().map(|(_, edge)| edge.clone()),
+                limits("gateway"),
+                rx.clone(),
+                config.drain_timeout,
+            )));
+        }
         tasks.push(tokio::spawn(admin::serve(
             admin,
             shared.clone(),

@@ -124,6 +124,23 @@ struct Args {
     /// Answer every request on --listen with a 308 redirect to the TLS listener.
     #[arg(long, env = "TOLLGATE_REDIRECT_HTTP", requires = "tls_listen")]
     redirect_http: bool,
+    /// Serve Gateways that have addresses of their own (an address pool) on sockets of their
+    /// own: their address at each listener port, opened and closed as tables change; HTTPS
+    /// ports with --tls-listen's certificates. The addresses must be this host's.
+    #[arg(long, env = "TOLLGATE_GATEWAY_SOCKETS")]
+    gateway_sockets: bool,
+    /// Standalone mode: give each Gateway an address of its own from these (addresses or CIDR
+    /// blocks, comma-separated), as the operator's flag of that name does; with
+    /// --gateway-sockets.
+    #[arg(
+        long,
+        env = "TOLLGATE_GATEWAY_ADDRESS_POOL",
+        value_delimiter = ',',
+        value_parser = tollgate_crds::gateway::pool::parse_entry,
+        requires = "gateway_sockets",
+        conflicts_with = "from_operator"
+    )]
+    gateway_address_pool: Vec<Vec<std::net::IpAddr>>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "127.0.0.1:9901", env = "TOLLGATE_ADMIN_LISTEN")]
     admin_listen: SocketAddr,
@@ -420,6 +437,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.tls_listen = args.tls_listen;
     config.tls_dir = args.tls_dir;
     config.redirect_http = args.redirect_http;
+    config.gateway_sockets = args.gateway_sockets;
+    config.gateway_address_pool =
+        tollgate_crds::gateway::pool::collect(&args.gateway_address_pool)?;
     config.redis = args
         .redis
         .map(|url| tollgate_proxy::limits::shared::RedisConfig {

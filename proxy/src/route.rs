@@ -14,7 +14,7 @@ use tollgate_crds::product::PathMatch;
 
 use crate::message::methods::{allow_value, method_bit};
 use crate::problem::Rejection;
-use crate::runtime::{RouteRef, RouteRt, Runtime};
+use crate::runtime::{HostIndex, RouteRef, RouteRt, Runtime};
 
 /// What [`find`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +207,8 @@ pub fn matches_extra(route: &RouteRt, headers: &HeaderMap, query: Option<&str>) 
         })
 }
 
-/// Find the route for a request.
+/// Find the route for a request on the proxies' own listeners (the tests' shorthand).
+#[cfg(test)]
 pub fn find(
     rt: &Runtime,
     host: &str,
@@ -216,11 +217,24 @@ pub fn find(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> RouteMatch {
+    find_in(rt, &rt.hosts, host, path, method, headers, query)
+}
+
+/// Find the route for a request among the candidates `hosts` (a socket's, see
+/// [`Runtime::hosts_for`]).
+pub fn find_in(
+    rt: &Runtime,
+    hosts: &HostIndex,
+    host: &str,
+    path: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> RouteMatch {
     let host = normalise_host(host);
     let bit = method_bit(method);
-    let exact = rt.hosts.exact.get(host.as_ref()).map(Vec::as_slice);
-    let wildcards = rt
-        .hosts
+    let exact = hosts.exact.get(host.as_ref()).map(Vec::as_slice);
+    let wildcards = hosts
         .wildcard
         .iter()
         .filter(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
@@ -228,7 +242,7 @@ pub fn find(
     let tiers = exact
         .into_iter()
         .chain(wildcards)
-        .chain(std::iter::once(rt.hosts.any.as_slice()));
+        .chain(std::iter::once(hosts.any.as_slice()));
     for tier in tiers {
         let mut allow = 0u8;
         let mut path_hit = false;

@@ -33,6 +33,9 @@ pub struct Shared {
     pub held_back: ArcSwap<Vec<tollgate_crds::Diagnostic>>,
     /// Span export (`--otlp-endpoint`); `None`: off, and a request pays only this check.
     pub trace_export: Option<Arc<TraceExport>>,
+    /// `--gateway-sockets`: addressed Gateways are served on sockets of their own (see
+    /// [`crate::listen::gateway_sockets`]), and only there.
+    pub gateway_sockets: bool,
 }
 
 impl Shared {
@@ -52,6 +55,7 @@ impl Shared {
             trusted_proxies: TrustedProxies::default(),
             held_back: ArcSwap::from_pointee(Vec::new()),
             trace_export: None,
+            gateway_sockets: false,
         }
     }
 }

@@ -47,6 +47,7 @@ fn table(endpoints: Vec<String>) -> RoutingTable {
             headers_with_underscores: Default::default(),
             http_route: false,
             host_rewrite: None,
+            bindings: Vec::new(),
         }],
         ..RoutingTable::default()
     }

@@ -101,11 +101,17 @@ impl Drop for Proxy {
 
 impl Proxy {
     async fn start(dir: &std::path::Path) -> Proxy {
+        Proxy::start_with(dir, &[]).await
+    }
+
+    /// [`Proxy::start`] with more flags.
+    async fn start_with(dir: &std::path::Path, extra: &[&str]) -> Proxy {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-proxy"))
             .arg("--from-dir")
             .arg(dir)
+            .args(extra)
             .args(["--listen", &addr.to_string()])
             .args(["--admin-listen", &admin.to_string()])
             .args(["--access-log", "off", "--log-format", "text"])
@@ -630,6 +636,149 @@ async fn cors_filters_answer_preflights_and_mark_actual_requests() {
     assert_eq!(other.status, 200);
     assert_eq!(other.header("access-control-allow-origin"), None);
     assert_eq!(web.count(), 2);
+}
+
+/// Gateways with addresses of their own (`--gateway-address-pool` + `--gateway-sockets`): each
+/// Gateway is served on its address at each of its listeners' ports, and a connection there is
+/// routed only among the routes attached to that Gateway port. Two Gateways on one port stay
+/// apart, as do two ports of one Gateway; nothing of theirs answers on `--listen`; a Gateway
+/// removed from the manifests closes its socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_gateway_is_served_on_its_own_address_and_ports() {
+    let (web1, web2, web3) = (
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+    );
+    let (p1, p2) = (free_port(), free_port());
+    // Loopback addresses of their own (all of 127/8 is local on Linux).
+    let (one, two) = ("127.77.0.1", "127.77.0.2");
+    let service = |name: &str, up: &Upstream| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: t}}\nspec: {{type: ExternalName, externalName: \"{}\", ports: [{{port: {}}}]}}\n---\n",
+            up.addr.ip(),
+            up.addr.port()
+        )
+    };
+    let route = |name: &str, parents: &str, path: &str, backend: &str, up: &Upstream| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: t}}\nspec:\n  parentRefs: {parents}\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    backendRefs: [{{name: {backend}, port: {}}}]\n---\n",
+            up.addr.port()
+        )
+    };
+    let class = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: tollgate}\nspec: {controllerName: tollgate.dev/gateway-controller}\n---\n";
+    let gateway_one = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: one, namespace: t, creationTimestamp: \"2026-01-01T00:00:00Z\"}}\nspec:\n  gatewayClassName: tollgate\n  listeners:\n  - {{name: a, protocol: HTTP, port: {p1}, hostname: foo.com}}\n  - {{name: b, protocol: HTTP, port: {p2}, hostname: foo.com}}\n  - {{name: c, protocol: HTTP, port: {p2}, hostname: bar.com}}\n---\n"
+    );
+    let gateway_two = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: two, namespace: t, creationTimestamp: \"2026-01-02T00:00:00Z\"}}\nspec:\n  gatewayClassName: tollgate\n  listeners: [{{name: http, protocol: HTTP, port: {p1}}}]\n---\n"
+    );
+    let common = format!(
+        "{class}{gateway_one}{}{}{}{}{}{}",
+        service("web1", &web1),
+        service("web2", &web2),
+        service("web3", &web3),
+        route(
+            "first-port",
+            &format!("[{{name: one, port: {p1}}}]"),
+            "/",
+            "web1",
+            &web1
+        ),
+        route(
+            "second-port",
+            &format!("[{{name: one, port: {p2}}}]"),
+            "/",
+            "web2",
+            &web2
+        ),
+        route(
+            "shared",
+            "[{name: one}, {name: two}]",
+            "/shared",
+            "web1",
+            &web1
+        ),
+    );
+    let dir = TempDir::new("gateway-api-sockets");
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{common}{gateway_two}{}",
+            route("on-two", "[{name: two}]", "/", "web3", &web3)
+        ),
+    );
+    let proxy = Proxy::start_with(
+        dir.path(),
+        &[
+            "--gateway-sockets",
+            "--gateway-address-pool",
+            "127.77.0.1,127.77.0.2",
+        ],
+    )
+    .await;
+    let c = client();
+    let at = |address: &str, port: u16, path: &str| format!("http://{address}:{port}{path}");
+    let open = eventually(Duration::from_secs(10), || {
+        let (c, url) = (c.clone(), at(two, p1, "/"));
+        async move {
+            tokio::net::TcpStream::connect((two, p1)).await.is_ok()
+                && send(&c, "GET", &url, &[]).await.status == 200
+        }
+    })
+    .await;
+    assert!(
+        open,
+        "Gateway two's socket never answered; log:\n{}",
+        proxy.log.lock().unwrap_or_else(|e| e.into_inner())
+    );
+    assert_eq!(web3.count(), 1, "two's own route");
+
+    let cases = [
+        (one, p1, "foo.com", "/x", 200, "first-port"),
+        (one, p2, "foo.com", "/x", 200, "second-port"),
+        (one, p2, "bar.com", "/x", 200, "second-port"),
+        (
+            one,
+            p1,
+            "bar.com",
+            "/x",
+            404,
+            "no listener of one on p1 takes bar.com",
+        ),
+        (two, p1, "bar.com", "/x", 200, "on-two"),
+        (two, p1, "foo.com", "/shared/y", 200, "shared, through two"),
+        (one, p1, "foo.com", "/shared/y", 200, "shared, through one"),
+        (
+            one,
+            p2,
+            "foo.com",
+            "/shared/y",
+            200,
+            "shared, through one's second port",
+        ),
+    ];
+    for (address, port, host, path, status, what) in cases {
+        let r = send(&c, "GET", &at(address, port, path), &[("host", host)]).await;
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+    }
+    assert_eq!(
+        (web1.count(), web2.count(), web3.count()),
+        (4, 2, 2),
+        "each request reached the backend of its Gateway port"
+    );
+    let own = send(&c, "GET", &proxy.url("/x"), &[("host", "foo.com")]).await;
+    assert_eq!(own.status, 404, "Gateway routes are not served on --listen");
+
+    // Gateway two leaves the manifests: its socket closes; one keeps serving.
+    dir.write("all.yaml", &common);
+    let closed = eventually(Duration::from_secs(15), || async move {
+        tokio::net::TcpStream::connect((two, p1)).await.is_err()
+    })
+    .await;
+    assert!(closed, "Gateway two's socket is still open");
+    let r = send(&c, "GET", &at(one, p1, "/x"), &[("host", "foo.com")]).await;
+    assert_eq!(r.status, 200);
 }
 
 /// A rule's `timeouts` bound the time its backend has to answer (504 past it, 200 within), and

@@ -10,11 +10,12 @@ use super::syntax::{
 use super::{object_id, Input, Lookup, Outcome, Outcomes, Rejected, Report};
 use crate::diagnostics::Diagnostic;
 use crate::gateway::attach::Attached;
+use crate::gateway::translate::Binding;
 use crate::product::{Backend, Method, PathMatch, Product, Route, ValueMatch};
 use crate::reasons;
 use crate::table::{
-    BackendTarget, ClientCertificatesEntry, KeyLookup, PolicyEntry, ProductEntry, RouteEntry,
-    TimeoutsMs,
+    BackendTarget, ClientCertificatesEntry, GatewayBindingEntry, KeyLookup, PolicyEntry,
+    ProductEntry, RouteEntry, TimeoutsMs,
 };
 
 /// CRD limits (`maxItems`/`maxLength`) re-checked here for standalone mode.
@@ -31,6 +32,7 @@ pub(crate) fn compile(
     attachment: &BTreeMap<String, Vec<Attached>>,
     secrets: &Secrets<'_>,
     rejected: &Rejected<'_>,
+    bindings: &BTreeMap<String, Vec<Binding>>,
     out: &mut Vec<Diagnostic>,
 ) -> Outcomes<ProductEntry> {
     let mut outcomes = Outcomes::default();
@@ -41,7 +43,19 @@ pub(crate) fn compile(
             .get(&input.id())
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let entry = compile_one(input, attached, policies, secrets, rejected, &mut report);
+        let mut entry = compile_one(input, attached, policies, secrets, rejected, &mut report);
+        // Where on addressed Gateways it is served: known before conflicts are settled, since
+        // routes on different Gateway ports never meet.
+        if let (Some(entry), Some(bound)) = (entry.as_mut(), bindings.get(&input.id())) {
+            entry.bindings = bound
+                .iter()
+                .map(|b| GatewayBindingEntry {
+                    gateway: b.gateway.clone(),
+                    port: b.port,
+                    hostnames: b.hostnames.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                })
+                .collect();
+        }
         match report.finish(entry) {
             Outcome::Compiled(entry) => candidates.push((input, entry)),
             failed => outcomes.insert(&input.object, failed),
@@ -87,16 +101,21 @@ pub(crate) fn compile(
     outcomes
 }
 
-/// (host or any, full path, exact?, header matches, query matches) — what two routes must share
-/// to be able to collide (routes that differ in their header or query matches are told apart
-/// by the proxy's ranking, so they do not).
+/// (host or any, full path, exact?, header matches, query matches, addressed Gateway and port
+/// or the proxies' own listeners) — what two routes must share to be able to collide (routes
+/// that differ in their header or query matches are told apart by the proxy's ranking, and
+/// routes on different sockets never meet, so they do not).
 type ClaimKey = (
     Option<String>,
     String,
     bool,
     Vec<(String, String)>,
     Vec<(String, String)>,
+    Scope,
 );
+
+/// An addressed Gateway and port, or `None`: the proxies' own listeners.
+type Scope = Option<(String, u16)>;
 
 /// One route's hold on a [`ClaimKey`].
 struct Claim {
@@ -109,14 +128,33 @@ struct Claim {
 fn claims_of(entry: &ProductEntry) -> Vec<(ClaimKey, Claim)> {
     // Empty hostnames mean "any host": a claim of its own, which only other any-host routes share;
     // a specific hostname is more specific and wins in the proxy, so it is not a conflict.
-    let hosts: Vec<Option<String>> = if entry.hostnames.is_empty() {
-        vec![None]
+    let any_or = |list: &[String]| -> Vec<Option<String>> {
+        if list.is_empty() {
+            vec![None]
+        } else {
+            list.iter().cloned().map(Some).collect()
+        }
+    };
+    // Bound to addressed Gateways: served only there, per port, for that port's hosts.
+    let hosts: Vec<(Scope, Option<String>)> = if entry.bindings.is_empty() {
+        any_or(&entry.hostnames)
+            .into_iter()
+            .map(|h| (None, h))
+            .collect()
     } else {
-        entry.hostnames.iter().cloned().map(Some).collect()
+        entry
+            .bindings
+            .iter()
+            .flat_map(|b| {
+                any_or(&b.hostnames)
+                    .into_iter()
+                    .map(move |h| (Some((b.gateway.clone(), b.port)), h))
+            })
+            .collect()
     };
     let mut claims = Vec::new();
     for (route_index, route) in entry.routes.iter().enumerate() {
-        for host in &hosts {
+        for (scope, host) in &hosts {
             claims.push((
                 (
                     host.clone(),
@@ -124,6 +162,7 @@ fn claims_of(entry: &ProductEntry) -> Vec<(ClaimKey, Claim)> {
                     route.path_match == PathMatch::Exact,
                     pairs(&route.headers),
                     pairs(&route.query_params),
+                    scope.clone(),
                 ),
                 Claim {
                     product: entry.id.clone(),
@@ -149,7 +188,7 @@ fn methods_overlap(a: &[Method], b: &[Method]) -> bool {
     a.is_empty() || b.is_empty() || a.iter().any(|m| b.contains(m))
 }
 
-fn describe((host, path, exact, headers, query): &ClaimKey, methods: &[Method]) -> String {
+fn describe((host, path, exact, headers, query, scope): &ClaimKey, methods: &[Method]) -> String {
     let methods = if methods.is_empty() {
         "any method".to_string()
     } else {
@@ -162,6 +201,9 @@ fn describe((host, path, exact, headers, query): &ClaimKey, methods: &[Method]) 
     let host = host.as_deref().unwrap_or("any host");
     let kind = if *exact { "exactly" } else { "prefix" };
     let mut out = format!("{methods} {path} ({kind}) on {host}");
+    if let Some((gateway, port)) = scope {
+        out.push_str(&format!(" at Gateway {gateway} port {port}"));
+    }
     for (what, list) in [("header", headers), ("query", query)] {
         for (name, value) in list {
             out.push_str(&format!(" with {what} {name}={value}"));
@@ -453,6 +495,7 @@ fn compile_one(
         headers_with_underscores: spec.headers_with_underscores,
         http_route: from_rules,
         host_rewrite: None,
+        bindings: Vec::new(),
     })
 }
 

@@ -24,6 +24,7 @@ pub mod api;
 pub mod attach;
 pub mod backend_tls;
 mod hostnames;
+pub mod pool;
 pub mod status;
 pub mod targets;
 pub mod translate;
@@ -48,6 +49,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "BackendTLSPolicy",
     "BackendTLSPolicySANValidation",
     "Gateway",
+    "GatewayPort8080",
     "HTTPRoute",
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
@@ -113,6 +115,10 @@ pub struct GatewayObjects {
     pub backend_tls_policies: Vec<BackendTlsPolicy>,
     /// ConfigMaps BackendTLSPolicies' `caCertificateRefs` may name (only `ca.crt` is read).
     pub config_maps: Vec<ConfigMap>,
+    /// Not an object: the addresses Gateways may be given one each of (the operator's
+    /// `--gateway-address-pool`, the proxy's in standalone mode). Empty: every Gateway is served
+    /// on the proxies' own listeners, as one.
+    pub address_pool: Vec<std::net::IpAddr>,
 }
 
 impl GatewayObjects {
@@ -128,6 +134,7 @@ impl GatewayObjects {
             backend_tls_policies: &self.backend_tls_policies,
             config_maps: &self.config_maps,
             secrets,
+            address_pool: &self.address_pool,
         }
     }
 }

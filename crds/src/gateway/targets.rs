@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
 
-use super::translate::{ServedRoute, ServedRule, ServiceRef, Translation};
+use super::translate::{Binding, ServedRoute, ServedRule, ServiceRef, Translation};
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::policy::{ApiPolicy, ApiPolicySpec, BackendTls, HeaderPolicy};
 use crate::product::{
@@ -127,7 +127,7 @@ pub enum TargetRefError {
     Disagree {
         /// The later HTTPRoute.
         name: String,
-        /// `backend` or `hostnames`.
+        /// `backend`, `hostnames` or `Gateway listeners`.
         what: &'static str,
     },
 }
@@ -174,6 +174,9 @@ pub struct Resolved<'a> {
     /// compiler gives their entries credentials with the Gateway API's meaning of `*` (which an
     /// ApiPolicy's `cors` refuses, so their specs are compiled without credentials).
     pub cors_credentials: BTreeSet<String>,
+    /// By Product id, where on Gateways with addresses of their own it is served (the
+    /// translation's [`ServedRoute::bindings`]); the compiler sets them.
+    pub bindings: BTreeMap<String, Vec<Binding>>,
 }
 
 /// The open Products (and their policies) of the untargeted HTTPRoutes, with what the
@@ -184,6 +187,7 @@ struct Untargeted {
     backends: BTreeMap<String, BackendTarget>,
     host_rewrites: BTreeMap<String, String>,
     cors_credentials: BTreeSet<String>,
+    bindings: BTreeMap<String, Vec<Binding>>,
     /// Warnings about the routes (`InsecureCors`).
     diagnostics: Vec<Diagnostic>,
 }
@@ -205,6 +209,7 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
             host_rewrites: BTreeMap::new(),
             backend_tls_sans: BTreeMap::new(),
             cors_credentials: BTreeSet::new(),
+            bindings: BTreeMap::new(),
         };
     }
     let mut out = snapshot.clone();
@@ -213,6 +218,7 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
     out.products.extend(open.products);
     out.policies.extend(open.policies);
     let mut diagnostics = open.diagnostics;
+    let mut bindings = open.bindings;
     let mut kept = Vec::with_capacity(out.products.len());
     for product in std::mem::take(&mut out.products) {
         if product.spec.target_refs.is_empty() {
@@ -230,7 +236,12 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
             name: product.metadata.name.clone().unwrap_or_default(),
         };
         match resolve_one(product, &object.namespace, snapshot, translation, &mut tls) {
-            Ok(p) => kept.push(p),
+            Ok((p, bound)) => {
+                if !bound.is_empty() {
+                    bindings.insert(format!("{}/{}", object.namespace, object.name), bound);
+                }
+                kept.push(p);
+            }
             Err(errors) => {
                 diagnostics.extend(errors.into_iter().map(|(field, e)| Diagnostic {
                     object: object.clone(),
@@ -253,8 +264,12 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
         backends: open.backends,
         host_rewrites: open.host_rewrites,
         cors_credentials: open.cors_credentials,
+        bindings,
     }
 }
+
+/// Errors by field.
+type FieldErrors = Vec<(String, TargetRefError)>;
 
 fn resolve_one(
     mut product: Product,
@@ -262,7 +277,7 @@ fn resolve_one(
     snapshot: &Snapshot,
     translation: &Translation,
     tls: &mut TlsObjects,
-) -> Result<Product, Vec<(String, TargetRefError)>> {
+) -> Result<(Product, Vec<Binding>), FieldErrors> {
     let spec = &product.spec;
     let mut also = Vec::new();
     if !spec.routes.is_empty() {
@@ -319,6 +334,8 @@ fn resolve_one(
                     Some("backend")
                 } else if first.hostnames != r.hostnames {
                     Some("hostnames")
+                } else if first.bindings != r.bindings {
+                    Some("Gateway listeners")
                 } else {
                     None
                 };
@@ -378,7 +395,7 @@ fn resolve_one(
     if let Some(policy) = tls.policy_for(backend, namespace) {
         product.spec.policies.push(policy);
     }
-    Ok(product)
+    Ok((product, first.bindings.clone()))
 }
 
 /// Why a Product cannot take the rules of served HTTPRoute `route`, if it cannot: the first rule
@@ -619,6 +636,7 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation, tls: &mut TlsObjec
     let mut backends = BTreeMap::new();
     let mut host_rewrites = BTreeMap::new();
     let mut cors_credentials = BTreeSet::new();
+    let mut bindings = BTreeMap::new();
     let mut diagnostics = Vec::new();
     for served in &translation.routes {
         if targeted(&served.namespace, &served.name) {
@@ -638,6 +656,9 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation, tls: &mut TlsObjec
             let name = format!("{IMPLICIT_PRODUCT_PREFIX}{}:{i}", served.name);
             let mut attached = Vec::new();
             let id = format!("{}/{name}", served.namespace);
+            if !served.bindings.is_empty() {
+                bindings.insert(id.clone(), served.bindings.clone());
+            }
             let headers = rule.request_headers.is_some() || rule.response_headers.is_some();
             let mut cors = rule.cors.clone();
             if let Some(c) = cors.as_mut().filter(|c| c.allow_credentials == Some(true)) {
@@ -716,6 +737,7 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation, tls: &mut TlsObjec
         backends,
         host_rewrites,
         cors_credentials,
+        bindings,
         diagnostics,
     }
 }

@@ -20,6 +20,7 @@
 //! Deterministic: inputs are looked up by namespace/name, outputs are sorted.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use rustls_pki_types::pem::PemObject;
@@ -71,6 +72,7 @@ const R_INVALID_CERTIFICATE_REF: &str = "InvalidCertificateRef";
 const R_NO_MATCHING_PARENT: &str = "NoMatchingParent";
 const R_NOT_ALLOWED_BY_LISTENERS: &str = "NotAllowedByListeners";
 const R_NO_MATCHING_LISTENER_HOSTNAME: &str = "NoMatchingListenerHostname";
+const R_ADDRESS_NOT_ASSIGNED: &str = "AddressNotAssigned";
 /// `ResolvedRefs=False`: the backendRef names a Service that does not exist (or lacks the port).
 pub const R_BACKEND_NOT_FOUND: &str = "BackendNotFound";
 /// `ResolvedRefs=False`: a cross-namespace backendRef without a ReferenceGrant allowing it.
@@ -103,6 +105,8 @@ pub struct Inputs<'a> {
     pub backend_tls_policies: &'a [super::BackendTlsPolicy],
     /// ConfigMaps (CA bundles of BackendTLSPolicies).
     pub config_maps: &'a [k8s_openapi::api::core::v1::ConfigMap],
+    /// Addresses to give Gateways one each of (see [`Translation::addressed`]); empty: none.
+    pub address_pool: &'a [IpAddr],
 }
 
 /// The result: what is served, and every status.
@@ -118,6 +122,38 @@ pub struct Translation {
     /// listener.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<ListenerCertificate>,
+    /// With an address pool: each of our Gateways that got an address, sorted by namespace/name.
+    /// The proxies listen on that address at each of its valid listeners' ports and serve there
+    /// only the routes attached to those listeners ([`ServedRoute::bindings`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addressed: Vec<AddressedGateway>,
+}
+
+/// A Gateway with an address of its own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressedGateway {
+    /// Namespace of the Gateway.
+    pub namespace: String,
+    /// Name of the Gateway.
+    pub name: String,
+    /// Its address, from the pool.
+    pub address: IpAddr,
+    /// The ports of its valid listeners, sorted, each once, with whether it is HTTPS.
+    pub ports: Vec<(u16, bool)>,
+}
+
+/// Where a route is served on an addressed Gateway: a listener port, with the hosts the
+/// listeners on that port take it for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct Binding {
+    /// `namespace/name` of the Gateway.
+    pub gateway: String,
+    /// The listener port.
+    pub port: u16,
+    /// Hosts (the intersections with those listeners' hostnames); empty means any host.
+    pub hostnames: Vec<String>,
 }
 
 /// The certificate an HTTPS listener serves: the Secret its first `certificateRef` names (the
@@ -168,6 +204,10 @@ pub struct ServedRoute {
     pub name: String,
     /// Hosts served (the intersections with the accepting listeners); empty means any host.
     pub hostnames: Vec<String>,
+    /// With an address pool: the addressed Gateways' ports it is served on, and for which hosts,
+    /// sorted; it is served nowhere else. Empty without a pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bindings: Vec<Binding>,
     /// One per rule: its route, named by the rule's `name`, else `<route>-<index>`, and the
     /// Service it sends to.
     pub rules: Vec<ServedRule>,
@@ -325,6 +365,7 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
             .collect();
         gateways.insert((namespace, name), OurGateway { gw, listeners });
     }
+    let addresses = assign_addresses(&gateways, inputs.address_pool);
 
     let mut routes: Vec<&HttpRoute> = inputs.http_routes.iter().collect();
     routes.sort_by(|a, b| {
@@ -374,11 +415,24 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
 
         let mut parents = Vec::new();
         let mut hosts: Option<Hosts> = None;
+        let mut bindings: BTreeMap<(String, u16), Hosts> = BTreeMap::new();
         for (parent, key) in ours {
             let Some(our) = gateways.get_mut(&key) else {
                 continue;
             };
             let attached = attach(parent, &namespace, &route.spec.hostnames, our, inputs);
+            if let (Ok(Some((_, by_port))), true, true) = (
+                &attached,
+                unsupported.is_empty(),
+                addresses.contains_key(&key),
+            ) {
+                for (port, h) in by_port {
+                    let at = (format!("{}/{}", key.0, key.1), *port);
+                    let merged = merge_hosts(bindings.remove(&at), h.clone());
+                    bindings.insert(at, merged);
+                }
+            }
+            let attached = attached.map(|a| a.map(|(hosts, _)| hosts));
             let accepted = match &attached {
                 Err((reason, message)) => {
                     condition(ACCEPTED, false, reason, message.clone(), generation)
@@ -414,16 +468,27 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
                 conditions: vec![accepted, resolved_refs.clone()],
             });
         }
-        if let Some(hosts) = hosts {
-            served.push(ServedRoute {
+        let bindings: Vec<Binding> = bindings
+            .into_iter()
+            .filter(|(_, h)| *h != Hosts::None)
+            .map(|((gateway, port), h)| Binding {
+                gateway,
+                port,
+                hostnames: host_list(h),
+            })
+            .collect();
+        // With a pool, a route is served only where it is bound: on no Gateway that got an
+        // address, nowhere.
+        match hosts {
+            Some(_) if !inputs.address_pool.is_empty() && bindings.is_empty() => {}
+            Some(hosts) => served.push(ServedRoute {
                 namespace: namespace.clone(),
                 name: name.clone(),
-                hostnames: match hosts {
-                    Hosts::Some(h) => h,
-                    Hosts::Any | Hosts::None => Vec::new(),
-                },
+                hostnames: host_list(hosts),
+                bindings,
                 rules,
-            });
+            }),
+            None => {}
         }
         statuses.http_routes.push(RouteState {
             namespace,
@@ -433,7 +498,28 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
     }
 
     let mut certificates = Vec::new();
+    let mut addressed = Vec::new();
     for ((namespace, name), our) in gateways {
+        let address = addresses.get(&(namespace.clone(), name.clone())).copied();
+        if let Some(address) = address {
+            let mut ports: Vec<(u16, bool)> = our
+                .gw
+                .spec
+                .listeners
+                .iter()
+                .zip(&our.listeners)
+                .filter(|(_, checked)| checked.valid)
+                .filter_map(|(l, _)| Some((u16::try_from(l.port).ok()?, l.protocol == "HTTPS")))
+                .collect();
+            ports.sort_unstable();
+            ports.dedup_by_key(|(port, _)| *port);
+            addressed.push(AddressedGateway {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                address,
+                ports,
+            });
+        }
         for (spec, checked) in our.gw.spec.listeners.iter().zip(&our.listeners) {
             let first = spec
                 .tls
@@ -469,13 +555,23 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
                         generation,
                     )
                 },
-                condition(
-                    PROGRAMMED,
-                    true,
-                    R_PROGRAMMED,
-                    "its routes are in the routing table",
-                    generation,
-                ),
+                if address.is_none() && !inputs.address_pool.is_empty() {
+                    condition(
+                        PROGRAMMED,
+                        false,
+                        R_ADDRESS_NOT_ASSIGNED,
+                        "every address of the pool (--gateway-address-pool) is taken by an older Gateway; its routes are not served",
+                        generation,
+                    )
+                } else {
+                    condition(
+                        PROGRAMMED,
+                        true,
+                        R_PROGRAMMED,
+                        "its routes are in the routing table",
+                        generation,
+                    )
+                },
             ]
         } else {
             vec![
@@ -507,7 +603,63 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
         routes: served,
         statuses,
         certificates,
+        addressed,
     }
+}
+
+/// Hosts as a table's list: empty means any host.
+fn host_list(hosts: Hosts) -> Vec<String> {
+    match hosts {
+        Hosts::Some(h) => h,
+        Hosts::Any | Hosts::None => Vec::new(),
+    }
+}
+
+/// An address of `pool` for each of our Gateways, oldest first: the one its `status.addresses`
+/// already shows when that is in the pool and no older Gateway holds it (an address does not
+/// move while its Gateway exists), else the first free one. Gateways left over when the pool
+/// runs out get none. Pure: the operator writes what this decides into `status.addresses`, so
+/// the next translation finds it there.
+fn assign_addresses(
+    gateways: &BTreeMap<(String, String), OurGateway<'_>>,
+    pool: &[IpAddr],
+) -> BTreeMap<(String, String), IpAddr> {
+    let mut out = BTreeMap::new();
+    if pool.is_empty() {
+        return out;
+    }
+    let mut order: Vec<(&(String, String), &Gateway)> =
+        gateways.iter().map(|(k, our)| (k, our.gw)).collect();
+    order.sort_by(|(ka, a), (kb, b)| {
+        super::oldest_first((&a.metadata, &ka.0, &ka.1), (&b.metadata, &kb.0, &kb.1))
+    });
+    let mut taken: BTreeSet<IpAddr> = BTreeSet::new();
+    for (key, gw) in &order {
+        let shown = gw
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .and_then(|a| a.first())
+            .and_then(|a| a.value.parse::<IpAddr>().ok())
+            .filter(|a| pool.contains(a) && !taken.contains(a));
+        if let Some(address) = shown {
+            taken.insert(address);
+            out.insert((*key).clone(), address);
+        }
+    }
+    let mut free = pool.iter().filter(|a| !taken.contains(a));
+    for (key, _) in &order {
+        if out.contains_key(*key) {
+            continue;
+        }
+        match free.next() {
+            Some(address) => {
+                out.insert((*key).clone(), *address);
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 /// For each of our Gateways (namespace, name), the Services (namespace, name, port name) the
@@ -708,17 +860,20 @@ fn secret_problem(name: &str, namespace: &str, secrets: &[Secret]) -> Option<Str
     None
 }
 
-/// Attach a route to the listeners its parentRef selects. `Ok(Some(hosts))` when at least one
-/// valid listener takes it (bumping their `attachedRoutes`), `Ok(None)` when only listeners whose
-/// references do not resolve take it (counted there, served nowhere), else the reason and
-/// message of `Accepted=False`.
+/// Where a parentRef attaches a route: the hosts over all its listeners, and per listener port.
+type Attached = (Hosts, Vec<(u16, Hosts)>);
+
+/// Attach a route to the listeners its parentRef selects. `Ok(Some((hosts, by_port)))` when at
+/// least one valid listener takes it (bumping their `attachedRoutes`): the hosts over all of
+/// them, and per listener port; `Ok(None)` when only listeners whose references do not resolve
+/// take it (counted there, served nowhere), else the reason and message of `Accepted=False`.
 fn attach(
     parent: &HttpRouteParentRefs,
     route_namespace: &str,
     route_hostnames: &Option<Vec<String>>,
     our: &mut OurGateway<'_>,
     inputs: &Inputs<'_>,
-) -> Result<Option<Hosts>, (&'static str, String)> {
+) -> Result<Option<Attached>, (&'static str, String)> {
     let gw_namespace = namespace_of(our.gw.metadata.namespace.as_deref());
     let selected: Vec<usize> = our
         .gw
@@ -738,6 +893,7 @@ fn attach(
     }
     let route_hostnames: &[String] = route_hostnames.as_deref().unwrap_or_default();
     let mut hosts: Option<Hosts> = None;
+    let mut by_port: Vec<(u16, Hosts)> = Vec::new();
     let mut allowed_somewhere = false;
     let mut attached_unserved = false;
     for i in selected {
@@ -773,6 +929,9 @@ fn attach(
             // only through listeners that are valid.
             h if checked.valid => {
                 checked.state.attached_routes += 1;
+                if let Ok(port) = u16::try_from(listener.port) {
+                    by_port.push((port, h.clone()));
+                }
                 hosts = Some(merge_hosts(hosts, h));
             }
             _ => {
@@ -782,7 +941,7 @@ fn attach(
         }
     }
     match hosts {
-        Some(h) => Ok(Some(h)),
+        Some(h) => Ok(Some((h, by_port))),
         None if attached_unserved => Ok(None),
         None if allowed_somewhere => Err((
             R_NO_MATCHING_LISTENER_HOSTNAME,

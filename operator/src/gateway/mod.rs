@@ -117,7 +117,24 @@ pub fn plan(
                 status::ListenerFacts::of(&listeners)
             })
             .unwrap_or_default();
-        if let Some(status) = status::gateway_patch(current.as_ref(), desired, serving, &facts, now)
+        // With a pool, the address is this Gateway's own (none when the pool ran out).
+        let own;
+        let serving_here = if serving.pool.is_empty() {
+            serving
+        } else {
+            own = Serving {
+                addresses: translation
+                    .addressed
+                    .iter()
+                    .filter(|a| a.namespace == desired.namespace && a.name == desired.name)
+                    .map(|a| a.address)
+                    .collect(),
+                ..serving.clone()
+            };
+            &own
+        };
+        if let Some(status) =
+            status::gateway_patch(current.as_ref(), desired, serving_here, &facts, now)
         {
             writes.push(Write {
                 target: Target::Gateway(desired.namespace.clone(), desired.name.clone()),
@@ -406,6 +423,80 @@ spec:
             }
         }
         assert_eq!(plan(&o, &[], &serving, "2026-01-02T00:00:00Z"), Vec::new());
+    }
+
+    /// With a pool each Gateway reports its own address, the oldest first served; one left
+    /// without is `Programmed=False` `AddressNotAssigned` and reports none.
+    #[test]
+    fn with_a_pool_each_gateway_reports_an_address_of_its_own() {
+        let second = "
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: later, namespace: default, generation: 1, creationTimestamp: '2026-02-01T00:00:00Z'}
+spec:
+  gatewayClassName: ours
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+";
+        let input = INPUT.replace(
+            "metadata: {name: edge, namespace: default, generation: 1}",
+            "metadata: {name: edge, namespace: default, generation: 1, creationTimestamp: '2026-01-01T00:00:00Z'}",
+        ) + second;
+        let addresses = |pool: &[&str]| {
+            let mut o = objects(&input);
+            o.address_pool = pool.iter().map(|a| a.parse().expect("ip")).collect();
+            let serving = Serving {
+                pool: o.address_pool.clone(),
+                ..Serving::default()
+            };
+            plan(&o, &[], &serving, "2026-03-01T00:00:00Z")
+                .into_iter()
+                .filter_map(|w| match w.target {
+                    Target::Gateway(_, name) => Some((name, w.status)),
+                    _ => None,
+                })
+                .map(|(name, status)| {
+                    let programmed = status["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|c| c["type"] == "Programmed")
+                        .map(|c| c["reason"].as_str().unwrap_or("").to_string());
+                    (name, status["addresses"].clone(), programmed)
+                })
+                .collect::<Vec<_>>()
+        };
+        let ip = |a: &str| serde_json::json!([{"type": "IPAddress", "value": a}]);
+        assert_eq!(
+            addresses(&["127.0.10.1", "127.0.10.2"]),
+            [
+                (
+                    "edge".to_string(),
+                    ip("127.0.10.1"),
+                    Some("Programmed".to_string())
+                ),
+                (
+                    "later".to_string(),
+                    ip("127.0.10.2"),
+                    Some("Programmed".to_string())
+                ),
+            ]
+        );
+        assert_eq!(
+            addresses(&["127.0.10.1"]),
+            [
+                (
+                    "edge".to_string(),
+                    ip("127.0.10.1"),
+                    Some("Programmed".to_string())
+                ),
+                (
+                    "later".to_string(),
+                    Value::Null,
+                    Some("AddressNotAssigned".to_string())
+                ),
+            ]
+        );
     }
 
     const POLICIES: &str = "

@@ -41,6 +41,10 @@ pub struct Serving {
     /// `--tls-listen` on the listeners' port and serve the listeners' certificates from the
     /// table). Without it HTTPS listeners are `Programmed=False`.
     pub https: bool,
+    /// `--gateway-address-pool`: each Gateway gets an address of its own from it (the
+    /// translation decides which, see `tollgate_crds::gateway::translate`), and `addresses` is
+    /// then that Gateway's.
+    pub pool: Vec<IpAddr>,
 }
 
 /// What the operator reads from a Gateway's listeners besides the translation's verdicts.
@@ -119,7 +123,8 @@ pub fn gateway_patch(
     now: &str,
 ) -> Option<Value> {
     let mut conditions = desired.conditions.clone();
-    if serving.addresses.is_empty() {
+    // With a pool, a Gateway left without an address is already `AddressNotAssigned`.
+    if serving.addresses.is_empty() && serving.pool.is_empty() {
         set(
             &mut conditions,
             PROGRAMMED,
@@ -597,6 +602,7 @@ mod tests {
         let serving = Serving {
             addresses: vec!["127.0.0.7".parse().expect("ip")],
             https: true,
+            pool: Vec::new(),
         };
         let patch = gateway_patch(
             None,

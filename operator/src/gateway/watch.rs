@@ -144,6 +144,8 @@ impl GatewayWatch {
                 .get()
                 .map(|b| all(&b.config_maps))
                 .unwrap_or_default(),
+            // Configuration, not a watched object: the controller sets it.
+            address_pool: Vec::new(),
         }
     }
 }

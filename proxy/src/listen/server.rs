@@ -131,7 +131,7 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    accept_loop(listener, Mode::Plain(shared), limits, shutdown, drain).await;
+    accept_loop(listener, Mode::Plain(shared), limits, shutdown, drain, None).await;
 }
 
 /// [`serve`] over TLS: each connection is handshaken by `edge` (bounded by
@@ -145,7 +145,15 @@ pub async fn serve_tls(
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    accept_loop(listener, Mode::Tls(shared, edge), limits, shutdown, drain).await;
+    accept_loop(
+        listener,
+        Mode::Tls(shared, edge),
+        limits,
+        shutdown,
+        drain,
+        None,
+    )
+    .await;
 }
 
 /// [`serve`] for sidecar mode: each connection must complete a mutual TLS handshake with
@@ -166,8 +174,28 @@ pub async fn serve_mtls(
         limits,
         shutdown,
         drain,
+        None,
     )
     .await;
+}
+
+/// [`serve`] (or [`serve_tls`] with `edge`) on an addressed Gateway's socket `socket`: its
+/// requests are routed among what is bound to that socket only (see
+/// [`crate::listen::gateway_sockets`]).
+pub async fn serve_gateway_socket(
+    listener: TcpListener,
+    socket: SocketAddr,
+    shared: Arc<Shared>,
+    edge: Option<Arc<EdgeAcceptor>>,
+    limits: ListenerLimits,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let mode = match edge {
+        Some(edge) => Mode::Tls(shared, edge),
+        None => Mode::Plain(shared),
+    };
+    accept_loop(listener, mode, limits, shutdown, drain, Some(socket)).await;
 }
 
 /// Answer every request on `listener` with `308` to the same host and path over `https://` on
@@ -185,6 +213,7 @@ pub async fn serve_redirect(
         limits,
         shutdown,
         drain,
+        None,
     )
     .await;
 }
@@ -195,6 +224,7 @@ async fn accept_loop(
     limits: ListenerLimits,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
+    socket: Option<SocketAddr>,
 ) {
     let builder = Arc::new(http_builder(limits.head_timeout));
     let graceful = GracefulShutdown::new();
@@ -219,7 +249,14 @@ async fn accept_loop(
                     match &mode {
                         Mode::Plain(shared) => {
                             let stream = FirstByteDeadline::new(stream, first_byte, silent);
-                            serve_plain(&builder, &graceful, shared.clone(), stream, peer, held);
+                            serve_plain(
+                                &builder,
+                                &graceful,
+                                shared.clone(),
+                                stream,
+                                (peer, socket),
+                                held,
+                            );
                         }
                         Mode::Tls(shared, edge) => {
                             let watcher = graceful.watcher();
@@ -245,6 +282,7 @@ async fn accept_loop(
                                         peer,
                                         framing: guard.next_request_fault(),
                                         tls: info.clone(),
+                                        socket,
                                     };
                                     pipeline::handle(shared.clone(), conn, req)
                                 });
@@ -291,6 +329,7 @@ async fn accept_loop(
                                         peer,
                                         framing: guard.next_request_fault(),
                                         tls: info.clone(),
+                                        socket,
                                     };
                                     pipeline::handle(shared.clone(), conn, req)
                                 });
@@ -340,7 +379,7 @@ fn serve_plain(
     graceful: &GracefulShutdown,
     shared: Arc<Shared>,
     stream: FirstByteDeadline<TcpStream>,
-    peer: SocketAddr,
+    (peer, socket): (SocketAddr, Option<SocketAddr>),
     held: Held,
 ) {
     let (io, guard) = FramingGuard::wrap(stream);
@@ -349,6 +388,7 @@ fn serve_plain(
             peer,
             framing: guard.next_request_fault(),
             tls: None,
+            socket,
         };
         pipeline::handle(shared.clone(), conn, req)
     });

@@ -29,6 +29,7 @@ pub struct Metrics {
     quota_exceeded: IntCounterVec,
     underscore_headers_dropped: IntCounterVec,
     sidecar_handshakes: IntCounterVec,
+    gateway_socket_failures: IntCounter,
     operator_connected: IntGauge,
     table_updates: IntCounterVec,
     client_errors: IntCounterVec,
@@ -290,6 +291,11 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let gateway_socket_failures = IntCounter::new(
+            "tollgate_gateway_socket_failures_total",
+            "Sockets of addressed Gateways (--gateway-sockets) that could not be opened (the \
+             address is not this host's, or the port is taken); tried again with the next table.",
+        )?;
         let operator_connected = IntGauge::new(
             "tollgate_operator_connected",
             "1 while the last exchange with the operator succeeded (cluster mode), else 0.",
@@ -359,6 +365,7 @@ impl Metrics {
         registry.register(Box::new(underscore_headers_dropped.clone()))?;
         let config = ConfigMetrics::new(&registry)?;
         registry.register(Box::new(sidecar_handshakes.clone()))?;
+        registry.register(Box::new(gateway_socket_failures.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -370,6 +377,7 @@ impl Metrics {
             quota_exceeded,
             underscore_headers_dropped,
             sidecar_handshakes,
+            gateway_socket_failures,
             operator_connected,
             table_updates,
             client_errors,
@@ -472,6 +480,11 @@ impl Metrics {
     pub fn sidecar_handshake(&self, ok: bool) {
         let outcome = if ok { "ok" } else { "refused" };
         self.sidecar_handshakes.with_label_values(&[outcome]).inc();
+    }
+
+    /// Count a Gateway socket that could not be opened.
+    pub fn gateway_socket_failed(&self) {
+        self.gateway_socket_failures.inc();
     }
 
     /// Count a request refused for the client's framing or host; `problem` is the problem

@@ -43,6 +43,9 @@ pub struct ConnInfo {
     pub framing: Option<bounds::FramingFault>,
     /// The TLS session's client certificate; `None` on a plain listener.
     pub tls: Option<Arc<crate::tls::TlsConn>>,
+    /// The addressed Gateway socket the connection came in on; `None` on the proxy's own
+    /// listeners.
+    pub socket: Option<SocketAddr>,
 }
 
 /// Answer one request. Never fails: rejections become problem responses.
@@ -179,11 +182,13 @@ async fn run(
     let path = parts.uri.path();
     route::check_path(path)?;
     let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+    let hosts = rt.hosts_for(conn.socket, shared.gateway_sockets);
     // A CORS preflight is routed by the method it asks about; it is the gateway's to answer
     // only when that route's product has a `cors` policy (otherwise: the normal pipeline).
-    let preflight = cors::Preflight::parse(&parts.method, &parts.headers).and_then(|pre| {
-        match route::find(
+    let preflight =
+        cors::Preflight::parse(&parts.method, &parts.headers).and_then(|pre| match route::find_in(
             rt,
+            hosts,
             host_str,
             path,
             &pre.method,
@@ -194,12 +199,12 @@ async fn run(
                 Some((pre, r))
             }
             _ => None,
-        }
-    });
+        });
     let route_ref = match &preflight {
         Some((_, r)) => *r,
-        None => route::find(
+        None => route::find_in(
             rt,
+            hosts,
             host_str,
             path,
             &parts.method,

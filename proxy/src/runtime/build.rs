@@ -468,7 +468,17 @@ impl Runtime {
         // A current key wins over a replaced one with the same digest (whoever holds it).
         graced.retain(|d, _| !by_key.contains_key(d));
 
-        let hosts = super::hosts::index(table, &products);
+        let indexes = super::hosts::indexes(table, &products);
+        let mut gateway_sockets: Vec<(std::net::SocketAddr, bool)> = table
+            .gateways
+            .iter()
+            .flat_map(|g| {
+                g.ports
+                    .iter()
+                    .map(move |p| (std::net::SocketAddr::new(g.address, p.port), p.tls))
+            })
+            .collect();
+        gateway_sockets.sort_unstable();
         let request_series = RequestSeries::new(
             &products.iter().map(|p| p.routes.len()).collect::<Vec<_>>(),
             &plans
@@ -492,7 +502,11 @@ impl Runtime {
             products,
             plans,
             subscriptions,
-            hosts,
+            hosts: indexes.own,
+            scoped_hosts: indexes.scoped,
+            unscoped_hosts: indexes.unscoped,
+            no_hosts: super::HostIndex::default(),
+            gateway_sockets,
             by_key,
             unavailable_keys,
             graced,

@@ -1,29 +1,91 @@
 //! The host index: which routes answer on which hosts, most specific first.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use rustc_hash::FxHashMap;
 
 use tollgate_crds::product::PathMatch;
 use tollgate_crds::table::RoutingTable;
 
 use super::{HostIndex, ProductRt, RouteRef};
 
-/// Index the routes of `table` (whose products are `products`, in the same order) by host.
-pub(super) fn index(table: &RoutingTable, products: &[ProductRt]) -> HostIndex {
+/// The host indexes of `table` (whose products are `products`, in the same order), by socket.
+pub(super) struct Indexes {
+    /// The proxies' own listeners: the products not bound to an addressed Gateway.
+    pub own: HostIndex,
+    /// Each addressed Gateway's socket (address and port): the products bound there, for the
+    /// binding's hosts.
+    pub scoped: FxHashMap<SocketAddr, HostIndex>,
+    /// Every product on the proxies' own listeners (bound ones for all their hosts): what a
+    /// proxy without `--gateway-sockets` serves. `None` when no product is bound.
+    pub unscoped: Option<HostIndex>,
+}
+
+/// Index the routes of `table` by socket and host.
+pub(super) fn indexes(table: &RoutingTable, products: &[ProductRt]) -> Indexes {
+    let addresses: HashMap<&str, std::net::IpAddr> = table
+        .gateways
+        .iter()
+        .map(|g| (g.id.as_str(), g.address))
+        .collect();
+    let all = || {
+        table
+            .products
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, p.hostnames.as_slice()))
+    };
+    let own = index(
+        table,
+        all().filter(|(i, _)| table.products[*i].bindings.is_empty()),
+        products,
+    );
+    let mut by_socket: HashMap<SocketAddr, Vec<(usize, &[String])>> = HashMap::new();
+    for (i, p) in table.products.iter().enumerate() {
+        for b in &p.bindings {
+            if let Some(address) = addresses.get(b.gateway.as_str()) {
+                by_socket
+                    .entry(SocketAddr::new(*address, b.port))
+                    .or_default()
+                    .push((i, b.hostnames.as_slice()));
+            }
+        }
+    }
+    let scoped = by_socket
+        .into_iter()
+        .map(|(socket, entries)| (socket, index(table, entries.into_iter(), products)))
+        .collect();
+    let bound = table.products.iter().any(|p| !p.bindings.is_empty());
+    Indexes {
+        own,
+        scoped,
+        unscoped: bound.then(|| index(table, all(), products)),
+    }
+}
+
+/// Index the routes of the given products (index in `table`, hostnames to serve them on) by
+/// host.
+fn index<'t>(
+    table: &'t RoutingTable,
+    entries: impl Iterator<Item = (usize, &'t [String])>,
+    products: &[ProductRt],
+) -> HostIndex {
     let mut idx = HostIndex::default();
     let mut wildcard: HashMap<String, Vec<RouteRef>> = HashMap::new();
-    for (pi, p) in table.products.iter().enumerate() {
-        let Ok(product) = u32::try_from(pi) else {
-            break;
+    for (pi, hostnames) in entries {
+        let (Ok(product), Some(p)) = (u32::try_from(pi), table.products.get(pi)) else {
+            continue;
         };
         let refs = (0..p.routes.len())
             .filter_map(|ri| u32::try_from(ri).ok())
             .map(|route| RouteRef { product, route });
-        if p.hostnames.is_empty() {
+        if hostnames.is_empty() {
             idx.any.extend(refs);
             continue;
         }
         let refs: Vec<RouteRef> = refs.collect();
-        for h in &p.hostnames {
+        for h in hostnames {
             let h = h.to_ascii_lowercase();
             match h.strip_prefix('*') {
                 Some(suffix) => wildcard

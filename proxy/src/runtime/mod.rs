@@ -18,12 +18,13 @@ pub mod diagnostics;
 mod hosts;
 pub mod registry;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use http::header::HeaderName;
 use ipnet::IpNet;
+
 use rustc_hash::{FxHashMap, FxHashSet};
 use tollgate_crds::product::PathMatch;
 use tollgate_crds::subscription::SubscriptionState;
@@ -225,8 +226,18 @@ pub struct Runtime {
     pub plans: Vec<PlanRt>,
     /// Subscriptions by index.
     pub subscriptions: Vec<SubscriptionRt>,
-    /// Route candidates per host.
+    /// Route candidates per host on the proxies' own listeners.
     pub hosts: HostIndex,
+    /// Route candidates per host on each addressed Gateway's socket (see
+    /// [`Runtime::hosts_for`]).
+    scoped_hosts: FxHashMap<SocketAddr, HostIndex>,
+    /// Every product by host on the proxies' own listeners, for a proxy without
+    /// `--gateway-sockets`; `None` when no product is bound to an addressed Gateway.
+    unscoped_hosts: Option<HostIndex>,
+    /// No route at all: a socket the table no longer has.
+    no_hosts: HostIndex,
+    /// The addressed Gateways' sockets, with whether each is HTTPS, sorted.
+    pub gateway_sockets: Vec<(SocketAddr, bool)>,
     /// Key digest → subscription. Fx, not SipHash: the digests are SHA-256 outputs the table
     /// holds, so callers cannot choose colliding entries; a lookup costs a few instructions.
     by_key: FxHashMap<KeyDigest, u32>,
@@ -258,6 +269,17 @@ pub struct Origin {
 }
 
 impl Runtime {
+    /// The route candidates for a connection accepted on `socket`: an addressed Gateway's
+    /// socket serves only what is bound to it; the proxies' own listeners (`None`) serve the
+    /// rest, or everything when `gateway_sockets` is off (then no Gateway socket is open).
+    pub fn hosts_for(&self, socket: Option<SocketAddr>, gateway_sockets: bool) -> &HostIndex {
+        match socket {
+            Some(socket) => self.scoped_hosts.get(&socket).unwrap_or(&self.no_hosts),
+            None if gateway_sockets => &self.hosts,
+            None => self.unscoped_hosts.as_ref().unwrap_or(&self.hosts),
+        }
+    }
+
     /// This runtime, recorded as swapped in from `source` now.
     pub fn with_origin(mut self, source: &'static str) -> Runtime {
         self.origin = Some(Origin {
@@ -394,6 +416,7 @@ pub(crate) mod fixtures {
             http_route: false,
             routes: vec![],
             host_rewrite: None,
+            bindings: Vec::new(),
         }
     }
 
@@ -442,6 +465,7 @@ pub(crate) mod fixtures {
             policies: vec![],
             unavailable: vec![],
             listener_certificates: Vec::new(),
+            gateways: Vec::new(),
         }
     }
 }
@@ -511,6 +535,7 @@ mod tests {
             }],
             unavailable: vec![],
             listener_certificates: Vec::new(),
+            gateways: Vec::new(),
         };
         let rt = Runtime::build(&table, &Registry::default(), 1);
         let p = &rt.products[0];

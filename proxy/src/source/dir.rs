@@ -409,6 +409,8 @@ pub struct DirSource {
     /// Last good version of each object, kept across reloads (in memory: a restart starts
     /// without it, so an object invalid at startup is left out).
     last_good: LastGood,
+    /// `--gateway-address-pool`: addresses Gateways get one each of.
+    address_pool: Vec<std::net::IpAddr>,
 }
 
 impl DirSource {
@@ -431,7 +433,15 @@ impl DirSource {
             failed: HashMap::new(),
             parses: 0,
             last_good: LastGood::default(),
+            address_pool: Vec::new(),
         }
+    }
+
+    /// Give each Gateway an address of its own from `pool` (see
+    /// [`crate::listen::gateway_sockets`]).
+    pub fn with_address_pool(mut self, pool: Vec<std::net::IpAddr>) -> DirSource {
+        self.address_pool = pool;
+        self
     }
 
     /// How long the directory must be quiet before a change is applied.
@@ -553,6 +563,10 @@ impl DirSource {
         }
         // Files that are gone or fixed are forgotten.
         self.failed = failed;
+        set.snapshot
+            .gateway
+            .address_pool
+            .clone_from(&self.address_pool);
         finish(set, &self.last_good)
     }
 

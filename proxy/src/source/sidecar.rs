@@ -51,12 +51,14 @@ pub fn table(app_port: u16) -> RoutingTable {
             headers_with_underscores: Default::default(),
             http_route: false,
             host_rewrite: None,
+            bindings: Vec::new(),
         }],
         plans: vec![],
         subscriptions: vec![],
         policies: vec![],
         unavailable: vec![],
         listener_certificates: Vec::new(),
+        gateways: Vec::new(),
     }
 }
 

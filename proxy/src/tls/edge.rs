@@ -382,6 +382,7 @@ mod tests {
             policies: vec![],
             unavailable: vec![],
             listener_certificates: Vec::new(),
+            gateways: Vec::new(),
         };
         Runtime::build(&table, &Registry::default(), 1)
     }
@@ -442,6 +443,7 @@ mod tests {
                 policies: vec![],
                 unavailable: vec![],
                 listener_certificates: Vec::new(),
+                gateways: Vec::new(),
             },
             &Registry::default(),
             2,
