@@ -12,7 +12,7 @@
 #                  says why it does not pass yet), every other one must pass; the report goes
 #                  to the work dir, not over the published one
 #
-# Must run as root (network namespaces for the pods, ports 80 and 443 for the Gateway). It uses its own
+# Must run as root (network namespaces for the pods, ports 80 and 443 for the Gateways). It uses its own
 # control plane state (TOLLGATE_STATE, default /tmp/tollgate-conformance) with the deployment
 # and replicaset controllers added, and stops everything it started on exit.
 #
@@ -36,7 +36,11 @@ if [[ ${CONFORMANCE_GATE:-0} == 1 ]]; then
 	REPORT=${CONFORMANCE_REPORT:-$WORK/report.yaml}
 	gate=(-skip-tests="$(sed -e 's/#.*//' "$HERE/not-passing.txt" | awk 'NF { print $1 }' | paste -sd, -)")
 fi
-# The address every Gateway of the class gets (status.addresses) and the proxy listens on.
+# Each Gateway of the class gets an address of its own from this pool (the operator's
+# --gateway-address-pool, written to its status.addresses), and the proxy (--gateway-sockets)
+# listens there on each of its listeners' ports: all of 127/8 is local, so no alias is needed.
+# The proxy's own listeners (which serve no Gateway then) stay on 127.0.0.1.
+GATEWAY_POOL=127.0.10.0/24
 GATEWAY_ADDRESS=127.0.0.1
 CLASS=tollgate
 
@@ -101,13 +105,14 @@ RUST_LOG=info NO_COLOR=1 "$TARGET/debug/tollgate-operator" \
 	--namespace tollgate-system --identity conformance \
 	--metrics-listen "127.0.0.1:$metrics_port" \
 	--distribute-listen "127.0.0.1:$table_port" \
-	--gateway-address "$GATEWAY_ADDRESS" --gateway-https \
+	--gateway-address-pool "$GATEWAY_POOL" --gateway-https \
 	--debounce-ms 50 >"$WORK/operator.log" 2>&1 &
 pids+=($!)
 NO_COLOR=1 "$TARGET/debug/tollgate-proxy" \
 	--from-operator "http://127.0.0.1:$table_port" \
 	--token-file "$WORK/proxy.token" --state-dir "$WORK/proxy-state" \
 	--listen "$GATEWAY_ADDRESS:80" --tls-listen "$GATEWAY_ADDRESS:443" --admin-listen "127.0.0.1:$admin_port" \
+	--gateway-sockets \
 	--log-format text --access-log off >"$WORK/proxy.log" 2>&1 &
 pids+=($!)
 
