@@ -708,6 +708,9 @@ async fn each_gateway_is_served_on_its_own_address_and_ports() {
             route("on-two", "[{name: two}]", "/", "web3", &web3)
         ),
     );
+    // Gateway two's port is taken when the proxy starts: the socket fails, is said so, and
+    // opens once the port is free (retried every few seconds).
+    let blocker = std::net::TcpListener::bind((two, p1)).expect("hold two's port");
     let proxy = Proxy::start_with(
         dir.path(),
         &[
@@ -719,7 +722,18 @@ async fn each_gateway_is_served_on_its_own_address_and_ports() {
     .await;
     let c = client();
     let at = |address: &str, port: u16, path: &str| format!("http://{address}:{port}{path}");
-    let open = eventually(Duration::from_secs(10), || {
+    let said = eventually(Duration::from_secs(10), || {
+        let log = proxy.log.clone();
+        async move {
+            log.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains("cannot open a Gateway socket")
+        }
+    })
+    .await;
+    assert!(said, "the taken port was not reported");
+    drop(blocker);
+    let open = eventually(Duration::from_secs(15), || {
         let (c, url) = (c.clone(), at(two, p1, "/"));
         async move {
             tokio::net::TcpStream::connect((two, p1)).await.is_ok()

@@ -10,8 +10,8 @@
 //!
 //! The addresses must be the proxy's host's (in a cluster: proxies on the host network of
 //! nodes that hold them; locally: loopback addresses): a socket that cannot be bound is
-//! logged, counted (`tollgate_gateway_socket_failures_total`) and tried again with the next
-//! table. HTTPS ports need `--tls-listen` (its acceptor serves the listeners' certificates by
+//! logged, counted (`tollgate_gateway_socket_failures_total`) and tried again every
+//! [`RETRY`]. HTTPS ports need `--tls-listen` (its acceptor serves the listeners' certificates by
 //! SNI); without it they are not opened, and the log says so.
 //!
 //! Tables are polled (every [`POLL`]): the sockets are a side effect of the table, and a
@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,6 +31,9 @@ use crate::tls::EdgeAcceptor;
 
 /// How often the served table is looked at for sockets to open or close.
 pub const POLL: Duration = Duration::from_millis(250);
+
+/// How long a socket that could not be opened waits before the next attempt.
+pub const RETRY: Duration = Duration::from_secs(5);
 
 /// One open socket: its task, and the sender that stops it.
 struct Open {
@@ -83,8 +86,10 @@ pub async fn run(
     drain: Duration,
 ) {
     let mut open: BTreeMap<SocketAddr, Open> = BTreeMap::new();
-    // A socket that failed to bind is tried again with the next table, not every poll.
-    let mut failed_for: Option<u64> = None;
+    // A socket that failed to bind is tried again after [`RETRY`] (the address may be added to
+    // the host later, or a socket just closed on the same address may still be draining), and
+    // warned about once per streak of failures.
+    let mut failing: BTreeMap<SocketAddr, Instant> = BTreeMap::new();
     let mut warned_https = false;
     loop {
         if let Some(rt) = shared.runtime.load_full() {
@@ -102,28 +107,33 @@ pub async fn run(
                 warned_https = true;
                 tracing::warn!("Gateways have HTTPS listeners but this proxy has no --tls-listen: their ports are not opened");
             }
-            if failed_for != Some(rt.version()) {
-                failed_for = None;
-                for (addr, tls) in step.open {
-                    match super::limits::bind(addr) {
-                        Ok(listener) => {
-                            let (stop, stopped) = watch::channel(false);
-                            let task = tokio::spawn(serve_gateway_socket(
-                                listener,
-                                addr,
-                                shared.clone(),
-                                edge.clone().filter(|_| tls),
-                                limits.clone(),
-                                stopped,
-                                drain,
-                            ));
-                            tracing::info!(socket = %addr, https = tls, "Gateway socket open");
-                            open.insert(addr, Open { tls, stop, task });
-                        }
-                        Err(e) => {
-                            shared.metrics.gateway_socket_failed();
-                            tracing::warn!(socket = %addr, error = %e, "cannot open a Gateway socket; trying again with the next table");
-                            failed_for = Some(rt.version());
+            // Sockets no longer wanted are no longer retried.
+            failing.retain(|addr, _| step.open.iter().any(|(a, _)| a == addr));
+            let now = Instant::now();
+            for (addr, tls) in step.open {
+                if failing.get(&addr).is_some_and(|at| *at > now) {
+                    continue;
+                }
+                match super::limits::bind(addr) {
+                    Ok(listener) => {
+                        failing.remove(&addr);
+                        let (stop, stopped) = watch::channel(false);
+                        let task = tokio::spawn(serve_gateway_socket(
+                            listener,
+                            addr,
+                            shared.clone(),
+                            edge.clone().filter(|_| tls),
+                            limits.clone(),
+                            stopped,
+                            drain,
+                        ));
+                        tracing::info!(socket = %addr, https = tls, "Gateway socket open");
+                        open.insert(addr, Open { tls, stop, task });
+                    }
+                    Err(e) => {
+                        shared.metrics.gateway_socket_failed();
+                        if failing.insert(addr, now + RETRY).is_none() {
+                            tracing::warn!(socket = %addr, error = %e, "cannot open a Gateway socket; trying again every few seconds");
                         }
                     }
                 }

@@ -293,8 +293,8 @@ impl Metrics {
         )?;
         let gateway_socket_failures = IntCounter::new(
             "tollgate_gateway_socket_failures_total",
-            "Sockets of addressed Gateways (--gateway-sockets) that could not be opened (the \
-             address is not this host's, or the port is taken); tried again with the next table.",
+            "Failed attempts to open a socket of an addressed Gateway (--gateway-sockets): the \
+             address is not this host's, or the port is taken; retried every 5 s.",
         )?;
         let operator_connected = IntGauge::new(
             "tollgate_operator_connected",
