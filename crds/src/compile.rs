@@ -103,6 +103,7 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
         &product_inputs,
         &attachment.by_product,
         &secrets,
+        &resolved.gateway_cors,
         &mut out,
     );
     let products = products::compile(
@@ -137,14 +138,6 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
         if let (Some(tls), Some(sans)) = (&mut p.backend_tls, resolved.backend_tls_sans.get(&p.id))
         {
             tls.subject_alt_names.clone_from(sans);
-        }
-        if let Some(cors) = p
-            .cors
-            .as_mut()
-            .filter(|_| resolved.cors_credentials.contains(&p.id))
-        {
-            cors.allow_credentials = true;
-            cors.wildcards_with_credentials = true;
         }
     }
     let listener_certificates = listener_certificates(&translation, &snapshot.secrets);

@@ -1,5 +1,5 @@
-//! `spec.cors` → [`CorsEntry`]: origins (exact, or `*.` subdomain patterns), never a wildcard
-//! with credentials.
+//! `spec.cors` → [`CorsEntry`]: origins (exact, or `*.` subdomain patterns); a wildcard with
+//! credentials only where the Gateway API defines it (an HTTPRoute `CORS` filter).
 
 use super::syntax::is_header_name;
 use super::Report;
@@ -7,8 +7,19 @@ use crate::policy::CorsPolicy;
 use crate::reasons;
 use crate::table::CorsEntry;
 
+/// Whose CORS settings these are, which decides what `*` with credentials means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Meaning {
+    /// An ApiPolicy's `cors`: refused (browsers refuse `*` with credentials, and echoing any
+    /// origin with credentials would let every site act as the user).
+    ApiPolicy,
+    /// An HTTPRoute `CORS` filter: the Gateway API requires echoing the request's origin and
+    /// headers with credentials (`InsecureCors` warns on the HTTPRoute, see `gateway::targets`).
+    GatewayApi,
+}
+
 /// Check and normalise a CORS policy (errors go to `report`).
-pub(crate) fn compile(c: &CorsPolicy, report: &mut Report<'_>) -> CorsEntry {
+pub(crate) fn compile(c: &CorsPolicy, meaning: Meaning, report: &mut Report<'_>) -> CorsEntry {
     let mut origins: Vec<String> = Vec::with_capacity(c.allow_origins.len());
     let wildcard = c.allow_origins.iter().any(|o| o == "*");
     if c.allow_origins.is_empty() {
@@ -34,7 +45,7 @@ pub(crate) fn compile(c: &CorsPolicy, report: &mut Report<'_>) -> CorsEntry {
         }
     }
     let allow_credentials = c.allow_credentials.unwrap_or(false);
-    if wildcard && allow_credentials {
+    if wildcard && allow_credentials && meaning == Meaning::ApiPolicy {
         report.error(
             "spec.cors.allowCredentials",
             reasons::INVALID_CORS,
@@ -66,8 +77,7 @@ pub(crate) fn compile(c: &CorsPolicy, report: &mut Report<'_>) -> CorsEntry {
         allow_headers,
         expose_headers,
         allow_credentials,
-        // Only an HTTPRoute CORS filter sets it, after compiling (see `gateway::targets`).
-        wildcards_with_credentials: false,
+        wildcards_with_credentials: allow_credentials && meaning == Meaning::GatewayApi,
         max_age_secs: c.max_age,
     }
 }

@@ -53,6 +53,7 @@ pub(crate) fn compile(
     products: &[Input<'_, Product>],
     attachment: &BTreeMap<String, Vec<Attached>>,
     secrets: &Secrets<'_>,
+    gateway_cors: &BTreeSet<String>,
     out: &mut Vec<Diagnostic>,
 ) -> Outcomes<PolicyEntry> {
     let mut outcomes = Outcomes::default();
@@ -73,7 +74,12 @@ pub(crate) fn compile(
             })
             .flat_map(|p| p.value.spec.routes.iter().map(|r| r.name.as_str()))
             .collect();
-        let entry = compile_one(input, &user_routes, secrets, &mut report);
+        let cors = if gateway_cors.contains(&input.id()) {
+            cors::Meaning::GatewayApi
+        } else {
+            cors::Meaning::ApiPolicy
+        };
+        let entry = compile_one(input, &user_routes, secrets, cors, &mut report);
         let outcome = report.finish(entry);
         outcomes.insert(&input.object, outcome);
     }
@@ -84,6 +90,7 @@ fn compile_one(
     input: &Input<'_, ApiPolicy>,
     user_routes: &BTreeSet<&str>,
     secrets: &Secrets<'_>,
+    cors_meaning: cors::Meaning,
     report: &mut Report<'_>,
 ) -> Option<PolicyEntry> {
     let spec = &input.value.spec;
@@ -99,7 +106,10 @@ fn compile_one(
     });
 
     let jwt = spec.jwt.as_ref().map(|j| jwt(j, user_routes, report));
-    let cors = spec.cors.as_ref().map(|c| cors::compile(c, report));
+    let cors = spec
+        .cors
+        .as_ref()
+        .map(|c| cors::compile(c, cors_meaning, report));
     let request_validation = spec
         .request_validation
         .as_ref()

@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use super::api::backendtlspolicies::{
     BackendTlsPolicy, BackendTlsPolicyValidationSubjectAltNamesType as SanType,
 };
+use super::status::condition;
 use super::translate::Inputs;
 use super::{namespace_of, CONTROLLER_NAME};
 use crate::policy::{AncestorRef, PolicyAncestorStatus};
-use crate::status::Condition;
 use crate::table::SubjectAltName;
 
 /// For each of our Gateways (namespace, name), the Services (namespace, name, port name) its
@@ -230,24 +230,24 @@ impl<'a> Evaluated<'a> {
                 let generation = p.policy.metadata.generation;
                 let conditions = match (&p.verdict, conflicted) {
                     (_, Some(older)) => vec![
-                        cond(
+                        condition(
                             "Accepted",
                             false,
                             "Conflicted",
                             format!("BackendTLSPolicy {older}, which is older, targets the same Service and wins"),
                             generation,
                         ),
-                        cond("ResolvedRefs", true, "ResolvedRefs", "references resolved", generation),
+                        condition("ResolvedRefs", true, "ResolvedRefs", "references resolved", generation),
                     ],
                     (Verdict::Accepted { .. }, None) => vec![
-                        cond(
+                        condition(
                             "Accepted",
                             true,
                             "Accepted",
                             "the proxies use TLS to this policy's Services",
                             generation,
                         ),
-                        cond("ResolvedRefs", true, "ResolvedRefs", "references resolved", generation),
+                        condition("ResolvedRefs", true, "ResolvedRefs", "references resolved", generation),
                     ],
                     (
                         Verdict::Refused {
@@ -257,7 +257,7 @@ impl<'a> Evaluated<'a> {
                         },
                         None,
                     ) => vec![
-                        cond(
+                        condition(
                             "Accepted",
                             false,
                             reason,
@@ -265,8 +265,8 @@ impl<'a> Evaluated<'a> {
                             generation,
                         ),
                         match refs {
-                            Some(r) => cond("ResolvedRefs", false, r, message.clone(), generation),
-                            None => cond("ResolvedRefs", true, "ResolvedRefs", "references resolved", generation),
+                            Some(r) => condition("ResolvedRefs", false, r, message.clone(), generation),
+                            None => condition("ResolvedRefs", true, "ResolvedRefs", "references resolved", generation),
                         },
                     ],
                 };
@@ -294,16 +294,6 @@ impl<'a> Evaluated<'a> {
         out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         out
     }
-}
-
-fn cond(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-) -> Condition {
-    super::status::condition(type_, ok, reason, message, generation)
 }
 
 /// The first 12 hex digits of the SHA-256 of `text`.

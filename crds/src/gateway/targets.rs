@@ -170,10 +170,9 @@ pub struct Resolved<'a> {
     /// By policy id, the `subjectAltNames` of the policies that carry BackendTLSPolicies (an
     /// ApiPolicy's `backendTLS` has no such field); the compiler sets them.
     pub backend_tls_sans: BTreeMap<String, Vec<SubjectAltName>>,
-    /// The ids of the policies made from HTTPRoute `CORS` filters with `allowCredentials`: the
-    /// compiler gives their entries credentials with the Gateway API's meaning of `*` (which an
-    /// ApiPolicy's `cors` refuses, so their specs are compiled without credentials).
-    pub cors_credentials: BTreeSet<String>,
+    /// The ids of the policies made from HTTPRoute `CORS` filters: the compiler gives their
+    /// `cors` the Gateway API's meaning of `*` with credentials (which an ApiPolicy refuses).
+    pub gateway_cors: BTreeSet<String>,
     /// By Product id, where on Gateways with addresses of their own it is served (the
     /// translation's [`ServedRoute::bindings`]); the compiler sets them.
     pub bindings: BTreeMap<String, Vec<Binding>>,
@@ -186,7 +185,7 @@ struct Untargeted {
     policies: Vec<ApiPolicy>,
     backends: BTreeMap<String, BackendTarget>,
     host_rewrites: BTreeMap<String, String>,
-    cors_credentials: BTreeSet<String>,
+    gateway_cors: BTreeSet<String>,
     bindings: BTreeMap<String, Vec<Binding>>,
     /// Warnings about the routes (`InsecureCors`).
     diagnostics: Vec<Diagnostic>,
@@ -208,7 +207,7 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
             backends: BTreeMap::new(),
             host_rewrites: BTreeMap::new(),
             backend_tls_sans: BTreeMap::new(),
-            cors_credentials: BTreeSet::new(),
+            gateway_cors: BTreeSet::new(),
             bindings: BTreeMap::new(),
         };
     }
@@ -263,7 +262,7 @@ pub fn resolve<'a>(snapshot: &'a Snapshot, translation: &Translation) -> Resolve
         diagnostics,
         backends: open.backends,
         host_rewrites: open.host_rewrites,
-        cors_credentials: open.cors_credentials,
+        gateway_cors: open.gateway_cors,
         bindings,
     }
 }
@@ -635,7 +634,7 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation, tls: &mut TlsObjec
     let mut policies = Vec::new();
     let mut backends = BTreeMap::new();
     let mut host_rewrites = BTreeMap::new();
-    let mut cors_credentials = BTreeSet::new();
+    let mut gateway_cors = BTreeSet::new();
     let mut bindings = BTreeMap::new();
     let mut diagnostics = Vec::new();
     for served in &translation.routes {
@@ -660,16 +659,13 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation, tls: &mut TlsObjec
                 bindings.insert(id.clone(), served.bindings.clone());
             }
             let headers = rule.request_headers.is_some() || rule.response_headers.is_some();
-            let mut cors = rule.cors.clone();
-            if let Some(c) = cors.as_mut().filter(|c| c.allow_credentials == Some(true)) {
-                // Compiled without, then given back with the Gateway API's meaning.
-                c.allow_credentials = None;
-                cors_credentials.insert(id.clone());
-                if c.allow_origins.iter().any(|o| o == "*") {
+            if let Some(c) = &rule.cors {
+                gateway_cors.insert(id.clone());
+                if c.allow_credentials == Some(true) && c.allow_origins.iter().any(|o| o == "*") {
                     diagnostics.push(insecure_cors(served, rule));
                 }
             }
-            if headers || cors.is_some() {
+            if headers || rule.cors.is_some() {
                 let mut policy = ApiPolicy::new(
                     &name,
                     ApiPolicySpec {
@@ -677,7 +673,7 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation, tls: &mut TlsObjec
                             request: rule.request_headers.clone(),
                             response: rule.response_headers.clone(),
                         }),
-                        cors,
+                        cors: rule.cors.clone(),
                         ..ApiPolicySpec::default()
                     },
                 );
@@ -736,7 +732,7 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation, tls: &mut TlsObjec
         policies,
         backends,
         host_rewrites,
-        cors_credentials,
+        gateway_cors,
         bindings,
         diagnostics,
     }

@@ -91,8 +91,14 @@ pub async fn run(
     // warned about once per streak of failures.
     let mut failing: BTreeMap<SocketAddr, Instant> = BTreeMap::new();
     let mut warned_https = false;
+    // The table last planned for: the same table with nothing to retry needs no work.
+    let mut planned: Option<Arc<crate::runtime::Runtime>> = None;
     loop {
-        if let Some(rt) = shared.runtime.load_full() {
+        let rt = shared.runtime.load_full().filter(|rt| {
+            !failing.is_empty() || planned.as_ref().is_none_or(|p| !Arc::ptr_eq(p, rt))
+        });
+        if let Some(rt) = rt {
+            planned = Some(rt.clone());
             let state: BTreeMap<SocketAddr, bool> = open.iter().map(|(a, o)| (*a, o.tls)).collect();
             let step = plan(&state, &rt.gateway_sockets, edge.is_some());
             for addr in &step.close {
