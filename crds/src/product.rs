@@ -85,6 +85,27 @@ pub struct ProductSpec {
     /// the gateway checked or set.
     #[serde(default)]
     pub headers_with_underscores: UnderscoreHeaders,
+
+    /// Who the sidecars next to this product's pods serve (sidecar mode): `IngressOnly` (the
+    /// default) serves only the gateway's proxies; `FullPipeline` also serves in-cluster callers
+    /// that call the pods directly, after this product's whole pipeline (keys, JWT scopes,
+    /// limits, quotas), counted once by the sidecar. Calls from the gateway passed it there and
+    /// are not checked or counted again.
+    #[serde(default)]
+    pub sidecar_callers: SidecarCallers,
+}
+
+/// Who a product's sidecars serve besides the gateway's proxies.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash,
+)]
+pub enum SidecarCallers {
+    /// Only the gateway's proxies (their workload identity); anyone else is refused before any
+    /// HTTP is read.
+    #[default]
+    IngressOnly,
+    /// Also other in-cluster callers, through the product's whole pipeline in the sidecar.
+    FullPipeline,
 }
 
 /// The Gateway API group a [`TargetRef`] names.

@@ -162,6 +162,11 @@ pub struct ProductEntry {
     /// without `--gateway-sockets`). Left out when empty: served on the proxies' listeners.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindings: Vec<GatewayBindingEntry>,
+    /// The product's sidecars also serve in-cluster callers that bypass the gateway, through
+    /// the product's whole pipeline (`sidecarCallers: FullPipeline`). Left out when false, so
+    /// other tables (and digests) are unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sidecar_full_pipeline: bool,
 }
 
 fn is_drop(u: &UnderscoreHeaders) -> bool {

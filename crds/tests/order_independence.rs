@@ -114,6 +114,7 @@ fn product() -> impl Strategy<Value = Product> {
                     timeouts: None,
                     client_certificates: None,
                     headers_with_underscores: Default::default(),
+                    sidecar_callers: Default::default(),
                 },
             );
             p.metadata = meta(ns, &format!("p{n}"), created);

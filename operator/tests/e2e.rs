@@ -2652,9 +2652,10 @@ fn test_pod(name: &str, annotations: serde_json::Value) -> Pod {
 /// The injected sidecar of a stored `pod` as a local process: the same command line and
 /// environment the kubelet would run, with the program replaced by `binary` and each
 /// in-container path prefix in `mounts` (e.g. the token's directory) replaced by a local
-/// directory; the downward-API variables (POD_NAME, POD_NAMESPACE) are resolved from the pod.
+/// directory; the downward-API variables (POD_NAME, POD_NAMESPACE) are resolved from the pod,
+/// TOLLGATE_POD_IP to `pod_ip` (no kubelet gives the pod an IP here).
 /// A later test runs it next to an app on loopback (there is no kubelet here).
-fn sidecar_command(pod: &Pod, binary: &Path, mounts: &[(&str, &Path)]) -> Command {
+fn sidecar_command(pod: &Pod, binary: &Path, mounts: &[(&str, &Path)], pod_ip: &str) -> Command {
     let container = pod
         .spec
         .iter()
@@ -2689,6 +2690,7 @@ fn sidecar_command(pod: &Pod, binary: &Path, mounts: &[(&str, &Path)]) -> Comman
             (None, Some(field)) => match field.field_path.as_str() {
                 "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
                 "metadata.namespace" => pod.metadata.namespace.clone().unwrap_or_default(),
+                "status.podIP" => pod_ip.to_string(),
                 other => panic!("sidecar_command: downward API field {other} not handled"),
             },
             (None, None) => panic!("sidecar_command: env {} has no value", var.name),
@@ -2967,6 +2969,7 @@ async fn the_api_server_injects_sidecars_through_the_operator_webhook() {
         "--token-file=/var/run/secrets/tollgate/token".to_string(),
         "--operator-ca=/etc/tollgate/operator-ca/ca.crt".to_string(),
         "--identity-url=https://tollgate-operator.tollgate-system.svc:8082".to_string(),
+        "--from-operator=https://tollgate-operator.tollgate-system.svc:8082".to_string(),
     ] {
         assert!(args.contains(&want), "{want} not in {args:?}");
     }
@@ -3003,6 +3006,7 @@ async fn the_api_server_injects_sidecars_through_the_operator_webhook() {
         &stored,
         Path::new("/bin/tollgate-proxy"),
         &[("/var/run/secrets/tollgate", &token_dir)],
+        "10.1.2.3",
     );
     let local_args: Vec<String> = command
         .get_args()
@@ -3023,6 +3027,10 @@ async fn the_api_server_injects_sidecars_through_the_operator_webhook() {
         .collect();
     assert_eq!(envs.get("POD_NAMESPACE"), Some(&injected));
     assert_eq!(envs.get("POD_NAME"), Some(&stored.name_any()));
+    assert_eq!(
+        envs.get("TOLLGATE_POD_IP").map(String::as_str),
+        Some("10.1.2.3")
+    );
 
     // The workload's NetworkPolicy, written by the leader and read back like `kubectl get`.
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &injected);
@@ -3453,14 +3461,16 @@ async fn direct_call(
     addr: std::net::SocketAddr,
     client: Option<(&str, &str)>,
 ) -> Result<u16, String> {
-    direct_call_seeing(addr, client, &Arc::default()).await
+    direct_call_seeing(addr, client, &Arc::default(), "").await
 }
 
-/// [`direct_call`], keeping the certificate the sidecar presented in `served`.
+/// [`direct_call`], keeping the certificate the sidecar presented in `served`, sending
+/// `headers` (each line ending in CRLF).
 async fn direct_call_seeing(
     addr: std::net::SocketAddr,
     client: Option<(&str, &str)>,
     served: &Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    headers: &str,
 ) -> Result<u16, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -3490,7 +3500,9 @@ async fn direct_call_seeing(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: sidecar.test\r\nConnection: close\r\n\r\n")
+    let request =
+        format!("GET / HTTP/1.1\r\nHost: sidecar.test\r\n{headers}Connection: close\r\n\r\n");
+    tls.write_all(request.as_bytes())
         .await
         .map_err(|e| format!("write: {e}"))?;
     let mut answer = Vec::new();
@@ -3602,6 +3614,7 @@ async fn an_injected_pods_stored_sidecar_admits_only_the_gateway() {
             ("/var/run/secrets/tollgate", &token_dir),
             ("/etc/tollgate/operator-ca", &ca_dir),
         ],
+        &pod_ip.to_string(),
     );
     let sidecar_log = work.join("sidecar.log");
     let file = std::fs::File::create(&sidecar_log).expect("log");
@@ -3747,7 +3760,7 @@ async fn an_injected_pods_stored_sidecar_admits_only_the_gateway() {
     // not one call may fail.
     let served_before = {
         let seen = Arc::default();
-        let _ = direct_call_seeing(sidecar_addr, None, &seen).await;
+        let _ = direct_call_seeing(sidecar_addr, None, &seen, "").await;
         let first = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
         first.expect("the sidecar presents a certificate")
     };
@@ -3786,7 +3799,7 @@ async fn an_injected_pods_stored_sidecar_admits_only_the_gateway() {
         if installs(&sidecar_log) > installed_before.0 && installs(&proxy_log) > installed_before.1
         {
             let seen = Arc::default();
-            let _ = direct_call_seeing(sidecar_addr, None, &seen).await;
+            let _ = direct_call_seeing(sidecar_addr, None, &seen, "").await;
             let now = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(now) = now.filter(|c| *c != served_before) {
                 break now;
@@ -3818,6 +3831,59 @@ async fn an_injected_pods_stored_sidecar_admits_only_the_gateway() {
     eprintln!(
         "MEASURED: rotation of both proxies' operator-issued certificates under load: {calls} calls through ingress → sidecar → app in {:?}, 0 failed",
         rotation.elapsed()
+    );
+
+    // The Product asks its sidecars for the full pipeline. The sidecar follows the operator's
+    // table (the injected --from-operator, with the pod's IP): callers that bypass the gateway
+    // are now admitted and checked there, with the same key.
+    let products: Api<Product> = Api::namespaced(client.clone(), &injected);
+    products
+        .patch(
+            "cart",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"sidecarCallers": "FullPipeline"}})),
+        )
+        .await
+        .expect("patch the Product");
+    let asked = Instant::now();
+    loop {
+        match direct_call(sidecar_addr, None).await {
+            Ok(401) => break,
+            other => assert!(
+                asked.elapsed() < WAIT,
+                "the sidecar never checked direct callers ({other:?}); sidecar log: {}",
+                std::fs::read_to_string(&sidecar_log).unwrap_or_default()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "MEASURED: Product sidecarCallers: FullPipeline to the sidecar checking direct callers: {:?}",
+        asked.elapsed()
+    );
+    let before = reached.load(std::sync::atomic::Ordering::SeqCst);
+    let intruder = Some((intruder_chain.as_str(), intruder_key.as_str()));
+    let wrong = "X-Subscription-Key: not-a-key-0123456789\r\n";
+    for cert in [None, intruder] {
+        let seen = Arc::default();
+        assert_eq!(
+            direct_call_seeing(sidecar_addr, cert, &seen, wrong).await,
+            Ok(401)
+        );
+        assert_eq!(
+            direct_call_seeing(sidecar_addr, cert, &seen, &auth).await,
+            Ok(200)
+        );
+    }
+    assert_eq!(
+        reached.load(std::sync::atomic::Ordering::SeqCst),
+        before + 2,
+        "each keyed direct call reaches the app once, the others never"
+    );
+    // The gateway's calls still pass (not checked or counted again by the sidecar).
+    assert_eq!(
+        http_get_with(proxy_port, "/", &auth).await.map(|(c, _)| c),
+        Some(200)
     );
 
     for child in [&mut sidecar, &mut ingress] {

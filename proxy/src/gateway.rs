@@ -95,6 +95,9 @@ pub struct SidecarConfig {
     pub listen: SocketAddr,
     /// Client identities served (`--allowed-identities`); anyone else fails the handshake.
     pub allowed: Vec<crate::identity::spiffe::SpiffeId>,
+    /// The pod's IP (`--pod-ip`): with the operator source, the sidecar serves callers that
+    /// are not the gateway for the products that ask for it and send to this pod.
+    pub pod_ip: Option<std::net::IpAddr>,
 }
 
 impl GatewayConfig {
@@ -343,9 +346,14 @@ impl Gateway {
                     "--sidecar-app-port needs --allowed-identities (the gateway identities it serves)",
                 ));
             }
-            if config.tls_listen.is_some() || config.operator.is_some() {
+            if config.tls_listen.is_some() {
                 return Err(StartError::SidecarOptions(
-                    "sidecar mode serves only its mTLS listener: --tls-listen and --from-operator do not apply",
+                    "sidecar mode serves only its mTLS listener: --tls-listen does not apply",
+                ));
+            }
+            if config.operator.is_some() && sidecar.pod_ip.is_none() {
+                return Err(StartError::SidecarOptions(
+                    "a sidecar following the operator (--from-operator) needs --pod-ip (which products send to this pod)",
                 ));
             }
         }
@@ -365,11 +373,23 @@ impl Gateway {
         // once a table arrives or the state file is read); the directory loads before them.
         let mut dir_source = None;
         let mut operator_source = None;
+        // Sidecar mode: who serves callers that are not the gateway (see `SidecarServing`).
+        let mut direct = None;
         match (&config.operator, &config.sidecar) {
-            (_, Some(sidecar)) => {
+            (op, Some(sidecar)) => {
                 let rt = crate::source::sidecar::runtime(sidecar.app_port, &shared.registry);
                 shared.metrics.reload_succeeded(rt.version());
                 shared.runtime.store(Some(Arc::new(rt)));
+                if let (Some(op), Some(pod_ip)) = (op, sidecar.pod_ip) {
+                    let d = Arc::new(shared.for_direct_callers());
+                    let at = crate::source::sidecar::Placement {
+                        app_port: sidecar.app_port,
+                        pod_ip,
+                    };
+                    operator_source =
+                        Some(OperatorSource::new(op.clone(), d.clone())?.for_sidecar(at));
+                    direct = Some(d);
+                }
             }
             (Some(op), None) => {
                 operator_source = Some(OperatorSource::new(op.clone(), shared.clone())?)
@@ -423,10 +443,24 @@ impl Gateway {
         let limits = listener_limits(config.conn_limits, shared.clone(), tls.is_some());
         let (shutdown, rx) = watch::channel(false);
         let sidecar_tls = match (&config.sidecar, &shared.registry.identity) {
-            (Some(sidecar), Some(identity)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-                crate::identity::mtls::server_config(identity.clone(), sidecar.allowed.clone())
+            (Some(sidecar), Some(identity)) => {
+                let others = direct
+                    .clone()
+                    .map(|d| d as Arc<dyn crate::identity::mtls::OthersServed>);
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+                    crate::identity::mtls::server_config(
+                        identity.clone(),
+                        sidecar.allowed.clone(),
+                        others,
+                    )
                     .map_err(StartError::SidecarTls)?,
-            ))),
+                ));
+                Some(Arc::new(crate::listen::server::SidecarServing {
+                    acceptor,
+                    gateway: sidecar.allowed.clone(),
+                    direct,
+                }))
+            }
             _ => None,
         };
         let mode = match (&tls, config.redirect_http, sidecar_tls) {
@@ -475,18 +509,16 @@ impl Gateway {
             accept_threads.push(thread);
         }
         let rx_op = rx;
-        match operator_source {
-            None if config.sidecar.is_some() => {
-                tracing::info!(sidecar = %proxy_addr, admin = %admin_addr, app_port = config.sidecar.as_ref().map(|s| s.app_port), "tollgate-proxy sidecar listening (mTLS)");
+        if let Some(source) = operator_source {
+            tasks.push(tokio::spawn(source.run(rx_op)));
+        }
+        let operator = config.operator.as_ref().map(|o| o.url.as_str());
+        match &config.sidecar {
+            Some(sidecar) => {
+                tracing::info!(sidecar = %proxy_addr, admin = %admin_addr, app_port = sidecar.app_port, operator, "tollgate-proxy sidecar listening (mTLS)");
             }
-            Some(source) => {
-                tasks.push(tokio::spawn(source.run(rx_op)));
-                let url = config
-                    .operator
-                    .as_ref()
-                    .map(|o| o.url.as_str())
-                    .unwrap_or("");
-                tracing::info!(proxy = %proxy_addr, admin = %admin_addr, operator = url, "tollgate-proxy listening");
+            None if operator.is_some() => {
+                tracing::info!(proxy = %proxy_addr, admin = %admin_addr, operator, "tollgate-proxy listening");
             }
             None => {
                 tracing::info!(proxy = %proxy_addr, admin = %admin_addr, dir = %config.from_dir.display(), "tollgate-proxy listening");

@@ -50,12 +50,10 @@ struct Args {
     #[arg(long, global = true, env = "TOLLGATE_MAX_MANIFEST_DEPTH", default_value_t = tollgate_crds::manifest::DEFAULT_MAX_DEPTH as u16, value_parser = clap::value_parser!(u16).range(8..=128))]
     max_manifest_depth: u16,
     /// Follow the operator's table at this base URL (https://HOST:PORT of its
-    /// --distribute-listen; http:// only on loopback or inside a mesh).
-    #[arg(
-        long,
-        env = "TOLLGATE_FROM_OPERATOR",
-        conflicts_with = "sidecar_app_port"
-    )]
+    /// --distribute-listen; http:// only on loopback or inside a mesh). In sidecar mode (with
+    /// --pod-ip): to serve callers that bypass the gateway for the products that ask for it
+    /// (`sidecarCallers: FullPipeline`).
+    #[arg(long, env = "TOLLGATE_FROM_OPERATOR")]
     from_operator: Option<String>,
     /// PEM CA bundle that signs the operator's certificate (default: the public web roots).
     /// Also accepted without --from-operator: a sidecar talks to the operator only for its
@@ -76,10 +74,15 @@ struct Args {
     #[arg(long, env = "TOLLGATE_IDENTITY_URL")]
     identity_url: Option<String>,
     /// Sidecar mode: forward every request to the app on 127.0.0.1:PORT, after a mutual TLS
-    /// handshake with an allowed gateway identity on --sidecar-listen. No table source, no
-    /// --listen listener. Needs --identity-dir and --allowed-identities.
+    /// handshake with an allowed gateway identity on --sidecar-listen. No --listen listener.
+    /// Needs --identity-dir (or --identity-url) and --allowed-identities; --from-operator and
+    /// --pod-ip add the full pipeline for other in-cluster callers where a product asks for it.
     #[arg(long, env = "TOLLGATE_SIDECAR_APP_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     sidecar_app_port: Option<u16>,
+    /// Sidecar mode: this pod's IP (the webhook injects it from `status.podIP`); with
+    /// --from-operator, the products whose ready endpoints include it are this sidecar's.
+    #[arg(long, env = "TOLLGATE_POD_IP", requires = "sidecar_app_port")]
+    pod_ip: Option<std::net::IpAddr>,
     /// Address of the sidecar's mutual TLS listener.
     #[arg(
         long,
@@ -396,12 +399,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 app_port,
                 listen: args.sidecar_listen,
                 allowed,
+                pod_ip: args.pod_ip,
             })
         }
         None => None,
     };
+    let operator = |url| OperatorConfig {
+        url,
+        token_file: args.token_file.clone(),
+        state_dir: args.state_dir.clone(),
+        ca_file: args.operator_ca.clone(),
+    };
     let mut config = match (args.from_dir, args.from_operator) {
-        _ if sidecar.is_some() => GatewayConfig::new(PathBuf::new()),
+        (_, from_operator) if sidecar.is_some() => {
+            let mut config = GatewayConfig::new(PathBuf::new());
+            config.operator = from_operator.map(operator);
+            config
+        }
         (Some(dir), _) => {
             anyhow::ensure!(
                 dir.is_dir(),
@@ -412,12 +426,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         (None, Some(url)) => {
             let mut config = GatewayConfig::new(PathBuf::new());
-            config.operator = Some(OperatorConfig {
-                url,
-                token_file: args.token_file,
-                state_dir: args.state_dir,
-                ca_file: args.operator_ca,
-            });
+            config.operator = Some(operator(url));
             config
         }
         (None, None) => {

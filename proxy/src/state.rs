@@ -39,6 +39,17 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A sidecar's state for callers that are not the gateway: its own table (the products
+    /// that ask for the full pipeline here), backend pools and limiters, with this state's
+    /// metrics, quota store and identity. No trusted proxies: such callers are the peer.
+    pub fn for_direct_callers(&self) -> Shared {
+        let mut direct = Shared::with_jwks(self.metrics.clone(), self.registry.jwks.empty_like());
+        direct.registry.identity.clone_from(&self.registry.identity);
+        direct.shared_quota.clone_from(&self.shared_quota);
+        direct.trace_export.clone_from(&self.trace_export);
+        direct
+    }
+
     /// Empty shared state (not ready until a table is stored).
     pub fn new(metrics: Metrics) -> Shared {
         Shared::with_jwks(metrics, JwksRegistry::new(JwksSettings::default()))
@@ -57,5 +68,15 @@ impl Shared {
             trace_export: None,
             gateway_sockets: false,
         }
+    }
+}
+
+/// A sidecar serves callers that are not the gateway while its direct table has a product.
+impl crate::identity::mtls::OthersServed for Shared {
+    fn served(&self) -> bool {
+        self.runtime
+            .load()
+            .as_deref()
+            .is_some_and(|rt| !rt.products.is_empty())
     }
 }

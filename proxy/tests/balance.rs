@@ -48,6 +48,7 @@ fn table(endpoints: Vec<String>) -> RoutingTable {
             http_route: false,
             host_rewrite: None,
             bindings: Vec::new(),
+            sidecar_full_pipeline: false,
         }],
         ..RoutingTable::default()
     }

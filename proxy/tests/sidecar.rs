@@ -111,6 +111,17 @@ impl Drop for Sidecar {
 }
 
 fn start_sidecar(tag: &str, app_port: u16, identity_dir: &Path) -> Sidecar {
+    start_sidecar_with(tag, app_port, identity_dir, 0, &[])
+}
+
+/// [`start_sidecar`] on `port` (0: any), with more flags.
+fn start_sidecar_with(
+    tag: &str,
+    app_port: u16,
+    identity_dir: &Path,
+    port: u16,
+    extra: &[String],
+) -> Sidecar {
     let log =
         std::env::temp_dir().join(format!("tollgate-sidecar-{tag}-{}.log", std::process::id()));
     let file = std::fs::File::create(&log).expect("log file");
@@ -118,13 +129,14 @@ fn start_sidecar(tag: &str, app_port: u16, identity_dir: &Path) -> Sidecar {
     // is left out (the identity comes from the directory here).
     let child = Command::new(env!("CARGO_BIN_EXE_tollgate-proxy"))
         .arg(format!("--sidecar-app-port={app_port}"))
-        .arg("--sidecar-listen=127.0.0.1:0")
+        .arg(format!("--sidecar-listen=127.0.0.1:{port}"))
         .arg("--admin-listen=127.0.0.1:0")
         .arg(format!("--allowed-identities={INGRESS}"))
         .arg("--trust-domain=cluster.local")
         .arg(format!("--identity-dir={}", identity_dir.display()))
         .arg("--token-file=/nonexistent/token")
         .args(["--threads", "2"])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::from(file.try_clone().expect("log file")))
         .stderr(Stdio::from(file))
@@ -185,13 +197,24 @@ async fn connect(
 
 /// One GET; the status and the body.
 async fn get(sender: &mut Sender, path: &str) -> Result<(StatusCode, String), String> {
-    let req = Request::get(path)
+    get_keyed(sender, path, None).await
+}
+
+/// [`get`] carrying `key` in `x-key` when given.
+async fn get_keyed(
+    sender: &mut Sender,
+    path: &str,
+    key: Option<&str>,
+) -> Result<(StatusCode, String), String> {
+    let mut req = Request::get(path)
         .header("host", "cart.shop.svc")
         .header("x-request-id", "req-sidecar-1")
         .header("connection", "keep-alive, x-hop")
-        .header("x-hop", "must-not-pass")
-        .body(Empty::new())
-        .expect("request");
+        .header("x-hop", "must-not-pass");
+    if let Some(key) = key {
+        req = req.header("x-key", key);
+    }
+    let req = req.body(Empty::new()).expect("request");
     sender.ready().await.map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
@@ -536,4 +559,181 @@ async fn the_ingress_reaches_an_injected_pod_through_its_sidecar_over_mtls() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(app.count(), 1, "a pod of the wrong identity was used");
     gateway.shutdown().await;
+}
+
+/// [`injected_table`] with the product asking its sidecars for the full pipeline, and a quota of
+/// `quota` calls a day on the plan.
+fn full_pipeline_table(app_port: u16, sidecar_port: u16, quota: u64) -> serde_json::Value {
+    let mut table = injected_table(app_port, sidecar_port, WORKLOAD);
+    table["products"][0]["sidecarFullPipeline"] = serde_json::json!(true);
+    table["plans"][0]["quota"] = serde_json::json!({"requests": quota, "period": "Day"});
+    table
+}
+
+/// One GET on a new connection with `config`, carrying `key` in `x-key` when given.
+async fn call_with_key(
+    config: ClientConfig,
+    addr: std::net::SocketAddr,
+    key: Option<&str>,
+) -> Result<(StatusCode, String), String> {
+    let (mut sender, _) = connect(config, addr).await?;
+    get_keyed(&mut sender, "/orders/7", key).await
+}
+
+/// `sidecarCallers: FullPipeline`: the sidecar, following the operator's table (here its
+/// last-known-good file, the operator address closed) with the pod's IP, serves in-cluster
+/// callers that bypass the gateway through the product's pipeline: no key → 401, a valid key →
+/// the app, over the quota → 429, whether they present no certificate or another workload's;
+/// an expired certificate still fails the handshake. Calls from the gateway are not counted
+/// again: the ingress's calls through the sidecar leave the sidecar's quota whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pipeline_product_serves_direct_callers_through_its_pipeline_counted_once() {
+    let app = Upstream::start().await;
+    let ca = TestCa::new("tollgate-ca");
+    let sidecar_dir = TempDir::new("sidecar-full-identity");
+    ca.write_identity(sidecar_dir.path(), WORKLOAD);
+    let ingress_dir = TempDir::new("sidecar-full-ingress-identity");
+    ca.write_identity(ingress_dir.path(), INGRESS);
+
+    // The table names the sidecar's port, so it is chosen first.
+    let sidecar_port = support::free_port();
+    let state = TempDir::new("sidecar-full-state");
+    let table: tollgate_crds::table::RoutingTable =
+        serde_json::from_value(full_pipeline_table(app.addr.port(), sidecar_port, 2))
+            .expect("a RoutingTable");
+    std::fs::write(
+        state.path().join("table.json"),
+        serde_json::to_vec(&tollgate_proxy::source::operator::Versioned::new(1, table))
+            .expect("json"),
+    )
+    .expect("write table.json");
+    let sidecar = start_sidecar_with(
+        "full",
+        app.addr.port(),
+        sidecar_dir.path(),
+        sidecar_port,
+        &[
+            format!(
+                "--from-operator=http://127.0.0.1:{}",
+                support::closed_port().await
+            ),
+            format!("--state-dir={}", state.path().display()),
+            "--pod-ip=127.0.0.1".to_string(),
+        ],
+    );
+    let ingress_store = ca.store(INGRESS);
+
+    // Until the table is read the sidecar serves only the gateway; then it admits others.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call_with_key(presenting(None, &ingress_store), sidecar.addr, None)
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar never admitted a caller without a certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.count(), 0, "an unkeyed direct call reached the app");
+
+    // The gateway, through the ingress's pipeline (quota 2 there): its calls pass the sidecar
+    // without a key check and without being counted again.
+    let table = full_pipeline_table(app.addr.port(), sidecar.addr.port(), 2);
+    let (gateway, _state) = ingress(table, ingress_dir.path()).await;
+    assert_eq!(ingress_get(&gateway, KEY).await.0, 200);
+    assert_eq!(ingress_get(&gateway, KEY).await.0, 200);
+    assert_eq!(
+        ingress_get(&gateway, KEY).await.0,
+        429,
+        "the ingress's quota"
+    );
+    assert_eq!(app.count(), 2);
+    gateway.shutdown().await;
+
+    let intruder = ca.issue(OTHER_SA, false);
+    // No key, no certificate or another workload's: 401, nothing reaches the app.
+    for cert in [None, Some(&intruder)] {
+        let (status, body) = call_with_key(presenting(cert, &ingress_store), sidecar.addr, None)
+            .await
+            .expect("admitted for the pipeline");
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body.contains("\"status\":401"), "{body}");
+        let (status, _) = call_with_key(
+            presenting(cert, &ingress_store),
+            sidecar.addr,
+            Some("wrong-key-0123456789"),
+        )
+        .await
+        .expect("admitted for the pipeline");
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(app.count(), 2);
+    // The key: two calls reach the app (the sidecar's own count of 2 is whole), the third is
+    // over the quota.
+    for cert in [None, Some(&intruder)] {
+        let (status, body) =
+            call_with_key(presenting(cert, &ingress_store), sidecar.addr, Some(KEY))
+                .await
+                .expect("admitted");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let echoed: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert!(
+            echoed["headers"].get("x-key").is_none(),
+            "the key reached the app: {body}"
+        );
+    }
+    assert_eq!(app.count(), 4);
+    let (status, body) = call_with_key(presenting(None, &ingress_store), sidecar.addr, Some(KEY))
+        .await
+        .expect("admitted");
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(app.count(), 4);
+    // An expired certificate fails the handshake even so.
+    let expired = ca.issue(OTHER_SA, true);
+    assert!(
+        call_with_key(
+            presenting(Some(&expired), &ingress_store),
+            sidecar.addr,
+            Some(KEY)
+        )
+        .await
+        .is_err(),
+        "an expired certificate was admitted"
+    );
+    // The gateway identity still goes straight to the app: no key, not counted.
+    let (status, body) = call_with_key(mtls_client(&ingress_store), sidecar.addr, None)
+        .await
+        .expect("the gateway is admitted");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(app.count(), 5);
+
+    let metrics = support::client()
+        .request(
+            Request::get(format!("http://{}/metrics", sidecar.admin))
+                .body(http_body_util::Full::new(Bytes::new()))
+                .expect("request"),
+        )
+        .await
+        .expect("metrics");
+    let text = metrics
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("tollgate_sidecar_handshakes_total{outcome=\"direct\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("product=\"shop/cart\""),
+        "direct calls are counted under their product: {text}"
+    );
+}
+
+/// The ingress's own client configuration (its identity from `store`).
+fn mtls_client(store: &Arc<Identity>) -> ClientConfig {
+    mtls::client_config(store.clone(), SpiffeId::parse(WORKLOAD).expect("id")).expect("config")
 }

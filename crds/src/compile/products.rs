@@ -11,7 +11,7 @@ use super::{object_id, Input, Lookup, Outcome, Outcomes, Rejected, Report};
 use crate::diagnostics::Diagnostic;
 use crate::gateway::attach::Attached;
 use crate::gateway::translate::Binding;
-use crate::product::{Backend, Method, PathMatch, Product, Route, ValueMatch};
+use crate::product::{Backend, Method, PathMatch, Product, Route, SidecarCallers, ValueMatch};
 use crate::reasons;
 use crate::table::{
     BackendTarget, ClientCertificatesEntry, GatewayBindingEntry, KeyLookup, PolicyEntry,
@@ -496,6 +496,7 @@ fn compile_one(
         http_route: from_rules,
         host_rewrite: None,
         bindings: Vec::new(),
+        sidecar_full_pipeline: spec.sidecar_callers == SidecarCallers::FullPipeline,
     })
 }
 

@@ -720,6 +720,7 @@ fn untargeted(snapshot: &Snapshot, translation: &Translation, tls: &mut TlsObjec
                     }),
                     client_certificates: None,
                     headers_with_underscores: UnderscoreHeaders::default(),
+                    sidecar_callers: Default::default(),
                 },
             );
             product.metadata.namespace = Some(served.namespace.clone());

@@ -56,6 +56,9 @@ pub fn args(config: &InjectConfig, app_port: u16) -> Vec<String> {
         format!("--trust-domain={}", config.trust_domain),
         format!("--identity-dir={IDENTITY_DIR}"),
         format!("--identity-url={}", config.identity_url),
+        // The same endpoint's table says which products ask this pod's sidecar for their full
+        // pipeline (with TOLLGATE_POD_IP, see `container`).
+        format!("--from-operator={}", config.identity_url),
         format!("--token-file={TOKEN_DIR}/token"),
     ];
     if config.operator_ca_configmap.is_some() {
@@ -172,6 +175,11 @@ fn container(config: &InjectConfig, app_port: u16) -> Container {
             EnvVar {
                 name: "POD_NAME".into(),
                 value_from: Some(field("metadata.name")),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "TOLLGATE_POD_IP".into(),
+                value_from: Some(field("status.podIP")),
                 ..Default::default()
             },
         ]),

@@ -4,7 +4,11 @@
 //!   trust bundle and carries exactly one SPIFFE id on the allow list. Anything else fails the
 //!   handshake: an unauthenticated peer never gets an HTTP exchange, so no byte of its request
 //!   is parsed and nothing can reach the app (a `403` would need the handshake to succeed with
-//!   a certificate we do not trust first).
+//!   a certificate we do not trust first). Only while [`OthersServed`] says so (a product asks
+//!   this sidecar for its full pipeline) does it also admit a caller with no certificate or
+//!   with a valid one of another identity; [`is_gateway`] then sends that connection through
+//!   the product's pipeline rather than straight to the app. An invalid or expired certificate
+//!   fails the handshake either way.
 //! - [`client_config`] (the ingress) presents its own identity and accepts a server only when its
 //!   certificate chains to the bundle and its SPIFFE id equals the expected workload's; the DNS
 //!   name or IP connected to is not what is checked (pods are reached by IP, and their
@@ -68,11 +72,26 @@ impl ResolvesClientCert for OwnCert {
     }
 }
 
-/// The sidecar's client check: a chain to the bundle, then the SPIFFE id on the allow list.
+/// Whether a sidecar serves callers without an allowed identity at this moment (asked at each
+/// handshake: it changes with the table).
+pub trait OthersServed: Send + Sync + std::fmt::Debug {
+    /// True while some product asks this sidecar for its full pipeline.
+    fn served(&self) -> bool;
+}
+
+/// The sidecar's client check: a chain to the bundle, then the SPIFFE id on the allow list
+/// (unless `others` are served now).
 #[derive(Debug)]
 struct AllowedClients {
     identity: Arc<Identity>,
     allowed: Vec<SpiffeId>,
+    others: Option<Arc<dyn OthersServed>>,
+}
+
+impl AllowedClients {
+    fn others_served(&self) -> bool {
+        self.others.as_ref().is_some_and(|o| o.served())
+    }
 }
 
 impl ClientCertVerifier for AllowedClients {
@@ -83,7 +102,7 @@ impl ClientCertVerifier for AllowedClients {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        !self.others_served()
     }
 
     fn verify_client_cert(
@@ -97,7 +116,7 @@ impl ClientCertVerifier for AllowedClients {
             .client_verifier
             .verify_client_cert(end_entity, intermediates, now)?;
         let sans = uri_sans(end_entity);
-        if !allowed(sans.iter().map(String::as_str), &self.allowed) {
+        if !allowed(sans.iter().map(String::as_str), &self.allowed) && !self.others_served() {
             tracing::debug!(target: "identity", peer = ?sans, "client identity not on the allow list");
             return Err(identity_refused());
         }
@@ -184,17 +203,20 @@ impl ServerCertVerifier for ExpectedServer {
 }
 
 /// The sidecar listener's configuration: serves the store's certificate, requires a client
-/// certificate with an identity in `allowed`.
+/// certificate with an identity in `allowed` (or, while `others` are served, admits any caller
+/// whose certificate, if it presents one, is valid).
 ///
 /// # Errors
 /// When rustls refuses the protocol versions (not expected with the ring provider).
 pub fn server_config(
     identity: Arc<Identity>,
     allowed: Vec<SpiffeId>,
+    others: Option<Arc<dyn OthersServed>>,
 ) -> Result<ServerConfig, rustls::Error> {
     let verifier = AllowedClients {
         identity: identity.clone(),
         allowed,
+        others,
     };
     let mut config = ServerConfig::builder_with_provider(crate::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -207,6 +229,18 @@ pub fn server_config(
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     Ok(config)
+}
+
+/// Whether the peer of a handshake `server_config` completed is the gateway: its leaf
+/// certificate carries an identity in `allowed`. False for a caller admitted while others are
+/// served (no certificate, or another identity).
+pub fn is_gateway(conn: &rustls::ServerConnection, allowed: &[SpiffeId]) -> bool {
+    conn.peer_certificates()
+        .and_then(|chain| chain.first())
+        .is_some_and(|leaf| {
+            let sans = uri_sans(leaf);
+            super::spiffe::allowed(sans.iter().map(String::as_str), allowed)
+        })
 }
 
 /// The ingress's configuration towards one workload: presents the store's certificate and
@@ -254,6 +288,15 @@ mod tests {
 
     /// An in-memory handshake; the first error of either side.
     fn handshake(client: ClientConfig, server: ServerConfig) -> Result<Vec<u8>, rustls::Error> {
+        let s = handshake_server(client, server)?;
+        Ok(s.peer_certificates().unwrap()[0].to_vec())
+    }
+
+    /// [`handshake`], answering the server's side of the finished handshake.
+    fn handshake_server(
+        client: ClientConfig,
+        server: ServerConfig,
+    ) -> Result<ServerConnection, rustls::Error> {
         let mut c = ClientConnection::new(
             Arc::new(client),
             ServerName::try_from("sidecar.invalid").unwrap(),
@@ -270,11 +313,80 @@ mod tests {
             c.read_tls(&mut buf.as_slice()).map_err(io)?;
             c.process_new_packets()?;
             if !c.is_handshaking() && !s.is_handshaking() && !c.wants_write() {
-                let peer = s.peer_certificates().unwrap()[0].to_vec();
-                return Ok(peer);
+                return Ok(s);
             }
         }
         Err(rustls::Error::General("handshake did not finish".into()))
+    }
+
+    /// A store holding `uri` issued by `foreign`, trusting `ca` too (so it accepts the sidecar).
+    fn impostor(foreign: &TestCa, uri: &str, ca: &TestCa) -> Arc<Identity> {
+        let forged = foreign.issue(uri, false);
+        let both = format!("{}{}", foreign.pem(), ca.pem());
+        let s = Arc::new(Identity::new());
+        s.install(
+            forged.chain.as_bytes(),
+            forged.key.as_bytes(),
+            both.as_bytes(),
+        )
+        .unwrap();
+        s
+    }
+
+    /// [`OthersServed`] switched by the test.
+    #[derive(Debug, Default)]
+    struct Switch(std::sync::atomic::AtomicBool);
+
+    impl OthersServed for Switch {
+        fn served(&self) -> bool {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn while_others_are_served_any_valid_caller_is_admitted_and_told_apart_from_the_gateway() {
+        let ca = TestCa::new("ca");
+        let sidecar = store(&ca, &ca.issue(WORKLOAD, false));
+        let allow = SpiffeId::parse_list(INGRESS).unwrap();
+        let workload = SpiffeId::parse(WORKLOAD).unwrap();
+        let switch = Arc::new(Switch::default());
+        // One configuration throughout: the switch is read at each handshake.
+        let config = server_config(sidecar.clone(), allow.clone(), Some(switch.clone())).unwrap();
+        let server = || config.clone();
+        let anonymous = || {
+            ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ExpectedServer {
+                    identity: store(&ca, &ca.issue(INGRESS, false)),
+                    expected: [workload.clone()],
+                }))
+                .with_no_client_auth()
+        };
+        let as_identity =
+            |id: &str| client_config(store(&ca, &ca.issue(id, false)), workload.clone()).unwrap();
+        // Off (the default): only the gateway.
+        assert!(handshake_server(anonymous(), server()).is_err());
+        assert!(handshake_server(as_identity(OTHER), server()).is_err());
+        let gateway = handshake_server(as_identity(INGRESS), server()).unwrap();
+        assert!(is_gateway(&gateway, &allow));
+        // On: no certificate, or another identity, is admitted, and is not the gateway.
+        switch.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        let nobody = handshake_server(anonymous(), server()).unwrap();
+        assert!(!is_gateway(&nobody, &allow));
+        let other = handshake_server(as_identity(OTHER), server()).unwrap();
+        assert!(!is_gateway(&other, &allow));
+        let gateway = handshake_server(as_identity(INGRESS), server()).unwrap();
+        assert!(is_gateway(&gateway, &allow));
+        // A certificate of another CA still fails: admitted callers present valid ones or none.
+        let impostor = impostor(&TestCa::new("foreign"), OTHER, &ca);
+        assert!(
+            handshake_server(client_config(impostor, workload.clone()).unwrap(), server()).is_err()
+        );
+        // Off again: refused at the next handshake.
+        switch.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(handshake_server(anonymous(), server()).is_err());
     }
 
     #[test]
@@ -285,7 +397,7 @@ mod tests {
         let allow = SpiffeId::parse_list(INGRESS).unwrap();
         let peer = handshake(
             client_config(ingress, SpiffeId::parse(WORKLOAD).unwrap()).unwrap(),
-            server_config(sidecar, allow).unwrap(),
+            server_config(sidecar, allow, None).unwrap(),
         )
         .unwrap();
         assert_eq!(uri_sans(&peer), vec![INGRESS.to_string()]);
@@ -300,21 +412,12 @@ mod tests {
         let workload = SpiffeId::parse(WORKLOAD).unwrap();
         // Another ServiceAccount of the same CA.
         let other = store(&ca, &ca.issue(OTHER, false));
-        // The right name from another CA (its store trusts our CA so it accepts the sidecar).
-        let impostor = Arc::new(Identity::new());
-        let forged = foreign.issue(INGRESS, false);
-        let both = format!("{}{}", foreign.pem(), ca.pem());
-        impostor
-            .install(
-                forged.chain.as_bytes(),
-                forged.key.as_bytes(),
-                both.as_bytes(),
-            )
-            .unwrap();
+        // The right name from another CA.
+        let impostor = impostor(&foreign, INGRESS, &ca);
         for (what, client) in [("other SA", other), ("foreign CA", impostor)] {
             let err = handshake(
                 client_config(client, workload.clone()).unwrap(),
-                server_config(sidecar.clone(), allow.clone()).unwrap(),
+                server_config(sidecar.clone(), allow.clone(), None).unwrap(),
             );
             assert!(err.is_err(), "{what} accepted");
         }
@@ -330,7 +433,7 @@ mod tests {
             .with_no_client_auth();
         assert!(handshake(
             anonymous,
-            server_config(sidecar.clone(), allow.clone()).unwrap()
+            server_config(sidecar.clone(), allow.clone(), None).unwrap()
         )
         .is_err());
         // An expired certificate cannot be installed, so present one directly.
@@ -350,7 +453,7 @@ mod tests {
             }))
             .with_client_auth_cert(chain, key)
             .unwrap();
-        assert!(handshake(stale, server_config(sidecar, allow).unwrap()).is_err());
+        assert!(handshake(stale, server_config(sidecar, allow, None).unwrap()).is_err());
     }
 
     #[test]
@@ -361,7 +464,7 @@ mod tests {
         let allow = SpiffeId::parse_list(INGRESS).unwrap();
         let err = handshake(
             client_config(ingress, SpiffeId::parse(WORKLOAD).unwrap()).unwrap(),
-            server_config(wrong, allow).unwrap(),
+            server_config(wrong, allow, None).unwrap(),
         )
         .unwrap_err();
         assert_eq!(err, identity_refused());
@@ -375,7 +478,7 @@ mod tests {
         let allow = SpiffeId::parse_list(INGRESS).unwrap();
         let workload = SpiffeId::parse(WORKLOAD).unwrap();
         let client = client_config(ingress.clone(), workload).unwrap();
-        let server = server_config(sidecar, allow).unwrap();
+        let server = server_config(sidecar, allow, None).unwrap();
         let before = handshake(client.clone(), server.clone()).unwrap();
         let next = ca.issue(INGRESS, false);
         ingress

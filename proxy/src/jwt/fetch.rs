@@ -381,6 +381,16 @@ impl JwksRegistry {
         }
     }
 
+    /// A registry with this one's settings, runtime and trust anchors, and no sources yet.
+    pub fn empty_like(&self) -> JwksRegistry {
+        JwksRegistry {
+            settings: self.settings,
+            handle: self.handle.clone(),
+            roots: self.roots.clone(),
+            sources: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// The source for `uri`: the one a previous table used, or a new one that fetches nothing
     /// until [`JwksRegistry::start`] (building a table does no I/O).
     pub fn source(&self, uri: &str) -> Arc<JwksSource> {

@@ -26,11 +26,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::bounds::{MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
+use crate::identity::mtls::is_gateway;
 use crate::listen::framing::FramingGuard;
 use crate::listen::head_timer::{scoped, HeadTimer};
 use crate::listen::limits::{ConnPermit, ConnTracker, FirstByteDeadline, Shed};
 use crate::message::request_id;
-use crate::observe::metrics::ListenerMetrics;
+use crate::observe::metrics::{ListenerMetrics, SidecarHandshake};
 use crate::pipeline::{self, ConnInfo};
 use crate::problem::Rejection;
 use crate::state::Shared;
@@ -118,8 +119,20 @@ enum Mode {
     /// Every request redirected to `https://` on this port.
     Redirect(u16),
     /// Sidecar mode: the pipeline after a mutual TLS handshake with an allowed workload
-    /// identity (see [`crate::identity::mtls::server_config`]).
-    Mtls(Arc<Shared>, tokio_rustls::TlsAcceptor),
+    /// identity (see [`crate::identity::mtls::server_config`]); `Shared` serves the gateway.
+    Mtls(Arc<Shared>, Arc<SidecarServing>),
+}
+
+/// Sidecar mode's listener: the handshake, who the gateway is, and who serves the others.
+pub struct SidecarServing {
+    /// The mutual TLS handshake.
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The gateway's identities (`--allowed-identities`): their calls passed the ingress
+    /// pipeline and go straight to the app.
+    pub gateway: Vec<crate::identity::spiffe::SpiffeId>,
+    /// The pipeline of products that ask for it, for callers that are not the gateway (see
+    /// [`crate::source::sidecar::direct_table`]); `None`: they fail the handshake.
+    pub direct: Option<Arc<Shared>>,
 }
 
 /// Serve `listener` until `shutdown` turns true, then stop accepting and let in-flight
@@ -157,20 +170,21 @@ pub async fn serve_tls(
 }
 
 /// [`serve`] for sidecar mode: each connection must complete a mutual TLS handshake with
-/// `acceptor` (bounded by [`crate::tls::edge::HANDSHAKE_TIMEOUT`]); a peer without an allowed
-/// identity fails it and is closed before any HTTP is read (logged at debug level, counted in
-/// `tollgate_sidecar_handshakes_total{outcome="refused"}`).
+/// `sidecar.acceptor` (bounded by [`crate::tls::edge::HANDSHAKE_TIMEOUT`]); a peer without an
+/// allowed identity fails it and is closed before any HTTP is read (logged at debug level,
+/// counted in `tollgate_sidecar_handshakes_total{outcome="refused"}`), unless a product asks
+/// this sidecar for its full pipeline: then it is served by `sidecar.direct`.
 pub async fn serve_mtls(
     listener: TcpListener,
     shared: Arc<Shared>,
-    acceptor: tokio_rustls::TlsAcceptor,
+    sidecar: Arc<SidecarServing>,
     limits: ListenerLimits,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
     accept_loop(
         listener,
-        Mode::Mtls(shared, acceptor),
+        Mode::Mtls(shared, sidecar),
         limits,
         shutdown,
         drain,
@@ -292,32 +306,40 @@ async fn accept_loop(
                                 }
                             });
                         }
-                        Mode::Mtls(shared, acceptor) => {
+                        Mode::Mtls(shared, sidecar) => {
                             let watcher = graceful.watcher();
-                            let (builder, shared, acceptor) =
-                                (builder.clone(), shared.clone(), acceptor.clone());
+                            let (builder, shared, sidecar) =
+                                (builder.clone(), shared.clone(), sidecar.clone());
                             tokio::spawn(async move {
                                 let _held = held;
                                 let handshake = tokio::time::timeout(
                                     crate::tls::edge::HANDSHAKE_TIMEOUT,
-                                    acceptor.accept(stream),
+                                    sidecar.acceptor.accept(stream),
                                 )
                                 .await;
                                 let tls = match handshake {
-                                    Ok(Ok(tls)) => {
-                                        shared.metrics.sidecar_handshake(true);
-                                        tls
-                                    }
+                                    Ok(Ok(tls)) => tls,
                                     Ok(Err(e)) => {
-                                        shared.metrics.sidecar_handshake(false);
+                                        shared.metrics.sidecar_handshake(SidecarHandshake::Refused);
                                         tracing::debug!(%peer, error = %e, "sidecar mTLS handshake refused");
                                         return;
                                     }
                                     Err(_) => {
-                                        shared.metrics.sidecar_handshake(false);
+                                        shared.metrics.sidecar_handshake(SidecarHandshake::Refused);
                                         tracing::debug!(%peer, "sidecar mTLS handshake timed out");
                                         return;
                                     }
+                                };
+                                let shared = if is_gateway(tls.get_ref().1, &sidecar.gateway) {
+                                    shared.metrics.sidecar_handshake(SidecarHandshake::Gateway);
+                                    shared
+                                } else if let Some(direct) = &sidecar.direct {
+                                    shared.metrics.sidecar_handshake(SidecarHandshake::Direct);
+                                    direct.clone()
+                                } else {
+                                    // The verifier admits others only when `direct` serves them.
+                                    shared.metrics.sidecar_handshake(SidecarHandshake::Refused);
+                                    return;
                                 };
                                 let info = Some(Arc::new(crate::tls::TlsConn::from_connection(
                                     tls.get_ref().1,

@@ -34,7 +34,7 @@ pub enum ProxyMode {
     /// Every request redirected to `https://` on this port.
     Redirect(u16),
     /// Sidecar mode: mutual TLS first.
-    Mtls(tokio_rustls::TlsAcceptor),
+    Mtls(Arc<server::SidecarServing>),
 }
 
 /// What every accept thread serves: the proxy listener in its mode and, when configured, the
@@ -65,10 +65,10 @@ impl Serving {
             ProxyMode::Redirect(port) => {
                 tokio::spawn(server::serve_redirect(proxy, *port, limits, rx, drain))
             }
-            ProxyMode::Mtls(acceptor) => tokio::spawn(server::serve_mtls(
+            ProxyMode::Mtls(sidecar) => tokio::spawn(server::serve_mtls(
                 proxy,
                 shared,
-                acceptor.clone(),
+                sidecar.clone(),
                 limits,
                 rx,
                 drain,

@@ -97,6 +97,18 @@ impl ConfigMetrics {
     }
 }
 
+/// How a sidecar handshake ended (`tollgate_sidecar_handshakes_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SidecarHandshake {
+    /// `ok`: the gateway, served straight to the app.
+    Gateway,
+    /// `direct`: another in-cluster caller, admitted for a product's full pipeline.
+    Direct,
+    /// `refused`: no, invalid or expired client certificate, an identity not allowed, or a
+    /// timeout.
+    Refused,
+}
+
 /// One labelled child per status class (`1xx`…`5xx`), each resolved the first time a request
 /// of that class is counted. Resolving hashes every label value and takes the vector's lock;
 /// a resolved child is one atomic load away. Lazily, not up front: a child exists (and is
@@ -286,7 +298,8 @@ impl Metrics {
         let sidecar_handshakes = IntCounterVec::new(
             Opts::new(
                 "tollgate_sidecar_handshakes_total",
-                "Mutual TLS handshakes on the sidecar listener by outcome (ok, refused: no, \
+                "Mutual TLS handshakes on the sidecar listener by outcome (ok: the gateway; \
+                 direct: another caller, admitted for a product's full pipeline; refused: no, \
                  expired or unknown client certificate, an identity not allowed, or a timeout).",
             ),
             &["outcome"],
@@ -477,8 +490,12 @@ impl Metrics {
     }
 
     /// Count a mutual TLS handshake on the sidecar listener.
-    pub fn sidecar_handshake(&self, ok: bool) {
-        let outcome = if ok { "ok" } else { "refused" };
+    pub fn sidecar_handshake(&self, outcome: SidecarHandshake) {
+        let outcome = match outcome {
+            SidecarHandshake::Gateway => "ok",
+            SidecarHandshake::Direct => "direct",
+            SidecarHandshake::Refused => "refused",
+        };
         self.sidecar_handshakes.with_label_values(&[outcome]).inc();
     }
 

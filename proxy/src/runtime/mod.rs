@@ -417,6 +417,7 @@ pub(crate) mod fixtures {
             routes: vec![],
             host_rewrite: None,
             bindings: Vec::new(),
+            sidecar_full_pipeline: false,
         }
     }
 

@@ -273,6 +273,8 @@ pub struct OperatorSource {
     have: Option<Versioned>,
     /// The last exchange succeeded (see [`poll_wait`]).
     connected: bool,
+    /// A sidecar's source: serve only [`super::sidecar::direct_table`] of each table.
+    sidecar: Option<super::sidecar::Placement>,
 }
 
 /// TLS settings for talking to the operator: TLS 1.2/1.3, verified against `ca_file` (or the
@@ -340,7 +342,33 @@ impl OperatorSource {
             client,
             have: None,
             connected: false,
+            sidecar: None,
         })
+    }
+
+    /// Feed a sidecar's direct callers: swap in only what the sidecar at `at` serves them (see
+    /// [`super::sidecar::direct_table`]).
+    pub fn for_sidecar(mut self, at: super::sidecar::Placement) -> OperatorSource {
+        self.sidecar = Some(at);
+        self
+    }
+
+    /// Swap `table` in, or the sidecar's part of it; the runtime keeps the whole table's digest,
+    /// which is what is compared with the next update.
+    fn swap(&self, source: &'static str, table: &RoutingTable, digest: String, version: u64) {
+        let Some(at) = self.sidecar else {
+            return swap_in(&self.shared, source, table, digest, version);
+        };
+        let direct = super::sidecar::direct_table(table, at);
+        for id in &direct.refused {
+            tracing::warn!(
+                target: "reload",
+                product = %id,
+                "sidecarCallers: FullPipeline is not served for a product that requires client \
+                 certificates; its callers that bypass the gateway are refused"
+            );
+        }
+        swap_in(&self.shared, source, &direct.table, digest, version);
     }
 
     fn token(&self) -> Result<HeaderValue, SourceError> {
@@ -398,13 +426,7 @@ impl OperatorSource {
         // operator version is being served.
         let serving = self.shared.runtime.load().as_deref().map(|r| r.version());
         if !same_table(&self.shared, &next.digest) || serving != Some(next.version) {
-            swap_in(
-                &self.shared,
-                "operator",
-                &next.table,
-                next.digest.clone(),
-                next.version,
-            );
+            self.swap("operator", &next.table, next.digest.clone(), next.version);
         }
         if let Some(dir) = &self.config.state_dir {
             if let Err(e) = save_state(dir, &next) {
@@ -432,8 +454,7 @@ impl OperatorSource {
                     "operator unreachable: serving the last-known-good table from {}",
                     dir.join(STATE_FILE).display()
                 );
-                swap_in(
-                    &self.shared,
+                self.swap(
                     "operator-state",
                     &state.table,
                     state.digest.clone(),
