@@ -22,7 +22,6 @@
 
 mod backend_tls;
 mod cors;
-pub(crate) mod durations;
 mod last_good;
 mod plans;
 mod policies;

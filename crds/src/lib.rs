@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod crd_yaml;
 pub mod diagnostics;
 pub mod distribution;
+mod durations;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;

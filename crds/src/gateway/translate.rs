@@ -1374,7 +1374,7 @@ fn rule_timeout(rule: &HttpRouteRules) -> Result<Option<u64>, &'static str> {
     };
     let parse = |text: &Option<String>, field| match text.as_deref() {
         None => Ok(None),
-        Some(text) => crate::compile::durations::parse_gateway_duration_ms(text)
+        Some(text) => crate::durations::parse_gateway_duration_ms(text)
             .map(|ms| Some(if ms == 0 { DISABLED_TIMEOUT_MS } else { ms }))
             .ok_or(field),
     };

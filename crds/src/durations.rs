@@ -3,6 +3,10 @@
 //!
 //! The CRD's CEL rules check the same syntax at `kubectl apply` time; standalone mode has no API
 //! server, so the compiler parses strictly instead of trusting the schema.
+//!
+//! A leaf module at the crate root, not under `compile/`: the Gateway API translation
+//! (`gateway/`) parses HTTPRoute timeouts too, and `compile` runs `gateway`, so `gateway`
+//! importing from `compile` would make an import circle.
 
 /// Parse a timeout: a positive whole number followed by `ms`, `s` or `m` (CEL `^[1-9][0-9]*(ms|s|m)$`).
 pub(crate) fn parse_timeout_ms(text: &str) -> Option<u64> {
