@@ -28,7 +28,6 @@ mod policies;
 mod products;
 pub(crate) mod secrets;
 mod subscriptions;
-pub(crate) mod syntax;
 mod validation;
 
 use std::collections::BTreeMap;

@@ -24,6 +24,7 @@ pub mod snapshot;
 mod spelling;
 pub mod status;
 pub mod subscription;
+mod syntax;
 pub mod table;
 pub mod usage;
 

@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::policies::cidrs;
 use super::secrets::{secret_value, Secrets};
-use super::syntax::normalize_fingerprint;
 use super::{
     object_id, suggestion, Input, Lookup, Outcome, Outcomes, Rejected, Report, MIN_KEY_CHARS,
 };
@@ -18,6 +17,7 @@ use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::key_grace::{self, GracedRecord, GRACED_KEYS_ANNOTATION};
 use crate::reasons;
 use crate::subscription::{Subscription, SubscriptionState, PRIMARY_KEY, SECONDARY_KEY};
+use crate::syntax::normalize_fingerprint;
 use crate::table::{key_digest, GracedKey, PlanEntry, SubscriptionEntry, UnavailableEntry};
 
 /// CRD limits re-checked for standalone mode.
