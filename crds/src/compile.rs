@@ -26,7 +26,7 @@ mod last_good;
 mod plans;
 mod policies;
 mod products;
-pub(crate) mod secrets;
+mod secrets;
 mod subscriptions;
 mod validation;
 
@@ -40,6 +40,7 @@ pub use last_good::{compile_keeping, Kept, LastGood};
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::policy::PolicyAncestorStatus;
 use crate::reasons;
+use crate::secret_data::secret_value;
 use crate::snapshot::{ServiceEndpoints, Snapshot};
 use crate::table::{ObjectId, RoutingTable};
 
@@ -213,9 +214,8 @@ fn listener_certificates(
                         .unwrap_or(DEFAULT_NAMESPACE)
                         == c.secret_namespace
             })?;
-            let pem = |key| {
-                secrets::secret_value(secret, key).map(|b| String::from_utf8_lossy(b).into_owned())
-            };
+            let pem =
+                |key| secret_value(secret, key).map(|b| String::from_utf8_lossy(b).into_owned());
             Some(crate::table::ListenerCertificateEntry {
                 id: format!("{}/{}/{}", c.namespace, c.gateway, c.listener),
                 hostname: c.hostname.clone(),

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod policy;
 pub mod product;
 pub mod reasons;
+mod secret_data;
 pub mod snapshot;
 mod spelling;
 pub mod status;

@@ -574,7 +574,7 @@ impl TlsObjects {
                 let secret = tls.ca_pem.as_ref().map(|pem| {
                     let mut s = Secret {
                         string_data: Some(BTreeMap::from([(
-                            crate::compile::secrets::CA_CRT.to_string(),
+                            crate::secret_data::CA_CRT.to_string(),
                             pem.clone(),
                         )])),
                         ..Secret::default()
