@@ -36,6 +36,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Serialize};
 
 pub use last_good::{compile_keeping, Kept, LastGood};
+// Defined in a leaf module so that `gateway/` can use it without importing `compile`.
+pub use crate::namespace::DEFAULT_NAMESPACE;
 
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::policy::PolicyAncestorStatus;
@@ -46,9 +48,6 @@ use crate::table::{ObjectId, RoutingTable};
 
 /// Keys shorter than this many characters are rejected as [`reasons::WEAK_KEY`].
 pub const MIN_KEY_CHARS: usize = 16;
-
-/// Namespace of objects that do not name one (as `kubectl apply` would do with no context).
-pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// The result of one compile.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod key_grace;
 pub mod manifest;
+mod namespace;
 pub mod plan;
 pub mod policy;
 pub mod product;

@@ -19,7 +19,7 @@ use crate::product::{
 };
 use crate::snapshot::Snapshot;
 use crate::table::{BackendTarget, SubjectAltName, WeightedBackend};
-use crate::{compile::DEFAULT_NAMESPACE, reasons};
+use crate::{namespace::DEFAULT_NAMESPACE, reasons};
 
 /// How the name of the implicit Product of an untargeted HTTPRoute rule starts
 /// (`HTTPRoute:<route>:<rule>`): no Kubernetes object can be named so.
