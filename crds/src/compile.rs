@@ -22,14 +22,12 @@
 
 mod backend_tls;
 mod cors;
-pub(crate) mod durations;
 mod last_good;
 mod plans;
 mod policies;
 mod products;
-pub(crate) mod secrets;
+mod secrets;
 mod subscriptions;
-pub(crate) mod syntax;
 mod validation;
 
 use std::collections::BTreeMap;
@@ -38,18 +36,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Serialize};
 
 pub use last_good::{compile_keeping, Kept, LastGood};
+// Defined in a leaf module so that `gateway/` can use it without importing `compile`.
+pub use crate::namespace::DEFAULT_NAMESPACE;
 
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::policy::PolicyAncestorStatus;
 use crate::reasons;
+use crate::secret_data::secret_value;
 use crate::snapshot::{ServiceEndpoints, Snapshot};
 use crate::table::{ObjectId, RoutingTable};
 
 /// Keys shorter than this many characters are rejected as [`reasons::WEAK_KEY`].
 pub const MIN_KEY_CHARS: usize = 16;
-
-/// Namespace of objects that do not name one (as `kubectl apply` would do with no context).
-pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// The result of one compile.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -215,9 +213,8 @@ fn listener_certificates(
                         .unwrap_or(DEFAULT_NAMESPACE)
                         == c.secret_namespace
             })?;
-            let pem = |key| {
-                secrets::secret_value(secret, key).map(|b| String::from_utf8_lossy(b).into_owned())
-            };
+            let pem =
+                |key| secret_value(secret, key).map(|b| String::from_utf8_lossy(b).into_owned());
             Some(crate::table::ListenerCertificateEntry {
                 id: format!("{}/{}/{}", c.namespace, c.gateway, c.listener),
                 hostname: c.hostname.clone(),

@@ -10,19 +10,23 @@ pub mod conditions;
 pub mod crd_yaml;
 pub mod diagnostics;
 pub mod distribution;
+mod durations;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
 pub mod key_grace;
 pub mod manifest;
+mod namespace;
 pub mod plan;
 pub mod policy;
 pub mod product;
 pub mod reasons;
+mod secret_data;
 pub mod snapshot;
 mod spelling;
 pub mod status;
 pub mod subscription;
+mod syntax;
 pub mod table;
 pub mod usage;
 

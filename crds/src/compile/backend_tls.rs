@@ -1,10 +1,11 @@
 //! `spec.backendTLS` → [`BackendTlsEntry`]: the Secrets it names, read into PEM.
 
-use super::secrets::{Secrets, CA_CRT, TLS_CRT, TLS_KEY};
-use super::syntax::is_hostname;
+use super::secrets::Secrets;
 use super::Report;
 use crate::policy::BackendTls;
 use crate::reasons;
+use crate::secret_data::{CA_CRT, TLS_CRT, TLS_KEY};
+use crate::syntax::is_hostname;
 use crate::table::{BackendTlsEntry, SecretPem};
 
 /// Resolve a `backendTLS` block in `namespace` (errors and the insecure warning go to `report`).

@@ -1,10 +1,10 @@
 //! `spec.cors` → [`CorsEntry`]: origins (exact, or `*.` subdomain patterns); a wildcard with
 //! credentials only where the Gateway API defines it (an HTTPRoute `CORS` filter).
 
-use super::syntax::is_header_name;
 use super::Report;
 use crate::policy::CorsPolicy;
 use crate::reasons;
+use crate::syntax::is_header_name;
 use crate::table::CorsEntry;
 
 /// Whose CORS settings these are, which decides what `*` with credentials means.

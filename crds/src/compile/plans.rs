@@ -1,8 +1,8 @@
 //! Plan → [`PlanEntry`]: its product, its routes, its rate limit and quota.
 
-use super::durations::parse_period_ms;
 use super::{object_id, suggestion, Input, Lookup, Outcomes, Rejected, Report};
 use crate::diagnostics::Diagnostic;
+use crate::durations::parse_period_ms;
 use crate::plan::{Plan, RateLimit};
 use crate::reasons;
 use crate::table::{PlanEntry, ProductEntry, QuotaEntry, RateLimitEntry};

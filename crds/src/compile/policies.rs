@@ -7,7 +7,6 @@ use ipnet::IpNet;
 
 use super::plans::rate_limit;
 use super::secrets::Secrets;
-use super::syntax::{is_header_name, is_header_value};
 use super::{backend_tls, cors, validation, Input, Outcomes, Report};
 use crate::diagnostics::Diagnostic;
 use crate::gateway::attach::Attached;
@@ -16,6 +15,7 @@ use crate::policy::{ApiPolicy, HeaderOps, JwtPolicy, PolicyTargetRef, ResponseRe
 use crate::product::Product;
 use crate::product::GATEWAY_API_GROUP;
 use crate::reasons;
+use crate::syntax::{is_header_name, is_header_value};
 use crate::table::{
     HeaderOpsEntry, IpFilterEntry, JwtEntry, JwtIssuerEntry, PolicyEntry, RequiredScopesEntry,
     RewriteEntry,

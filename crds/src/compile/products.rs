@@ -2,17 +2,18 @@
 
 use std::collections::BTreeMap;
 
-use super::durations::parse_timeout_ms;
-use super::secrets::{Secrets, CA_CRT};
-use super::syntax::{
-    is_header_name, is_header_value, is_hostname, is_query_name, is_route_name, path_problem,
-};
+use super::secrets::Secrets;
 use super::{object_id, Input, Lookup, Outcome, Outcomes, Rejected, Report};
 use crate::diagnostics::Diagnostic;
+use crate::durations::parse_timeout_ms;
 use crate::gateway::attach::Attached;
 use crate::gateway::translate::Binding;
 use crate::product::{Backend, Method, PathMatch, Product, Route, SidecarCallers, ValueMatch};
 use crate::reasons;
+use crate::secret_data::CA_CRT;
+use crate::syntax::{
+    is_header_name, is_header_value, is_hostname, is_query_name, is_route_name, path_problem,
+};
 use crate::table::{
     BackendTarget, ClientCertificatesEntry, GatewayBindingEntry, KeyLookup, PolicyEntry,
     ProductEntry, RouteEntry, TimeoutsMs,

@@ -9,13 +9,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{object_id, Input, Rejected, Report};
 use crate::reasons;
-
-/// Data key of a CA bundle (cert-manager and `kubectl create secret generic --from-file=ca.crt`).
-pub const CA_CRT: &str = "ca.crt";
-/// Data key of a certificate chain in a `kubernetes.io/tls` Secret.
-pub const TLS_CRT: &str = "tls.crt";
-/// Data key of a private key in a `kubernetes.io/tls` Secret.
-pub const TLS_KEY: &str = "tls.key";
+use crate::secret_data::secret_value;
 
 /// Secrets by (namespace, name), plus which ones failed to parse.
 pub(crate) struct Secrets<'a> {
@@ -143,20 +137,4 @@ impl<'a> Secrets<'a> {
             None
         }
     }
-}
-
-/// `stringData[key]` (as applied by hand in standalone mode) or else `data[key]`.
-pub(crate) fn secret_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
-    secret
-        .string_data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|s| s.as_bytes())
-        .or_else(|| {
-            secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|b| b.0.as_slice())
-        })
 }

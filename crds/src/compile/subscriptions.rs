@@ -9,15 +9,16 @@ use chrono::SecondsFormat;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::policies::cidrs;
-use super::secrets::{secret_value, Secrets};
-use super::syntax::normalize_fingerprint;
+use super::secrets::Secrets;
 use super::{
     object_id, suggestion, Input, Lookup, Outcome, Outcomes, Rejected, Report, MIN_KEY_CHARS,
 };
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::key_grace::{self, GracedRecord, GRACED_KEYS_ANNOTATION};
 use crate::reasons;
+use crate::secret_data::secret_value;
 use crate::subscription::{Subscription, SubscriptionState, PRIMARY_KEY, SECONDARY_KEY};
+use crate::syntax::normalize_fingerprint;
 use crate::table::{key_digest, GracedKey, PlanEntry, SubscriptionEntry, UnavailableEntry};
 
 /// CRD limits re-checked for standalone mode.

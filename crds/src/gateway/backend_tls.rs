@@ -316,7 +316,7 @@ fn check(p: &BackendTlsPolicy, namespace: &str, inputs: &Inputs<'_>) -> Verdict 
         let at = format!("validation.subjectAltNames[{i}]");
         match san.r#type {
             SanType::Hostname => match san.hostname.as_deref().map(str::to_ascii_lowercase) {
-                Some(h) if crate::compile::syntax::is_hostname(&h) => {
+                Some(h) if crate::syntax::is_hostname(&h) => {
                     sans.push(SubjectAltName::Hostname(h));
                 }
                 _ => return invalid(format!("{at}: type Hostname needs a DNS name in hostname")),
@@ -330,7 +330,7 @@ fn check(p: &BackendTlsPolicy, namespace: &str, inputs: &Inputs<'_>) -> Verdict 
         }
     }
     let hostname = v.hostname.to_ascii_lowercase();
-    if !crate::compile::syntax::is_hostname(&hostname) || hostname.starts_with("*.") {
+    if !crate::syntax::is_hostname(&hostname) || hostname.starts_with("*.") {
         return invalid(format!(
             "validation.hostname `{}` is not a DNS name (no wildcard, no IP address)",
             v.hostname

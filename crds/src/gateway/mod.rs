@@ -73,7 +73,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
 /// The namespace of an object, defaulted as `kubectl apply` defaults it.
 pub(crate) fn namespace_of(ns: Option<&str>) -> String {
     ns.filter(|n| !n.is_empty())
-        .unwrap_or(crate::compile::DEFAULT_NAMESPACE)
+        .unwrap_or(crate::namespace::DEFAULT_NAMESPACE)
         .to_string()
 }
 

@@ -19,7 +19,7 @@ use crate::product::{
 };
 use crate::snapshot::Snapshot;
 use crate::table::{BackendTarget, SubjectAltName, WeightedBackend};
-use crate::{compile::DEFAULT_NAMESPACE, reasons};
+use crate::{namespace::DEFAULT_NAMESPACE, reasons};
 
 /// How the name of the implicit Product of an untargeted HTTPRoute rule starts
 /// (`HTTPRoute:<route>:<rule>`): no Kubernetes object can be named so.
@@ -574,7 +574,7 @@ impl TlsObjects {
                 let secret = tls.ca_pem.as_ref().map(|pem| {
                     let mut s = Secret {
                         string_data: Some(BTreeMap::from([(
-                            crate::compile::secrets::CA_CRT.to_string(),
+                            crate::secret_data::CA_CRT.to_string(),
                             pem.clone(),
                         )])),
                         ..Secret::default()

@@ -838,7 +838,7 @@ fn secret_problem(name: &str, namespace: &str, secrets: &[Secret]) -> Option<Str
             "certificateRef {name}: Secret {namespace}/{name} does not exist"
         ));
     };
-    let cert = crate::compile::secrets::secret_value(secret, "tls.crt").map(|pem| {
+    let cert = crate::secret_data::secret_value(secret, "tls.crt").map(|pem| {
         CertificateDer::pem_slice_iter(pem)
             .filter_map(Result::ok)
             .count()
@@ -849,7 +849,7 @@ fn secret_problem(name: &str, namespace: &str, secrets: &[Secret]) -> Option<Str
             "certificateRef {name}: tls.crt of Secret {namespace}/{name} holds no PEM certificate"
         ));
     }
-    let key = crate::compile::secrets::secret_value(secret, "tls.key")
+    let key = crate::secret_data::secret_value(secret, "tls.key")
         .is_some_and(|pem| PrivateKeyDer::from_pem_slice(pem).is_ok());
     if !key {
         // Never quote the data: it may be a key with one typo.
@@ -1374,7 +1374,7 @@ fn rule_timeout(rule: &HttpRouteRules) -> Result<Option<u64>, &'static str> {
     };
     let parse = |text: &Option<String>, field| match text.as_deref() {
         None => Ok(None),
-        Some(text) => crate::compile::durations::parse_gateway_duration_ms(text)
+        Some(text) => crate::durations::parse_gateway_duration_ms(text)
             .map(|ms| Some(if ms == 0 { DISABLED_TIMEOUT_MS } else { ms }))
             .ok_or(field),
     };

@@ -2,6 +2,10 @@
 //!
 //! In a cluster the API server rejects these at `kubectl apply` time; standalone mode has no API
 //! server, so the compiler re-checks every one of them and must agree with the CEL regexes.
+//!
+//! A leaf module at the crate root, not under `compile/`: the Gateway API stages (`gateway/`)
+//! check hostnames too, and `compile` runs `gateway`, so `gateway` importing from `compile`
+//! would make an import circle.
 
 /// DNS hostname, lowercase, optionally `*.`-prefixed
 /// (CEL `^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`, max 253).

@@ -3,6 +3,10 @@
 //!
 //! The CRD's CEL rules check the same syntax at `kubectl apply` time; standalone mode has no API
 //! server, so the compiler parses strictly instead of trusting the schema.
+//!
+//! A leaf module at the crate root, not under `compile/`: the Gateway API translation
+//! (`gateway/`) parses HTTPRoute timeouts too, and `compile` runs `gateway`, so `gateway`
+//! importing from `compile` would make an import circle.
 
 /// Parse a timeout: a positive whole number followed by `ms`, `s` or `m` (CEL `^[1-9][0-9]*(ms|s|m)$`).
 pub(crate) fn parse_timeout_ms(text: &str) -> Option<u64> {
@@ -33,7 +37,6 @@ pub(crate) fn parse_period_ms(text: &str) -> Option<u64> {
     positive_number(digits, 6)?.checked_mul(unit_ms)
 }
 
-/// ASCII digits without a leading zero, at most `max_digits` of them, as a number ≥ 1.
 /// Parse a Gateway API duration (GEP-2257): one to four parts of 1–5 digits followed by `h`,
 /// `m`, `s` or `ms`, each unit at most once, largest first (`1h30m`, `500ms`, `0s`), in
 /// milliseconds.
@@ -68,6 +71,7 @@ pub(crate) fn parse_gateway_duration_ms(text: &str) -> Option<u64> {
     (parts > 0).then_some(total)
 }
 
+/// ASCII digits without a leading zero, at most `max_digits` of them, as a number ≥ 1.
 fn positive_number(digits: &str, max_digits: usize) -> Option<u64> {
     let well_formed = !digits.is_empty()
         && digits.len() <= max_digits
