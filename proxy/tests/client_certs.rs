@@ -328,3 +328,161 @@ async fn an_unlisted_certificate_is_403_and_optional_products_still_take_keys() 
     assert_eq!(s.upstream.count(), 1);
     s.gw.shutdown().await;
 }
+
+/// A Product with `clientCertificates` that targets an HTTPRoute of a Gateway with an address
+/// of its own (`--gateway-sockets`, `--gateway-address-pool`) is served on that Gateway's HTTPS
+/// socket only; the handshake there must ask for a certificate from the Product's CA (the
+/// Product is in that socket's routes, not in the proxy listeners'). A caller without a
+/// certificate is refused (401), one with a listed certificate is served, one from a CA the
+/// Product does not trust fails the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_certificate_is_asked_for_on_an_addressed_gateways_https_socket() {
+    support::capture_logs();
+    let upstream = Upstream::start().await;
+    let ca = Ca::new("gateway-client-ca");
+    let listed = ca.client("listed", false);
+    let server = Ca::new("gateway-server-ca").server(&[HOST]);
+    // A loopback address of its own (all of 127/8 is local on Linux), not another test's.
+    let address = "127.77.3.1";
+    let port = support::free_port();
+    let dir = TempDir::new("client-certs-gateway-socket");
+    dir.write(
+        "all.yaml",
+        &format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: tollgate}}
+spec: {{controllerName: tollgate.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: t}}
+spec:
+  gatewayClassName: tollgate
+  listeners:
+  - {{name: https, protocol: HTTPS, port: {port}, hostname: "{HOST}", tls: {{certificateRefs: [{{name: server-cert}}]}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: server-cert, namespace: t}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: {crt}
+  tls.key: {key}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: t}}
+spec: {{type: ExternalName, externalName: "{ip}", ports: [{{port: {up_port}}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: secure, namespace: t}}
+spec:
+  parentRefs: [{{name: edge}}]
+  rules:
+  - name: any
+    matches: [{{path: {{type: PathPrefix, value: /secure}}}}]
+    backendRefs: [{{name: web, port: {up_port}}}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Product
+metadata: {{name: secure, namespace: t}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: secure}}]
+  clientCertificates: {{caSecret: client-ca, required: true}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: client-ca, namespace: t}}
+stringData:
+  ca.crt: |
+{ca_pem}---
+apiVersion: tollgate.dev/v1alpha1
+kind: Plan
+metadata: {{name: metered, namespace: t}}
+spec: {{product: secure}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Subscription
+metadata: {{name: certified, namespace: t}}
+spec:
+  plan: metered
+  subscriber: {{name: Certified Corp}}
+  clientCertificates: ["{listed_fp}"]
+  keys: {{secretRef: {{name: certified-keys}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: certified-keys, namespace: t}}
+stringData: {{primaryKey: {CERTIFIED_KEY}}}
+"#,
+            // JSON strings are YAML double-quoted scalars: the PEM's newlines survive.
+            crt = serde_json::to_string(&server.cert.pem()).expect("json"),
+            key = serde_json::to_string(&server.key.serialize_pem()).expect("json"),
+            ip = upstream.addr.ip(),
+            up_port = upstream.addr.port(),
+            ca_pem = indented(&ca.pem()),
+            listed_fp = listed.fingerprint(),
+        ),
+    );
+    let mut config = tollgate_proxy::GatewayConfig::new(dir.path().to_path_buf());
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin_listen = "127.0.0.1:0".parse().expect("addr");
+    config.tls_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.drain_timeout = std::time::Duration::from_secs(2);
+    config.settle_window = std::time::Duration::from_millis(50);
+    config.gateway_sockets = true;
+    config.gateway_address_pool = vec![address.parse().expect("ip")];
+    let gw = tollgate_proxy::Gateway::start(config)
+        .await
+        .expect("gateway starts");
+    let rt = gw.shared().runtime.load_full().expect("table loaded");
+    let secure = rt
+        .products
+        .iter()
+        .find(|p| p.id == "t/secure")
+        .unwrap_or_else(|| panic!("secure compiled: {:?}", rt.diagnostics()));
+    assert!(secure.client_auth.is_some(), "{:?}", rt.diagnostics());
+    let socket: SocketAddr = format!("{address}:{port}").parse().expect("socket");
+    assert_eq!(
+        rt.gateway_sockets,
+        [(socket, true)],
+        "the Gateway's HTTPS socket"
+    );
+    let open = support::eventually(std::time::Duration::from_secs(10), || async move {
+        tokio::net::TcpStream::connect(socket).await.is_ok()
+    })
+    .await;
+    assert!(open, "the Gateway's socket never opened");
+
+    let get_over = |versions: &[&'static rustls::SupportedProtocolVersion], cert: Option<&Leaf>| {
+        let config = client_config(&[b"http/1.1"], versions, cert);
+        async move {
+            let s = connect(socket, Some(HOST), config)
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            let mut h1 = H1::over(s).await.map_err(|e| format!("h1: {e:?}"))?;
+            h1.get(HOST, "/secure/x", &[])
+                .await
+                .map_err(|e| format!("request: {e:?}"))
+        }
+    };
+    let get = |cert| get_over(rustls::ALL_VERSIONS, cert);
+    let a = get(None).await.expect("response");
+    a.assert_problem(401, "client-certificate-required");
+    let a = get(Some(&listed)).await.expect("response");
+    assert_eq!(
+        a.status, 200,
+        "a listed certificate from the Product's CA: {:?}",
+        a.body
+    );
+    assert_eq!(a.echoed("x-forwarded-proto").as_deref(), Some("https"));
+    // A CA the Product does not trust: refused by the handshake's verifier (over TLS 1.2, where
+    // the handshake itself fails; with TLS 1.3 the client reads the alert after its Finished).
+    let stranger = Ca::new("stranger-ca").client("mallory", false);
+    let e = get_over(TLS12, Some(&stranger)).await.expect_err("refused");
+    assert!(e.contains("UnknownCA"), "{e}");
+    assert_eq!(upstream.count(), 1);
+    gw.shutdown().await;
+}

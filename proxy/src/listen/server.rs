@@ -278,7 +278,7 @@ async fn accept_loop(
                                 (builder.clone(), shared.clone(), edge.clone());
                             tokio::spawn(async move {
                                 let _held = held;
-                                let (tls, info) = match edge.accept(stream).await {
+                                let (tls, info) = match edge.accept(stream, socket).await {
                                     Ok(accepted) => accepted,
                                     Err(e) => {
                                         // Scanners and old clients: not worth a warning each.

@@ -5,15 +5,19 @@
 //! # Guarantees
 //! - TLS 1.2 and 1.3 only (rustls implements nothing older); ALPN `h2`, then `http/1.1`.
 //! - The client-certificate verifier of a configuration trusts the union of the CAs of the
-//!   products that can answer on the SNI name (products without hostnames answer any name; a
-//!   client without SNI may call any product, so it gets every product's CAs). A client that
-//!   sends no certificate is let through the handshake: whether a product needs one is decided
-//!   per request ([`crate::identify`]).
-//! - Configurations are cached per SNI name and rebuilt only when the table or the certificate
-//!   set changes, so a handshake does not parse CAs or build verifiers.
+//!   products that can answer on the SNI name on the socket the connection was accepted on
+//!   (products without hostnames answer any name; a client without SNI may call any product
+//!   served there, so it gets all of their CAs). Those are the products the router looks among
+//!   for that socket ([`Runtime::hosts_for`]): on an addressed Gateway's socket the ones bound
+//!   to it, on the proxy's own listener the others (or all, without `--gateway-sockets`). A
+//!   client that sends no certificate is let through the handshake: whether a product needs one
+//!   is decided per request ([`crate::identify`]).
+//! - Configurations are cached per socket and SNI name and rebuilt only when the table or the
+//!   certificate set changes, so a handshake does not parse CAs or build verifiers.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,7 +127,14 @@ struct ConfigCache {
     table: u64,
     /// Certificate set generation they were built from.
     certs: u64,
-    configs: HashMap<String, Arc<ServerConfig>>,
+    /// By socket (`None`: the proxy's own TLS listener), then SNI name (`""`: none).
+    configs: HashMap<Option<SocketAddr>, HashMap<String, Arc<ServerConfig>>>,
+}
+
+impl ConfigCache {
+    fn len(&self) -> usize {
+        self.configs.values().map(HashMap::len).sum()
+    }
 }
 
 /// The edge acceptor: shared by every TLS connection of a listener.
@@ -174,16 +185,21 @@ impl EdgeAcceptor {
         self.certs.as_ref()
     }
 
-    /// Handshake on `io` (bounded by [`HANDSHAKE_TIMEOUT`]); counts the outcome.
+    /// Handshake on `io`, accepted on `socket` (an addressed Gateway's; `None`: the proxy's own
+    /// TLS listener), bounded by [`HANDSHAKE_TIMEOUT`]; counts the outcome.
     ///
     /// # Errors
     /// [`HandshakeError`] when the client is too slow, offers only unsupported versions, or
     /// presents a certificate no eligible CA verifies.
-    pub async fn accept<IO>(&self, io: IO) -> Result<(TlsStream<IO>, TlsConn), HandshakeError>
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+        socket: Option<SocketAddr>,
+    ) -> Result<(TlsStream<IO>, TlsConn), HandshakeError>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let outcome = match tokio::time::timeout(self.timeout, self.handshake(io)).await {
+        let outcome = match tokio::time::timeout(self.timeout, self.handshake(io, socket)).await {
             Ok(r) => r,
             Err(_) => Err(HandshakeError::Timeout(self.timeout)),
         };
@@ -191,7 +207,11 @@ impl EdgeAcceptor {
         outcome
     }
 
-    async fn handshake<IO>(&self, io: IO) -> Result<(TlsStream<IO>, TlsConn), HandshakeError>
+    async fn handshake<IO>(
+        &self,
+        io: IO,
+        socket: Option<SocketAddr>,
+    ) -> Result<(TlsStream<IO>, TlsConn), HandshakeError>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -201,7 +221,7 @@ impl EdgeAcceptor {
         let config = {
             let hello = start.client_hello();
             let sni = hello.server_name().map(normalise_host);
-            self.config_for(sni.as_deref())
+            self.config_for(socket, sni.as_deref())
                 .map_err(HandshakeError::Config)?
         };
         let tls = start
@@ -212,12 +232,17 @@ impl EdgeAcceptor {
         Ok((tls, conn))
     }
 
-    /// The configuration for an SNI name (lowercased), from the cache when the table and the
+    /// The configuration for an SNI name (lowercased) on `socket` (an addressed Gateway's;
+    /// `None`: the proxy's own TLS listener), from the cache when the table and the
     /// certificates have not changed since it was built.
     ///
     /// # Errors
     /// When rustls refuses the configuration (not expected: inputs were validated on load).
-    pub fn config_for(&self, sni: Option<&str>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    pub fn config_for(
+        &self,
+        socket: Option<SocketAddr>,
+        sni: Option<&str>,
+    ) -> Result<Arc<ServerConfig>, rustls::Error> {
         let runtime = self.shared.runtime.load_full();
         let table = runtime.as_ref().map_or(0, |rt| rt.version());
         let certs = self.certs.as_ref().map(|c| c.current());
@@ -230,17 +255,27 @@ impl EdgeAcceptor {
                 cache.table = table;
                 cache.certs = generation;
                 cache.configs.clear();
-            } else if let Some(config) = cache.configs.get(key) {
+            } else if let Some(config) = cache.configs.get(&socket).and_then(|c| c.get(key)) {
                 return Ok(config.clone());
             }
         }
-        let config = Arc::new(build_config(runtime.as_deref(), certs.as_deref(), sni)?);
+        let config = Arc::new(build_config(
+            runtime.as_deref(),
+            certs.as_deref(),
+            socket,
+            self.shared.gateway_sockets,
+            sni,
+        )?);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.table == table && cache.certs == generation {
-            if cache.configs.len() >= MAX_CACHED_CONFIGS {
+            if cache.len() >= MAX_CACHED_CONFIGS {
                 cache.configs.clear();
             }
-            cache.configs.insert(key.to_string(), config.clone());
+            cache
+                .configs
+                .entry(socket)
+                .or_default()
+                .insert(key.to_string(), config.clone());
         }
         Ok(config)
     }
@@ -264,10 +299,13 @@ fn served_cert(
         .cloned()
 }
 
-/// Build the configuration for one SNI name.
+/// Build the configuration for one SNI name on a connection accepted on `socket`, the proxy
+/// running with `--gateway-sockets` or not (see [`products_for_host`]).
 fn build_config(
     rt: Option<&Runtime>,
     certs: Option<&CertSet>,
+    socket: Option<SocketAddr>,
+    gateway_sockets: bool,
     sni: Option<&str>,
 ) -> Result<ServerConfig, rustls::Error> {
     let served = served_cert(rt, certs, sni).ok_or_else(|| {
@@ -276,7 +314,9 @@ fn build_config(
             sni.unwrap_or("a client without SNI")
         ))
     })?;
-    let roots = rt.map(|rt| client_roots(rt, sni)).unwrap_or_default();
+    let roots = rt
+        .map(|rt| client_roots(rt, socket, gateway_sockets, sni))
+        .unwrap_or_default();
     let verifier = if roots.is_empty() {
         WebPkiClientVerifier::no_client_auth()
     } else {
@@ -299,15 +339,28 @@ fn build_config(
     Ok(config)
 }
 
-/// Indices of the products that can answer on `host`: those listing it (exactly or by
-/// wildcard) and those without hostnames; every product when the client sent no SNI.
-pub fn products_for_host(rt: &Runtime, host: Option<&str>) -> Vec<u32> {
+/// Indices of the products that can answer on `host` on a connection accepted on `socket` (an
+/// addressed Gateway's; `None`: the proxy's own listener), the proxy running with
+/// `--gateway-sockets` or not: those listing it (exactly or by wildcard) and those without
+/// hostnames, in the host index the router uses for that socket ([`Runtime::hosts_for`]);
+/// every product of that index when the client sent no SNI.
+pub fn products_for_host(
+    rt: &Runtime,
+    socket: Option<SocketAddr>,
+    gateway_sockets: bool,
+    host: Option<&str>,
+) -> Vec<u32> {
+    let hosts = rt.hosts_for(socket, gateway_sockets);
     let mut out: Vec<u32> = match host {
-        None => (0..rt.products.len())
-            .filter_map(|i| u32::try_from(i).ok())
+        None => hosts
+            .exact
+            .values()
+            .chain(hosts.wildcard.iter().map(|(_, refs)| refs))
+            .chain(std::iter::once(&hosts.any))
+            .flatten()
+            .map(|r| r.product)
             .collect(),
         Some(host) => {
-            let hosts = &rt.hosts;
             let exact = hosts.exact.get(host).map(Vec::as_slice).unwrap_or(&[]);
             let wildcard = hosts
                 .wildcard
@@ -327,10 +380,16 @@ pub fn products_for_host(rt: &Runtime, host: Option<&str>) -> Vec<u32> {
     out
 }
 
-/// The CA certificates of the products that can answer on `host` (deduplicated).
-fn client_roots(rt: &Runtime, host: Option<&str>) -> Vec<CertificateDer<'static>> {
+/// The CA certificates of the products that can answer on `host` on `socket` (deduplicated;
+/// see [`products_for_host`]).
+fn client_roots(
+    rt: &Runtime,
+    socket: Option<SocketAddr>,
+    gateway_sockets: bool,
+    host: Option<&str>,
+) -> Vec<CertificateDer<'static>> {
     let mut roots: Vec<CertificateDer<'static>> = Vec::new();
-    for p in products_for_host(rt, host) {
+    for p in products_for_host(rt, socket, gateway_sockets, host) {
         let Some(auth) = rt.product(p).and_then(|p| p.client_auth.as_ref()) else {
             continue;
         };
@@ -399,12 +458,15 @@ mod tests {
             product("ns/plain", &["a.test"], None),
         ]);
         let der = |ca: &Ca| ca.cert.der().clone();
-        let roots = client_roots(&rt, Some("a.test"));
+        let roots = client_roots(&rt, None, false, Some("a.test"));
         assert_eq!(roots, vec![der(&a), der(&c)]);
-        let roots = client_roots(&rt, Some("x.wild.test"));
+        let roots = client_roots(&rt, None, false, Some("x.wild.test"));
         assert_eq!(roots, vec![der(&b), der(&c)]);
-        assert_eq!(client_roots(&rt, Some("other.test")), vec![der(&c)]);
-        assert_eq!(client_roots(&rt, None).len(), 3);
+        assert_eq!(
+            client_roots(&rt, None, false, Some("other.test")),
+            vec![der(&c)]
+        );
+        assert_eq!(client_roots(&rt, None, false, None).len(), 3);
         let auth = ProductClientAuth::build(
             "ns/x",
             &ClientCertificatesEntry {
@@ -414,6 +476,88 @@ mod tests {
         )
         .expect("auth");
         assert_eq!(auth.roots(), &[der(&a)]);
+    }
+
+    /// A table with an addressed Gateway `ns/gw` (HTTPS on `socket`): `ns/own` on the proxy's
+    /// listeners, `ns/bound` and `ns/bound-any` bound to the Gateway's port, each product
+    /// requiring a certificate from its own CA but `ns/bound-any`.
+    fn bound_runtime(socket: SocketAddr, own: &Ca, bound: &Ca) -> Runtime {
+        let binding = |hosts: &[&str]| {
+            vec![GatewayBindingEntry {
+                gateway: "ns/gw".into(),
+                port: socket.port(),
+                hostnames: hosts.iter().map(|h| h.to_string()).collect(),
+            }]
+        };
+        let table = RoutingTable {
+            products: vec![
+                product("ns/own", &["a.test"], Some(own)),
+                ProductEntry {
+                    bindings: binding(&["a.test"]),
+                    ..product("ns/bound", &["a.test"], Some(bound))
+                },
+                ProductEntry {
+                    bindings: binding(&[]),
+                    ..product("ns/bound-any", &[], None)
+                },
+            ],
+            plans: vec![],
+            subscriptions: vec![],
+            policies: vec![],
+            unavailable: vec![],
+            listener_certificates: Vec::new(),
+            gateways: vec![GatewayEntry {
+                id: "ns/gw".into(),
+                address: socket.ip(),
+                ports: vec![GatewayPortEntry {
+                    port: socket.port(),
+                    tls: true,
+                }],
+            }],
+        };
+        Runtime::build(&table, &Registry::default(), 1)
+    }
+
+    #[test]
+    fn an_addressed_gateways_socket_looks_products_up_among_those_bound_to_it() {
+        let socket: SocketAddr = "127.0.0.9:8443".parse().expect("socket");
+        let (own, bound) = (Ca::new("ca-own"), Ca::new("ca-bound"));
+        let rt = bound_runtime(socket, &own, &bound);
+        assert_eq!(rt.gateway_sockets, [(socket, true)]);
+        // The Gateway's socket: what is bound there, by name or without hostnames.
+        assert_eq!(
+            products_for_host(&rt, Some(socket), true, Some("a.test")),
+            [1, 2]
+        );
+        assert_eq!(
+            products_for_host(&rt, Some(socket), true, Some("b.test")),
+            [2]
+        );
+        assert_eq!(products_for_host(&rt, Some(socket), true, None), [1, 2]);
+        // The proxy's own listener with --gateway-sockets: nothing bound.
+        assert_eq!(products_for_host(&rt, None, true, Some("a.test")), [0]);
+        assert_eq!(products_for_host(&rt, None, true, None), [0]);
+        // Without --gateway-sockets the own listener serves every product.
+        assert_eq!(
+            products_for_host(&rt, None, false, Some("a.test")),
+            [0, 1, 2]
+        );
+        // A socket the table no longer has serves nothing.
+        let gone: SocketAddr = "127.0.0.9:9443".parse().expect("socket");
+        assert!(products_for_host(&rt, Some(gone), true, Some("a.test")).is_empty());
+
+        // So the handshake on the Gateway's socket asks for the bound product's CA, and the
+        // own listener's for the other's.
+        let der = |ca: &Ca| ca.cert.der().clone();
+        assert_eq!(
+            client_roots(&rt, Some(socket), true, Some("a.test")),
+            [der(&bound)]
+        );
+        assert_eq!(client_roots(&rt, None, true, Some("a.test")), [der(&own)]);
+        assert_eq!(
+            client_roots(&rt, None, false, Some("a.test")),
+            [der(&own), der(&bound)]
+        );
     }
 
     #[test]
@@ -427,9 +571,19 @@ mod tests {
         let certs = Arc::new(CertStore::load(&dir).expect("certs"));
         let shared = Arc::new(Shared::new(Metrics::new().expect("metrics")));
         let edge = EdgeAcceptor::new(shared.clone(), Some(certs));
-        let first = edge.config_for(Some("a.test")).expect("config");
-        let again = edge.config_for(Some("a.test")).expect("config");
+        let first = edge.config_for(None, Some("a.test")).expect("config");
+        let again = edge.config_for(None, Some("a.test")).expect("config");
         assert!(Arc::ptr_eq(&first, &again));
+        // Another socket has configurations of its own (its products may differ).
+        let socket: SocketAddr = "127.0.0.9:8443".parse().expect("socket");
+        let there = edge
+            .config_for(Some(socket), Some("a.test"))
+            .expect("config");
+        assert!(!Arc::ptr_eq(&first, &there));
+        let there_again = edge
+            .config_for(Some(socket), Some("a.test"))
+            .expect("config");
+        assert!(Arc::ptr_eq(&there, &there_again));
         assert_eq!(
             first.alpn_protocols,
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
@@ -449,7 +603,7 @@ mod tests {
             2,
         );
         shared.runtime.store(Some(Arc::new(rt)));
-        let rebuilt = edge.config_for(Some("a.test")).expect("config");
+        let rebuilt = edge.config_for(None, Some("a.test")).expect("config");
         assert!(!Arc::ptr_eq(&first, &rebuilt));
         let _ = std::fs::remove_dir_all(&dir);
     }
