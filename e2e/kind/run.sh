@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The operator e2e suite (operator/tests/e2e.rs) against Tollgate installed by its Helm chart on a
-# kind cluster: creates the cluster, builds the image, loads it, installs the chart, deploys the
-# demo API behind mutual TLS, runs the suite with TOLLGATE_E2E_TARGET=kind, deletes the cluster.
+# kind cluster: creates the cluster, builds the image, loads it, installs the chart (sidecar
+# injector on), deploys the demo API behind mutual TLS, runs the suite with
+# TOLLGATE_E2E_TARGET=kind, then sidecar mode with real pods (e2e/kind/sidecar.sh), deletes the
+# cluster.
 #
 #   e2e/kind/run.sh                    everything, then delete the cluster
 #   KEEP_CLUSTER=1 e2e/kind/run.sh     leave the cluster up for a look (kind delete cluster --name ...)
@@ -58,7 +60,8 @@ log "installing the chart (release $RELEASE in $RELEASE_NS)"
 # The suite mints proxy-style tokens for the audience tollgate-e2e; `Never`: the image is loaded.
 "$HELM" install "$RELEASE" charts/tollgate --namespace "$RELEASE_NS" --create-namespace \
 	--set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
-	--set operator.tokenAudience=tollgate-e2e --wait --timeout 5m
+	--set operator.tokenAudience=tollgate-e2e --set sidecar.injector.enabled=true \
+	--wait --timeout 5m
 
 log "deploying the demo API behind mutual TLS ($BACKEND_HOST:8443)"
 # A CA; the backend's server certificate; the gateway's client certificate (the suite puts the
@@ -149,4 +152,7 @@ TOLLGATE_E2E=1 TOLLGATE_E2E_TARGET=kind \
 	TOLLGATE_E2E_BACKEND_SERVER_NAME="$BACKEND_HOST" \
 	TOLLGATE_E2E_BACKEND_TLS_DIR="$WORK/gateway-tls" \
 	cargo test -p tollgate-operator --test e2e -- --test-threads=1 --nocapture
+
+log "sidecar mode with real pods"
+RELEASE="$RELEASE" RELEASE_NS="$RELEASE_NS" DEMO_IMAGE="$DEMO_IMAGE" e2e/kind/sidecar.sh
 log "passed"
