@@ -125,6 +125,10 @@ pub const INVALID_REWRITE: &str = "InvalidRewrite";
 /// Two policies of a product set a feature only one can decide (`cors`, `backendTLS`): the first
 /// listed wins (warning).
 pub const POLICY_OVERRIDDEN: &str = "PolicyOverridden";
+/// `sidecarCallers: FullPipeline` cannot take effect: the backend is a URL (no pods to have
+/// sidecars), or the product requires client certificates, which a sidecar cannot check
+/// (warning: the product serves through the gateway as before).
+pub const SIDECAR_CALLERS_UNSERVED: &str = "SidecarCallersUnserved";
 /// An HTTPRoute `CORS` filter allows every origin (`*`) with `allowCredentials`: as the Gateway
 /// API defines it, the request's origin is echoed with credentials (warning).
 pub const INSECURE_CORS: &str = "InsecureCors";
@@ -191,6 +195,7 @@ pub const ALL_REASONS: &[&str] = &[
     INVALID_REQUEST_VALIDATION,
     INVALID_REWRITE,
     POLICY_OVERRIDDEN,
+    SIDECAR_CALLERS_UNSERVED,
     INSECURE_CORS,
     INSECURE_JWKS_URI,
     INVALID_JWKS,

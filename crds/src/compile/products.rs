@@ -8,7 +8,9 @@ use crate::diagnostics::Diagnostic;
 use crate::durations::parse_timeout_ms;
 use crate::gateway::attach::Attached;
 use crate::gateway::translate::Binding;
-use crate::product::{Backend, Method, PathMatch, Product, Route, SidecarCallers, ValueMatch};
+use crate::product::{
+    Backend, Method, PathMatch, Product, ProductSpec, Route, SidecarCallers, ValueMatch,
+};
 use crate::reasons;
 use crate::secret_data::CA_CRT;
 use crate::syntax::{
@@ -334,6 +336,10 @@ fn compile_one(
         }
     }
 
+    if spec.sidecar_callers == SidecarCallers::FullPipeline {
+        sidecar_callers_unserved(spec, report);
+    }
+
     let mut timeouts = TimeoutsMs::default();
     if let Some(t) = &spec.timeouts {
         if let Some(ms) = timeout(t.connect.as_deref(), "spec.timeouts.connect", report) {
@@ -499,6 +505,32 @@ fn compile_one(
         bindings: Vec::new(),
         sidecar_full_pipeline: spec.sidecar_callers == SidecarCallers::FullPipeline,
     })
+}
+
+/// Why `sidecarCallers: FullPipeline` cannot take effect, if it cannot (warnings: the product
+/// still serves through the gateway, and its sidecars refuse direct callers as by default).
+fn sidecar_callers_unserved(spec: &ProductSpec, report: &mut Report<'_>) {
+    if spec.backend.as_ref().is_some_and(|b| b.url.is_some()) {
+        report.warning(
+            "spec.sidecarCallers",
+            reasons::SIDECAR_CALLERS_UNSERVED,
+            "FullPipeline has no effect with `backend.url`: only pods behind a `backend.service` \
+             have sidecars; use a Service backend or leave sidecarCallers out",
+        );
+    }
+    if spec
+        .client_certificates
+        .as_ref()
+        .is_some_and(|c| c.required)
+    {
+        report.warning(
+            "spec.sidecarCallers",
+            reasons::SIDECAR_CALLERS_UNSERVED,
+            "FullPipeline cannot be served with `clientCertificates.required`: a sidecar checks \
+             workload identities, not this product's CA, so its direct callers stay refused; \
+             set required: false (keys or tokens then identify them) or leave sidecarCallers out",
+        );
+    }
 }
 
 fn hostnames(list: &[String], report: &mut Report<'_>) -> Vec<String> {
