@@ -218,6 +218,7 @@ fn listener_certificates(
             Some(crate::table::ListenerCertificateEntry {
                 id: format!("{}/{}/{}", c.namespace, c.gateway, c.listener),
                 hostname: c.hostname.clone(),
+                port: c.port,
                 cert_pem: pem("tls.crt")?,
                 key_pem: crate::table::SecretPem(pem("tls.key")?),
             })

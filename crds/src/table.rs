@@ -93,10 +93,27 @@ pub struct ListenerCertificateEntry {
     /// none serves a name no listener's hostname matches, and clients without SNI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// The listener's port when its Gateway has an address of its own (the [`GatewayEntry`]
+    /// whose id is [`ListenerCertificateEntry::gateway`]): proxies with `--gateway-sockets`
+    /// serve the certificate on that Gateway's socket at this port, and only there. Left out
+    /// for other Gateways' listeners (served on the proxies' TLS listener), so tables without
+    /// addressed Gateways (and their digests) are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// The certificate chain (PEM, leaf first), from the Secret's `tls.crt`.
     pub cert_pem: String,
     /// The private key (PEM), from the Secret's `tls.key`. Secret material: never logged.
     pub key_pem: SecretPem,
+}
+
+impl ListenerCertificateEntry {
+    /// `namespace/gateway` of the listener's Gateway: the id without its last segment (a
+    /// listener name has no `/`).
+    pub fn gateway(&self) -> &str {
+        self.id
+            .rsplit_once('/')
+            .map_or(self.id.as_str(), |(gateway, _)| gateway)
+    }
 }
 
 /// A Subscription that is not served because of the provider's configuration: only its id and

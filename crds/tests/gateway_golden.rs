@@ -45,8 +45,8 @@ struct Out {
     /// Policies in the table (those of HTTPRoute filters), left out when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     policies: Vec<PolicyEntry>,
-    /// The listener certificates in the table, as `id` and hostname with the SHA-256 of the
-    /// chain (the PEM itself, key included, would only make the golden long), left out when
+    /// The listener certificates in the table, as `id` and hostname (and, on an addressed
+    /// Gateway, its socket's Gateway and port) with the SHA-256 of the chain (the PEM itself, key included, would only make the golden long), left out when
     /// there are none.
     #[serde(rename = "listenerCertificates", skip_serializing_if = "Vec::is_empty")]
     listener_certificates: Vec<String>,
@@ -80,9 +80,11 @@ fn render(name: &str, dir: &Path) -> String {
             .iter()
             .map(|c| {
                 format!(
-                    "{} {} chain sha256:{}",
+                    "{} {}{} chain sha256:{}",
                     c.id,
                     c.hostname.as_deref().unwrap_or("(any name)"),
+                    c.port
+                        .map_or(String::new(), |p| format!(" on {} port {p}", c.gateway())),
                     &hex::encode(Sha256::digest(c.cert_pem.as_bytes()))[..12]
                 )
             })

@@ -169,3 +169,122 @@ async fn a_name_no_listener_serves_fails_the_handshake_without_tls_dir() {
     assert_eq!(edge.stats.handshakes_failed(), 1);
     gw.shutdown().await;
 }
+
+/// Two Gateways with addresses of their own (`--gateway-sockets`, `--gateway-address-pool`),
+/// each with an HTTPS listener on the same port for the same hostname and a certificate of its
+/// own: each Gateway's socket serves its own listener's certificate (and its own route), never
+/// the other's; the proxy's own TLS listener serves neither (no Gateway without an address has
+/// a listener for the name, and there is no `--tls-dir`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_addressed_gateways_with_one_hostname_each_serve_their_own_certificate() {
+    const HOST: &str = "api.example.com";
+    let (web_one, web_two) = (Upstream::start().await, Upstream::start().await);
+    let ca = Ca::new("gateway test CA");
+    let (cert_one, cert_two) = (ca.server(&[HOST]), ca.server(&[HOST]));
+    // Loopback addresses of their own (all of 127/8 is local on Linux), not another test's.
+    let (one, two) = ("127.77.4.1", "127.77.4.2");
+    let port = support::free_port();
+    let gateway = |name: &str, created: &str| {
+        format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: {name}, namespace: t, creationTimestamp: "{created}"}}
+spec:
+  gatewayClassName: tollgate
+  listeners:
+  - {{name: https, protocol: HTTPS, port: {port}, hostname: "{HOST}", tls: {{certificateRefs: [{{name: {name}-cert}}]}}}}
+---
+"#
+        )
+    };
+    let served_by = |name: &str, web: &Upstream| {
+        format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}-web, namespace: t}}
+spec: {{type: ExternalName, externalName: "{ip}", ports: [{{port: {up}}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}-site, namespace: t}}
+spec:
+  parentRefs: [{{name: {name}}}]
+  rules: [{{backendRefs: [{{name: {name}-web, port: {up}}}]}}]
+---
+"#,
+            ip = web.addr.ip(),
+            up = web.addr.port(),
+        )
+    };
+    let dir = TempDir::new("gateway-https-sockets");
+    dir.write(
+        "all.yaml",
+        &[
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: tollgate}\nspec: {controllerName: tollgate.dev/gateway-controller}\n---\n".to_string(),
+            gateway("one", "2026-01-01T00:00:00Z"),
+            gateway("two", "2026-01-02T00:00:00Z"),
+            secret("one-cert", &cert_one),
+            secret("two-cert", &cert_two),
+            served_by("one", &web_one),
+            served_by("two", &web_two),
+        ]
+        .concat(),
+    );
+    let mut config = tollgate_proxy::GatewayConfig::new(dir.path().to_path_buf());
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin_listen = "127.0.0.1:0".parse().expect("addr");
+    config.tls_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.drain_timeout = std::time::Duration::from_secs(2);
+    config.settle_window = std::time::Duration::from_millis(50);
+    config.gateway_sockets = true;
+    config.gateway_address_pool = vec![one.parse().expect("ip"), two.parse().expect("ip")];
+    let gw = tollgate_proxy::Gateway::start(config)
+        .await
+        .expect("gateway starts");
+    let socket =
+        |address: &str| -> SocketAddr { format!("{address}:{port}").parse().expect("socket") };
+    let rt = gw.shared().runtime.load_full().expect("table loaded");
+    assert_eq!(
+        rt.gateway_sockets,
+        [(socket(one), true), (socket(two), true)],
+        "each Gateway's HTTPS socket: {:?}",
+        rt.diagnostics()
+    );
+    for address in [one, two] {
+        let open = support::eventually(std::time::Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(socket(address))
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(open, "the socket of the Gateway on {address} never opened");
+    }
+
+    // Several handshakes each: a certificate picked among both Gateways' would show on one.
+    for _ in 0..3 {
+        let (leaf, status) = get(socket(one), HOST).await;
+        assert!(
+            leaf == cert_one.der(),
+            "Gateway one's socket served another certificate"
+        );
+        assert_eq!(status, 200);
+        let (leaf, status) = get(socket(two), HOST).await;
+        assert!(
+            leaf == cert_two.der(),
+            "Gateway two's socket served another certificate"
+        );
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        (web_one.count(), web_two.count()),
+        (3, 3),
+        "each Gateway's own route"
+    );
+
+    let own = gw.tls_addr().expect("TLS listener");
+    assert!(
+        connect(own, Some(HOST), default_client()).await.is_err(),
+        "the proxy's own TLS listener serves no addressed Gateway's certificate"
+    );
+    gw.shutdown().await;
+}

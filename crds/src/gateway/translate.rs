@@ -171,6 +171,11 @@ pub struct ListenerCertificate {
     /// serves any name no other listener's hostname matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// The listener's port, when its Gateway has an address of its own
+    /// ([`Translation::addressed`]): the certificate is served on that address at this port
+    /// only. Left out otherwise (served on the proxies' TLS listener).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// Namespace of the Secret (`tls.crt`, `tls.key`).
     pub secret_namespace: String,
     /// Name of the Secret.
@@ -532,6 +537,7 @@ pub fn translate(inputs: &Inputs<'_>) -> Translation {
                     gateway: name.clone(),
                     listener: spec.name.clone(),
                     hostname: spec.hostname.clone(),
+                    port: address.and_then(|_| u16::try_from(spec.port).ok()),
                     secret_namespace: cert.namespace.clone().unwrap_or_else(|| namespace.clone()),
                     secret_name: cert.name.clone(),
                 });

@@ -486,8 +486,10 @@ impl Runtime {
                 .map(|p| p.product.map(|i| i as usize))
                 .collect::<Vec<_>>(),
         );
-        let (listener_certs, problems) =
-            crate::tls::listener_certs::ListenerCerts::build(&table.listener_certificates);
+        let (listener_certs, problems) = crate::tls::listener_certs::ListenerCerts::build(
+            &table.listener_certificates,
+            &table.gateways,
+        );
         for (id, why) in problems {
             diagnostics.push(Diagnostic::error(
                 ObjectKind::GatewayListener,

@@ -254,7 +254,7 @@ pub struct Runtime {
     origin: Option<Origin>,
     /// The request metric children of this table's products, routes and plans.
     request_series: RequestSeries,
-    /// Gateway HTTPS listeners' certificates, by SNI name.
+    /// Gateway HTTPS listeners' certificates, by socket and SNI name.
     pub listener_certs: crate::tls::listener_certs::ListenerCerts,
 }
 

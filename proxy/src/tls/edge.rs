@@ -1,9 +1,14 @@
 //! The TLS acceptor at the edge: read the ClientHello, pick the configuration for its SNI name
-//! (server certificate from the [`CertStore`], client-certificate CAs from the table), finish
-//! the handshake.
+//! (server certificate from the table's Gateway listeners and the [`CertStore`],
+//! client-certificate CAs from the table), finish the handshake.
 //!
 //! # Guarantees
 //! - TLS 1.2 and 1.3 only (rustls implements nothing older); ALPN `h2`, then `http/1.1`.
+//! - The server certificate depends on the socket too: on an addressed Gateway's socket it is
+//!   one of that Gateway's listeners on that port (never another Gateway's, nor `--tls-dir`'s),
+//!   so two Gateways with one hostname on two addresses each serve their own; on the proxy's own
+//!   TLS listener, a listener's of a Gateway without an address of its own (any Gateway's
+//!   without `--gateway-sockets`) or a `--tls-dir` one ([`served_cert`]).
 //! - The client-certificate verifier of a configuration trusts the union of the CAs of the
 //!   products that can answer on the SNI name on the socket the connection was accepted on
 //!   (products without hostnames answer any name; a client without SNI may call any product
@@ -281,16 +286,24 @@ impl EdgeAcceptor {
     }
 }
 
-/// The certificate for an SNI name: a Gateway listener's whose hostname matches it, else a
-/// `--tls-dir` certificate listing it, else a Gateway listener's without a hostname, else the
-/// directory's default. `None` when there is none at all (no listener certificates and no
-/// `--tls-dir`).
+/// The certificate for an SNI name on a connection accepted on `socket`, the proxy running
+/// with `--gateway-sockets` or not. On an addressed Gateway's socket: the certificate of one of
+/// that Gateway's listeners on that port (hostname matching, else one without a hostname), and
+/// nothing else. On the proxy's own TLS listener: a Gateway listener's whose hostname matches it
+/// (among the listeners of Gateways without an address of their own, or all of them without
+/// `--gateway-sockets`), else a `--tls-dir` certificate listing it, else such a listener's
+/// without a hostname, else the directory's default. `None` when there is none.
 fn served_cert(
     rt: Option<&Runtime>,
     certs: Option<&CertSet>,
+    socket: Option<SocketAddr>,
+    gateway_sockets: bool,
     sni: Option<&str>,
 ) -> Option<Arc<CertifiedKey>> {
-    let listeners = rt.map(|rt| &rt.listener_certs);
+    let listeners = rt.map(|rt| rt.listener_certs.for_socket(socket, gateway_sockets));
+    if socket.is_some() {
+        return listeners.and_then(|l| l.resolve(sni)).cloned();
+    }
     listeners
         .and_then(|l| l.by_name(sni))
         .or_else(|| certs.and_then(|c| c.by_name(sni)).map(|c| &c.key))
@@ -300,7 +313,7 @@ fn served_cert(
 }
 
 /// Build the configuration for one SNI name on a connection accepted on `socket`, the proxy
-/// running with `--gateway-sockets` or not (see [`products_for_host`]).
+/// running with `--gateway-sockets` or not (see [`served_cert`] and [`products_for_host`]).
 fn build_config(
     rt: Option<&Runtime>,
     certs: Option<&CertSet>,
@@ -308,11 +321,16 @@ fn build_config(
     gateway_sockets: bool,
     sni: Option<&str>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let served = served_cert(rt, certs, sni).ok_or_else(|| {
-        rustls::Error::General(format!(
-            "no certificate for {}: no Gateway HTTPS listener serves it and --tls-dir is not set",
-            sni.unwrap_or("a client without SNI")
-        ))
+    let served = served_cert(rt, certs, socket, gateway_sockets, sni).ok_or_else(|| {
+        let name = sni.unwrap_or("a client without SNI");
+        rustls::Error::General(match socket {
+            Some(socket) => format!(
+                "no certificate for {name} on {socket}: no HTTPS listener of the Gateway there serves it"
+            ),
+            None => format!(
+                "no certificate for {name}: no Gateway HTTPS listener serves it and --tls-dir is not set"
+            ),
+        })
     })?;
     let roots = rt
         .map(|rt| client_roots(rt, socket, gateway_sockets, sni))
@@ -571,11 +589,35 @@ mod tests {
         let certs = Arc::new(CertStore::load(&dir).expect("certs"));
         let shared = Arc::new(Shared::new(Metrics::new().expect("metrics")));
         let edge = EdgeAcceptor::new(shared.clone(), Some(certs));
+        // An addressed Gateway with an HTTPS listener for a.test: its socket serves that
+        // listener's certificate.
+        let socket: SocketAddr = "127.0.0.9:8443".parse().expect("socket");
+        let (cert_pem, key_pem) = crate::tls::cert_store::test_server_certs::pair(&["a.test"]);
+        let gateway_table = RoutingTable {
+            listener_certificates: vec![ListenerCertificateEntry {
+                id: "ns/gw/https".into(),
+                hostname: Some("a.test".into()),
+                port: Some(socket.port()),
+                cert_pem,
+                key_pem: SecretPem(key_pem),
+            }],
+            gateways: vec![GatewayEntry {
+                id: "ns/gw".into(),
+                address: socket.ip(),
+                ports: vec![GatewayPortEntry {
+                    port: socket.port(),
+                    tls: true,
+                }],
+            }],
+            ..RoutingTable::default()
+        };
+        let rt = Runtime::build(&gateway_table, &Registry::default(), 1);
+        shared.runtime.store(Some(Arc::new(rt)));
         let first = edge.config_for(None, Some("a.test")).expect("config");
         let again = edge.config_for(None, Some("a.test")).expect("config");
         assert!(Arc::ptr_eq(&first, &again));
-        // Another socket has configurations of its own (its products may differ).
-        let socket: SocketAddr = "127.0.0.9:8443".parse().expect("socket");
+        // Another socket has configurations of its own (its products and certificates may
+        // differ).
         let there = edge
             .config_for(Some(socket), Some("a.test"))
             .expect("config");
@@ -606,5 +648,76 @@ mod tests {
         let rebuilt = edge.config_for(None, Some("a.test")).expect("config");
         assert!(!Arc::ptr_eq(&first, &rebuilt));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_gateway_socket_serves_only_its_listeners_certificates() {
+        let dir = std::env::temp_dir().join(format!("tollgate-edge-served-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (crt, key) = crate::tls::cert_store::test_server_certs::pair(&["other.test"]);
+        std::fs::write(dir.join("default.crt"), &crt).expect("crt");
+        std::fs::write(dir.join("default.key"), key).expect("key");
+        let set = CertStore::load(&dir).expect("certs").current();
+        let _ = std::fs::remove_dir_all(&dir);
+        let listener = |id: &str, port: Option<u16>| {
+            let (cert_pem, key_pem) = crate::tls::cert_store::test_server_certs::pair(&["a.test"]);
+            ListenerCertificateEntry {
+                id: id.into(),
+                hostname: Some("a.test".into()),
+                port,
+                cert_pem,
+                key_pem: SecretPem(key_pem),
+            }
+        };
+        let (one, two): (SocketAddr, SocketAddr) = (
+            "127.0.0.9:8443".parse().expect("socket"),
+            "127.0.0.10:8443".parse().expect("socket"),
+        );
+        let gateway = |id: &str, socket: SocketAddr| GatewayEntry {
+            id: id.into(),
+            address: socket.ip(),
+            ports: vec![GatewayPortEntry {
+                port: socket.port(),
+                tls: true,
+            }],
+        };
+        let table = RoutingTable {
+            listener_certificates: vec![
+                listener("ns/one/https", Some(one.port())),
+                listener("ns/two/https", Some(two.port())),
+            ],
+            gateways: vec![gateway("ns/one", one), gateway("ns/two", two)],
+            ..RoutingTable::default()
+        };
+        let rt = Runtime::build(&table, &Registry::default(), 1);
+        let leaf = |k: Option<Arc<CertifiedKey>>| k.map(|k| k.cert[0].clone());
+        let pem = |i: usize| {
+            use rustls::pki_types::pem::PemObject;
+            CertificateDer::from_pem_slice(table.listener_certificates[i].cert_pem.as_bytes()).ok()
+        };
+        let served = |socket, sni| leaf(served_cert(Some(&rt), Some(&set), socket, true, sni));
+        // Each Gateway's socket: its own listener's certificate for the name.
+        assert_eq!(served(Some(one), Some("a.test")), pem(0));
+        assert_eq!(served(Some(two), Some("a.test")), pem(1));
+        // Nothing else there, not even --tls-dir's.
+        assert_eq!(served(Some(one), Some("other.test")), None);
+        assert_eq!(served(Some(one), None), None);
+        // The own listener with --gateway-sockets: no bound listener's, --tls-dir's.
+        let dir_leaf = set.resolve(None).key.cert[0].clone();
+        assert_eq!(served(None, Some("a.test")), Some(dir_leaf.clone()));
+        assert_eq!(served(None, Some("other.test")), Some(dir_leaf));
+        // Without --gateway-sockets, as before: the first listener's for its name.
+        assert_eq!(
+            leaf(served_cert(
+                Some(&rt),
+                Some(&set),
+                None,
+                false,
+                Some("a.test")
+            )),
+            pem(0)
+        );
+        assert!(build_config(Some(&rt), None, Some(one), true, Some("other.test")).is_err());
     }
 }
