@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod status;
 pub mod tls;
 pub mod usage;
+pub mod watched;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
