@@ -21,14 +21,15 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::ca::{self, Authority, CaCell, CsrError, IssueError, MAX_CSR_BYTES};
-use crate::distribute::{Distributor, ReviewFailure};
+use crate::metrics::Metrics;
+use crate::token_review::{ReviewFailure, Reviewer};
 
 /// Path of the endpoint.
 pub const PATH: &str = "/v1/certificate";
 /// Prefix of problem type URIs (the proxy's too).
 const PROBLEM_BASE: &str = "https://tollgate.dev/problems/";
 
-/// What the certificate endpoint needs besides the distributor's TokenReview.
+/// What the certificate endpoint needs besides the token check ([`Reviewer`]).
 pub struct Certificates {
     /// The CA, once loaded.
     pub ca: CaCell,
@@ -214,20 +215,17 @@ pub fn decide(
 
 /// Answer one `/v1/certificate` request.
 pub async fn respond(
-    distributor: &Distributor,
+    reviewer: &Reviewer,
+    metrics: &Metrics,
     certificates: &Certificates,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let result = issue(distributor, certificates, req).await;
+    let result = issue(reviewer, certificates, req).await;
     let label = match &result {
         Ok(_) => "issued",
         Err(refusal) => refusal.metric_label(),
     };
-    distributor
-        .metrics
-        .certificates
-        .with_label_values(&[label])
-        .inc();
+    metrics.certificates.with_label_values(&[label]).inc();
     match result {
         Ok(body) => {
             let mut r = Response::new(Full::new(Bytes::from(
@@ -242,7 +240,7 @@ pub async fn respond(
 }
 
 async fn issue(
-    distributor: &Distributor,
+    reviewer: &Reviewer,
     certificates: &Certificates,
     req: Request<Incoming>,
 ) -> Result<CertificateResponse, Refusal> {
@@ -256,7 +254,7 @@ async fn issue(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string)
         .ok_or(Refusal::NoToken)?;
-    let username = distributor
+    let username = reviewer
         .authenticate(&token)
         .await
         .map_err(|failure| match failure {

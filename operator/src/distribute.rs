@@ -8,13 +8,9 @@
 //! newest table, then answers `304 Not Modified`.
 //!
 //! `POST /v1/certificate` (the workload CA, see [`crate::certificate`]) shares the listener and
-//! the token check.
-//!
-//! Callers authenticate with a ServiceAccount token (`Authorization: Bearer …`), checked by a
-//! TokenReview bound to `--token-audience`, so a token minted for another audience is refused.
-//! Verdicts are cached by token digest ([`ReviewCache`]: accepted for 60 s, refused for 5 s), so a
-//! proxy's long-poll every 30 s costs the API server a TokenReview at most once a minute, and a
-//! revoked token stops working within a minute.
+//! the token check: callers authenticate with a ServiceAccount token (`Authorization: Bearer …`),
+//! checked by an audience-bound, cached TokenReview ([`crate::token_review`], below both
+//! endpoints). [`serve`] routes a request to one endpoint or the other.
 //!
 //! # Guarantees
 //!
@@ -32,9 +28,6 @@ use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use kube::api::PostParams;
-use kube::{Api, Client};
 use prometheus::IntGauge;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -44,8 +37,10 @@ use tollgate_crds::table::RoutingTable;
 #[cfg(test)]
 use tollgate_crds::table::SubscriptionEntry;
 
+use crate::certificate::{self, Certificates};
 use crate::controller::TableRx;
 use crate::metrics::Metrics;
+use crate::token_review::Reviewer;
 
 /// Versions kept for deltas; a proxy further behind gets a snapshot.
 const HISTORY: usize = 64;
@@ -147,55 +142,6 @@ pub async fn follow(mut table: TableRx, history: Arc<History>) {
     }
 }
 
-/// How long an accepted token is trusted without asking the API server again.
-const REVIEW_OK_TTL: Duration = Duration::from_secs(60);
-/// How long a refusal is remembered (short: a token may become valid, e.g. clock skew).
-const REVIEW_REFUSED_TTL: Duration = Duration::from_secs(5);
-/// Most verdicts kept; beyond it expired ones are dropped, then all (a burst of junk tokens
-/// cannot grow memory).
-const REVIEW_CACHE_MAX: usize = 4096;
-
-/// A TokenReview verdict and until when it holds.
-type Verdict = (tokio::time::Instant, Result<String, String>);
-
-/// TokenReview verdicts by SHA-256 of the token (the token itself is never stored).
-#[derive(Default)]
-pub struct ReviewCache {
-    verdicts: Mutex<std::collections::HashMap<[u8; 32], Verdict>>,
-}
-
-impl ReviewCache {
-    fn key(token: &str) -> [u8; 32] {
-        use sha2::Digest;
-        sha2::Sha256::digest(token.as_bytes()).into()
-    }
-
-    /// A cached verdict still within its time.
-    pub fn get(&self, token: &str, now: tokio::time::Instant) -> Option<Result<String, String>> {
-        let v = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
-        v.get(&Self::key(token))
-            .filter(|(until, _)| *until > now)
-            .map(|(_, verdict)| verdict.clone())
-    }
-
-    /// Remember a verdict.
-    pub fn put(&self, token: &str, verdict: Result<String, String>, now: tokio::time::Instant) {
-        let ttl = if verdict.is_ok() {
-            REVIEW_OK_TTL
-        } else {
-            REVIEW_REFUSED_TTL
-        };
-        let mut v = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
-        if v.len() >= REVIEW_CACHE_MAX {
-            v.retain(|_, (until, _)| *until > now);
-            if v.len() >= REVIEW_CACHE_MAX {
-                v.clear();
-            }
-        }
-        v.insert(Self::key(token), (now + ttl, verdict));
-    }
-}
-
 /// Counts one open table request in `proxies_connected` until dropped.
 struct Connected<'a>(&'a IntGauge);
 
@@ -210,32 +156,6 @@ impl Drop for Connected<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-/// Whether a bearer token belongs to a ServiceAccount, for our audience.
-async fn review(client: &Client, token: &str, audience: &str) -> Result<String, String> {
-    let review = TokenReview {
-        spec: TokenReviewSpec {
-            token: Some(token.to_string()),
-            audiences: Some(vec![audience.to_string()]),
-        },
-        ..TokenReview::default()
-    };
-    let answer = Api::<TokenReview>::all(client.clone())
-        .create(&PostParams::default(), &review)
-        .await
-        .map_err(|e| format!("TokenReview failed: {e}"))?;
-    let status = answer.status.unwrap_or_default();
-    if status.authenticated != Some(true) {
-        return Err(status
-            .error
-            .unwrap_or_else(|| "token not authenticated".into()));
-    }
-    let user = status.user.and_then(|u| u.username).unwrap_or_default();
-    if !user.starts_with("system:serviceaccount:") {
-        return Err(format!("{user} is not a ServiceAccount"));
-    }
-    Ok(user)
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
@@ -269,51 +189,17 @@ fn query(uri: &http::Uri) -> (Option<String>, Duration) {
 
 /// Everything a distribution request needs.
 pub struct Distributor {
-    /// Client for TokenReviews.
-    pub client: Client,
-    /// Audience tokens must be bound to.
-    pub audience: String,
+    /// The token check, shared with `/v1/certificate`.
+    pub reviewer: Reviewer,
     /// Recent tables (kept current by [`follow`]).
     pub history: Arc<History>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// TokenReview verdicts.
-    pub reviews: ReviewCache,
     /// `POST /v1/certificate` (`None`: the workload CA is off, the path is not found).
-    pub certificates: Option<crate::certificate::Certificates>,
-}
-
-/// Why a token was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReviewFailure {
-    /// TokenReview said no (bad token, wrong audience, not a ServiceAccount).
-    Refused(String),
-    /// The TokenReview call failed: no verdict on the token.
-    Unavailable(String),
+    pub certificates: Option<Certificates>,
 }
 
 impl Distributor {
-    /// The ServiceAccount username of `token`, from the cache or a TokenReview.
-    pub async fn authenticate(&self, token: &str) -> Result<String, ReviewFailure> {
-        let now = tokio::time::Instant::now();
-        if let Some(verdict) = self.reviews.get(token, now) {
-            return verdict.map_err(ReviewFailure::Refused);
-        }
-        let verdict = review(&self.client, token, &self.audience).await;
-        let label = if verdict.is_ok() {
-            "accepted"
-        } else {
-            "refused"
-        };
-        self.metrics.token_reviews.with_label_values(&[label]).inc();
-        // A failed API call is not a verdict on the token: do not cache it.
-        if matches!(&verdict, Err(e) if e.starts_with("TokenReview failed")) {
-            return verdict.map_err(ReviewFailure::Unavailable);
-        }
-        self.reviews.put(token, verdict.clone(), now);
-        verdict.map_err(ReviewFailure::Refused)
-    }
-
     /// Answer one request.
     pub async fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         if req.uri().path() != "/v1/table" {
@@ -330,7 +216,7 @@ impl Distributor {
                 "a ServiceAccount bearer token is required\n",
             );
         };
-        if let Err(why) = self.authenticate(token).await {
+        if let Err(why) = self.reviewer.authenticate(token).await {
             tracing::info!(reason = ?why, "refused a table request");
             self.metrics
                 .distribution
@@ -382,8 +268,8 @@ pub async fn serve(
         let d = distributor.clone();
         async move {
             match &d.certificates {
-                Some(c) if req.uri().path() == crate::certificate::PATH => {
-                    crate::certificate::respond(&d, c, req).await
+                Some(c) if req.uri().path() == certificate::PATH => {
+                    certificate::respond(&d.reviewer, &d.metrics, c, req).await
                 }
                 _ => d.respond(&req).await,
             }
@@ -509,38 +395,6 @@ mod tests {
             .expect("woken")
             .expect("open");
         assert!(h.update_since(Some(&t1.digest())).is_some());
-    }
-
-    #[test]
-    fn review_cache_remembers_by_digest_and_expires() {
-        let c = ReviewCache::default();
-        let t0 = tokio::time::Instant::now();
-        assert!(c.get("tok", t0).is_none());
-        c.put("tok", Ok("system:serviceaccount:ns:proxy".into()), t0);
-        c.put("bad", Err("token not authenticated".into()), t0);
-        assert!(c
-            .get("tok", t0 + Duration::from_secs(59))
-            .is_some_and(|v| v.is_ok()));
-        assert!(
-            c.get("tok", t0 + REVIEW_OK_TTL).is_none(),
-            "accepted tokens are re-reviewed after a minute"
-        );
-        assert!(c
-            .get("bad", t0 + Duration::from_secs(4))
-            .is_some_and(|v| v.is_err()));
-        assert!(c.get("bad", t0 + REVIEW_REFUSED_TTL).is_none());
-        let stored = c.verdicts.lock().expect("lock");
-        assert!(stored.keys().all(|k| k != &[0u8; 32]) && stored.len() == 2);
-    }
-
-    #[test]
-    fn review_cache_is_bounded() {
-        let c = ReviewCache::default();
-        let t0 = tokio::time::Instant::now();
-        for i in 0..(REVIEW_CACHE_MAX + 10) {
-            c.put(&format!("junk-{i}"), Err("no".into()), t0);
-        }
-        assert!(c.verdicts.lock().expect("lock").len() <= REVIEW_CACHE_MAX);
     }
 
     #[test]

@@ -27,9 +27,10 @@ use tollgate_crds::subscription::{PRIMARY_KEY, SECONDARY_KEY};
 use tollgate_crds::table::key_digest;
 use tollgate_crds::Subscription;
 
-use crate::gather::{Watched, KEYS_LABEL};
+use crate::gather::KEYS_LABEL;
 use crate::keys;
 use crate::status::FIELD_MANAGER;
+use crate::watched::Watched;
 use crate::{Error, Result};
 
 /// Annotation that asks for one key to be regenerated; the operator removes it when done.

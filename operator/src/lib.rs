@@ -26,7 +26,9 @@ pub mod listener;
 pub mod metrics;
 pub mod status;
 pub mod tls;
+pub mod token_review;
 pub mod usage;
+pub mod watched;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -149,11 +151,14 @@ pub async fn run(client: Client, config: Config, shutdown: watch::Receiver<bool>
             history.clone(),
         )));
         let distributor = Arc::new(distribute::Distributor {
-            client: client.clone(),
-            audience: config.token_audience.clone(),
+            reviewer: token_review::Reviewer {
+                client: client.clone(),
+                audience: config.token_audience.clone(),
+                metrics: metrics.clone(),
+                reviews: token_review::ReviewCache::default(),
+            },
             history,
             metrics: metrics.clone(),
-            reviews: distribute::ReviewCache::default(),
             certificates: config.ca.as_ref().map(|ca_config| {
                 let cell = ca::CaCell::default();
                 distribution.push(tokio::spawn(ca::run(

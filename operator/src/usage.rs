@@ -27,8 +27,8 @@ use tollgate_crds::{QuotaUsage, Subscription};
 use tollgate_redis::RedisConn;
 
 use crate::controller::TableRx;
-use crate::gather::Watched;
 use crate::metrics::Metrics;
+use crate::watched::Watched;
 use crate::{Error, Result};
 
 /// Field manager of the usage writes (distinct from the condition writes').

@@ -7,7 +7,7 @@ use super::{object_id, Input, Lookup, Outcome, Outcomes, Rejected, Report};
 use crate::diagnostics::Diagnostic;
 use crate::durations::parse_timeout_ms;
 use crate::gateway::attach::Attached;
-use crate::gateway::translate::Binding;
+use crate::gateway::ir::Binding;
 use crate::product::{
     Backend, Method, PathMatch, Product, ProductSpec, Route, SidecarCallers, ValueMatch,
 };

@@ -24,8 +24,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::ir::{false_conditions, ServedRoute, Translation};
+use super::status::MAX_ANCESTORS;
 use super::targets::IMPLICIT_PRODUCT_PREFIX;
-use super::translate::{ServedRoute, Translation};
 use super::{namespace_of, CONTROLLER_NAME};
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::policy::{AncestorRef, ApiPolicy, ApiPolicySpec, PolicyAncestorStatus, PolicyTargetRef};
@@ -36,8 +37,6 @@ use crate::status::Condition;
 
 /// The API group of Tollgate's own kinds (a Product target).
 pub const TOLLGATE_GROUP: &str = "tollgate.dev";
-/// The most ancestors a policy's status lists (the Gateway API's limit).
-pub const MAX_ANCESTORS: usize = 16;
 /// The condition every ancestor entry carries.
 pub const ACCEPTED: &str = "Accepted";
 
@@ -545,7 +544,7 @@ fn resolve(
                 .find(|r| here(r.metadata.namespace.as_deref(), r.metadata.name.as_deref()))
                 .ok_or_else(not_found)?;
             let Some(served) = translation.route(namespace, &t.name) else {
-                let why = super::targets::false_conditions(translation, namespace, &t.name)
+                let why = false_conditions(translation, namespace, &t.name)
                     .filter(|w| !w.is_empty())
                     .unwrap_or_else(|| {
                         format!("no parentRef names a Gateway of a GatewayClass with controllerName {CONTROLLER_NAME}")

@@ -16,13 +16,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use serde::{Deserialize, Serialize};
 
 use super::api::backendtlspolicies::{
     BackendTlsPolicy, BackendTlsPolicyValidationSubjectAltNamesType as SanType,
 };
-use super::status::condition;
-use super::translate::Inputs;
+use super::ir::{Inputs, ServiceTls};
+use super::status::{condition, MAX_ANCESTORS};
 use super::{namespace_of, CONTROLLER_NAME};
 use crate::policy::{AncestorRef, PolicyAncestorStatus};
 use crate::table::SubjectAltName;
@@ -36,30 +35,6 @@ pub(crate) type ServicesByGateway =
 pub const CA_CRT: &str = "ca.crt";
 /// The one `wellKnownCACertificates` value: the proxies' public web roots.
 pub const SYSTEM: &str = "System";
-
-/// The TLS a backendRef's Service gets, from the BackendTLSPolicy that won it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceTls {
-    /// The policy, `namespace/name`.
-    pub policy: String,
-    /// The name sent as SNI and required in the backend's certificate.
-    pub hostname: String,
-    /// The CA bundle (PEM) that signs the backends; `None`: the system roots. Not in golden
-    /// output (a digest is, see [`ServiceTls::ca_digest`]).
-    #[serde(default, skip_serializing)]
-    pub ca_pem: Option<String>,
-    /// SHA-256 of `ca_pem` (12 hex digits), so a change of CA is a change of backend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_digest: Option<String>,
-    /// `validation.subjectAltNames`: the certificate must have one of these, and `hostname`
-    /// is then the SNI only.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub subject_alt_names: Vec<SubjectAltName>,
-    /// Why the policy is not accepted: the backendRef must not be used at all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refused: Option<String>,
-}
 
 /// What one policy is, once checked.
 #[derive(Clone, Debug)]
@@ -283,7 +258,7 @@ impl<'a> Evaluated<'a> {
                 });
             }
             if !ancestors.is_empty() {
-                ancestors.truncate(super::attach::MAX_ANCESTORS);
+                ancestors.truncate(MAX_ANCESTORS);
                 out.push(super::status::BackendTlsPolicyState {
                     namespace: p.namespace.clone(),
                     name: p.name.clone(),

@@ -3,6 +3,8 @@
 //! the controller writes.
 //!
 //! - `api/`: the standard-channel v1 types, generated (see `scripts/gen-gateway-api.sh`).
+//! - [`ir`]: the translation's inputs and its result (served routes, bindings, Service TLS),
+//!   below the files that produce and read them.
 //! - [`translate`]: objects → served routes + statuses, as data.
 //! - [`targets`]: a Product's `targetRefs` → its routes, hostnames and backend, before compile.
 //! - [`attach`]: an ApiPolicy's `targetRefs` → the Products it applies to, and its ancestors.
@@ -24,6 +26,7 @@ pub mod api;
 pub mod attach;
 pub mod backend_tls;
 mod hostnames;
+pub mod ir;
 pub mod pool;
 pub mod status;
 pub mod targets;
@@ -34,10 +37,14 @@ pub use api::gatewayclasses::GatewayClass;
 pub use api::gateways::Gateway;
 pub use api::httproutes::HttpRoute;
 pub use api::referencegrants::ReferenceGrant;
-pub use translate::{translate, Inputs, Translation, CONTROLLER_NAME};
+pub use ir::{Inputs, Translation};
+pub use translate::translate;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// The `controllerName` of GatewayClasses Tollgate implements.
+pub const CONTROLLER_NAME: &str = "tollgate.dev/gateway-controller";
 
 /// The conformance features Tollgate implements, as the upstream suite names them
 /// (`sigs.k8s.io/gateway-api/pkg/features`), sorted as the GatewayClass status requires: the

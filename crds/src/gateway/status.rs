@@ -8,6 +8,10 @@ use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::reasons;
 use crate::status::Condition;
 
+/// The most ancestors a policy's status lists (the Gateway API's limit): both ApiPolicies'
+/// (`attach`) and BackendTLSPolicies' (`backend_tls`) `status.ancestors`.
+pub(crate) const MAX_ANCESTORS: usize = 16;
+
 /// Statuses of every object the translation looked at and owns.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]

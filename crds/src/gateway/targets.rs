@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
 
-use super::translate::{Binding, ServedRoute, ServedRule, ServiceRef, Translation};
+use super::ir::{false_conditions, Binding, ServedRoute, ServedRule, ServiceRef, Translation};
 use crate::diagnostics::{Diagnostic, ObjectRef, Severity};
 use crate::policy::{ApiPolicy, ApiPolicySpec, BackendTls, HeaderPolicy};
 use crate::product::{
@@ -435,24 +435,6 @@ fn rule_refusal(
     } else {
         None
     }
-}
-
-/// An HTTPRoute's conditions that are not True, as `Type=Status Reason: message; …`; none when
-/// the translation has no status for it (no parentRef names one of our Gateways).
-pub(crate) fn false_conditions(
-    translation: &Translation,
-    namespace: &str,
-    name: &str,
-) -> Option<String> {
-    translation.route_status(namespace, name).map(|s| {
-        s.parents
-            .iter()
-            .flat_map(|p| &p.conditions)
-            .filter(|c| c.status != "True")
-            .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
 }
 
 /// The table backend of an implicit Product whose backend its Product spec cannot say: a

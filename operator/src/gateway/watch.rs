@@ -37,8 +37,8 @@ use tollgate_crds::gateway::{
 };
 use tollgate_crds::product::GATEWAY_API_GROUP;
 
-use crate::gather::{reflect, Watched};
 use crate::metrics::Metrics;
+use crate::watched::{reflect, Watched};
 
 /// Time between discovery checks while the Gateway API CRDs are not installed.
 pub const RECHECK: Duration = Duration::from_secs(30);

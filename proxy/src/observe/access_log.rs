@@ -14,7 +14,7 @@ use http::{Method, StatusCode, Uri};
 
 use crate::message::trace_context::TraceContext;
 use crate::observe::metrics::NONE;
-use crate::observe::trace_export::TraceExport;
+use crate::observe::trace_export::{SpanFacts, TraceExport};
 use crate::runtime::{RouteRef, Runtime};
 
 /// Target of access-log events (filter with `RUST_LOG=access=info`).
@@ -154,6 +154,32 @@ impl AccessRecord {
             bytes,
             complete,
         });
+    }
+
+    /// What its span says (for [`TraceExport::finish`]), named from the table it was served
+    /// with. Here rather than in `trace_export`, which the record holds and so must not read it.
+    pub fn span_facts(&self, bytes: u64, complete: bool) -> SpanFacts<'_> {
+        let rt = self.runtime.as_deref();
+        let route = rt.zip(self.route).and_then(|(rt, r)| rt.route(r));
+        let sub = rt
+            .zip(self.subscription)
+            .and_then(|(rt, i)| rt.subscriptions.get(i as usize));
+        let plan = rt
+            .zip(sub)
+            .and_then(|(rt, s)| rt.plans.get(s.plan as usize));
+        SpanFacts {
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            status: self.status.as_u16(),
+            product: route.map(|(p, _)| p.id.as_str()),
+            route: route.map(|(_, r)| r.name.as_str()),
+            plan: plan.map(|p| p.id.as_str()),
+            subscription: sub.map(|s| &*s.id),
+            problem: self.problem,
+            request_id: self.request_id.to_str().unwrap_or_default(),
+            bytes,
+            complete,
+        }
     }
 }
 

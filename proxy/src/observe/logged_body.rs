@@ -41,7 +41,8 @@ impl LoggedBody {
         if let Some(record) = self.record.take() {
             record.emit(self.bytes, self.complete);
             if let Some(export) = &record.span {
-                export.finish(&record, self.bytes, self.complete);
+                let facts = record.span_facts(self.bytes, self.complete);
+                export.finish(&record.trace, record.started, &facts);
             }
         }
     }

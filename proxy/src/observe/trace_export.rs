@@ -14,7 +14,7 @@
 //! route, plan and subscription ids from the table, never a key or a query string.
 
 use std::borrow::Cow;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
@@ -28,7 +28,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::message::trace_context::{TraceContext, SAMPLED};
-use crate::observe::access_log::AccessRecord;
 
 /// Default `service.name` of the exported spans (`--otlp-service-name`).
 pub const DEFAULT_SERVICE_NAME: &str = "tollgate-proxy";
@@ -142,7 +141,8 @@ impl Sampler {
     }
 }
 
-/// What the span says about the request (from its access record, at its end).
+/// What the span says about the request, at its end. The access log's record states them
+/// (`AccessRecord::span_facts`): the record holds the export, so the export knows spans, not records.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpanFacts<'a> {
     /// Method.
@@ -167,33 +167,6 @@ pub struct SpanFacts<'a> {
     pub bytes: u64,
     /// Whether the body was sent completely.
     pub complete: bool,
-}
-
-impl<'a> SpanFacts<'a> {
-    /// The facts of `record`, named from the table it was served with.
-    pub fn of(record: &'a AccessRecord, bytes: u64, complete: bool) -> SpanFacts<'a> {
-        let rt = record.runtime.as_deref();
-        let route = rt.zip(record.route).and_then(|(rt, r)| rt.route(r));
-        let sub = rt
-            .zip(record.subscription)
-            .and_then(|(rt, i)| rt.subscriptions.get(i as usize));
-        let plan = rt
-            .zip(sub)
-            .and_then(|(rt, s)| rt.plans.get(s.plan as usize));
-        SpanFacts {
-            method: record.method.as_str(),
-            path: record.uri.path(),
-            status: record.status.as_u16(),
-            product: route.map(|(p, _)| p.id.as_str()),
-            route: route.map(|(_, r)| r.name.as_str()),
-            plan: plan.map(|p| p.id.as_str()),
-            subscription: sub.map(|s| &*s.id),
-            problem: record.problem,
-            request_id: record.request_id.to_str().unwrap_or_default(),
-            bytes,
-            complete,
-        }
-    }
 }
 
 /// The gateway's span for one request: its ids are the ones the backend saw (`traceparent`),
@@ -374,12 +347,12 @@ impl TraceExport {
         sampled
     }
 
-    /// Queue the span of a finished request; a full queue drops it (counted), never waits.
-    pub fn finish(&self, record: &AccessRecord, bytes: u64, complete: bool) {
+    /// Queue the span of a finished request (its trace, when it arrived, and its facts); a full
+    /// queue drops it (counted), never waits.
+    pub fn finish(&self, trace: &TraceContext, started: Instant, facts: &SpanFacts<'_>) {
         let end = SystemTime::now();
-        let start = end.checked_sub(record.started.elapsed()).unwrap_or(end);
-        let facts = SpanFacts::of(record, bytes, complete);
-        let span = span_data(&record.trace, &facts, start, end, &self.scope);
+        let start = end.checked_sub(started.elapsed()).unwrap_or(end);
+        let span = span_data(trace, facts, start, end, &self.scope);
         if self.queue.try_send(span).is_err() {
             self.metrics.queue_full.inc();
         }
