@@ -114,12 +114,18 @@ pub fn write(line: &AccessLine<'_>) {
     );
 }
 
+/// The table's names for a record (each `None` when not known), looked up once for the log
+/// line and the span alike.
+struct Names<'a> {
+    product: Option<&'a str>,
+    route: Option<&'a str>,
+    plan: Option<&'a str>,
+    subscription: Option<&'a str>,
+}
+
 impl AccessRecord {
-    /// Emit the line for this record, with the body size and whether it completed.
-    pub fn emit(&self, bytes: u64, complete: bool) {
-        if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
-            return;
-        }
+    /// The names of what served this record, from the table it was served with.
+    fn names(&self) -> Names<'_> {
         let rt = self.runtime.as_deref();
         let route = rt.zip(self.route).and_then(|(rt, r)| rt.route(r));
         let sub = rt
@@ -127,8 +133,21 @@ impl AccessRecord {
             .and_then(|(rt, i)| rt.subscriptions.get(i as usize));
         let plan = rt
             .zip(sub)
-            .and_then(|(rt, s)| rt.plans.get(s.plan as usize))
-            .map_or(NONE, |p| p.id.as_str());
+            .and_then(|(rt, s)| rt.plans.get(s.plan as usize));
+        Names {
+            product: route.map(|(p, _)| p.id.as_str()),
+            route: route.map(|(_, r)| r.name.as_str()),
+            plan: plan.map(|p| p.id.as_str()),
+            subscription: sub.map(|s| &*s.id),
+        }
+    }
+
+    /// Emit the line for this record, with the body size and whether it completed.
+    pub fn emit(&self, bytes: u64, complete: bool) {
+        if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+            return;
+        }
+        let names = self.names();
         let host = self
             .host
             .as_ref()
@@ -142,10 +161,10 @@ impl AccessRecord {
             host: host.as_deref().unwrap_or(""),
             path: self.uri.path(),
             status: self.status.as_u16(),
-            product: route.map_or(NONE, |(p, _)| p.id.as_str()),
-            route: route.map_or(NONE, |(_, r)| r.name.as_str()),
-            plan,
-            subscription: sub.map_or(NONE, |s| &*s.id),
+            product: names.product.unwrap_or(NONE),
+            route: names.route.unwrap_or(NONE),
+            plan: names.plan.unwrap_or(NONE),
+            subscription: names.subscription.unwrap_or(NONE),
             problem: self.problem.unwrap_or(""),
             upstream_ms: self
                 .upstream_latency
@@ -159,22 +178,15 @@ impl AccessRecord {
     /// What its span says (for [`TraceExport::finish`]), named from the table it was served
     /// with. Here rather than in `trace_export`, which the record holds and so must not read it.
     pub fn span_facts(&self, bytes: u64, complete: bool) -> SpanFacts<'_> {
-        let rt = self.runtime.as_deref();
-        let route = rt.zip(self.route).and_then(|(rt, r)| rt.route(r));
-        let sub = rt
-            .zip(self.subscription)
-            .and_then(|(rt, i)| rt.subscriptions.get(i as usize));
-        let plan = rt
-            .zip(sub)
-            .and_then(|(rt, s)| rt.plans.get(s.plan as usize));
+        let names = self.names();
         SpanFacts {
             method: self.method.as_str(),
             path: self.uri.path(),
             status: self.status.as_u16(),
-            product: route.map(|(p, _)| p.id.as_str()),
-            route: route.map(|(_, r)| r.name.as_str()),
-            plan: plan.map(|p| p.id.as_str()),
-            subscription: sub.map(|s| &*s.id),
+            product: names.product,
+            route: names.route,
+            plan: names.plan,
+            subscription: names.subscription,
             problem: self.problem,
             request_id: self.request_id.to_str().unwrap_or_default(),
             bytes,
