@@ -105,13 +105,7 @@ pick_port NGINX_PORT 19080
 pick_port TOLLGATE_PORT 19180
 pick_port TOLLGATE_ADMIN_PORT 19901
 pick_port FLOOR_PORT 19280
-if [[ "$FLOOR" == 1 && -z "${FLOOR_BIN:-}" ]]; then
-    log "FLOOR=1: building bench/floor (release)"
-    (cd "$ROOT/bench/floor" && cargo build --release --locked -q)
-    FLOOR_BIN="$(cd "$ROOT/bench/floor" && cargo metadata --format-version 1 --no-deps \
-        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/tollgate-floor"
-fi
-[[ "$FLOOR" != 1 || -x "$FLOOR_BIN" ]] || die "FLOOR_BIN=$FLOOR_BIN is not executable"
+if [[ "$FLOOR" == 1 ]]; then floor_binary; fi
 # shellcheck disable=SC2153 # BACKEND_PORT is set by pick_port
 bench_manifests "$OUT/manifests" "$BACKEND_PORT"
 

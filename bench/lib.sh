@@ -45,6 +45,19 @@ bench_binaries() {
     return 0
 }
 
+# floor_binary: sets FLOOR_BIN to bench/floor's release binary (the HTTP engine alone: hyper +
+# tokio + mimalloc, no policy), building it when FLOOR_BIN is not given. bench/floor is its own
+# crate, outside the workspace, so this build does not touch the workspace's lock or target.
+floor_binary() {
+    if [[ -z "${FLOOR_BIN:-}" ]]; then
+        log "building bench/floor (release)"
+        (cd "$ROOT/bench/floor" && cargo build --release --locked -q)
+        FLOOR_BIN="$(cd "$ROOT/bench/floor" && cargo metadata --format-version 1 --no-deps \
+            | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/tollgate-floor"
+    fi
+    [[ -x "$FLOOR_BIN" ]] || die "FLOOR_BIN=$FLOOR_BIN is not executable"
+}
+
 # tollgate_args MANIFEST-DIR PORT ADMIN-PORT: sets TOLLGATE_ARGS, the flags every bench run uses:
 # one worker thread (fair next to nginx's one worker), no access log (nginx has access_log off).
 tollgate_args() {

@@ -8,10 +8,12 @@
 #   bench/run.sh                          # 15 s per target, 32 connections, all six targets
 #   DURATION=5s CONNECTIONS=64 bench/run.sh
 #   SCENARIOS="nginx-policy tollgate" bench/run.sh
+#   SCENARIOS="nginx floor tollgate" bench/run.sh   # floor: the HTTP engine alone, see below
 #
 # Env: DURATION (15s), CONNECTIONS (32), WRK_THREADS (1), WARMUP (3s), BENCH_REDIS (0: 1 adds a
 # Redis-backed quota run, see the end of this file), SCENARIOS
-# ("direct nginx nginx-policy haproxy haproxy-policy tollgate"), SERVER_CPU (0), LOAD_CPU (1),
+# ("direct nginx nginx-policy haproxy haproxy-policy tollgate"; "floor" on request only: it builds
+# bench/floor, or takes FLOOR_BIN), SERVER_CPU (0), LOAD_CPU (1),
 # PROXY_BIN / BACKEND_BIN (binaries to measure instead of building them), BACKEND_PORT (19000),
 # NGINX_PORT (19080), HAPROXY_PORT (19480), TOLLGATE_PORT (19180), TOLLGATE_ADMIN_PORT (19901);
 # a default port that is taken is replaced by the next free one, a port set in the environment
@@ -27,8 +29,8 @@ DURATION="${DURATION:-15s}"
 CONNECTIONS="${CONNECTIONS:-32}"
 WRK_THREADS="${WRK_THREADS:-1}"
 WARMUP="${WARMUP:-3s}"
-ALL_SCENARIOS="direct nginx nginx-policy haproxy haproxy-policy tollgate"
-SCENARIOS="${SCENARIOS:-$ALL_SCENARIOS}"
+ALL_SCENARIOS="direct nginx nginx-policy haproxy haproxy-policy tollgate floor"
+SCENARIOS="${SCENARIOS:-direct nginx nginx-policy haproxy haproxy-policy tollgate}"
 SERVER_CPU="${SERVER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 LUA="$BENCH_LUA"
@@ -58,6 +60,7 @@ fi
 need_proxy=0
 if has_scenario tollgate || [[ "${BENCH_JWT:-0}" == 1 || "${BENCH_REDIS:-0}" == 1 ]]; then need_proxy=1; fi
 bench_binaries "$need_proxy"
+if has_scenario floor; then floor_binary; fi
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 RESULTS="$ROOT/bench/results/$STAMP"
@@ -83,6 +86,7 @@ pick_port NGINX_PORT 19080
 pick_port TOLLGATE_PORT 19180
 pick_port TOLLGATE_ADMIN_PORT 19901
 pick_port HAPROXY_PORT 19480
+pick_port FLOOR_PORT 19280
 # The committed manifests name 127.0.0.1:19000; the gateway reads a copy pointed at BACKEND_PORT.
 # shellcheck disable=SC2153 # BACKEND_PORT is set by pick_port
 bench_manifests "$WORK/manifests" "$BACKEND_PORT"
@@ -248,6 +252,23 @@ scenario_tollgate() {
     stop_pid "$BACKEND_PID"
 }
 
+# floor: bench/floor, the proxy's HTTP engine with nothing on it (hyper + tokio on one thread +
+# mimalloc, one backend connection per client connection, no routing, headers, policy, logs or
+# metrics). Not a product anyone would run: it says what hyper itself costs on this machine, so
+# tollgate's ratio to nginx can be split into the engine's part and the gateway's. It enforces
+# nothing, so it gets no check_policy.
+scenario_floor() {
+    start_backend "$LOAD_CPU"
+    taskset -c "$SERVER_CPU" "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$BACKEND_PORT" \
+        >"$RESULTS/floor.log" 2>&1 &
+    local floor_pid=$!
+    PIDS+=("$floor_pid")
+    wait_http "http://127.0.0.1:$FLOOR_PORT/bench" 200 "bench/floor"
+    run_wrk floor "http://127.0.0.1:$FLOOR_PORT/bench" "$floor_pid"
+    stop_pid "$floor_pid"
+    stop_pid "$BACKEND_PID"
+}
+
 {
     echo "date: $STAMP"
     echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with local changes)')"
@@ -257,6 +278,7 @@ scenario_tollgate() {
     if command -v haproxy >/dev/null; then echo "haproxy: $(haproxy -v 2>&1 | head -1)"; fi
     echo "backend binary: $BACKEND_BIN"
     if [[ -n "$PROXY_BIN" ]]; then echo "tollgate-proxy binary: $PROXY_BIN"; fi
+    if has_scenario floor; then echo "floor binary: $FLOOR_BIN"; fi
     echo "wrk: $(wrk -v 2>&1 | head -1)"
     echo "load: wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency (after $WARMUP warm-up), pinned to CPU $LOAD_CPU"
     echo "server under test pinned to CPU $SERVER_CPU; backend on CPU $LOAD_CPU except in 'direct'"
@@ -271,6 +293,7 @@ for s in $SCENARIOS; do
         haproxy) run_haproxy haproxy plain ;;
         haproxy-policy) run_haproxy haproxy-policy policy ;;
         tollgate) scenario_tollgate ;;
+        floor) scenario_floor ;;
     esac
 done
 
@@ -322,6 +345,8 @@ TABLE="$RESULTS/summary.txt"
     ratio tollgate haproxy
     ratio tollgate haproxy-policy
     ratio tollgate direct
+    ratio floor nginx
+    ratio tollgate floor
     ratio nginx-policy nginx
     ratio haproxy-policy haproxy
     ratio haproxy nginx
