@@ -2,7 +2,7 @@
 //! GatewayClass status (`tollgate_crds::gateway::SUPPORTED_FEATURES`), and its table of
 //! diagnostic reasons is the compiler's (`tollgate_crds::reasons::ALL_REASONS`).
 
-use tollgate_crds::gateway::SUPPORTED_FEATURES;
+use tollgate_crds::gateway::{ADDRESS_PER_GATEWAY_FEATURES, SUPPORTED_FEATURES};
 use tollgate_crds::reasons::ALL_REASONS;
 
 #[test]
@@ -60,5 +60,24 @@ fn the_readme_lists_the_supported_features_the_operator_reports() {
     assert_eq!(
         sorted, SUPPORTED_FEATURES,
         "sorted by name, once each, as the status requires"
+    );
+    // The features claimed only with an address per Gateway are named as such, right after.
+    let pool_line = readme
+        .lines()
+        .find(|l| l.starts_with("Only with `--gateway-address-pool`"))
+        .expect("the README's line on features that need --gateway-address-pool");
+    let pool_listed: Vec<&str> = pool_line
+        .split_once("):")
+        .map(|(_, list)| list)
+        .and_then(|list| list.split_once('.'))
+        .map(|(list, _)| list)
+        .expect("a list after the parenthesis")
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .collect();
+    assert_eq!(
+        pool_listed, ADDRESS_PER_GATEWAY_FEATURES,
+        "README line: {pool_line}"
     );
 }

@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, Secret, Service, ServiceStatus};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Notify;
@@ -217,8 +217,20 @@ pub fn start(
             }
         }),
         services: reflect::<Service>(client, &scopes, &changed, &metrics, &mut tasks, |s| {
-            // Only the ports are read; the status and most of the spec are churn.
-            s.status = None;
+            // The ports are read, and a LoadBalancer's ingress (Gateway addresses from the
+            // proxies' Service, `--gateway-address-service`); the rest of the status is churn.
+            let load_balancer = s
+                .spec
+                .as_ref()
+                .is_some_and(|spec| spec.type_.as_deref() == Some("LoadBalancer"));
+            s.status = s
+                .status
+                .take()
+                .filter(|_| load_balancer)
+                .map(|st| ServiceStatus {
+                    load_balancer: st.load_balancer,
+                    conditions: None,
+                });
         }),
         endpoint_slices: reflect::<EndpointSlice>(
             client,

@@ -205,6 +205,16 @@ struct Args {
         conflicts_with = "gateway_address"
     )]
     gateway_address_pool: Vec<Vec<std::net::IpAddr>>,
+    /// The proxies' Service (in the operator's namespace): every Gateway of our GatewayClasses
+    /// reports its addresses, read as they change (a LoadBalancer's ingress IPs once it has
+    /// them; else its externalIPs, else its cluster IPs). Instead of --gateway-address; the
+    /// Service's namespace must be watched.
+    #[arg(
+        long,
+        env = "TOLLGATE_GATEWAY_ADDRESS_SERVICE",
+        conflicts_with_all = ["gateway_address", "gateway_address_pool"]
+    )]
+    gateway_address_service: Option<String>,
     /// The proxies serve Gateways' HTTPS listeners: they run with --tls-listen on the
     /// listeners' port (443) and serve each listener's certificate from the table. Without it
     /// HTTPS listeners are reported Programmed=False, since nothing would answer TLS on them.
@@ -255,6 +265,25 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|_| "operator".into());
         format!("{host}-{}", std::process::id())
     });
+    let watched = watch_namespaces(args.watch_namespace.clone());
+    let address_service = args.gateway_address_service.clone().map(|name| {
+        tollgate_operator::gateway::address::ProxyService {
+            namespace: lease_namespace.clone(),
+            name,
+        }
+    });
+    if let Some(svc) = &address_service {
+        // Services are read from the watch caches: one outside them would never be found.
+        if !watched.is_empty() && !watched.contains(&svc.namespace) {
+            anyhow::bail!(
+                "--gateway-address-service {}: the operator watches only {} (--watch-namespace), \
+                 not {}, where that Service is; watch it too, or give --gateway-address",
+                svc.name,
+                watched.join(","),
+                svc.namespace
+            );
+        }
+    }
     let webhook = webhook_config(&args, &lease_namespace);
     let ca = ca_config(&args, &lease_namespace);
     let client = kube::Client::try_default()
@@ -272,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
         client,
         tollgate_operator::Config {
             metrics_listen: args.metrics_listen,
-            watch_namespaces: watch_namespaces(args.watch_namespace),
+            watch_namespaces: watched,
             lease_namespace,
             lease_namespace_origin,
             lease_name: args.lease_name,
@@ -299,6 +328,8 @@ async fn main() -> anyhow::Result<()> {
                 addresses: args.gateway_address.clone(),
                 https: args.gateway_https,
                 pool: tollgate_crds::gateway::pool::collect(&args.gateway_address_pool)?,
+                address_service,
+                unaddressed: None,
             },
         },
         shutdown_rx,

@@ -77,6 +77,21 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "ReferenceGrant",
 ];
 
+/// The features of [`SUPPORTED_FEATURES`] that need a Gateway's listeners on ports of their
+/// own, so only an operator that gives each Gateway an address (`--gateway-address-pool`, with
+/// proxies on `--gateway-sockets`) claims them. With one shared address the proxies serve every
+/// Gateway on their own `--listen` port, and a listener on port 8080 would not be answered.
+pub const ADDRESS_PER_GATEWAY_FEATURES: &[&str] = &["GatewayPort8080"];
+
+/// What a GatewayClass's `status.supportedFeatures` claims, sorted: [`SUPPORTED_FEATURES`],
+/// without [`ADDRESS_PER_GATEWAY_FEATURES`] unless each Gateway gets an address of its own.
+pub fn supported_features(address_per_gateway: bool) -> impl Iterator<Item = &'static str> {
+    SUPPORTED_FEATURES
+        .iter()
+        .copied()
+        .filter(move |f| address_per_gateway || !ADDRESS_PER_GATEWAY_FEATURES.contains(f))
+}
+
 /// The namespace of an object, defaulted as `kubectl apply` defaults it.
 pub(crate) fn namespace_of(ns: Option<&str>) -> String {
     ns.filter(|n| !n.is_empty())

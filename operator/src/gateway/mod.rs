@@ -6,6 +6,7 @@
 //!   their `caCertificateRefs` name; the compile reads them through the snapshot, so a Product
 //!   with `targetRefs` serves its HTTPRoutes' rules.
 //! - [`status`]: the statuses to write (pure).
+//! - [`address`]: Gateways' addresses from the proxies' Service (`--gateway-address-service`).
 //! - [`plan_ancestors`]: the `status.ancestors` of ApiPolicies with `targetRefs` (GEP-713), from
 //!   the compile's attachment.
 //! - [`plan_backend_tls_policies`] (part of [`plan`]): the `status.ancestors` of
@@ -13,6 +14,7 @@
 //! - [`write_statuses`]: writes them (leader only), server-side apply on the status subresource
 //!   with the operator's field manager (the ancestors with their own), only what changed.
 
+pub mod address;
 pub mod status;
 pub mod watch;
 
@@ -79,6 +81,7 @@ pub fn plan(
     now: &str,
 ) -> Vec<Write> {
     let translation = translate(&objects.inputs(secrets));
+    let serving = &*serving.resolved(&objects.services);
     let mut writes = Vec::new();
     for desired in &translation.statuses.gateway_classes {
         let current = objects
@@ -86,7 +89,7 @@ pub fn plan(
             .iter()
             .find(|c| c.metadata.name.as_deref() == Some(desired.name.as_str()));
         let current = current.and_then(|c| json_status(c.status.as_ref()));
-        if let Some(status) = status::class_patch(current.as_ref(), desired, now) {
+        if let Some(status) = status::class_patch(current.as_ref(), desired, serving, now) {
             writes.push(Write {
                 target: Target::Class(desired.name.clone()),
                 status,

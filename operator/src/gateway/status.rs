@@ -18,16 +18,20 @@
 //!   write. Writing the same status again is never needed, so write → watch event → recompile
 //!   ends after one round.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
+use k8s_openapi::api::core::v1::Service;
 use serde_json::{json, Map, Value};
 use tollgate_crds::gateway::status::{
     BackendTlsPolicyState, ClassStatus, GatewayState, ParentState, RouteState,
 };
-use tollgate_crds::gateway::{CONTROLLER_NAME, SUPPORTED_FEATURES};
+use tollgate_crds::gateway::{supported_features, CONTROLLER_NAME};
 use tollgate_crds::policy::{AncestorRef, PolicyAncestorStatus};
 use tollgate_crds::product::GATEWAY_API_GROUP;
 use tollgate_crds::status::Condition;
+
+use super::address::{find_addresses, ProxyService, Unaddressed};
 
 const PROGRAMMED: &str = "Programmed";
 
@@ -45,6 +49,34 @@ pub struct Serving {
     /// translation decides which, see `tollgate_crds::gateway::translate`), and `addresses` is
     /// then that Gateway's.
     pub pool: Vec<IpAddr>,
+    /// `--gateway-address-service`: `addresses` are this Service's own, read each time
+    /// ([`Serving::resolved`]).
+    pub address_service: Option<ProxyService>,
+    /// Why `addresses` is empty when the Service gives none yet: the Gateways' message.
+    pub unaddressed: Option<Unaddressed>,
+}
+
+impl Serving {
+    /// This, with `addresses` read from the `address_service` among `services` (see
+    /// [`super::address`]); as it is without one, or with a pool (each Gateway's own address).
+    pub fn resolved(&self, services: &[Service]) -> Cow<'_, Serving> {
+        let Some(of) = self
+            .address_service
+            .as_ref()
+            .filter(|_| self.pool.is_empty())
+        else {
+            return Cow::Borrowed(self);
+        };
+        let (addresses, unaddressed) = match find_addresses(services, of) {
+            Ok(addresses) => (addresses, None),
+            Err(why) => (Vec::new(), Some(why)),
+        };
+        Cow::Owned(Serving {
+            addresses,
+            unaddressed,
+            ..self.clone()
+        })
+    }
 }
 
 /// What the operator reads from a Gateway's listeners besides the translation's verdicts.
@@ -96,12 +128,17 @@ impl ListenerFacts {
 }
 
 /// `status` a GatewayClass should have, or `None` when `current` already says it.
-/// With `supportedFeatures`: what Tollgate implements ([`SUPPORTED_FEATURES`]), the list
-/// conformance tools read from the class.
-pub fn class_patch(current: Option<&Value>, desired: &ClassStatus, now: &str) -> Option<Value> {
+/// With `supportedFeatures`: what Tollgate implements ([`supported_features`]), the list
+/// conformance tools read from the class; the features that need an address per Gateway only
+/// when `serving` has a pool, so a class never claims what its proxies cannot answer.
+pub fn class_patch(
+    current: Option<&Value>,
+    desired: &ClassStatus,
+    serving: &Serving,
+    now: &str,
+) -> Option<Value> {
     let conditions = stamp(current, &desired.conditions, now);
-    let features: Vec<Value> = SUPPORTED_FEATURES
-        .iter()
+    let features: Vec<Value> = supported_features(!serving.pool.is_empty())
         .map(|name| json!({ "name": name }))
         .collect();
     let status = json!({ "conditions": conditions, "supportedFeatures": features });
@@ -125,12 +162,15 @@ pub fn gateway_patch(
     let mut conditions = desired.conditions.clone();
     // With a pool, a Gateway left without an address is already `AddressNotAssigned`.
     if serving.addresses.is_empty() && serving.pool.is_empty() {
-        set(
-            &mut conditions,
-            PROGRAMMED,
-            "AddressNotAssigned",
-            "the operator has no --gateway-address (TOLLGATE_GATEWAY_ADDRESS) to report",
+        let why = serving.unaddressed.as_ref().map_or_else(
+            || {
+                "the operator has no --gateway-address (TOLLGATE_GATEWAY_ADDRESS) or \
+                 --gateway-address-service to report"
+                    .to_string()
+            },
+            ToString::to_string,
         );
+        set(&mut conditions, PROGRAMMED, "AddressNotAssigned", &why);
     }
     let listeners: Vec<Value> = desired
         .listeners
@@ -397,6 +437,7 @@ fn changed(current: Option<&Value>, desired: Value) -> Option<Value> {
 mod tests {
     use super::*;
     use tollgate_crds::gateway::status::{ListenerState, ParentRefKey};
+    use tollgate_crds::gateway::SUPPORTED_FEATURES;
 
     fn cond(type_: &str, ok: bool) -> Condition {
         Condition {
@@ -602,7 +643,7 @@ mod tests {
         let serving = Serving {
             addresses: vec!["127.0.0.7".parse().expect("ip")],
             https: true,
-            pool: Vec::new(),
+            ..Serving::default()
         };
         let patch = gateway_patch(
             None,
@@ -679,21 +720,49 @@ mod tests {
             name: "tollgate".into(),
             conditions: vec![cond("Accepted", true)],
         };
-        let patch = class_patch(None, &desired, "t1").expect("a write");
-        let names: Vec<&str> = patch["supportedFeatures"]
-            .as_array()
-            .expect("supportedFeatures")
-            .iter()
-            .filter_map(|f| f["name"].as_str())
-            .collect();
-        assert_eq!(names, SUPPORTED_FEATURES);
+        let shared = Serving::default();
+        let patch = class_patch(None, &desired, &shared, "t1").expect("a write");
         let mut stored = patch.clone();
         // A field another writer owns does not make the status differ.
         stored["somethingElse"] = json!([]);
-        assert_eq!(class_patch(Some(&stored), &desired, "t2"), None);
+        assert_eq!(class_patch(Some(&stored), &desired, &shared, "t2"), None);
         // A stored list that is not ours does.
         stored["supportedFeatures"] = json!([{"name": "HTTPRoute"}]);
-        assert!(class_patch(Some(&stored), &desired, "t3").is_some());
+        assert!(class_patch(Some(&stored), &desired, &shared, "t3").is_some());
+    }
+
+    #[test]
+    fn a_class_claims_port_8080_only_when_each_gateway_gets_an_address() {
+        let desired = ClassStatus {
+            name: "tollgate".into(),
+            conditions: vec![cond("Accepted", true)],
+        };
+        let names = |serving: &Serving| -> Vec<String> {
+            let patch = class_patch(None, &desired, serving, "t1").expect("a write");
+            patch["supportedFeatures"]
+                .as_array()
+                .expect("supportedFeatures")
+                .iter()
+                .filter_map(|f| f["name"].as_str().map(str::to_string))
+                .collect()
+        };
+        let shared = Serving {
+            addresses: vec!["10.0.0.1".parse().expect("ip")],
+            ..Serving::default()
+        };
+        let pooled = Serving {
+            pool: vec!["10.0.10.1".parse().expect("ip")],
+            ..Serving::default()
+        };
+        // One address for every Gateway: the proxies answer on their own port only.
+        let without: Vec<String> = SUPPORTED_FEATURES
+            .iter()
+            .filter(|f| **f != "GatewayPort8080")
+            .map(|f| f.to_string())
+            .collect();
+        assert_eq!(names(&shared), without);
+        // An address per Gateway: its listeners get sockets of their own, 8080 included.
+        assert_eq!(names(&pooled), SUPPORTED_FEATURES);
     }
 
     #[test]
