@@ -3,7 +3,8 @@
 # kind cluster: creates the cluster, builds the image, loads it, installs the chart (sidecar
 # injector on), deploys the demo API behind mutual TLS, runs the suite with
 # TOLLGATE_E2E_TARGET=kind, then sidecar mode with real pods (e2e/kind/sidecar.sh), deletes the
-# cluster.
+# cluster; then the Gateway API conformance suite on a kind cluster of its own
+# (e2e/kind/conformance.sh; KIND_CONFORMANCE=0 leaves it out).
 #
 #   e2e/kind/run.sh                    everything, then delete the cluster
 #   KEEP_CLUSTER=1 e2e/kind/run.sh     leave the cluster up for a look (kind delete cluster --name ...)
@@ -155,4 +156,12 @@ TOLLGATE_E2E=1 TOLLGATE_E2E_TARGET=kind \
 
 log "sidecar mode with real pods"
 RELEASE="$RELEASE" RELEASE_NS="$RELEASE_NS" DEMO_IMAGE="$DEMO_IMAGE" e2e/kind/sidecar.sh
+
+if [[ "${KIND_CONFORMANCE:-1}" == 1 ]]; then
+	log "the Gateway API conformance suite, on a kind cluster of its own"
+	# The suite needs host ports 80 and 443 and a chart configured for Gateways; this cluster
+	# is not that, so conformance.sh makes its own (with the image already built here).
+	if [[ "${KEEP_CLUSTER:-0}" != 1 ]]; then kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true; fi
+	IMAGE="$IMAGE" e2e/kind/conformance.sh
+fi
 log "passed"
