@@ -70,6 +70,7 @@ export KUBECONFIG
 kctl() { "$ROOT/e2e/control-plane.sh" kubectl "$@"; }
 
 pids=()
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
 	local status=$?
 	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -127,12 +128,11 @@ kctl wait --for condition=Accepted --timeout=60s "gatewayclass/$CLASS" >/dev/nul
 
 log "running the suite (logs: $WORK/suite.log; report: $REPORT)"
 set +e
+# shellcheck source=e2e/conformance/suite-args.sh
+source "$HERE/suite-args.sh"
+suite_args "$CLASS" "$REPORT"
 (cd "$HERE" && go test -v -count=1 -timeout 60m -run TestConformance . -args \
-	-gateway-class="$CLASS" \
-	-conformance-profiles=GATEWAY-HTTP \
-	-organization=tollgate -project=tollgate -url=https://github.com/tollgate/tollgate \
-	-version="$(git -C "$ROOT" describe --always --dirty)" -contact=@tollgate/maintainers \
-	-report-output="$REPORT" "${gate[@]}" "$@") 2>&1 | tee "$WORK/suite.log"
+	"${SUITE_ARGS[@]}" "${gate[@]}" "$@") 2>&1 | tee "$WORK/suite.log"
 status=${PIPESTATUS[0]}
 set -e
 # After a full run, say where not-passing.txt and the report disagree, so the list never goes

@@ -116,16 +116,14 @@ log "skipped: ${SHARED_ADDRESS_SKIPS[*]} (one address for every Gateway on kind)
 
 log "running the suite (log: $WORK/suite.log; report: $REPORT)"
 set +e
+# shellcheck source=e2e/conformance/suite-args.sh
+source e2e/conformance/suite-args.sh
+suite_args "$CLASS" "$REPORT"
 (cd e2e/conformance && go test -v -count=1 -timeout 60m -run TestConformance . -args \
-	-gateway-class="$CLASS" \
-	-conformance-profiles=GATEWAY-HTTP \
-	-organization=tollgate -project=tollgate -url=https://github.com/tollgate/tollgate \
-	-version="$(git -C "$ROOT" describe --always --dirty)" -contact=@tollgate/maintainers \
-	-skip-tests="$(
+	"${SUITE_ARGS[@]}" -skip-tests="$(
 		IFS=,
 		echo "${skips[*]}"
-	)" \
-	-report-output="$REPORT") 2>&1 | tee "$WORK/suite.log"
+	)") 2>&1 | tee "$WORK/suite.log"
 status=${PIPESTATUS[0]}
 set -e
 grep -E '^\s*--- (PASS|FAIL|SKIP)' "$WORK/suite.log" | sed 's/^ *//' | sort | uniq -c | sort -rn | head -n 5 >&2 || true
