@@ -78,37 +78,36 @@ where
     Watched::new(
         scopes
             .iter()
-            .map(|ns| reflect_one(client, *ns, changed, metrics, tasks, trim))
+            .map(|ns| {
+                let api: Api<K> = match ns {
+                    Some(ns) => Api::namespaced(client.clone(), ns),
+                    None => Api::all(client.clone()),
+                };
+                reflector_of(api, ns.unwrap_or("*"), changed, metrics, tasks, trim)
+            })
             .collect(),
     )
 }
 
-fn reflect_one<K>(
-    client: &Client,
-    namespace: Option<&str>,
+/// A reflector of `api` (named `scope` in warnings), trimmed by `trim`, whose every event
+/// notifies `changed`; its task joins `tasks`. Namespaced kinds come through [`reflect`];
+/// cluster-scoped ones (GatewayClasses, Namespaces) call this with `Api::all`.
+pub(crate) fn reflector_of<K>(
+    api: Api<K>,
+    scope: &str,
     changed: &Arc<Notify>,
     metrics: &Arc<Metrics>,
     tasks: &mut Vec<JoinHandle<()>>,
     trim: fn(&mut K),
 ) -> Store<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     let (reader, writer) = reflector::store();
     let changed = changed.clone();
     let metrics = metrics.clone();
     let kind = K::kind(&());
-    let scope = namespace.unwrap_or("*").to_string();
+    let scope = scope.to_string();
     let stream = reflector::reflector(
         writer,
         watcher(api, watcher::Config::default())

@@ -26,10 +26,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
 use tokio::sync::{watch as channel, Notify};
 use tollgate_crds::gateway::{
@@ -38,7 +36,7 @@ use tollgate_crds::gateway::{
 use tollgate_crds::product::GATEWAY_API_GROUP;
 
 use crate::metrics::Metrics;
-use crate::watched::{reflect, Watched};
+use crate::watched::{reflect, reflector_of, Watched};
 
 /// Time between discovery checks while the Gateway API CRDs are not installed.
 pub const RECHECK: Duration = Duration::from_secs(30);
@@ -472,28 +470,14 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let changed = changed.clone();
-    let metrics = metrics.clone();
-    let stream = reflector::reflector(
-        writer,
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(|c: &mut K| c.meta_mut().managed_fields = None),
-    );
-    tasks.push(tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => changed.notify_one(),
-                Err(e) => {
-                    metrics.errors.with_label_values(&["watch"]).inc();
-                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
-                }
-            }
-        }
-    }));
-    reader
+    reflector_of(
+        Api::<K>::all(client.clone()),
+        "*",
+        changed,
+        metrics,
+        tasks,
+        |_| {},
+    )
 }
 
 #[cfg(test)]
