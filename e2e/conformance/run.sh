@@ -117,19 +117,12 @@ NO_COLOR=1 "$TARGET/debug/tollgate-proxy" \
 	--log-format text --access-log off >"$WORK/proxy.log" 2>&1 &
 pids+=($!)
 
-kctl apply -f - >/dev/null <<EOF
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: $CLASS}
-spec: {controllerName: tollgate.dev/gateway-controller}
-EOF
-kctl wait --for condition=Accepted --timeout=60s "gatewayclass/$CLASS" >/dev/null ||
-	die "GatewayClass $CLASS was not accepted; see $WORK/operator.log"
+# shellcheck source=e2e/conformance/suite-args.sh
+source "$HERE/suite-args.sh"
+gateway_class kctl "$CLASS" 60s || die "GatewayClass $CLASS was not accepted; see $WORK/operator.log"
 
 log "running the suite (logs: $WORK/suite.log; report: $REPORT)"
 set +e
-# shellcheck source=e2e/conformance/suite-args.sh
-source "$HERE/suite-args.sh"
 suite_args "$CLASS" "$REPORT"
 (cd "$HERE" && go test -v -count=1 -timeout 60m -run TestConformance . -args \
 	"${SUITE_ARGS[@]}" "${gate[@]}" "$@") 2>&1 | tee "$WORK/suite.log"

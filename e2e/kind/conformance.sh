@@ -99,14 +99,9 @@ kubectl wait --for condition=Established --timeout=60s crd --all >/dev/null
 	--set operator.gatewayHttps=true --set 'operator.gatewayAddresses={127.0.0.1}' \
 	--wait --timeout 5m
 
-kubectl apply -f - >/dev/null <<EOF
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: $CLASS}
-spec: {controllerName: tollgate.dev/gateway-controller}
-EOF
-kubectl wait --for condition=Accepted --timeout=120s "gatewayclass/$CLASS" >/dev/null ||
-	die "GatewayClass $CLASS was not accepted"
+# shellcheck source=e2e/conformance/suite-args.sh
+source e2e/conformance/suite-args.sh
+gateway_class kubectl "$CLASS" 120s || die "GatewayClass $CLASS was not accepted"
 
 skips=("${SHARED_ADDRESS_SKIPS[@]}")
 while read -r test _; do
@@ -116,8 +111,6 @@ log "skipped: ${SHARED_ADDRESS_SKIPS[*]} (one address for every Gateway on kind)
 
 log "running the suite (log: $WORK/suite.log; report: $REPORT)"
 set +e
-# shellcheck source=e2e/conformance/suite-args.sh
-source e2e/conformance/suite-args.sh
 suite_args "$CLASS" "$REPORT"
 (cd e2e/conformance && go test -v -count=1 -timeout 60m -run TestConformance . -args \
 	"${SUITE_ARGS[@]}" -skip-tests="$(
